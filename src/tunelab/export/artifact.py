@@ -1,0 +1,134 @@
+"""Saved models: a Hugging Face directory plus ``tunelab_run.json``; the writer and reader live together.
+
+Layout: ``config.json`` (with id2label/label2id), ``model.safetensors``, tokenizer files, and
+``tunelab_run.json`` (task, labels, input columns, resolved config, metrics, versions, seed, git sha).
+Directories are written to a temp dir and renamed, so a reader never sees a half-written model.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab import __version__
+from tunelab.data import Columns
+from tunelab.errors import CheckpointError
+from tunelab.io import atomic_dir
+from tunelab.tasks import TASKS
+from tunelab.tasks.spec import TaskSpec
+
+RUN_FILE = "tunelab_run.json"
+_VERSIONED = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "safetensors", "scikit-learn")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, tunelab and the libraries that shape a model's numbers."""
+    versions = {"python": platform.python_version(), "tunelab": __version__}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_sha() -> str | None:
+    """Commit of the tunelab source tree when it runs from a git checkout, else None."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def save_artifact(model: torch.nn.Module, tokenizer: Any, dest: Path, info: Mapping[str, Any]) -> None:
+    """Write model + tokenizer + ``tunelab_run.json`` (``info`` plus provenance) atomically to ``dest``."""
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        run_info = {**info, "versions": library_versions(), "git_sha": git_sha()}
+        (tmp / RUN_FILE).write_text(json.dumps(run_info, indent=2, default=str), encoding="utf-8")
+
+
+@dataclass
+class Artifact:
+    """A loaded model ready for prediction, with everything needed to preprocess its inputs."""
+
+    path: Path
+    model: torch.nn.Module
+    tokenizer: Any
+    task: TaskSpec
+    task_params: Any
+    labels: list[str]
+    columns: Columns
+    info: dict[str, Any]
+
+
+def resolve_artifact_dir(path: Path) -> Path:
+    """Accept a model dir, or a run dir whose ``best/`` holds the model."""
+    if (path / "config.json").is_file():
+        return path
+    if (path / "best" / "config.json").is_file():
+        return path / "best"
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such directory")
+    raise CheckpointError(
+        f"{path}: not a tunelab or Hugging Face model directory (no config.json, no best/config.json); "
+        "give a run's best/ directory or an exported model"
+    )
+
+
+def _info_for_plain_hf(path: Path) -> dict[str, Any]:
+    """Metadata for an HF classification dir saved without tunelab (labels from its config)."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        raise CheckpointError(
+            f"{path}: a Hugging Face model but not a sequence classifier (architectures: "
+            f"{config.get('architectures')}), and it has no {RUN_FILE} saying which task it serves"
+        )
+    id2label = config.get("id2label") or {}
+    labels = [id2label[k] for k in sorted(id2label, key=int)]
+    return {"task": "classification", "task_params": {}, "labels": labels, "columns": {"text": "text"}}
+
+
+def load_artifact(path: Path, device: str = "cpu") -> Artifact:
+    """Load a saved model for prediction; never runs remote code."""
+    from transformers import AutoTokenizer
+
+    path = resolve_artifact_dir(path)
+    run_file = path / RUN_FILE
+    info = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else _info_for_plain_hf(path)
+    try:
+        task = TASKS.get(info["task"])
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: {exc.args[0]}") from None
+    if not any(path.glob("*.safetensors")):
+        raise CheckpointError(f"{path}: no .safetensors weights; tunelab only loads safetensors models")
+    model = task.model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32).to(device)
+    model.eval()
+    cols = info.get("columns") or {}
+    return Artifact(
+        path=path,
+        model=model,
+        tokenizer=AutoTokenizer.from_pretrained(path, trust_remote_code=False),
+        task=task,
+        task_params=task.params.model_validate(info.get("task_params") or {}),
+        labels=list(info["labels"]),
+        columns=Columns(text=cols.get("text", "text"), label=cols.get("label"), text_pair=cols.get("text_pair")),
+        info=info,
+    )

@@ -1,0 +1,9 @@
+"""Method registry: one line per method module."""
+
+from __future__ import annotations
+
+from tunelab.methods import full
+from tunelab.registry import Registry
+from tunelab.methods.spec import MethodSpec
+
+METHODS: Registry[MethodSpec] = Registry("method", {full.SPEC.name: full.SPEC})

@@ -1,0 +1,9 @@
+"""Task registry: one line per task module."""
+
+from __future__ import annotations
+
+from tunelab.registry import Registry
+from tunelab.tasks import classification
+from tunelab.tasks.spec import TaskSpec
+
+TASKS: Registry[TaskSpec] = Registry("task", {classification.TASK.name: classification.TASK})

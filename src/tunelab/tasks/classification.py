@@ -1,0 +1,84 @@
+"""Single-label text classification (sentiment, topic, intent): softmax head + cross-entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+from tunelab.tasks.spec import Batch, Features, TaskSpec
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels: list[str] | None = Field(
+        default=None, min_length=2, description="Label names in id order; default: sorted labels of the train file."
+    )
+    max_length: int = Field(default=128, gt=0, le=8192, description="Truncate inputs to this many tokens.")
+
+
+def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[str, int]) -> Features:
+    """Tokenise without padding (the collator pads per batch) and map label names to ids."""
+    features = tokenizer(
+        batch["text"], batch.get("text_pair"), truncation=True, max_length=params.max_length, padding=False
+    )
+    out: Features = dict(features)
+    if "label" in batch:
+        out["labels"] = [label2id[label] for label in batch["label"]]
+    return out
+
+
+def collator(tokenizer: Any) -> DataCollatorWithPadding:
+    """Dynamic padding to the longest row of each batch (multiples of 8 help GPU tensor cores)."""
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def postprocess(logits: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Predicted label plus the probability of every label."""
+    probs = softmax(logits.astype(np.float64))
+    return [
+        {"label": labels[int(row.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, row)}}
+        for row in probs
+    ]
+
+
+def metrics(logits: np.ndarray, gold: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
+    pred = logits.argmax(axis=-1)
+    ids = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(gold, pred, labels=ids, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(gold, pred)),
+        "macro_f1": float(f1_score(gold, pred, labels=ids, average="macro", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+        "confusion_matrix": confusion_matrix(gold, pred, labels=ids).tolist(),
+        "majority_baseline_accuracy": float(np.bincount(gold, minlength=len(labels)).max() / max(len(gold), 1)),
+    }
+
+
+TASK = TaskSpec(
+    name="classification",
+    params=Params,
+    model_class=AutoModelForSequenceClassification,
+    head_modules=("classifier", "score"),
+    metric_names=("accuracy", "macro_f1"),
+    preprocess=preprocess,
+    collator=collator,
+    postprocess=postprocess,
+    metrics=metrics,
+)

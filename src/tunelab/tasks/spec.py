@@ -1,0 +1,57 @@
+"""TaskSpec: what a task contributes (model class, preprocessing, postprocessing, metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+Batch = dict[str, list[Any]]
+Features = dict[str, list[Any]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as plain functions; behaviour comes from composition, not subclassing.
+
+    Attributes:
+        name: registry name.
+        params: pydantic model validating ``task.params``.
+        model_class: transformers Auto class whose ``from_pretrained`` builds backbone + head.
+        head_modules: names of freshly initialised head modules (methods keep them trainable).
+        metric_names: metrics ``metrics`` returns; ``train.metric_for_best_model`` must be one of them.
+        preprocess: batched and pure: raw columns -> model features (with ``labels`` when present).
+        collator: tokenizer -> callable that pads a list of feature dicts into a tensor batch.
+        postprocess: logits -> one JSON-able prediction per example.
+        metrics: (logits, gold label ids, label names) -> metric dict.
+    """
+
+    name: str
+    params: type[BaseModel]
+    model_class: Any
+    head_modules: tuple[str, ...]
+    metric_names: tuple[str, ...]
+    preprocess: Callable[[Batch, Any, Any, Mapping[str, int]], Features]
+    collator: Callable[[Any], Callable[[list[dict[str, Any]]], dict[str, Any]]]
+    postprocess: Callable[[np.ndarray, Sequence[str]], list[dict[str, Any]]]
+    metrics: Callable[[np.ndarray, np.ndarray, Sequence[str]], dict[str, Any]]
+
+
+def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
+    """``id2label`` and ``label2id`` as transformers configs store them."""
+    return dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+
+
+def tokenize_dataset(task: TaskSpec, params: Any, tokenizer: Any, data: Any, labels: Sequence[str]) -> Any:
+    """Apply ``task.preprocess`` batched over a ``datasets.Dataset``, keeping only model features."""
+    _, label2id = label_maps(labels)
+    return data.map(
+        lambda batch: task.preprocess(batch, tokenizer, params, label2id),
+        batched=True,
+        remove_columns=data.column_names,
+        keep_in_memory=True,
+        desc="tokenize",
+    )

@@ -1,0 +1,65 @@
+"""Training: plan resolution, the loop, checkpoints and tracking."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from tunelab.config import TrainConfig
+from tunelab.errors import ConfigError
+from tunelab.training.loop import TrainResult, train
+from tunelab.training.plan import Plan, resolve
+from tunelab.training.setup import TrainInputs, prepare_inputs
+
+__all__ = ["Plan", "TrainInputs", "TrainResult", "build_accelerator", "prepare_inputs", "resolve", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 matmuls are ~100x slower."""
+    try:
+        flags = cpuinfo.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str) -> str:
+    """Map ``train.precision`` to accelerate's mixed_precision, refusing what the device cannot do."""
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        if not cuda:
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if requested == "fp32":
+        return "no"
+    if requested == "fp16" and not cuda:
+        raise ConfigError("train.precision: fp16 autocast needs a CUDA GPU; use fp32 or auto on this machine")
+    if requested == "bf16" and not cuda and not cpu_has_native_bf16():
+        raise ConfigError(
+            "train.precision: this CPU has no native bf16 (avx512_bf16/amx_bf16), bf16 would run far slower "
+            "than fp32; use fp32 or auto"
+        )
+    if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision: this GPU does not support bf16; use fp16 or auto")
+    return requested
+
+
+def build_accelerator(cfg: TrainConfig) -> Accelerator:
+    """An Accelerator for this machine; works unchanged under torchrun/accelerate launch (gloo or NCCL).
+
+    The scheduler is stepped once per optimizer step by our loop; accelerate's default would step it
+    once per process, which assumes a schedule sized for the single-process data length.
+    """
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), step_scheduler_with_optimizer=False)
+    logger.info(
+        "device %s, %d process(es), mixed precision %s",
+        accelerator.device,
+        accelerator.num_processes,
+        accelerator.mixed_precision,
+    )
+    return accelerator

@@ -1,0 +1,115 @@
+"""Resumable checkpoints: accelerate's state (model, optimizer, scheduler, scaler, RNG) + loop state.
+
+Each checkpoint is written into a hidden temp directory and renamed into place only when complete, so
+a crash mid-write leaves the previous checkpoint as the newest loadable one. accelerate stores
+weights with safetensors and loads the rest with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+from tunelab.errors import CheckpointError
+from tunelab.io import atomic_write, publish_dir
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^step-(\d+)$")
+# Keys that may differ between the original run and its resume without changing the training math.
+RESUMABLE_CHANGES = frozenset(
+    {"train.logging_steps", "train.save_steps", "train.save_total_limit", "train.eval_batch_size", "data.test_file"}
+)
+
+
+@dataclass
+class TrainerState:
+    """Loop position and model-selection state; together with accelerate's state it defines a resume."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0  # optimizer steps already taken in ``epoch``
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    """``output_dir/checkpoints/step-000123``."""
+    return output_dir / "checkpoints" / f"step-{step:06d}"
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temp dirs of interrupted writes are hidden and ignored)."""
+    root = output_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _NAME.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: TrainerState, keep: int) -> Path:
+    """Write a checkpoint for ``state.step`` atomically (all ranks call this) and prune old ones."""
+    dest = checkpoint_dir(output_dir, state.step)
+    tmp = dest.with_name(f".{dest.name}.tmp")  # same name on every rank: they all write into it
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        atomic_write(tmp / STATE_FILE, json.dumps(dataclasses.asdict(state), indent=2))
+        publish_dir(tmp, dest)
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return dest
+
+
+def read_state(path: Path) -> TrainerState:
+    """The loop state stored in a checkpoint directory."""
+    state_file = path / STATE_FILE
+    if not state_file.is_file():
+        raise CheckpointError(f"{path}: not a complete tunelab checkpoint (no {STATE_FILE})")
+    return TrainerState(**json.loads(state_file.read_text(encoding="utf-8")))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+        return out
+    return {prefix: tree}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ and would make the resumed run differ from the original."""
+    old, new = _flatten(saved), _flatten(current)
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path, config: dict[str, Any]) -> TrainerState:
+    """Restore accelerate's state from ``path`` and return the loop state; refuse a changed config."""
+    state = read_state(path)
+    diffs = config_differences(state.config, config)
+    if diffs:
+        raise CheckpointError(
+            f"{path}: cannot resume, the config changed in: {', '.join(diffs)}; "
+            "restore those values or start a new run (another train.output_dir)"
+        )
+    accelerator.load_state(str(path))
+    return state

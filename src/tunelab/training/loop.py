@@ -1,0 +1,227 @@
+"""The one training loop, on accelerate: accumulate, clip, step, schedule, evaluate, keep best, stop.
+
+Hand-written rather than HF Trainer because methods own the micro-step (``MethodSpec.step``) and the
+loop must stay closed to them; exact resume needs data order derived from (seed, epoch) only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import send_to_device
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from tunelab.data.batching import epoch_batches, shard_batches
+from tunelab.methods.spec import default_step
+from tunelab.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+from tunelab.training.optim import build_optimizer, build_scheduler
+from tunelab.training.plan import Plan
+from tunelab.training.setup import TrainInputs
+from tunelab.training.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+Evaluate = Callable[[torch.nn.Module], Mapping[str, Any]]
+OnBest = Callable[[torch.nn.Module, Mapping[str, Any], int], None]
+
+
+@dataclass
+class TrainResult:
+    """How the run ended; ``losses`` maps logged steps to that step's mean micro-batch loss (this rank)."""
+
+    step: int
+    stopped: Literal["completed", "early_stopping", "interrupted"]
+    best_metric: float | None
+    best_step: int | None
+    checkpoint: Path | None
+    losses: dict[int, float] = field(default_factory=dict)
+    signal_number: int | None = None
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each optimizer step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        def handler(signum: int, frame: Any) -> None:
+            self.signum = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _improved(value: float, best: float | None, higher_is_better: bool) -> bool:
+    if best is None:
+        return True
+    return value > best if higher_is_better else value < best
+
+
+def steps_per_epoch(n_examples: int, cfg_batch: int, accumulation: int, world_size: int) -> int:
+    """Optimizer steps in one epoch on each rank (a short last accumulation group still steps)."""
+    batches_per_rank = math.ceil(math.ceil(n_examples / cfg_batch) / world_size)
+    return math.ceil(batches_per_rank / accumulation)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[speed]:.1f} samples/s"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def train(
+    plan: Plan,
+    inputs: TrainInputs,
+    accelerator: Accelerator,
+    evaluate: Evaluate | None = None,
+    on_best: OnBest | None = None,
+    resume_from: Path | None = None,
+) -> TrainResult:
+    """Train ``inputs.adapted.model`` as ``plan`` says; see module docstring for the contract.
+
+    ``evaluate(model) -> metrics`` runs at each evaluation point; ``on_best(model, metrics, step)`` is
+    called when ``train.metric_for_best_model`` improves. Both arrive from the CLI so this layer
+    never imports evaluation or export.
+    """
+    cfg = plan.cfg.train
+    config_dict = plan.cfg.model_dump(mode="json")
+    out_dir = cfg.output_dir
+    lengths = [len(ids) for ids in inputs.train["input_ids"]]
+    per_epoch = steps_per_epoch(len(lengths), cfg.batch_size, cfg.gradient_accumulation_steps, accelerator.num_processes)
+    total_steps = cfg.max_steps or cfg.num_train_epochs * per_epoch
+
+    model = inputs.adapted.model
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    inputs.adapted.model = model
+    custom_steps = [spec.step for spec, _ in plan.methods if spec.step is not default_step]
+    step_fn = custom_steps[0] if custom_steps else default_step  # plan.resolve allows at most one
+
+    state = TrainerState(config=config_dict)
+    if resume_from is not None:
+        state = load_checkpoint(accelerator, resume_from, config_dict)
+        logger.info("resumed from %s at step %d (epoch %d)", resume_from, state.step, state.epoch)
+
+    tracker = Tracker(out_dir, enabled=accelerator.is_main_process)
+    stop = _StopFlag()
+    result = TrainResult(step=state.step, stopped="completed", best_metric=None, best_step=None, checkpoint=None)
+    last_saved: int | None = state.step if resume_from is not None else None
+    last_eval: int | None = None
+    evaluate_each_epoch = cfg.eval_steps is None
+
+    def checkpoint() -> None:
+        nonlocal last_saved
+        if last_saved != state.step:
+            result.checkpoint = save_checkpoint(accelerator, out_dir, state, cfg.save_total_limit)
+            last_saved = state.step
+
+    def run_eval() -> bool:
+        """Evaluate, keep best; True when early stopping says stop."""
+        nonlocal last_eval
+        if evaluate is None:
+            return False
+        last_eval = state.step
+        model.eval()
+        metrics = dict(evaluate(model))
+        model.train()
+        tracker.log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
+        value = float(metrics[cfg.metric_for_best_model])
+        logger.info("step %d eval: %s", state.step, _summary(metrics))
+        if _improved(value, state.best_metric, plan.higher_is_better):
+            state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
+            if on_best is not None:
+                on_best(accelerator.unwrap_model(model), metrics, state.step)
+        else:
+            state.evals_without_improvement += 1
+        patience = cfg.early_stopping_patience
+        return patience is not None and state.evals_without_improvement >= patience
+
+    generator = torch.Generator().manual_seed(cfg.seed)  # keeps DataLoader off the global RNG
+    model.train()
+    window_start, window_samples = time.perf_counter(), 0
+    with stop.installed(), _progress(accelerator.is_main_process) as progress:
+        bar = progress.add_task("train", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0, speed=0.0)
+        while state.step < total_steps and result.stopped == "completed":
+            batches = shard_batches(
+                epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length),
+                accelerator.process_index,
+                accelerator.num_processes,
+            )
+            ga = cfg.gradient_accumulation_steps
+            groups = [batches[i : i + ga] for i in range(0, len(batches), ga)]
+            for group in groups[state.step_in_epoch :]:
+                loader = DataLoader(inputs.train, batch_sampler=group, collate_fn=inputs.collator, generator=generator)
+                loss_sum = torch.zeros((), device=accelerator.device)
+                for j, batch in enumerate(loader):
+                    batch = send_to_device(batch, accelerator.device)
+                    sync = j == len(group) - 1
+                    with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                        out = step_fn(inputs.adapted, batch, lambda loss: accelerator.backward(loss / len(group)))
+                    loss_sum += out.loss.float()
+                    window_samples += len(batch["input_ids"]) * accelerator.num_processes
+                if cfg.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.step_in_epoch += 1
+
+                if state.step % cfg.logging_steps == 0 or state.step == total_steps:
+                    loss = (loss_sum / len(group)).item()
+                    elapsed = time.perf_counter() - window_start
+                    speed = window_samples / elapsed if elapsed > 0 else 0.0
+                    lr = scheduler.get_last_lr()[0]
+                    result.losses[state.step] = loss
+                    tracker.log(state.step, {"train/loss": loss, "train/lr": lr, "train/samples_per_s": speed})
+                    progress.update(bar, loss=loss, lr=lr, speed=speed)
+                    window_start, window_samples = time.perf_counter(), 0
+                progress.update(bar, completed=state.step)
+
+                end_of_epoch = state.step_in_epoch == len(groups)
+                if end_of_epoch:
+                    state.epoch, state.step_in_epoch = state.epoch + 1, 0
+                due_eval = (end_of_epoch and evaluate_each_epoch) or (
+                    cfg.eval_steps is not None and state.step % cfg.eval_steps == 0
+                )
+                finished = state.step >= total_steps
+                if due_eval or (finished and last_eval != state.step):
+                    if run_eval():
+                        result.stopped = "early_stopping"
+                if stop.signum is not None:
+                    result.stopped, result.signal_number = "interrupted", stop.signum
+                if state.step % cfg.save_steps == 0 or finished or result.stopped != "completed":
+                    checkpoint()
+                if finished or result.stopped != "completed":
+                    break
+    tracker.close()
+    result.step, result.best_metric, result.best_step = state.step, state.best_metric, state.best_step
+    return result
+
+
+def _summary(metrics: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))

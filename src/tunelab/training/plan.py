@@ -1,0 +1,87 @@
+"""Resolve a RunConfig against the registries before any weight is loaded.
+
+Task and method params are validated here (not in config.py, which sits below the registries), with
+errors keyed by their full path, e.g. ``methods[0].params.r``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tunelab.assets import resolve_model
+from tunelab.config import RunConfig, format_validation_error
+from tunelab.errors import AssetError, ConfigError
+from tunelab.methods import METHODS
+from tunelab.methods.spec import MethodSpec, default_step
+from tunelab.tasks import TASKS
+from tunelab.tasks.spec import TaskSpec
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated run: config, specs with their parsed params, and the local model directory."""
+
+    cfg: RunConfig
+    task: TaskSpec
+    task_params: Any
+    methods: tuple[tuple[MethodSpec, Any], ...]
+    model_dir: Path
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Loss-like metrics improve downwards, every other metric upwards."""
+        return not self.cfg.train.metric_for_best_model.endswith("loss")
+
+
+def _validate(model: type[BaseModel], raw: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems.append(format_validation_error(exc, model, prefix=prefix))
+        return None
+
+
+def resolve(cfg: RunConfig) -> Plan:
+    """Look up specs, validate their params and combinations; report every problem at once."""
+    problems: list[str] = []
+    task = task_params = None
+    try:
+        task = TASKS.get(cfg.task.name)
+        task_params = _validate(task.params, cfg.task.params, "task.params", problems)
+    except KeyError as exc:
+        problems.append(f"task.name: {exc.args[0]}")
+
+    methods: list[tuple[MethodSpec, Any]] = []
+    for i, method_cfg in enumerate(cfg.methods):
+        try:
+            spec = METHODS.get(method_cfg.name)
+        except KeyError as exc:
+            problems.append(f"methods[{i}].name: {exc.args[0]}")
+            continue
+        methods.append((spec, _validate(spec.params, method_cfg.params, f"methods[{i}].params", problems)))
+    if not cfg.methods:
+        problems.append("methods: list at least one method (e.g. [{name: full}])")
+    custom_steps = [spec.name for spec, _ in methods if spec.step is not default_step]
+    if len(custom_steps) > 1:
+        problems.append(f"methods: {' and '.join(custom_steps)} both replace the training step; keep one")
+
+    if task is not None:
+        allowed = ("loss", *task.metric_names)
+        if cfg.train.metric_for_best_model not in allowed:
+            problems.append(
+                f"train.metric_for_best_model: {cfg.train.metric_for_best_model!r} is not a metric of task "
+                f"{task.name!r}; choose one of: {', '.join(allowed)}"
+            )
+    model_dir = Path()
+    try:
+        model_dir = resolve_model(cfg.model.name_or_path)
+    except AssetError as exc:
+        problems.append(f"model.name_or_path: {exc}")
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(problems))
+    assert task is not None
+    return Plan(cfg=cfg, task=task, task_params=task_params, methods=tuple(methods), model_dir=model_dir)

@@ -1,0 +1,98 @@
+"""Build what the loop trains: tokenizer, model with its task head, adapted by the methods, and features."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import torch
+from accelerate.utils import set_seed
+from transformers import AutoTokenizer
+from transformers import logging as hf_logging
+
+from tunelab.data import LabeledData, load_labeled_data
+from tunelab.methods.spec import Adapted
+from tunelab.tasks.spec import label_maps, tokenize_dataset
+from tunelab.training.plan import Plan
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainInputs:
+    """Everything ``train`` needs besides the plan; features are tokenised, unpadded."""
+
+    adapted: Adapted
+    tokenizer: Any
+    collator: Any
+    labels: list[str]
+    train: datasets.Dataset
+    dev: datasets.Dataset
+    test: datasets.Dataset | None
+
+
+def load_tokenizer(plan: Plan) -> Any:
+    """The model directory's tokenizer (fast, Rust-backed), offline."""
+    return AutoTokenizer.from_pretrained(plan.model_dir, trust_remote_code=plan.cfg.model.trust_remote_code)
+
+
+def load_model(plan: Plan, labels: list[str]) -> torch.nn.Module:
+    """Pretrained backbone + a fresh task head sized for ``labels``, in fp32 (autocast handles precision)."""
+    id2label, label2id = label_maps(labels)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized head" is expected here, not news
+    try:
+        model = plan.task.model_class.from_pretrained(
+            plan.model_dir,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            dtype=torch.float32,
+            trust_remote_code=plan.cfg.model.trust_remote_code,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if plan.cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def apply_methods(plan: Plan, model: torch.nn.Module) -> Adapted:
+    """Apply the configured methods in order; each sees the previous one's model."""
+    adapted = Adapted(model=model)
+    for spec, params in plan.methods:
+        nxt = spec.apply(adapted.model, params, plan.task.head_modules)
+        adapted = Adapted(model=nxt.model, companions={**adapted.companions, **nxt.companions})
+    return adapted
+
+
+def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
+    """Load and check data, then tokenizer, model and methods; tokenise every split."""
+    cfg = plan.cfg
+    data = data or load_labeled_data(cfg.data, plan.task_params.labels, cfg.train.seed)
+    logger.info(
+        "data: %d train / %d dev%s rows, labels %s",
+        len(data.train),
+        len(data.dev),
+        f" / {len(data.test)} test" if data.test is not None else "",
+        data.labels,
+    )
+    tokenizer = load_tokenizer(plan)
+    set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
+    model = load_model(plan, data.labels)
+    adapted = apply_methods(plan, model)
+
+    def features(split: datasets.Dataset) -> datasets.Dataset:
+        return tokenize_dataset(plan.task, plan.task_params, tokenizer, split, data.labels)
+
+    return TrainInputs(
+        adapted=adapted,
+        tokenizer=tokenizer,
+        collator=plan.task.collator(tokenizer),
+        labels=data.labels,
+        train=features(data.train),
+        dev=features(data.dev),
+        test=features(data.test) if data.test is not None else None,
+    )
