@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -53,9 +54,14 @@ def build_accelerator(cfg: TrainConfig) -> Accelerator:
     """An Accelerator for this machine; works unchanged under torchrun/accelerate launch (gloo or NCCL).
 
     The scheduler is stepped once per optimizer step by our loop; accelerate's default would step it
-    once per process, which assumes a schedule sized for the single-process data length.
+    once per process, which assumes a schedule sized for the single-process data length. Several
+    processes without CUDA must be asked for explicitly (``cpu=True``), or accelerate leaves each
+    process alone instead of joining them over gloo.
     """
-    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision), step_scheduler_with_optimizer=False)
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(
+        mixed_precision=resolve_precision(cfg.precision), step_scheduler_with_optimizer=False, cpu=multi_cpu
+    )
     logger.info(
         "device %s, %d process(es), mixed precision %s",
         accelerator.device,

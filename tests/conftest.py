@@ -1,0 +1,115 @@
+"""Shared fixtures: a tiny random BERT saved as a real HF directory, learnable toy data, config builder."""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+from tunelab.config import RunConfig, validate_config
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "weak"]
+FILLER = ["the", "movie", "plot", "actor", "was", "very", "and", "story", "scene", "quite", "a", "it"]
+
+
+def toy_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """Learnable rows: the label is whether a positive or a negative cue word appears."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        cue = rng.choice(POSITIVE if label == "positive" else NEGATIVE)
+        words = rng.choices(FILLER, k=rng.randint(3, 14))
+        words.insert(rng.randrange(len(words) + 1), cue)
+        rows.append((" ".join(words), label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init 2-layer BERT (hidden 32) with a WordPiece tokenizer trained here, saved HF-style."""
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    corpus = [text for text, _ in toy_rows(400, seed=1)]
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
+    fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=64)
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertForMaskedLM(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def toy_data(tmp_path: Path) -> dict[str, Path]:
+    """Train/dev/test CSV files of learnable toy sentiment rows."""
+    return {
+        "train": write_csv(tmp_path / "train.csv", toy_rows(96, seed=2)),
+        "dev": write_csv(tmp_path / "dev.csv", toy_rows(32, seed=3)),
+        "test": write_csv(tmp_path / "test.csv", toy_rows(32, seed=4)),
+    }
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.fixture
+def make_config(tiny_backbone_dir: Path, toy_data: dict[str, Path], tmp_path: Path) -> Callable[..., RunConfig]:
+    """Build a validated RunConfig for the tiny model and toy data; nested dict overrides merge in."""
+
+    def build(**sections: dict[str, Any]) -> RunConfig:
+        raw = {
+            "model": {"name_or_path": str(tiny_backbone_dir)},
+            "data": {"train_file": str(toy_data["train"]), "dev_file": str(toy_data["dev"])},
+            "task": {"name": "classification", "params": {"max_length": 32}},
+            "train": {
+                "output_dir": str(tmp_path / "run"),
+                "num_train_epochs": 4,
+                "batch_size": 8,
+                "lr": 3e-3,
+                "warmup_steps": 2,
+                "logging_steps": 1,
+                "save_steps": 1000,
+                "seed": 7,
+            },
+        }
+        return validate_config(_merge(raw, sections))
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
+    random.seed(0)

@@ -1,0 +1,139 @@
+"""The training loop: it learns, resumes exactly, checkpoints atomically, stops early, handles signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tunelab.config import RunConfig
+from tunelab.errors import CheckpointError
+from tunelab.evaluation import evaluate
+from tunelab.training import TrainResult, build_accelerator, prepare_inputs, resolve, train
+from tunelab.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+
+
+def run(cfg: RunConfig, resume_from: Path | None = None, evaluate_fn: Callable | None = None, on_best=None):
+    plan = resolve(cfg)
+    accelerator = build_accelerator(cfg.train)
+    inputs = prepare_inputs(plan)
+    if evaluate_fn is None:
+
+        def evaluate_fn(model: torch.nn.Module) -> dict[str, Any]:
+            return evaluate(model, plan.task, inputs.dev, inputs.collator, inputs.labels, 16, accelerator)
+
+    result = train(plan, inputs, accelerator, evaluate=evaluate_fn, on_best=on_best, resume_from=resume_from)
+    return result, inputs.adapted.model, accelerator
+
+
+def test_train_loss_falls_and_accuracy_beats_chance(make_config):
+    cfg = make_config(train={"num_train_epochs": 10, "lr": 2e-3})
+    seen: list[dict[str, Any]] = []
+    result, model, _ = run(cfg, on_best=lambda model, metrics, step: seen.append(dict(metrics)))
+    steps = sorted(result.losses)
+    first = sum(result.losses[s] for s in steps[:3]) / 3
+    last = sum(result.losses[s] for s in steps[-3:]) / 3
+    assert result.stopped == "completed" and result.step == 120
+    assert last < 0.3 * first
+    assert result.best_metric is not None and result.best_metric >= 0.8
+    assert seen and seen[-1]["accuracy"] == result.best_metric
+
+
+def _interrupt_at(step: int) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """An evaluate callback that sends SIGINT to this process at the given evaluation number."""
+    calls = {"n": 0}
+
+    def fn(model: torch.nn.Module) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return {"accuracy": 0.5}
+
+    return fn
+
+
+@pytest.mark.parametrize("stop_at", [3, 6, 9])  # mid-epoch, epoch boundary, mid second epoch
+def test_resume_gives_identical_losses_and_weights(make_config, tmp_path: Path, stop_at: int):
+    """Stop at step k (SIGINT), resume from its checkpoint: every later loss and the final weights match."""
+    sections = {
+        "train": {"num_train_epochs": 2, "gradient_accumulation_steps": 2, "eval_steps": 1, "lr": 1e-3},
+    }
+    full, full_model, _ = run(make_config(**sections), evaluate_fn=lambda m: {"accuracy": 0.5})
+    assert full.step == 12
+
+    cfg = make_config(**{"train": {**sections["train"], "output_dir": str(tmp_path / "interrupted")}})
+    first, _, _ = run(cfg, evaluate_fn=_interrupt_at(stop_at))
+    assert first.stopped == "interrupted" and first.step == stop_at and first.signal_number == signal.SIGINT
+    assert latest_checkpoint(cfg.train.output_dir) == first.checkpoint
+
+    resumed, resumed_model, _ = run(cfg, resume_from=first.checkpoint, evaluate_fn=lambda m: {"accuracy": 0.5})
+    assert resumed.step == 12
+    assert sorted(resumed.losses) == list(range(stop_at + 1, 13))
+    for step, loss in resumed.losses.items():
+        assert loss == pytest.approx(full.losses[step], abs=1e-6), step
+    for (name, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_resume_refuses_changed_training_config(make_config, tmp_path: Path):
+    cfg = make_config(train={"max_steps": 2, "save_steps": 1})
+    result, _, _ = run(cfg, evaluate_fn=lambda m: {"accuracy": 0.5})
+    changed = make_config(train={"max_steps": 2, "save_steps": 1, "lr": 1e-4})
+    with pytest.raises(CheckpointError, match=r"train\.lr"):
+        run(changed, resume_from=result.checkpoint)
+
+
+def test_checkpoint_crash_mid_write_keeps_previous_loadable(make_config, monkeypatch):
+    cfg = make_config(train={"max_steps": 1})
+    result, _, accelerator = run(cfg, evaluate_fn=lambda m: {"accuracy": 0.5})
+    good = result.checkpoint
+    assert good is not None and good.name == "step-000001"
+
+    def crashing_save_state(output_dir: str, **kwargs: Any) -> None:
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half written")
+        raise RuntimeError("disk full")
+
+    from tunelab.training.checkpoint import TrainerState
+
+    state = TrainerState(step=2, config=cfg.model_dump(mode="json"))
+    monkeypatch.setattr(accelerator, "save_state", crashing_save_state)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(accelerator, cfg.train.output_dir, state, keep=2)
+    monkeypatch.undo()
+
+    assert list_checkpoints(cfg.train.output_dir) == [good]
+    restored = load_checkpoint(accelerator, good, cfg.model_dump(mode="json"))
+    assert restored.step == 1
+
+
+def test_checkpoints_rotate_to_save_total_limit(make_config):
+    cfg = make_config(train={"max_steps": 5, "save_steps": 1, "save_total_limit": 2})
+    run(cfg, evaluate_fn=lambda m: {"accuracy": 0.5})
+    assert [p.name for p in list_checkpoints(cfg.train.output_dir)] == ["step-000004", "step-000005"]
+
+
+def test_early_stopping_stops_after_patience(make_config):
+    scores = iter([0.6, 0.7, 0.65, 0.64, 0.9, 0.9])
+    best_steps: list[int] = []
+    cfg = make_config(train={"eval_steps": 2, "early_stopping_patience": 2})
+    result: TrainResult
+    result, _, _ = run(
+        cfg,
+        evaluate_fn=lambda m: {"accuracy": next(scores)},
+        on_best=lambda model, metrics, step: best_steps.append(step),
+    )
+    assert result.stopped == "early_stopping"
+    assert result.step == 8  # evals at 2, 4 (best), 6, 8 -> two without improvement
+    assert best_steps == [2, 4] and result.best_step == 4 and result.best_metric == 0.7
+
+
+def test_lower_is_better_for_loss_metric(make_config):
+    losses = iter([0.9, 0.5, 0.7])
+    cfg = make_config(train={"max_steps": 6, "eval_steps": 2, "metric_for_best_model": "loss"})
+    result, _, _ = run(cfg, evaluate_fn=lambda m: {"loss": next(losses), "accuracy": 0.0})
+    assert result.best_metric == 0.5 and result.best_step == 4
