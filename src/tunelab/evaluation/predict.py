@@ -1,4 +1,4 @@
-"""Batched no-grad inference: length-sorted batches, sharded across processes, gathered in order."""
+"""Batched no-grad inference: length-sorted batches, sharded across processes, gathered in row order."""
 
 from __future__ import annotations
 
@@ -7,15 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.data_loader import prepare_data_loader
-from accelerate.utils import send_to_device
+from accelerate.utils import gather_object, send_to_device
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import eval_order
-
-
-def _forward_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in batch.items() if k != "labels"}
 
 
 @torch.no_grad()
@@ -28,27 +23,32 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits for every row of ``features`` (a tokenised ``datasets.Dataset``), in the original row order.
 
-    Rows are processed longest first so each batch pads little; with several processes each takes a
-    shard and ``gather_for_metrics`` drops the padding duplicates.
+    Rows are processed longest first so each batch pads little. With several processes each takes
+    every n-th batch and one ``gather_object`` at the end reassembles rows by index, so no rank pads
+    or duplicates rows (accelerate's even-batches padding cannot be undone for batch-sampler loaders).
+    The forward runs on the unwrapped module, so uneven batch counts per rank cannot deadlock.
     """
     order = eval_order([len(ids) for ids in features["input_ids"]])
     batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    loader = DataLoader(features, batch_sampler=batches, collate_fn=collator, generator=torch.Generator())
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    mine = batches[rank::world]
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
-    if accelerator is not None and accelerator.num_processes > 1:
-        loader = prepare_data_loader(
-            loader, device, accelerator.num_processes, accelerator.process_index, put_on_device=True
-        )
+    if accelerator is not None:
+        # A DDP wrapper syncs buffers in every forward; ranks run different numbers of eval batches.
+        model = accelerator.unwrap_model(model)
+    loader = DataLoader(features, batch_sampler=mine, collate_fn=collator, generator=torch.Generator())
     was_training = model.training
     model.eval()
-    chunks = []
-    for batch in loader:
-        logits = model(**_forward_inputs(send_to_device(batch, device))).logits.float()
-        if accelerator is not None:
-            logits = accelerator.gather_for_metrics(logits)
-        chunks.append(logits.cpu().numpy())
+    pieces: list[tuple[list[int], np.ndarray]] = []
+    for rows, batch in zip(mine, loader):
+        inputs = {k: v for k, v in send_to_device(batch, device).items() if k != "labels"}
+        pieces.append((rows, model(**inputs).logits.float().cpu().numpy()))
     model.train(was_training)
-    sorted_logits = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
-    out = np.empty_like(sorted_logits)
-    out[order] = sorted_logits
+    if world > 1:
+        pieces = gather_object(pieces)
+    if not pieces:
+        return np.zeros((0, 0), dtype=np.float32)
+    out = np.empty((len(order), *pieces[0][1].shape[1:]), dtype=np.float32)
+    for rows, logits in pieces:
+        out[rows] = logits
     return out
