@@ -80,12 +80,16 @@ def toy_data(tmp_path: Path) -> dict[str, Path]:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
 @pytest.fixture
-def make_config(tiny_backbone_dir: Path, toy_data: dict[str, Path], tmp_path: Path) -> Callable[..., RunConfig]:
+def make_config(
+    tiny_backbone_dir: Path, toy_data: dict[str, Path], tmp_path: Path
+) -> Callable[..., RunConfig]:
     """Build a validated RunConfig for the tiny model and toy data; nested dict overrides merge in."""
 
     def build(**sections: dict[str, Any]) -> RunConfig:

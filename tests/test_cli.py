@@ -55,7 +55,8 @@ def test_train_writes_complete_model_dir(trained_run: Path):
     config = json.loads((best / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     run_info = json.loads((best / "tunelab_run.json").read_text())
-    assert run_info["config"]["train"]["lr"] == 2e-3 and run_info["seed"] == 42
+    assert run_info["config"]["train"]["lr"] == 2e-3
+    assert run_info["seed"] == 42
     assert {"torch", "transformers", "tunelab"} <= set(run_info["versions"])
     metrics = json.loads((best / "metrics.json").read_text())
     assert set(metrics) == {"dev", "test"}
@@ -63,12 +64,21 @@ def test_train_writes_complete_model_dir(trained_run: Path):
     assert test["accuracy"] >= 0.8
     assert set(test["per_class"]) == {"negative", "positive"}
     assert sum(map(sum, test["confusion_matrix"])) == test["n_examples"] == 32
-    assert (trained_run / "run_config.yaml").is_file() and (trained_run / "tb").is_dir()
+    assert (trained_run / "run_config.yaml").is_file()
+    assert (trained_run / "tb").is_dir()
 
 
 def test_eval_reports_metrics_on_a_file(trained_run: Path, toy_data: dict[str, Path], tmp_path: Path):
     result = CliRunner().invoke(
-        app, ["eval", str(trained_run / "best"), "--data", str(toy_data["test"]), "--report-dir", str(tmp_path / "r")]
+        app,
+        [
+            "eval",
+            str(trained_run / "best"),
+            "--data",
+            str(toy_data["test"]),
+            "--report-dir",
+            str(tmp_path / "r"),
+        ],
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout[result.stdout.index("{") :])

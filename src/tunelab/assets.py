@@ -62,7 +62,9 @@ def resolve_model(name_or_path: str) -> Path:
         asset = MODELS[name_or_path]
         path = package_dir(asset.module, asset.package) / asset.subdir
         if not (path / "config.json").is_file():
-            raise AssetError(f"{path}: shipped model {name_or_path!r} is incomplete; reinstall {asset.package}")
+            raise AssetError(
+                f"{path}: shipped model {name_or_path!r} is incomplete; reinstall {asset.package}"
+            )
         return path
     path = Path(name_or_path).expanduser()
     if path.is_dir():

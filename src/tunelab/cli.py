@@ -58,7 +58,9 @@ def validate(ctx: typer.Context, config: Path) -> None:
 def train(
     ctx: typer.Context,
     config: Path,
-    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in train.output_dir.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the newest checkpoint in train.output_dir.")
+    ] = False,
     resume_from: Annotated[Path | None, typer.Option(help="Continue from this checkpoint directory.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing train.output_dir first.")] = False,
 ) -> None:
@@ -69,7 +71,9 @@ def train(
         _fail(exc)
 
 
-def _train(config: Path, overrides: list[str], resume: bool, resume_from: Path | None, overwrite: bool) -> None:
+def _train(
+    config: Path, overrides: list[str], resume: bool, resume_from: Path | None, overwrite: bool
+) -> None:
     from tunelab.config import dump_config, load_config
     from tunelab.training.checkpoint import latest_checkpoint
     from tunelab.training.plan import resolve
@@ -93,7 +97,9 @@ def _train(config: Path, overrides: list[str], resume: bool, resume_from: Path |
             raise TunelabError(f"--resume: no checkpoint in {out / 'checkpoints'}; train without --resume")
     if accelerator.is_main_process and resume_from is None and out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise TunelabError(f"{out} is not empty; pass --resume to continue it or --overwrite to start over")
+            raise TunelabError(
+                f"{out} is not empty; pass --resume to continue it or --overwrite to start over"
+            )
         shutil.rmtree(out)
     accelerator.wait_for_everyone()
     inputs = prepare_inputs(plan)
@@ -103,14 +109,20 @@ def _train(config: Path, overrides: list[str], resume: bool, resume_from: Path |
         "task": plan.task.name,
         "task_params": plan.task_params.model_dump(mode="json"),
         "labels": inputs.labels,
-        "columns": {"text": cfg.data.text_column, "text_pair": cfg.data.text_pair_column, "label": cfg.data.label_column},
+        "columns": {
+            "text": cfg.data.text_column,
+            "text_pair": cfg.data.text_pair_column,
+            "label": cfg.data.label_column,
+        },
         "seed": cfg.train.seed,
         "config": cfg.model_dump(mode="json"),
     }
 
     def on_best(model: Any, metrics: Any, step: int) -> None:
         if accelerator.is_main_process:
-            save_artifact(model, inputs.tokenizer, out / "best", {**info, "step": step, "dev_metrics": metrics})
+            save_artifact(
+                model, inputs.tokenizer, out / "best", {**info, "step": step, "dev_metrics": metrics}
+            )
 
     result = run_training(
         plan,
@@ -136,8 +148,14 @@ def _train(config: Path, overrides: list[str], resume: bool, resume_from: Path |
             config,
         )
         raise typer.Exit(code=128 + (result.signal_number or 2))
-    logger.info("training %s at step %d; best %s=%s at step %s", result.stopped, result.step,
-                cfg.train.metric_for_best_model, result.best_metric, result.best_step)
+    logger.info(
+        "training %s at step %d; best %s=%s at step %s",
+        result.stopped,
+        result.step,
+        cfg.train.metric_for_best_model,
+        result.best_metric,
+        result.best_step,
+    )
     if accelerator.is_main_process:
         _final_report(out, inputs, cfg.train.eval_batch_size)
 
@@ -167,7 +185,9 @@ def eval_command(
     model_dir: Path,
     data: Annotated[Path, typer.Option(help="Labelled .csv/.jsonl/.parquet file to score.")],
     text_column: Annotated[str | None, typer.Option(help="Text column (default: the training one).")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Label column (default: the training one).")] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="Label column (default: the training one).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     report_dir: Annotated[Path | None, typer.Option(help="Also write metrics.json and plots here.")] = None,
 ) -> None:
@@ -190,7 +210,11 @@ def eval_command(
         )
         rows = load_labeled_file(data, cols, art.labels)
         features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
-        metrics = {"eval": evaluate(art.model, art.task, features, art.task.collator(art.tokenizer), art.labels, batch_size)}
+        metrics = {
+            "eval": evaluate(
+                art.model, art.task, features, art.task.collator(art.tokenizer), art.labels, batch_size
+            )
+        }
     except TunelabError as exc:
         _fail(exc)
     if report_dir is not None:
@@ -203,7 +227,9 @@ def eval_command(
 def predict(
     model_dir: Path,
     text: Annotated[list[str] | None, typer.Option("--text", help="Text to classify (repeatable).")] = None,
-    file: Annotated[Path | None, typer.Option(help="Text file (one input a line) or .csv/.jsonl/.parquet.")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="Text file (one input a line) or .csv/.jsonl/.parquet.")
+    ] = None,
     text_column: Annotated[str | None, typer.Option(help="Column to read from a table file.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
 ) -> None:
@@ -231,7 +257,7 @@ def predict(
         logits = predict_logits(art.model, features, art.task.collator(art.tokenizer), batch_size)
     except TunelabError as exc:
         _fail(exc)
-    for input_text, prediction in zip(texts, art.task.postprocess(logits, art.labels)):
+    for input_text, prediction in zip(texts, art.task.postprocess(logits, art.labels), strict=False):
         typer.echo(json.dumps({"text": input_text, **prediction}, ensure_ascii=False))
 
 

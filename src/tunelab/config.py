@@ -22,22 +22,30 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    name_or_path: str = Field(description="Shipped model asset name (see `tunelab assets`) or a local HF directory.")
+    name_or_path: str = Field(
+        description="Shipped model asset name (see `tunelab assets`) or a local HF directory."
+    )
     trust_remote_code: bool = Field(
-        default=False, description="Allow model code from the model directory to run. Off unless you trust it."
+        default=False,
+        description="Allow model code from the model directory to run. Off unless you trust it.",
     )
 
 
 class DataConfig(_Section):
     train_file: Path = Field(description="Training data: .csv, .jsonl/.json or .parquet.")
     dev_file: Path | None = Field(
-        default=None, description="Dev data for evaluation during training; a stratified split of train if unset."
+        default=None,
+        description="Dev data for evaluation during training; a stratified split of train if unset.",
     )
     test_file: Path | None = Field(default=None, description="Held-out data evaluated once after training.")
     text_column: str = Field(default="text", description="Column holding the input text.")
-    text_pair_column: str | None = Field(default=None, description="Optional second text column (sentence pairs).")
+    text_pair_column: str | None = Field(
+        default=None, description="Optional second text column (sentence pairs)."
+    )
     label_column: str = Field(default="label", description="Column holding the label (string or integer).")
-    dev_ratio: float = Field(default=0.1, gt=0, lt=0.5, description="Fraction of train held out when no dev_file.")
+    dev_ratio: float = Field(
+        default=0.1, gt=0, lt=0.5, description="Fraction of train held out when no dev_file."
+    )
     max_train_samples: int | None = Field(
         default=None, gt=0, description="Use a seeded random subset of this many training rows."
     )
@@ -48,22 +56,30 @@ class DataConfig(_Section):
 
 class TaskConfig(_Section):
     name: str = Field(default="classification", description="Task name from the task registry.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Task options, validated by the task spec.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Task options, validated by the task spec."
+    )
 
 
 class MethodConfig(_Section):
     name: str = Field(description="Adaptation method name from the method registry.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Method options, validated by the method spec.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Method options, validated by the method spec."
+    )
 
 
 class TrainConfig(_Section):
-    output_dir: Path = Field(default=Path("runs/default"), description="Run directory (checkpoints, logs, best/).")
+    output_dir: Path = Field(
+        default=Path("runs/default"), description="Run directory (checkpoints, logs, best/)."
+    )
     num_train_epochs: int = Field(default=3, ge=1, description="Passes over the training data.")
     max_steps: int | None = Field(default=None, gt=0, description="Stop after this many optimizer steps.")
     batch_size: int = Field(default=16, gt=0, description="Training examples per device per micro-batch.")
     eval_batch_size: int = Field(default=64, gt=0, description="Examples per device per evaluation batch.")
     lr: float = Field(default=5e-5, gt=0, description="Peak learning rate for AdamW.")
-    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not applied to bias/norm).")
+    weight_decay: float = Field(
+        default=0.01, ge=0, description="AdamW weight decay (not applied to bias/norm)."
+    )
     adam_beta1: float = Field(default=0.9, gt=0, lt=1, description="AdamW beta1.")
     adam_beta2: float = Field(default=0.999, gt=0, lt=1, description="AdamW beta2.")
     adam_epsilon: float = Field(default=1e-8, gt=0, description="AdamW epsilon.")
@@ -71,9 +87,13 @@ class TrainConfig(_Section):
         default="linear", description="Decay after warmup (transformers.get_scheduler)."
     )
     warmup_steps: int | None = Field(default=None, ge=0, description="Linear warmup steps.")
-    warmup_ratio: float | None = Field(default=None, ge=0, lt=1, description="Warmup as a fraction of all steps.")
+    warmup_ratio: float | None = Field(
+        default=None, ge=0, lt=1, description="Warmup as a fraction of all steps."
+    )
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
-    max_grad_norm: float | None = Field(default=1.0, gt=0, description="Clip the global gradient norm; null = off.")
+    max_grad_norm: float | None = Field(
+        default=1.0, gt=0, description="Clip the global gradient norm; null = off."
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto",
         description="Autocast dtype. auto = bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.",
@@ -83,7 +103,9 @@ class TrainConfig(_Section):
     group_by_length: bool = Field(
         default=True, description="Batch examples of similar length together (less padding, same randomness)."
     )
-    eval_steps: int | None = Field(default=None, gt=0, description="Evaluate every N steps; null = each epoch.")
+    eval_steps: int | None = Field(
+        default=None, gt=0, description="Evaluate every N steps; null = each epoch."
+    )
     save_steps: int = Field(default=500, gt=0, description="Write a resumable checkpoint every N steps.")
     save_total_limit: int = Field(default=2, ge=1, description="Keep only the newest N checkpoints.")
     logging_steps: int = Field(default=10, gt=0, description="Log loss/lr/throughput every N steps.")
@@ -106,7 +128,8 @@ class RunConfig(_Section):
     data: DataConfig
     task: TaskConfig = Field(default_factory=TaskConfig)
     methods: list[MethodConfig] = Field(
-        default_factory=lambda: [MethodConfig(name="full")], description="Adaptation methods, applied in order."
+        default_factory=lambda: [MethodConfig(name="full")],
+        description="Adaptation methods, applied in order.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
 
@@ -150,7 +173,7 @@ def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
     """Set ``key`` (dotted, with ``[i]`` list indices) in a raw config dict, creating dicts on the way."""
     parts = _split_key(key)
     node: Any = tree
-    for part, nxt in zip(parts, parts[1:]):
+    for part, nxt in zip(parts, parts[1:], strict=False):
         if isinstance(part, int):
             if not isinstance(node, list) or part > len(node):
                 raise ConfigError(f"override --{key}: list index {part} does not exist")
@@ -232,7 +255,9 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, task, train...)")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (model, data, task, train...)"
+        )
     for key, value in parse_overrides(overrides or []):
         apply_override(raw, key, value)
     return validate_config(raw)

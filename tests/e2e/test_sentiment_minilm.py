@@ -36,7 +36,14 @@ def test_example_sentiment_learns_on_real_minilm(tmp_path: Path):
 
     predicted = runner.invoke(
         app,
-        ["predict", str(tmp_path / "run"), "--text", "a moving, beautifully acted film", "--text", "a dull, tedious mess"],
+        [
+            "predict",
+            str(tmp_path / "run"),
+            "--text",
+            "a moving, beautifully acted film",
+            "--text",
+            "a dull, tedious mess",
+        ],
     )
     assert predicted.exit_code == 0, predicted.output
     labels = [json.loads(line)["label"] for line in predicted.stdout.splitlines() if line.startswith("{")]

@@ -1,4 +1,4 @@
-"""Run by torchrun in test_distributed.py: train from a YAML config, dump this rank's losses and dev metrics."""
+"""Run by torchrun in test_distributed.py: train from a YAML config, dump this rank's losses and metrics."""
 
 from __future__ import annotations
 

@@ -36,8 +36,16 @@ def _run(tmp: Path, name: str, raw: dict, nproc: int) -> tuple[dict[int, float],
     out.mkdir()
     cfg = out / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "output_dir": str(out / "run")}}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}"]
-    done = subprocess.run([*cmd, str(WORKER), str(cfg), str(out)], capture_output=True, text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        f"--master_port={_free_port()}",
+    ]
+    done = subprocess.run(
+        [*cmd, str(WORKER), str(cfg), str(out)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
     assert all(r["world_size"] == nproc for r in ranks)

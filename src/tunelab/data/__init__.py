@@ -35,7 +35,9 @@ def _columns(cfg: DataConfig) -> Columns:
     return Columns(text=cfg.text_column, label=cfg.label_column, text_pair=cfg.text_pair_column)
 
 
-def _extract(table: Table, cols: Columns, known: list[str] | None, problems: list[str]) -> dict[str, list[str]]:
+def _extract(
+    table: Table, cols: Columns, known: list[str] | None, problems: list[str]
+) -> dict[str, list[str]]:
     require_columns(table, [c for c in (cols.text, cols.text_pair, cols.label) if c is not None])
     out = {"text": check_texts(table, cols.text, problems)}
     if cols.text_pair is not None:

@@ -32,7 +32,10 @@ def epoch_batches(
         lens = np.asarray(lengths)[order]
         pool = batch_size * MEGABATCH_FACTOR
         order = np.concatenate(
-            [order[s : s + pool][np.argsort(-lens[s : s + pool], kind="stable")] for s in range(0, len(order), pool)]
+            [
+                order[s : s + pool][np.argsort(-lens[s : s + pool], kind="stable")]
+                for s in range(0, len(order), pool)
+            ]
         )
     batches = [order[s : s + batch_size].tolist() for s in range(0, len(order), batch_size)]
     if group_by_length:

@@ -63,7 +63,9 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}); one JSON object per line") from None
+                raise DataError(
+                    f"{path}:{number}: not valid JSON ({exc.msg}); one JSON object per line"
+                ) from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             rows.append(record)

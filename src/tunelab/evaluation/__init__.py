@@ -25,7 +25,11 @@ def evaluate(
     """Task metrics (plus ``loss``) of ``model`` on ``features``, which must carry ``labels``."""
     logits = predict_logits(model, features, collator, batch_size, accelerator)
     gold = np.asarray(features["labels"])
-    return {**task.metrics(logits, gold, labels), "loss": cross_entropy(logits, gold), "n_examples": len(gold)}
+    return {
+        **task.metrics(logits, gold, labels),
+        "loss": cross_entropy(logits, gold),
+        "n_examples": len(gold),
+    }
 
 
 def cross_entropy(logits: np.ndarray, gold: np.ndarray) -> float:

@@ -40,7 +40,7 @@ def predict_logits(
     was_training = model.training
     model.eval()
     pieces: list[tuple[list[int], np.ndarray]] = []
-    for rows, batch in zip(mine, loader):
+    for rows, batch in zip(mine, loader, strict=False):
         inputs = {k: v for k, v in send_to_device(batch, device).items() if k != "labels"}
         pieces.append((rows, model(**inputs).logits.float().cpu().numpy()))
     model.train(was_training)

@@ -37,7 +37,9 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
     peak = max((max(row) for row in matrix), default=0)
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black"
+            )
     _save_png(fig, path)
 
 
@@ -47,9 +49,9 @@ def plot_loss_curve(history: Sequence[Mapping[str, float]], path: Path) -> None:
     train = [(r["step"], r["train/loss"]) for r in history if "train/loss" in r]
     dev = [(r["step"], r["eval/loss"]) for r in history if "eval/loss" in r]
     if train:
-        ax.plot(*zip(*train), label="train loss")
+        ax.plot(*zip(*train, strict=False), label="train loss")
     if dev:
-        ax.plot(*zip(*dev), marker="o", label="dev loss")
+        ax.plot(*zip(*dev, strict=False), marker="o", label="dev loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy")
     ax.legend()
@@ -67,7 +69,9 @@ def write_report(
     atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     for split, values in metrics.items():
         if "confusion_matrix" in values:
-            plot_confusion(values["confusion_matrix"], labels, out_dir / f"confusion_{split}.png", f"{split} set")
+            plot_confusion(
+                values["confusion_matrix"], labels, out_dir / f"confusion_{split}.png", f"{split} set"
+            )
     if history:
         plot_loss_curve(history, out_dir / "loss_curve.png")
 
@@ -81,5 +85,7 @@ def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> Table:
         table.add_column(key, justify="right")
     for split, values in metrics.items():
         cells = [values.get(k) for k in keys]
-        table.add_row(split, *("-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells))
+        table.add_row(
+            split, *("-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells)
+        )
     return table

@@ -112,7 +112,9 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
 
     path = resolve_artifact_dir(path)
     run_file = path / RUN_FILE
-    info = json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else _info_for_plain_hf(path)
+    info = (
+        json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else _info_for_plain_hf(path)
+    )
     try:
         task = TASKS.get(info["task"])
     except KeyError as exc:
@@ -129,6 +131,8 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
         task=task,
         task_params=task.params.model_validate(info.get("task_params") or {}),
         labels=list(info["labels"]),
-        columns=Columns(text=cols.get("text", "text"), label=cols.get("label"), text_pair=cols.get("text_pair")),
+        columns=Columns(
+            text=cols.get("text", "text"), label=cols.get("label"), text_pair=cols.get("text_pair")
+        ),
         info=info,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tunelab.methods import full
-from tunelab.registry import Registry
 from tunelab.methods.spec import MethodSpec
+from tunelab.registry import Registry
 
 METHODS: Registry[MethodSpec] = Registry("method", {full.SPEC.name: full.SPEC})

@@ -18,7 +18,9 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     labels: list[str] | None = Field(
-        default=None, min_length=2, description="Label names in id order; default: sorted labels of the train file."
+        default=None,
+        min_length=2,
+        description="Label names in id order; default: sorted labels of the train file.",
     )
     max_length: int = Field(default=128, gt=0, le=8192, description="Truncate inputs to this many tokens.")
 
@@ -49,7 +51,10 @@ def postprocess(logits: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any
     """Predicted label plus the probability of every label."""
     probs = softmax(logits.astype(np.float64))
     return [
-        {"label": labels[int(row.argmax())], "probabilities": {name: float(p) for name, p in zip(labels, row)}}
+        {
+            "label": labels[int(row.argmax())],
+            "probabilities": {name: float(p) for name, p in zip(labels, row, strict=False)},
+        }
         for row in probs
     ]
 
@@ -64,10 +69,12 @@ def metrics(logits: np.ndarray, gold: np.ndarray, labels: Sequence[str]) -> dict
         "macro_f1": float(f1_score(gold, pred, labels=ids, average="macro", zero_division=0)),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(labels, precision, recall, f1, support)
+            for name, p, r, f, s in zip(labels, precision, recall, f1, support, strict=False)
         },
         "confusion_matrix": confusion_matrix(gold, pred, labels=ids).tolist(),
-        "majority_baseline_accuracy": float(np.bincount(gold, minlength=len(labels)).max() / max(len(gold), 1)),
+        "majority_baseline_accuracy": float(
+            np.bincount(gold, minlength=len(labels)).max() / max(len(gold), 1)
+        ),
     }
 
 

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 matmuls are ~100x slower."""
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 is ~100x slower."""
     try:
         flags = cpuinfo.read_text(encoding="utf-8")
     except OSError:

@@ -24,7 +24,13 @@ STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
 # Keys that may differ between the original run and its resume without changing the training math.
 RESUMABLE_CHANGES = frozenset(
-    {"train.logging_steps", "train.save_steps", "train.save_total_limit", "train.eval_batch_size", "data.test_file"}
+    {
+        "train.logging_steps",
+        "train.save_steps",
+        "train.save_total_limit",
+        "train.eval_batch_size",
+        "data.test_file",
+    }
 )
 
 
@@ -99,7 +105,9 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ and would make the resumed run differ from the original."""
     old, new = _flatten(saved), _flatten(current)
-    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    return sorted(
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+    )
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path, config: dict[str, Any]) -> TrainerState:

@@ -85,11 +85,42 @@ def _progress(enabled: bool) -> Progress:
         TextColumn("[bold]train"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[speed]:.1f} samples/s"),
+        TextColumn(
+            "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[speed]:.1f} samples/s"
+        ),
         TimeRemainingColumn(),
         disable=not enabled,
         transient=False,
     )
+
+
+def _accumulate(
+    inputs: TrainInputs,
+    step_fn: Callable[..., Any],
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    group: list[list[int]],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, int]:
+    """Forward + backward every micro-batch of one optimizer step; gradients all-reduce only on the last.
+
+    Returns the mean micro-batch loss (a tensor, so no device sync here) and the global sample count.
+    """
+    loader = DataLoader(inputs.train, batch_sampler=group, collate_fn=inputs.collator, generator=generator)
+    scale = 1.0 / len(group)
+
+    def backward(loss: torch.Tensor) -> None:
+        accelerator.backward(loss * scale)
+
+    loss_sum = torch.zeros((), device=accelerator.device)
+    samples = 0
+    for j, batch in enumerate(loader):
+        batch = send_to_device(batch, accelerator.device)
+        last = j == len(group) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            loss_sum += step_fn(inputs.adapted, batch, backward).loss.float()
+        samples += len(batch["input_ids"]) * accelerator.num_processes
+    return loss_sum * scale, samples
 
 
 def train(
@@ -110,7 +141,9 @@ def train(
     config_dict = plan.cfg.model_dump(mode="json")
     out_dir = cfg.output_dir
     lengths = [len(ids) for ids in inputs.train["input_ids"]]
-    per_epoch = steps_per_epoch(len(lengths), cfg.batch_size, cfg.gradient_accumulation_steps, accelerator.num_processes)
+    per_epoch = steps_per_epoch(
+        len(lengths), cfg.batch_size, cfg.gradient_accumulation_steps, accelerator.num_processes
+    )
     total_steps = cfg.max_steps or cfg.num_train_epochs * per_epoch
 
     model = inputs.adapted.model
@@ -128,7 +161,9 @@ def train(
 
     tracker = Tracker(out_dir, enabled=accelerator.is_main_process)
     stop = _StopFlag()
-    result = TrainResult(step=state.step, stopped="completed", best_metric=None, best_step=None, checkpoint=None)
+    result = TrainResult(
+        step=state.step, stopped="completed", best_metric=None, best_step=None, checkpoint=None
+    )
     last_saved: int | None = state.step if resume_from is not None else None
     last_eval: int | None = None
     evaluate_each_epoch = cfg.eval_steps is None
@@ -164,7 +199,9 @@ def train(
     model.train()
     window_start, window_samples = time.perf_counter(), 0
     with stop.installed(), _progress(accelerator.is_main_process) as progress:
-        bar = progress.add_task("train", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0, speed=0.0)
+        bar = progress.add_task(
+            "train", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0, speed=0.0
+        )
         while state.step < total_steps and result.stopped == "completed":
             batches = shard_batches(
                 epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length),
@@ -174,15 +211,8 @@ def train(
             ga = cfg.gradient_accumulation_steps
             groups = [batches[i : i + ga] for i in range(0, len(batches), ga)]
             for group in groups[state.step_in_epoch :]:
-                loader = DataLoader(inputs.train, batch_sampler=group, collate_fn=inputs.collator, generator=generator)
-                loss_sum = torch.zeros((), device=accelerator.device)
-                for j, batch in enumerate(loader):
-                    batch = send_to_device(batch, accelerator.device)
-                    sync = j == len(group) - 1
-                    with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                        out = step_fn(inputs.adapted, batch, lambda loss: accelerator.backward(loss / len(group)))
-                    loss_sum += out.loss.float()
-                    window_samples += len(batch["input_ids"]) * accelerator.num_processes
+                loss, samples = _accumulate(inputs, step_fn, accelerator, model, group, generator)
+                window_samples += samples
                 if cfg.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
@@ -192,12 +222,14 @@ def train(
                 state.step_in_epoch += 1
 
                 if state.step % cfg.logging_steps == 0 or state.step == total_steps:
-                    loss = (loss_sum / len(group)).item()
+                    loss = loss.item()
                     elapsed = time.perf_counter() - window_start
                     speed = window_samples / elapsed if elapsed > 0 else 0.0
                     lr = scheduler.get_last_lr()[0]
                     result.losses[state.step] = loss
-                    tracker.log(state.step, {"train/loss": loss, "train/lr": lr, "train/samples_per_s": speed})
+                    tracker.log(
+                        state.step, {"train/loss": loss, "train/lr": lr, "train/samples_per_s": speed}
+                    )
                     progress.update(bar, loss=loss, lr=lr, speed=speed)
                     window_start, window_samples = time.perf_counter(), 0
                 progress.update(bar, completed=state.step)
@@ -209,9 +241,8 @@ def train(
                     cfg.eval_steps is not None and state.step % cfg.eval_steps == 0
                 )
                 finished = state.step >= total_steps
-                if due_eval or (finished and last_eval != state.step):
-                    if run_eval():
-                        result.stopped = "early_stopping"
+                if (due_eval or (finished and last_eval != state.step)) and run_eval():
+                    result.stopped = "early_stopping"
                 if stop.signum is not None:
                     result.stopped, result.signal_number = "interrupted", stop.signum
                 if state.step % cfg.save_steps == 0 or finished or result.stopped != "completed":

@@ -30,7 +30,8 @@ class Tracker:
         if not self.enabled:
             return
         scalars = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        assert self._writer is not None and self._history is not None
+        assert self._writer is not None
+        assert self._history is not None
         for key, value in scalars.items():
             self._writer.add_scalar(key, value, step)
         self._history.write(json.dumps({"step": step, **scalars}) + "\n")
