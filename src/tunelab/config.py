@@ -134,6 +134,22 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``3e-5`` as a float (YAML 1.2; PyYAML's 1.1 rules need ``3.0e-5``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with tunelab's loader (safe: no arbitrary object construction)."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 _OVERRIDE = re.compile(r"^--([A-Za-z_][\w.\[\]]*)(?:=(.*))?$", re.S)
 _PATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
 
@@ -155,7 +171,7 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
                 raise ConfigError(f"override --{key}: missing value")
             raw = args[i + 1]
             i += 1
-        pairs.append((key, yaml.safe_load(raw) if raw != "" else ""))
+        pairs.append((key, parse_yaml(raw) if raw != "" else ""))
         i += 1
     return pairs
 
@@ -251,7 +267,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

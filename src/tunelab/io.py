@@ -83,12 +83,19 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
 
 def safe_load(path: Path, map_location: str = "cpu") -> Any:
     """Load a torch-serialized file without executing pickled code (``weights_only=True``)."""
+    import pickle
+
     import torch
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)  # noqa: TID251
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load, it holds pickled objects beyond tensors ({exc.__class__.__name__}); "
+            "only load files from sources you trust, converted to safetensors"
+        ) from None
 
 
 def confined_path(base: Path, candidate: str | Path) -> Path:

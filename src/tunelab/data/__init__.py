@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 
 from tunelab.config import DataConfig
-from tunelab.data.checks import check_labels, check_texts, raise_problems, require_columns, sorted_labels
+from tunelab.data.checks import Problems, check_rows, sorted_labels
 from tunelab.data.readers import Table, read_table
 from tunelab.data.splits import stratified_split, subsample
 from tunelab.errors import DataError
@@ -36,14 +36,16 @@ def _columns(cfg: DataConfig) -> Columns:
 
 
 def _extract(
-    table: Table, cols: Columns, known: list[str] | None, problems: list[str]
+    table: Table, cols: Columns, known: list[str] | None, problems: Problems
 ) -> dict[str, list[str]]:
-    require_columns(table, [c for c in (cols.text, cols.text_pair, cols.label) if c is not None])
-    out = {"text": check_texts(table, cols.text, problems)}
+    """Checked columns renamed to tunelab's canonical names: text, text_pair, label."""
+    texts = [c for c in (cols.text, cols.text_pair) if c is not None]
+    raw = check_rows(table, texts, cols.label, known, problems)
+    out = {"text": raw[cols.text]}
     if cols.text_pair is not None:
-        out["text_pair"] = check_texts(table, cols.text_pair, problems)
+        out["text_pair"] = raw[cols.text_pair]
     if cols.label is not None:
-        out["label"] = check_labels(table, cols.label, known, problems)
+        out["label"] = raw[cols.label]
     return out
 
 
@@ -60,13 +62,12 @@ def load_labeled_data(cfg: DataConfig, labels: list[str] | None, seed: int) -> L
     Labels come from ``labels`` when given, else from the training file.
     """
     cols = _columns(cfg)
-    problems: list[str] = []
+    problems = Problems()
     train = _extract(read_table(cfg.train_file), cols, labels, problems)
-    raise_problems(problems)
     names = list(labels) if labels is not None else sorted_labels(train["label"])
     dev = _extract(read_table(cfg.dev_file), cols, names, problems) if cfg.dev_file else None
     test = _extract(read_table(cfg.test_file), cols, names, problems) if cfg.test_file else None
-    raise_problems(problems)
+    problems.raise_if_any()
 
     if dev is None:
         train_idx, dev_idx = stratified_split(train["label"], cfg.dev_ratio, seed)
@@ -83,9 +84,9 @@ def load_labeled_data(cfg: DataConfig, labels: list[str] | None, seed: int) -> L
 
 def load_labeled_file(path: Path, columns: Columns, labels: list[str]) -> datasets.Dataset:
     """One checked file for evaluation; a label outside ``labels`` is an error with file:line."""
-    problems: list[str] = []
+    problems = Problems()
     data = _extract(read_table(path), columns, labels, problems)
-    raise_problems(problems)
+    problems.raise_if_any()
     return _dataset(data)
 
 
@@ -95,7 +96,7 @@ def load_texts(path: Path, column: str) -> list[str]:
         if not path.is_file():
             raise DataError(f"{path}: file not found")
         return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    problems: list[str] = []
+    problems = Problems()
     data = _extract(read_table(path), Columns(text=column, label=None), None, problems)
-    raise_problems(problems)
+    problems.raise_if_any()
     return data["text"]

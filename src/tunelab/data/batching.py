@@ -6,6 +6,7 @@ can rebuild the exact remaining batches of an interrupted epoch.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,7 +49,7 @@ def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[
     if world_size == 1:
         return batches
     per_rank = -(-len(batches) // world_size)
-    padded = batches + batches[: per_rank * world_size - len(batches)]
+    padded = list(itertools.islice(itertools.cycle(batches), per_rank * world_size))
     return padded[rank::world_size]
 
 

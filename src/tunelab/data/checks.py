@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunelab.data.readers import Table
 from tunelab.errors import DataError
 
 MAX_REPORTED = 20
+
+
+@dataclass
+class Problems:
+    """Bad rows across files, in file then row order; one row may have several messages."""
+
+    messages: list[str] = field(default_factory=list)
+    rows: set[str] = field(default_factory=set)
+
+    def add(self, where: str, message: str) -> None:
+        self.messages.append(f"{where}: {message}")
+        self.rows.add(where)
+
+    def raise_if_any(self) -> None:
+        """Raise one DataError listing up to MAX_REPORTED messages and a count of the rest."""
+        if not self.messages:
+            return
+        shown = self.messages[:MAX_REPORTED]
+        more = len(self.messages) - len(shown)
+        tail = f"\n... and {more} more problems" if more else ""
+        raise DataError(f"{len(self.rows)} bad rows; the run did not start:\n" + "\n".join(shown) + tail)
 
 
 def require_columns(table: Table, columns: Sequence[str]) -> None:
@@ -20,16 +42,6 @@ def require_columns(table: Table, columns: Sequence[str]) -> None:
                 f"{table.path}: column {column!r} not found (columns: {present}); "
                 "fix the file or set data.text_column / data.label_column"
             )
-
-
-def raise_problems(problems: list[str]) -> None:
-    """Raise one DataError listing up to MAX_REPORTED problems and a count of the rest."""
-    if not problems:
-        return
-    shown = problems[:MAX_REPORTED]
-    more = len(problems) - len(shown)
-    tail = f"\n... and {more} more bad rows" if more else ""
-    raise DataError(f"{len(problems)} bad rows; the run did not start:\n" + "\n".join(shown) + tail)
 
 
 def normalise_label(value: Any) -> str | None:
@@ -44,37 +56,51 @@ def normalise_label(value: Any) -> str | None:
     return text or None
 
 
-def check_texts(table: Table, column: str, problems: list[str]) -> list[str]:
-    """Text cells as strings; empty or missing cells are recorded as problems."""
-    texts: list[str] = []
-    for i, value in enumerate(table.columns[column]):
-        text = "" if value is None else str(value)
-        if not text.strip():
-            problems.append(f"{table.where(i)}: empty text in column {column!r}")
-        texts.append(text)
-    return texts
+def check_rows(
+    table: Table,
+    text_columns: Sequence[str],
+    label_column: str | None,
+    known: Sequence[str] | None,
+    problems: Problems,
+) -> dict[str, list[str]]:
+    """Texts as strings and normalised labels, column by name; bad rows go to ``problems`` in row order.
 
-
-def check_labels(table: Table, column: str, known: Sequence[str] | None, problems: list[str]) -> list[str]:
-    """Normalised labels; missing labels, and labels outside ``known`` when given, are problems."""
+    A row is bad when a text cell is empty, its label is missing, or (when ``known`` is given) its
+    label is not one of ``known``.
+    """
+    require_columns(table, [*text_columns, *([label_column] if label_column else [])])
     allowed = set(known) if known is not None else None
-    labels: list[str] = []
-    for i, value in enumerate(table.columns[column]):
-        label = normalise_label(value)
+    out: dict[str, list[str]] = {
+        name: [] for name in (*text_columns, *([label_column] if label_column else []))
+    }
+    for i in range(len(table.lines)):
+        for column in text_columns:
+            value = table.columns[column][i]
+            text = "" if value is None else str(value)
+            if not text.strip():
+                problems.add(table.where(i), f"empty text in column {column!r}")
+            out[column].append(text)
+        if label_column is None:
+            continue
+        label = normalise_label(table.columns[label_column][i])
         if label is None:
-            problems.append(f"{table.where(i)}: missing label in column {column!r}")
+            problems.add(table.where(i), f"missing label in column {label_column!r}")
         elif allowed is not None and label not in allowed:
-            problems.append(
-                f"{table.where(i)}: label {label!r} is not in labels [{', '.join(known or [])}]; "
-                "fix the row or add the label to task.params.labels"
+            problems.add(
+                table.where(i),
+                f"label {label!r} is not in labels [{', '.join(known or [])}]; "
+                "fix the row or add the label to task.params.labels",
             )
-        labels.append(label or "")
-    return labels
+        out[label_column].append(label or "")
+    return out
 
 
 def sorted_labels(labels: Sequence[str]) -> list[str]:
-    """Label order when none is configured: numeric if every label is an integer, else alphabetical."""
-    unique = set(labels)
+    """Label order when none is configured: numeric if every label is an integer, else alphabetical.
+
+    Empty strings (missing labels, already reported as problems) are not labels.
+    """
+    unique = {label for label in labels if label}
     if all(label.lstrip("-").isdigit() for label in unique):
         return sorted(unique, key=int)
     return sorted(unique)

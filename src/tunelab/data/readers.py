@@ -29,34 +29,37 @@ class Table:
 
     def where(self, index: int) -> str:
         """``file:line`` for CSV/JSONL, ``file:row N`` for Parquet."""
-        sep = ":row " if self.path.suffix == ".parquet" else ":"
+        sep = ":row " if self.path.suffix.lower() == ".parquet" else ":"
         return f"{self.path}{sep}{self.lines[index]}"
 
 
 def _read_csv(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows and the physical line each starts on (blank lines skipped, quoted newlines counted)."""
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        start = 2  # line 1 is the header
+    with open(path, encoding="utf-8-sig", newline="") as fh:  # -sig: Excel exports start with a BOM
+        reader = csv.reader(fh)
         try:
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: empty file; expected a header row")
             for record in reader:
-                if None in record:
-                    raise DataError(f"{path}:{start}: more fields than header columns {reader.fieldnames}")
-                rows.append(record)
+                if not record:
+                    continue
+                start = reader.line_num - sum(cell.count("\n") for cell in record)
+                if len(record) > len(header):
+                    raise DataError(f"{path}:{start}: {len(record)} fields but the header has {len(header)}")
+                rows.append(dict(zip(header, record, strict=False)))  # short rows: missing cells
                 lines.append(start)
-                start = reader.line_num + 1
         except csv.Error as exc:
             raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
-    if reader.fieldnames is None:
-        raise DataError(f"{path}: empty file; expected a header row")
     return rows, lines
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
