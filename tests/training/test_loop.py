@@ -47,14 +47,14 @@ def test_train_loss_falls_and_accuracy_beats_chance(make_config):
     assert seen[-1]["accuracy"] == result.best_metric
 
 
-def _interrupt_at(step: int) -> Callable[[torch.nn.Module], dict[str, float]]:
-    """An evaluate callback that sends SIGINT to this process at the given evaluation number."""
+def _interrupt_at(step: int, signum: int = signal.SIGINT) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """An evaluate callback that signals this process at the given evaluation number."""
     calls = {"n": 0}
 
     def fn(model: torch.nn.Module) -> dict[str, float]:
         calls["n"] += 1
         if calls["n"] == step:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return {"accuracy": 0.5}
 
     return fn
@@ -87,6 +87,25 @@ def test_resume_gives_identical_losses_and_weights(make_config, tmp_path: Path, 
         full_model.state_dict().items(), resumed_model.state_dict().values(), strict=False
     ):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(make_config):
+    cfg = make_config(train={"max_steps": 6, "eval_steps": 1})
+    result, _, _ = run(cfg, evaluate_fn=_interrupt_at(2, signal.SIGTERM))
+    assert result.stopped == "interrupted"
+    assert result.signal_number == signal.SIGTERM
+    assert result.step == 2
+    assert latest_checkpoint(cfg.train.output_dir).name == "step-000002"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the loop restores the previous handler
+
+
+def test_gradient_checkpointing_gives_the_same_losses(make_config, tmp_path: Path):
+    plain, _, _ = run(make_config(train={"max_steps": 4}), evaluate_fn=lambda m: {"accuracy": 0.5})
+    cfg = make_config(
+        train={"max_steps": 4, "gradient_checkpointing": True, "output_dir": str(tmp_path / "gc")}
+    )
+    checkpointed, _, _ = run(cfg, evaluate_fn=lambda m: {"accuracy": 0.5})
+    assert checkpointed.losses == pytest.approx(plain.losses, abs=1e-6)
 
 
 def test_resume_refuses_changed_training_config(make_config, tmp_path: Path):

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
@@ -89,6 +90,7 @@ def _progress(enabled: bool) -> Progress:
             "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[speed]:.1f} samples/s"
         ),
         TimeRemainingColumn(),
+        console=Console(stderr=True),  # stdout stays for machine-readable output
         disable=not enabled,
         transient=False,
     )

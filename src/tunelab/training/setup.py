@@ -55,7 +55,7 @@ def load_model(plan: Plan, labels: list[str]) -> torch.nn.Module:
     finally:
         hf_logging.set_verbosity(verbosity)
     if plan.cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     return model
 
 
