@@ -69,6 +69,19 @@ class _StopFlag:
                 signal.signal(s, h)
 
 
+def _agreed_signal(accelerator: Accelerator, signum: int | None) -> int | None:
+    """The stop signal as all ranks see it: if one rank was signalled, all stop at the same step.
+
+    Without this a rank that alone received the signal would enter the (collective) checkpoint
+    save while the others run the next step, and the job would hang.
+    """
+    if accelerator.num_processes == 1:
+        return signum
+    flag = torch.tensor([signum or 0], device=accelerator.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 def _improved(value: float, best: float | None, higher_is_better: bool) -> bool:
     if best is None:
         return True
@@ -199,7 +212,7 @@ def train(
 
     generator = torch.Generator().manual_seed(cfg.seed)  # keeps DataLoader off the global RNG
     model.train()
-    window_start, window_samples = time.perf_counter(), 0
+    window_time, window_samples = 0.0, 0  # training time only: evaluation and checkpoints excluded
     with stop.installed(), _progress(accelerator.is_main_process) as progress:
         bar = progress.add_task(
             "train", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0, speed=0.0
@@ -213,6 +226,7 @@ def train(
             ga = cfg.gradient_accumulation_steps
             groups = [batches[i : i + ga] for i in range(0, len(batches), ga)]
             for group in groups[state.step_in_epoch :]:
+                step_start = time.perf_counter()
                 loss, samples = _accumulate(inputs, step_fn, accelerator, model, group, generator)
                 window_samples += samples
                 if cfg.max_grad_norm is not None:
@@ -224,16 +238,18 @@ def train(
                 state.step_in_epoch += 1
 
                 if state.step % cfg.logging_steps == 0 or state.step == total_steps:
-                    loss = loss.item()
-                    elapsed = time.perf_counter() - window_start
-                    speed = window_samples / elapsed if elapsed > 0 else 0.0
+                    mean_loss = accelerator.reduce(loss, reduction="mean").item()  # global, all ranks
+                    window_time += time.perf_counter() - step_start
+                    speed = window_samples / window_time if window_time > 0 else 0.0
                     lr = scheduler.get_last_lr()[0]
-                    result.losses[state.step] = loss
+                    result.losses[state.step] = mean_loss
                     tracker.log(
-                        state.step, {"train/loss": loss, "train/lr": lr, "train/samples_per_s": speed}
+                        state.step, {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_s": speed}
                     )
-                    progress.update(bar, loss=loss, lr=lr, speed=speed)
-                    window_start, window_samples = time.perf_counter(), 0
+                    progress.update(bar, loss=mean_loss, lr=lr, speed=speed)
+                    window_time, window_samples = 0.0, 0
+                else:
+                    window_time += time.perf_counter() - step_start
                 progress.update(bar, completed=state.step)
 
                 end_of_epoch = state.step_in_epoch == len(groups)
@@ -245,8 +261,9 @@ def train(
                 finished = state.step >= total_steps
                 if (due_eval or (finished and last_eval != state.step)) and run_eval():
                     result.stopped = "early_stopping"
-                if stop.signum is not None:
-                    result.stopped, result.signal_number = "interrupted", stop.signum
+                signum = _agreed_signal(accelerator, stop.signum)
+                if signum is not None:
+                    result.stopped, result.signal_number = "interrupted", signum
                 if state.step % cfg.save_steps == 0 or finished or result.stopped != "completed":
                     checkpoint()
                 if finished or result.stopped != "completed":
