@@ -1,4 +1,4 @@
-"""Safe file I/O: atomic writes and directories, weights-only loading, path confinement.
+"""Safe file I/O: atomic writes and directories, weights-only loading.
 
 This is the only module that calls ``torch.load``; everything that writes outputs goes through
 ``atomic_write``/``atomic_dir`` so a crash never leaves a half-written file or model directory.
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tunelab.errors import CheckpointError, TunelabError
+from tunelab.errors import CheckpointError
 
 
 def _fsync_path(path: Path) -> None:
@@ -96,12 +96,3 @@ def safe_load(path: Path, map_location: str = "cpu") -> Any:
             f"{path}: refused to load, it holds pickled objects beyond tensors ({exc.__class__.__name__}); "
             "only load files from sources you trust, converted to safetensors"
         ) from None
-
-
-def confined_path(base: Path, candidate: str | Path) -> Path:
-    """Resolve ``candidate`` under ``base`` and refuse anything that escapes it (``..``, symlinks)."""
-    root = base.resolve()
-    resolved = (root / candidate).resolve()
-    if resolved != root and root not in resolved.parents:
-        raise TunelabError(f"{candidate}: path escapes {root}; use a path inside it")
-    return resolved

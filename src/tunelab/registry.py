@@ -27,6 +27,3 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Sorted names of all registered entries."""
         return sorted(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
