@@ -39,7 +39,7 @@ OnBest = Callable[[torch.nn.Module, Mapping[str, Any], int], None]
 
 @dataclass
 class TrainResult:
-    """How the run ended; ``losses`` maps logged steps to that step's mean micro-batch loss (this rank)."""
+    """How the run ended; ``losses`` maps each logged step to the mean loss since the previous log."""
 
     step: int
     stopped: Literal["completed", "early_stopping", "interrupted"]
@@ -212,7 +212,9 @@ def train(
 
     generator = torch.Generator().manual_seed(cfg.seed)  # keeps DataLoader off the global RNG
     model.train()
-    window_time, window_samples = 0.0, 0  # training time only: evaluation and checkpoints excluded
+    # Logged values cover the whole window since the last log: mean loss, training-only time.
+    window_time, window_samples, window_steps = 0.0, 0, 0
+    window_loss = torch.zeros((), device=accelerator.device)
     with stop.installed(), _progress(accelerator.is_main_process) as progress:
         bar = progress.add_task(
             "train", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0, speed=0.0
@@ -229,6 +231,8 @@ def train(
                 step_start = time.perf_counter()
                 loss, samples = _accumulate(inputs, step_fn, accelerator, model, group, generator)
                 window_samples += samples
+                window_loss += loss
+                window_steps += 1
                 if cfg.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
@@ -238,7 +242,7 @@ def train(
                 state.step_in_epoch += 1
 
                 if state.step % cfg.logging_steps == 0 or state.step == total_steps:
-                    mean_loss = accelerator.reduce(loss, reduction="mean").item()  # global, all ranks
+                    mean_loss = accelerator.reduce(window_loss / window_steps, reduction="mean").item()
                     window_time += time.perf_counter() - step_start
                     speed = window_samples / window_time if window_time > 0 else 0.0
                     lr = scheduler.get_last_lr()[0]
@@ -247,7 +251,8 @@ def train(
                         state.step, {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_s": speed}
                     )
                     progress.update(bar, loss=mean_loss, lr=lr, speed=speed)
-                    window_time, window_samples = 0.0, 0
+                    window_time, window_samples, window_steps = 0.0, 0, 0
+                    window_loss.zero_()
                 else:
                     window_time += time.perf_counter() - step_start
                 progress.update(bar, completed=state.step)
