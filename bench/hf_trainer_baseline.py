@@ -21,7 +21,6 @@ every optimizer step; evaluation intervals are recorded so they can be excluded.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -45,22 +44,10 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
+from bench_train import describe_optimizer, rows_fingerprint  # noqa: E402  (bench/ is this script's sys.path[0])
 from tunelab.config import load_config  # noqa: E402
 from tunelab.data import load_labeled_data  # noqa: E402
 from tunelab.training.plan import resolve  # noqa: E402
-
-
-def rows_fingerprint(data) -> str:
-    """sha256 over (split, text, text_pair, label) of every row, in order: proves both sides saw the same rows."""
-    h = hashlib.sha256()
-    for name in ("train", "dev", "test"):
-        split = getattr(data, name)
-        if split is None:
-            continue
-        pairs = split["text_pair"] if "text_pair" in split.column_names else [None] * len(split)
-        for text, pair, label in zip(split["text"], pairs, split["label"]):
-            h.update(json.dumps([name, text, pair, label]).encode())
-    return h.hexdigest()
 
 
 class StepClock(TrainerCallback):
@@ -95,7 +82,9 @@ class TimedTrainer(Trainer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("config", type=Path)
     parser.add_argument("--timings", type=Path, required=True, help="write timings/results JSON here")
     parser.add_argument(
@@ -149,10 +138,8 @@ def main() -> None:
         dtype=torch.float32,
     )
 
-    if tc.warmup_steps is not None:
-        warmup = tc.warmup_steps
-    else:
-        warmup = tc.warmup_ratio or 0.0  # a float in [0, 1) is a ratio of total steps in transformers v5
+    # transformers v5 has no warmup_ratio: a float warmup_steps in [0, 1) is a ratio of the total steps
+    warmup = tc.warmup_steps if tc.warmup_steps is not None else tc.warmup_ratio or 0.0
     extra = {"optim": args.optim} if args.optim else {}
     targs = TrainingArguments(
         output_dir=str(tc.output_dir),
@@ -166,7 +153,9 @@ def main() -> None:
         adam_beta2=tc.adam_beta2,
         adam_epsilon=tc.adam_epsilon,
         max_grad_norm=tc.max_grad_norm if tc.max_grad_norm is not None else 0.0,
-        lr_scheduler_type="constant_with_warmup" if tc.lr_scheduler_type == "constant" else tc.lr_scheduler_type,
+        lr_scheduler_type="constant_with_warmup"
+        if tc.lr_scheduler_type == "constant"
+        else tc.lr_scheduler_type,
         warmup_steps=warmup,
         seed=tc.seed,
         train_sampling_strategy="group_by_length" if tc.group_by_length else "random",
@@ -203,8 +192,7 @@ def main() -> None:
         "hf_train_metrics": out.metrics,
         "losses": {r["step"]: r["loss"] for r in trainer.state.log_history if "loss" in r},
         "optim": targs.optim.value if hasattr(targs.optim, "value") else str(targs.optim),
-        "optimizer_class": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
-                                else trainer.optimizer).__name__,
+        "optimizer_desc": describe_optimizer(getattr(trainer.optimizer, "optimizer", trainer.optimizer)),
         "train_sampling_strategy": targs.train_sampling_strategy,
         "warmup_steps": targs.get_warmup_steps(trainer.state.max_steps),
         "max_steps": trainer.state.max_steps,

@@ -1,0 +1,677 @@
+"""Side-by-side training benchmark: `tunelab train` vs a plain Hugging Face Trainer on the same rows.
+
+    python bench/bench_train.py [--train-samples N --eval-samples M --epochs E --batch-size B --max-length L]
+
+Each variant runs in its own subprocess, one after another, so peak RSS (``os.wait4`` rusage of that
+child) and timings are separate. Both sides get the same config: examples/sentiment.yaml plus one
+override list (data subset sizes, batch size, epochs, lr, warmup, weight decay, max_length, seed,
+eval once per epoch, no mid-training checkpoints), and both read their rows through tunelab's data
+layer (a sha256 of every train/dev/test row is compared).
+
+Timing definition, identical for both sides: *train time* = wall clock from the start of the first
+training micro-step (first batch already collated) to the end of the last optimizer step, minus any
+evaluation / checkpoint / model-saving intervals inside that window. samples/s = training samples
+actually fed (sum of batch sizes = train rows x epochs) / train time. Model load, tokenisation,
+evaluation and the final dev/test report are outside it (they show up in "startup" and "process wall").
+
+How the timestamps are taken without touching src/: the tunelab variant runs the very Typer app that
+the `tunelab` console script runs (``tunelab.cli:app``, same argv), in a worker that first wraps a few
+module attributes with pure observers (first ``send_to_device`` of the loop, ``scheduler.step``,
+``evaluate``, ``save_checkpoint``, ``save_artifact``, ``load_labeled_data``). The HF side records
+the same points with a TrainerCallback / Trainer subclass (bench/hf_trainer_baseline.py).
+Variant ``tunelab-cli`` runs the literal console script with no hooks (only self-reported numbers).
+
+Results: a markdown table on stdout and in bench/RESULTS.md (text below the "manual notes" marker
+in an existing RESULTS.md is kept). Raw per-variant JSON and logs go to bench/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+T_PROCESS_START = time.time()
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+HF_SCRIPT = BENCH / "hf_trainer_baseline.py"
+NOTES_MARKER = "<!-- manual notes below this line are kept when bench_train.py rewrites the file -->"
+
+# name -> (framework, group_by_length, HF optim or None for default)
+VARIANTS: dict[str, tuple[str, bool, str | None]] = {
+    "tunelab": ("tunelab", True, None),
+    "hf-grouped": ("hf", True, None),
+    "hf": ("hf", False, None),
+    "tunelab-ungrouped": ("tunelab", False, None),
+    "hf-grouped-adamw_torch": ("hf", True, "adamw_torch"),
+    "tunelab-cli": ("tunelab-cli", True, None),
+}
+DEFAULT_VARIANTS = "tunelab,hf-grouped,hf-grouped-adamw_torch,hf,tunelab-ungrouped,tunelab-cli"
+
+
+def rows_fingerprint(data) -> str:
+    """sha256 over (split, text, text_pair, label) of every row, in order (shared with the HF script)."""
+    h = hashlib.sha256()
+    for name in ("train", "dev", "test"):
+        split = getattr(data, name)
+        if split is None:
+            continue
+        pairs = split["text_pair"] if "text_pair" in split.column_names else [None] * len(split)
+        for text, pair, label in zip(split["text"], pairs, split["label"], strict=True):
+            h.update(json.dumps([name, text, pair, label]).encode())
+    return h.hexdigest()
+
+
+def describe_optimizer(opt) -> str:
+    """e.g. ``AdamW fused`` / ``AdamW for-loop`` (what torch picks when neither flag is set on CPU)."""
+    d = opt.defaults
+    impl = "fused" if d.get("fused") else "foreach" if d.get("foreach") else "default (for-loop on CPU)"
+    return f"{type(opt).__name__} {impl}"
+
+
+# --------------------------------------------------------------------------- tunelab worker (child)
+
+
+def tunelab_worker(timings_path: Path, cli_args: list[str]) -> None:
+    """Run ``tunelab.cli:app`` with ``cli_args`` after installing observe-only timing hooks."""
+    import atexit
+
+    timings: dict = {
+        "process_start": T_PROCESS_START,
+        "first_step_start": None,
+        "step_end": [],
+        "intervals": [],
+        "batch_shapes": [],
+    }
+
+    import tunelab.evaluation as evaluation
+    import tunelab.export.artifact as artifact
+    import tunelab.training.loop as loop
+    import tunelab.training.setup as setup
+
+    def timed(kind: str, fn):
+        def wrapper(*a, **kw):
+            t0 = time.time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                timings["intervals"].append([kind, t0, time.time()])
+
+        return wrapper
+
+    orig_send = loop.send_to_device
+
+    def send_to_device(batch, device, *a, **kw):  # called once per training micro-batch, before forward
+        if timings["first_step_start"] is None:
+            timings["first_step_start"] = time.time()
+        timings["batch_shapes"].append(list(batch["input_ids"].shape))
+        return orig_send(batch, device, *a, **kw)
+
+    orig_build_scheduler = loop.build_scheduler
+
+    def build_scheduler(*a, **kw):
+        scheduler = orig_build_scheduler(*a, **kw)
+        base = type(scheduler)
+
+        class TimedScheduler(base):  # a subclass, not an instance attribute: state_dict() pickles __dict__
+            def step(self, *sa, **skw):  # the loop calls it right after optimizer.step()
+                out = base.step(self, *sa, **skw)
+                timings["step_end"].append(time.time())
+                return out
+
+        scheduler.__class__ = TimedScheduler
+        return scheduler
+
+    orig_build_optimizer = loop.build_optimizer
+
+    def build_optimizer(*a, **kw):
+        opt = orig_build_optimizer(*a, **kw)
+        timings["optimizer"] = describe_optimizer(opt)
+        return opt
+
+    orig_load = setup.load_labeled_data
+
+    def load_labeled_data(*a, **kw):
+        data = orig_load(*a, **kw)
+        timings["rows_sha256"] = rows_fingerprint(data)
+        timings["n_rows"] = {"train": len(data.train), "dev": len(data.dev), "test": len(data.test or [])}
+        return data
+
+    loop.send_to_device = send_to_device
+    loop.build_scheduler = build_scheduler
+    loop.build_optimizer = build_optimizer
+    loop.save_checkpoint = timed("checkpoint", loop.save_checkpoint)
+    evaluation.evaluate = timed("eval", evaluation.evaluate)
+    artifact.save_artifact = timed("save_best", artifact.save_artifact)
+    setup.load_labeled_data = load_labeled_data
+
+    def dump() -> None:
+        import torch
+
+        timings["torch_threads"] = torch.get_num_threads()
+        timings["process_end"] = time.time()
+        timings_path.parent.mkdir(parents=True, exist_ok=True)
+        timings_path.write_text(json.dumps(timings, indent=1), encoding="utf-8")
+
+    atexit.register(dump)
+    from tunelab.cli import app
+
+    app(args=cli_args, prog_name="tunelab")
+
+
+# --------------------------------------------------------------------------- driver (parent)
+
+
+def common_overrides(a: argparse.Namespace) -> list[str]:
+    """Overrides applied to BOTH sides on top of the YAML, so data and hyperparameters match."""
+    pairs = {
+        "data.max_train_samples": a.train_samples,
+        "data.max_eval_samples": a.eval_samples,
+        "train.num_train_epochs": a.epochs,
+        "train.batch_size": a.batch_size,
+        "train.eval_batch_size": a.eval_batch_size,
+        "task.params.max_length": a.max_length,
+        "train.lr": a.lr,
+        "train.warmup_ratio": a.warmup_ratio,
+        "train.lr_scheduler_type": "linear",
+        "train.weight_decay": a.weight_decay,
+        "train.max_grad_norm": 1.0,
+        "train.gradient_accumulation_steps": 1,
+        "train.precision": "fp32",
+        "train.seed": a.seed,
+        "train.logging_steps": 10,
+        "train.eval_steps": "null",  # tunelab: evaluate at the end of each epoch (HF: eval_strategy="epoch")
+        "train.save_steps": 10**9,  # tunelab: no mid-training checkpoint (one at the end is unavoidable)
+    }
+    out: list[str] = []
+    for key, value in pairs.items():
+        out += [f"--{key}", str(value)]
+    return out
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds spent busy (all cores, all processes) since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
+    """Wait (up to ``max_wait`` s) until other processes use < ``threshold`` cores; returns that usage."""
+    deadline = time.time() + max_wait
+    while True:
+        b0, t0 = busy_cpu_seconds(), time.time()
+        time.sleep(3)
+        load = (busy_cpu_seconds() - b0) / (time.time() - t0)
+        if load < threshold or time.time() >= deadline:
+            return load
+        print(
+            f"  machine busy ({load:.2f} cores used by other processes); waiting...",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(10)
+
+
+def run_once(cmd: list[str], log_path: Path, env: dict[str, str], max_wait_idle: float) -> dict:
+    """One subprocess: wall time, its own rusage, and how much CPU everything else used meanwhile."""
+    idle_before = wait_for_quiet(max_wait_idle) if max_wait_idle > 0 else None
+    busy0 = busy_cpu_seconds()
+    t0 = time.time()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child alone
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.time() - t0
+    child_cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "cmd": cmd,
+        "exit": proc.returncode,
+        "wall_s": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "child_cpu_s": child_cpu,
+        # average cores used by other processes during the run (contention makes OpenMP crawl)
+        "foreign_cores": max(0.0, busy_cpu_seconds() - busy0 - child_cpu) / wall,
+        "foreign_cores_before": idle_before,
+    }
+
+
+def run_variant(name: str, a: argparse.Namespace, common: list[str], env: dict[str, str], rep: int) -> dict:
+    framework, grouped, optim = VARIANTS[name]
+    out_dir = a.out / name  # overwritten by each repeat
+    timings_path = a.out / f"{name}.r{rep}.timings.json"
+    log_path = a.out / f"{name}.r{rep}.log"
+    timings_path.unlink(missing_ok=True)
+    variant_args = [
+        *common,
+        "--train.output_dir",
+        str(out_dir),
+        "--train.group_by_length",
+        str(grouped).lower(),
+    ]
+    config = str(a.config)
+    if framework == "tunelab":
+        cli = ["train", config, "--overwrite", *variant_args]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_tunelab_worker",
+            str(timings_path),
+            "--",
+            *cli,
+        ]
+    elif framework == "tunelab-cli":
+        cmd = [str(Path(sys.executable).with_name("tunelab")), "train", config, "--overwrite", *variant_args]
+    else:
+        cmd = [sys.executable, str(HF_SCRIPT), config, "--timings", str(timings_path), *variant_args]
+        if optim:
+            cmd += ["--optim", optim]
+    for attempt in range(1, a.retries + 2):
+        print(f"[{name} r{rep}] attempt {attempt}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        timings_path.unlink(missing_ok=True)
+        row = run_once(cmd, log_path, env, a.max_wait_idle)
+        row.update(
+            variant=name, rep=rep, framework=framework, grouped=grouped, attempts=attempt, log=rel(log_path)
+        )
+        if row["exit"] != 0 or row["foreign_cores"] <= a.max_foreign_cores or attempt > a.retries:
+            break
+        print(
+            f"[{name}] other processes used {row['foreign_cores']:.2f} cores during the run; retrying",
+            file=sys.stderr,
+            flush=True,
+        )
+    proc_returncode, wall = row["exit"], row["wall_s"]
+    if proc_returncode != 0:
+        print(f"[{name}] FAILED (exit {proc_returncode}); see {log_path}", file=sys.stderr, flush=True)
+        return row
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    if timings.get("first_step_start"):
+        row.update(summarise_timings(timings, framework))
+    if framework.startswith("tunelab"):
+        row.update(tunelab_outputs(out_dir))
+        row["optimizer"] = timings.get("optimizer", "-")
+    else:
+        res = timings["results"]
+        row.update(
+            dev_acc=res["dev_accuracy"],
+            test_acc=res.get("test_accuracy"),
+            optimizer=f"{res['optim']}: {res['optimizer_desc']}",
+            self_reported_sps=res["hf_train_metrics"].get("train_samples_per_second"),
+            self_reported_def="HF train_samples_per_second (train() start->end, incl. the epoch-end eval)",
+            final_loss=res["losses"][max(res["losses"], key=int)] if res["losses"] else None,
+            warmup_steps=res["warmup_steps"],
+        )
+    print(
+        f"[{name} r{rep}] done in {wall:.0f}s: {row.get('samples_per_s', 0):.1f} samples/s", file=sys.stderr
+    )
+    return row
+
+
+def summarise_timings(t: dict, framework: str) -> dict:
+    first, ends = t["first_step_start"], t["step_end"]
+    last = ends[-1]
+    excluded = 0.0
+    for _, s, e in t["intervals"]:
+        excluded += max(0.0, min(e, last) - max(s, first))
+    train_time = last - first - excluded
+    samples = sum(shape[0] for shape in t["batch_shapes"])
+    padded_tokens = sum(shape[0] * shape[1] for shape in t["batch_shapes"])
+    step_times = [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    return {
+        "steps": len(ends),
+        "samples": samples,
+        "train_time_s": train_time,
+        "samples_per_s": samples / train_time,
+        "median_step_s": statistics.median(step_times) if step_times else None,
+        "padded_tokens": padded_tokens,
+        "mean_padded_len": padded_tokens / samples,
+        "startup_s": first - t["process_start"],
+        "excluded_in_window_s": excluded,
+        "after_train_s": t["process_end"] - last,
+        "rows_sha256": t.get("rows_sha256"),
+        "n_rows": t.get("n_rows"),
+        "torch_threads": t.get("torch_threads"),
+    }
+
+
+def tunelab_outputs(out_dir: Path) -> dict:
+    """Accuracy from best/metrics.json and the loop's own throughput from metrics.jsonl."""
+    out: dict = {}
+    metrics = json.loads((out_dir / "best" / "metrics.json").read_text())
+    out["dev_acc"] = metrics["dev"]["accuracy"]
+    out["test_acc"] = metrics.get("test", {}).get("accuracy")
+    records = [
+        json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
+    train = [r for r in records if "train/samples_per_s" in r]
+    if train:
+        # each record covers the steps since the previous one; weight by steps: total steps / total time
+        prev, steps, seconds = 0, 0, 0.0
+        for r in train:
+            n = r["step"] - prev
+            steps, seconds, prev = steps + n, seconds + n / r["train/samples_per_s"], r["step"]
+        out["self_reported_sps"] = steps / seconds  # x batch size cancels (per-step samples/s)
+        out["self_reported_sps_mean"] = statistics.fmean(r["train/samples_per_s"] for r in train)
+        out["self_reported_def"] = "tunelab metrics.jsonl train/samples_per_s, step-weighted over the windows"
+        out["final_loss"] = train[-1]["train/loss"]
+    run_cfg = out_dir / "run_config.yaml"
+    out["run_config"] = rel(run_cfg) if run_cfg.exists() else None
+    return out
+
+
+def source_state() -> dict:
+    """Commit, uncommitted src/ changes and a hash of every src/ file: the code the tunelab runs used."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    files = {
+        str(path.relative_to(ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((ROOT / "src").rglob("*.py"))
+    }
+    dirty = git("status", "--porcelain", "--", "src").splitlines()
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or "?",
+        "src_changes": ", ".join(line[3:] for line in dirty) or "none",
+        "src_sha256": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12],
+        "files": files,
+    }
+
+
+def changed_files(before: dict, after: dict) -> list[str]:
+    a, b = before["files"], after["files"]
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("tunelab", "torch", "transformers", "accelerate", "datasets", "tokenizers"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "-"
+    return out
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, Linux {platform.release()}"
+
+
+def rel(path: Path) -> str:
+    """``path`` relative to the repo root when it is inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def sps_range(values: list[float], spec: str = ".1f") -> str:
+    return f"{format(min(values), spec)}-{format(max(values), spec)}" if values else "-"
+
+
+def fmt(value, spec: str = ".1f") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec)
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One summary per variant (first-seen order): medians over the successful repeats."""
+    out: list[dict] = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        runs = [r for r in rows if r["variant"] == name]
+        ok = [r for r in runs if r.get("exit") == 0]
+        summary = dict(ok[0] if ok else runs[0])
+        summary["n_ok"], summary["n_runs"] = len(ok), len(runs)
+        for key, value in summary.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("exit", "rep"):
+                values = [r[key] for r in ok if isinstance(r.get(key), (int, float))]
+                if values:
+                    median = statistics.median_low if isinstance(value, int) else statistics.median
+                    summary[key] = median(values)
+        sps = [r["samples_per_s"] for r in ok if r.get("samples_per_s")]
+        summary["sps_all"] = sps
+        if not ok:
+            summary["exit"] = runs[-1].get("exit")
+        out.append(summary)
+    return out
+
+
+def render(
+    rows: list[dict], a: argparse.Namespace, command: str, started: str, load: tuple, src: tuple[dict, dict]
+) -> str:
+    v = versions()
+    src0, src1 = src
+    src_line = (
+        f"- code: git {src0['commit']}, uncommitted src/ changes: {src0['src_changes']} "
+        f"(src/*.py sha256 {src0['src_sha256']}"
+        + (
+            ")"
+            if src0["src_sha256"] == src1["src_sha256"]
+            else f", CHANGED during the run to {src1['src_sha256']} at git {src1['commit']}, files: "
+            f"{', '.join(changed_files(src0, src1))}: check whether they touch the training path)"
+        )
+    )
+    lines = [
+        "# Training benchmark: tunelab vs plain Hugging Face Trainer",
+        "",
+        f"- command: `{command}`",
+        f"- date: {started} (load average before the run: {' / '.join(f'{x:.2f}' for x in load)})",
+        f"- machine: {machine()}",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        src_line,
+        f"- setup: {a.config} with max_train_samples={a.train_samples}, max_eval_samples={a.eval_samples}, "
+        f"epochs={a.epochs}, batch_size={a.batch_size}, max_length={a.max_length}, lr={a.lr}, "
+        f"linear schedule, warmup_ratio={a.warmup_ratio}, weight_decay={a.weight_decay}, max_grad_norm=1.0, "
+        f"seed={a.seed}, fp32, "
+        "dynamic padding, eval once at the end of each epoch (dev), test evaluated after training; "
+        "torch threads left at their default in both; HF_HUB_OFFLINE=1.",
+        "- HF side: `bench/hf_trainer_baseline.py` (Trainer, AutoModelForSequenceClassification, "
+        "DataCollatorWithPadding, eval_strategy=epoch, save_strategy=no, report_to=none); "
+        '`grouped` = `train_sampling_strategy="group_by_length"` (the v5 spelling of group_by_length=True).',
+        "- train time = first training micro-step start -> last optimizer step end, minus "
+        "eval/checkpoint/save time inside that window; "
+        "samples/s = train samples x epochs / train time (same for both). "
+        "startup = process start -> first step (imports, data, tokenisation, model load). "
+        "process wall = whole subprocess incl. final dev/test evaluation (tunelab also saves best/ and a "
+        "checkpoint, and renders plots). Peak RSS = `ru_maxrss` of that subprocess (os.wait4).",
+        "",
+    ]
+    columns = [
+        ("variant", lambda r: r["variant"]),
+        ("length grouping", lambda r: "yes" if r["grouped"] else "no"),
+        ("optimizer", lambda r: r.get("optimizer", "-")),
+        ("steps", lambda r: r.get("steps", "-")),
+        ("train time (s)", lambda r: fmt(r.get("train_time_s"))),
+        ("samples/s", lambda r: fmt(r.get("samples_per_s"))),
+        ("median step (s)", lambda r: fmt(r.get("median_step_s"), ".3f")),
+        ("mean padded len", lambda r: fmt(r.get("mean_padded_len"))),
+        ("startup (s)", lambda r: fmt(r.get("startup_s"))),
+        ("process wall (s)", lambda r: fmt(r["wall_s"])),
+        ("peak RSS (MB)", lambda r: fmt(r["peak_rss_mb"], ".0f")),
+        ("dev acc", lambda r: fmt(r.get("dev_acc"), ".4f")),
+        ("test acc", lambda r: fmt(r.get("test_acc"), ".4f")),
+        ("self-reported samples/s", lambda r: fmt(r.get("self_reported_sps"))),
+    ]
+    if a.repeats > 1:
+        columns.insert(6, ("samples/s min-max", lambda r: sps_range(r["sps_all"])))
+    summaries = aggregate(rows)
+    lines += ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for r in summaries:
+        if r.get("exit") != 0:
+            lines.append(f"| {r['variant']} | FAILED (exit {r.get('exit')}), see `{r.get('log')}` |")
+            continue
+        lines.append("| " + " | ".join(str(get(r)) for _, get in columns) + " |")
+    by_name = {r["variant"]: r for r in summaries if r.get("exit") == 0 and r.get("samples_per_s")}
+    pairs = [
+        ("tunelab", "hf-grouped", "both length-grouped (tunelab's default vs HF group_by_length)"),
+        ("tunelab-ungrouped", "hf", "both random batches"),
+        ("tunelab", "hf", "each framework's default sampling"),
+        (
+            "tunelab",
+            "hf-grouped-adamw_torch",
+            "both grouped, HF on non-fused torch AdamW (optimizer isolated)",
+        ),
+    ]
+    ratio_lines = []
+    for t, h, what in pairs:
+        if t in by_name and h in by_name:
+            tr, hr = by_name[t], by_name[h]
+            paired = [x / y for x, y in zip(tr["sps_all"], hr["sps_all"], strict=False)]  # same repeat
+            ratio_lines.append(
+                f"| {t} / {h} | {what} | {tr['samples_per_s'] / hr['samples_per_s']:.3f} "
+                f"| {sps_range(paired, '.3f')} "
+                f"| {tr['wall_s'] / hr['wall_s']:.3f} | {tr['peak_rss_mb'] / hr['peak_rss_mb']:.3f} |"
+            )
+    if ratio_lines:
+        lines += [
+            "",
+            "| ratio (of medians) | comparison | samples/s tunelab/HF | per-repeat range | process wall "
+            "| peak RSS |",
+            "|---|---|---|---|---|---|",
+            *ratio_lines,
+        ]
+
+    def cell(run: dict) -> str:  # tunelab-cli has no hooks: show what the loop itself reported
+        if run.get("samples_per_s"):
+            return fmt(run["samples_per_s"])
+        return f"({fmt(run.get('self_reported_sps'))} self-reported)" if run.get("self_reported_sps") else "-"
+
+    if a.repeats > 1:
+        lines += [
+            "",
+            "samples/s of each repeat (repeats run round-robin, so neighbours share conditions):",
+            "",
+        ]
+        lines += ["| variant | " + " | ".join(f"r{i}" for i in range(a.repeats)) + " |"]
+        lines += ["|---|" + "---|" * a.repeats]
+        for r in summaries:
+            runs = {x["rep"]: x for x in rows if x["variant"] == r["variant"]}
+            cells = [cell(runs[i]) if i in runs else "-" for i in range(a.repeats)]
+            lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
+    shas = {r.get("rows_sha256") for r in rows if r.get("rows_sha256")}
+    n_rows = next((r["n_rows"] for r in rows if r.get("n_rows")), None)
+    threads = {r.get("torch_threads") for r in rows if r.get("torch_threads")}
+    lines += [
+        "",
+        f"- rows: {n_rows} ; identical train/dev/test rows on every variant: "
+        f"{'yes' if len(shas) == 1 else 'NO'} (sha256 {', '.join(s[:12] for s in shas)})",
+        f"- torch threads in the subprocesses: {sorted(threads)}",
+        "- CPU used by other processes during each run (avg cores; >0.1 means the number is disturbed): "
+        + ", ".join(
+            f"{r['variant']}/r{r['rep']} {r['foreign_cores']:.2f} (attempt {r['attempts']})"
+            for r in rows
+            if "foreign_cores" in r
+        ),
+        "- subprocess CPU time / wall (cores kept busy): "
+        + ", ".join(
+            f"{r['variant']} {r['child_cpu_s'] / r['wall_s']:.2f}" for r in summaries if "child_cpu_s" in r
+        ),
+        "- self-reported samples/s: "
+        + "; ".join(sorted({r["self_reported_def"] for r in rows if r.get("self_reported_def")})),
+        f"- raw data: `{rel(a.out)}/*.timings.json` and `results.json`, logs next to them.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_tunelab_worker":
+        sep = sys.argv.index("--")
+        tunelab_worker(Path(sys.argv[2]), sys.argv[sep + 1 :])
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train-samples", type=int, default=4000)
+    p.add_argument("--eval-samples", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--config", type=Path, default=Path("examples/sentiment.yaml"))
+    p.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help=f"comma-separated, run in this order; choose from {', '.join(VARIANTS)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-wait-idle",
+        type=float,
+        default=600,
+        help="before each variant wait up to this many seconds for other processes to go quiet (0 = don't)",
+    )
+    p.add_argument(
+        "--max-foreign-cores",
+        type=float,
+        default=0.1,
+        help="rerun a variant when other processes used more than this many cores during it",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=1, help="run the variant list this many times, round-robin; medians"
+    )
+    p.add_argument("--retries", type=int, default=2, help="reruns allowed per disturbed variant")
+    p.add_argument("--out", type=Path, default=BENCH / "out", help="run dirs, logs, raw timings")
+    p.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
+    a = p.parse_args()
+    a.out = a.out.resolve()
+    names = [n.strip() for n in a.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH", "")]))
+    command = "python bench/bench_train.py" + "".join(f" {x}" for x in sys.argv[1:])
+    started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    load = os.getloadavg()
+    common = common_overrides(a)
+    src_before = source_state()
+    rows = [run_variant(name, a, common, env, rep) for rep in range(a.repeats) for name in names]
+    src_after = source_state()
+    (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
+    meta = {
+        "command": command,
+        "started": started,
+        "load": load,
+        "src_before": src_before,
+        "src_after": src_after,
+    }
+    (a.out / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+    report = render(rows, a, command, started, load, (src_before, src_after))
+    print(report)
+    notes = ""
+    if a.results.exists():
+        old = a.results.read_text(encoding="utf-8")
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER) + len(NOTES_MARKER) :]
+    a.results.write_text(report + "\n" + NOTES_MARKER + notes, encoding="utf-8")
+    print(f"wrote {a.results}", file=sys.stderr)
+    if any(r.get("exit") != 0 for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
