@@ -80,17 +80,22 @@ def describe_optimizer(opt) -> str:
 # --------------------------------------------------------------------------- tunelab worker (child)
 
 
-def tunelab_worker(timings_path: Path, cli_args: list[str]) -> None:
-    """Run ``tunelab.cli:app`` with ``cli_args`` after installing observe-only timing hooks."""
-    import atexit
-
-    timings: dict = {
-        "process_start": T_PROCESS_START,
+def new_timings(process_start: float) -> dict:
+    """The timing record both workers fill in (same keys, so one analysis reads both)."""
+    return {
+        "process_start": process_start,
         "first_step_start": None,
         "step_end": [],
         "intervals": [],
         "batch_shapes": [],
     }
+
+
+def tunelab_worker(timings_path: Path, cli_args: list[str]) -> None:
+    """Run ``tunelab.cli:app`` with ``cli_args`` after installing observe-only timing hooks."""
+    import atexit
+
+    timings = new_timings(T_PROCESS_START)
 
     import tunelab.evaluation as evaluation
     import tunelab.export.artifact as artifact

@@ -44,7 +44,7 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from bench_train import describe_optimizer, rows_fingerprint  # noqa: E402  (bench/ is this script's sys.path[0])
+from bench_train import describe_optimizer, new_timings, rows_fingerprint  # noqa: E402  (bench/ is this script's sys.path[0])
 from tunelab.config import load_config  # noqa: E402
 from tunelab.data import load_labeled_data  # noqa: E402
 from tunelab.training.plan import resolve  # noqa: E402
@@ -98,13 +98,7 @@ def main() -> None:
         sys.exit("hf_trainer_baseline: only task classification with method full is mirrored")
     max_length = plan.task_params.max_length
 
-    timings: dict = {
-        "process_start": T_PROCESS_START,
-        "first_step_start": None,
-        "step_end": [],
-        "intervals": [],
-        "batch_shapes": [],
-    }
+    timings = new_timings(T_PROCESS_START)
 
     # Rows: tunelab's data layer, exactly as `tunelab train` calls it (labels from the task params).
     data = load_labeled_data(cfg.data, plan.task_params.labels, tc.seed)
