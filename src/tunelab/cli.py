@@ -161,7 +161,7 @@ def _train(
 
 
 def _final_report(out: Path, inputs: Any, batch_size: int) -> None:
-    """Evaluate best/ on dev (and test) and write metrics.json + PNGs into it."""
+    """Write metrics.json + PNGs into best/: dev metrics as recorded when it was saved, test scored now."""
     from rich.console import Console
 
     from tunelab.evaluation import evaluate
@@ -170,11 +170,11 @@ def _final_report(out: Path, inputs: Any, batch_size: int) -> None:
     from tunelab.training.tracking import read_history
 
     best = load_artifact(out / "best")
-    splits = {"dev": inputs.dev, **({"test": inputs.test} if inputs.test is not None else {})}
-    metrics = {
-        name: evaluate(best.model, best.task, features, inputs.collator, best.labels, batch_size)
-        for name, features in splits.items()
-    }
+    metrics = {"dev": best.info["dev_metrics"]}  # the loop scored these exact weights on dev already
+    if inputs.test is not None:
+        metrics["test"] = evaluate(
+            best.model, best.task, inputs.test, inputs.collator, best.labels, batch_size
+        )
     write_report(best.path, metrics, best.labels, read_history(out))
     Console(stderr=True).print(metrics_table(metrics))
     logger.info("model, metrics.json and plots in %s", best.path)
