@@ -111,10 +111,6 @@ class Batcher(Generic[In, Out]):
                 fut.cancel()
             raise
 
-    async def submit(self, items: Sequence[In], timeout: float) -> list[Out]:
-        """``enqueue`` then ``wait``."""
-        return await self.wait(self.enqueue(items), timeout)
-
     async def _run(self) -> None:
         while True:
             if not self._queue:

@@ -129,7 +129,6 @@ class GeneratorPredictor:
     model_id: str
     tokenizer: Any
     model: torch.nn.Module
-    task: str | None = None
 
     def count_tokens(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
         """Prompt tokens per text."""

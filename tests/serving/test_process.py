@@ -1,4 +1,4 @@
-"""SIGTERM on a real server process: stop accepting, finish in-flight requests, exit 0."""
+"""Process-level behaviour: startup checks (CLI and the --factory entry point) and SIGTERM draining."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tunelab.cli import app as cli
+from tunelab.errors import ServingError
+from tunelab.serving.app import app_from_env
 
 HELPER = Path(__file__).with_name("slow_server.py")
 
@@ -89,3 +91,19 @@ def test_serve_reports_bad_settings_by_key(classifier_dir: Path, monkeypatch: py
     result = CliRunner().invoke(cli, ["serve", str(classifier_dir)])
     assert result.exit_code == 2
     assert "max_batch_size: Input should be greater than or equal to 1" in result.output
+
+
+def test_env_factory_builds_the_app_and_demands_a_key(classifier_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    for var in (
+        "TUNELAB_SERVE_API_KEY",
+        "TUNELAB_SERVE_API_KEYS_FILE",
+        "TUNELAB_SERVE_ALLOW_UNAUTHENTICATED",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TUNELAB_SERVE_MODEL_DIR", str(classifier_dir))
+    with pytest.raises(ServingError, match="behind uvicorn --factory"):
+        app_from_env()
+    monkeypatch.setenv("TUNELAB_SERVE_API_KEY", "k")
+    monkeypatch.setenv("TUNELAB_SERVE_MAX_BATCH_SIZE", "3")
+    paths = {getattr(route, "path", None) for route in app_from_env().routes}
+    assert {"/v1/predict", "/v1/embeddings", "/health"} <= paths
