@@ -1,5 +1,8 @@
 """Serving load test: `tunelab serve` with batching on / off vs a plain transformers.pipeline server.
 
+Rows: batching on (max_batch_size 32, max_wait_ms 5), batching on without waiting (max_wait_ms 0),
+batching off (max_batch_size 1), and bench/pipeline_server.py.
+
     python bench/bench_serve.py [--model DIR] [--extra LABEL=DIR ...] [--connections 1,32] [--duration 15]
 
 Each server runs as its own process (torch threads = 2) and `wrk` (Debian package) drives it from a
@@ -52,17 +55,14 @@ def test_rows(tmp: Path) -> list[tuple[str, str]]:
         return [(row["text"], row["label"]) for row in csv.DictReader(fh)]
 
 
-def start(kind: str, model: str, port: int, log: Path, batch_size: int) -> subprocess.Popen[bytes]:
+def start(kind: str, model: str, port: int, log: Path, settings: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
     if kind == "pipeline":
         cmd = [sys.executable, str(BENCH / "pipeline_server.py"), model, str(port)]
     else:
         cmd = [sys.executable, "-m", "tunelab.cli", "serve", model, "--port", str(port)]
-        env |= {
-            "TUNELAB_SERVE_API_KEY": KEY,
-            "TUNELAB_SERVE_TORCH_THREADS": "2",
-            "TUNELAB_SERVE_MAX_BATCH_SIZE": str(batch_size),
-        }
+        env |= {"TUNELAB_SERVE_API_KEY": KEY, "TUNELAB_SERVE_TORCH_THREADS": "2"}
+        env |= {f"TUNELAB_SERVE_{name.upper()}": value for name, value in settings.items()}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -161,15 +161,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     levels = [int(c) for c in args.connections.split(",")]
-    servers = [
-        ("tunelab serve, batching on (max_batch_size 32)", "tunelab", args.model, 32),
-        ("tunelab serve, batching off (max_batch_size 1)", "tunelab", args.model, 1),
-        ("transformers.pipeline + minimal FastAPI", "pipeline", args.model, 1),
+    batched = {"max_batch_size": "32", "max_wait_ms": "5"}
+    servers: list[tuple[str, str, str, dict[str, str]]] = [
+        ("tunelab serve, batching on (max_batch_size 32, max_wait_ms 5)", "tunelab", args.model, batched),
+        ("tunelab serve, batching on, no wait (max_wait_ms 0)", "tunelab", args.model, {"max_wait_ms": "0"}),
+        ("tunelab serve, batching off (max_batch_size 1)", "tunelab", args.model, {"max_batch_size": "1"}),
+        ("transformers.pipeline + minimal FastAPI", "pipeline", args.model, {}),
     ]
-    servers += [
-        (f"tunelab serve, batching on, {spec.split('=', 1)[0]}", "tunelab", spec.split("=", 1)[1], 32)
-        for spec in args.extra
-    ]
+    for spec in args.extra:
+        label, model = spec.split("=", 1)
+        servers.append((f"tunelab serve, batching on, {label}", "tunelab", model, batched))
     out_dir = BENCH / "out"
     out_dir.mkdir(exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -180,10 +181,10 @@ def main() -> None:
         wrk_script([t for t, _ in rows[:500]], script)
         check_texts, gold = [t for t, _ in rows[:256]], [label for _, label in rows[:256]]
         reference: list[str] | None = None
-        for name, kind, model, batch_size in servers:
+        for name, kind, model, settings in servers:
             port = free_port()
             log = out_dir / f"serve_{len(results)}.log"
-            proc = start(kind, model, port, log, batch_size)
+            proc = start(kind, model, port, log, settings)
             url = f"http://127.0.0.1:{port}"
             try:
                 labels = classify(url, check_texts, kind == "tunelab")

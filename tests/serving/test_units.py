@@ -94,6 +94,22 @@ def test_batcher_waits_at_most_max_wait_for_a_batch():
     assert calls == [[1]]
 
 
+def test_batcher_without_wait_batches_what_arrived_while_the_model_ran():
+    calls: list[list[int]] = []
+
+    async def main() -> None:
+        b = _batcher(calls, delay=0.2, max_wait_ms=0)
+        b.start()
+        first = b.enqueue([1])
+        await asyncio.sleep(0.05)
+        rest = [b.enqueue([i]) for i in (2, 3, 4)]
+        await b.wait(first + [f for futs in rest for f in futs], 5)
+        await b.stop()
+
+    asyncio.run(main())
+    assert calls == [[1], [2, 3, 4]]
+
+
 def test_batcher_model_error_reaches_every_waiter_and_worker_survives():
     def fn(items: list[int]) -> list[int]:
         if 0 in items:

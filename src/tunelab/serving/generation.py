@@ -147,29 +147,33 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def respond(job: GenerationJob, body: Any, request: Request, chunk: Any, final: Any) -> Any:
+        """SSE when the client asked to stream, else ``final(generation)`` once it is done."""
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return stream(job, chunk, include_usage, request)
+        return final(await generate(job))
+
     @app.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         """Continue a raw prompt (OpenAI-compatible; ``stream: true`` for SSE)."""
         job = make_job(body.prompt, body.max_tokens, body, request, chat=False)
-        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        head = _head("cmpl", predictor.model_id)
 
         def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:
             choices = [] if usage else [CompletionChoice(text=text, finish_reason=finish)]
-            return CompletionResponse(
-                id=ident, created=created, model=predictor.model_id, choices=choices, usage=usage
-            )
+            return CompletionResponse(**head, choices=choices, usage=usage)
 
-        if body.stream:
-            return stream(
-                job, chunk, bool(body.stream_options and body.stream_options.include_usage), request
-            )
-        result = await generate(job)
-        return CompletionResponse(
-            id=ident,
-            created=created,
-            model=predictor.model_id,
-            choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
-            usage=_usage(result),
+        return await respond(
+            job,
+            body,
+            request,
+            chunk,
+            lambda result: CompletionResponse(
+                **head,
+                choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
+                usage=_usage(result),
+            ),
         )
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
@@ -181,7 +185,7 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
             raise HTTPException(422, str(exc)) from None
         max_tokens = body.max_completion_tokens or body.max_tokens or ctx.settings.max_new_tokens
         job = make_job(prompt, max_tokens, body, request, chat=True)
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        head = _head("chatcmpl", predictor.model_id)
 
         def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:
             if usage is not None:
@@ -190,24 +194,28 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
                 choices = [ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))]
             else:
                 choices = [ChatChunkChoice(delta=ChatDelta(content=text or None), finish_reason=finish)]
-            return ChatCompletionChunk(
-                id=ident, created=created, model=predictor.model_id, choices=choices, usage=usage
-            )
+            return ChatCompletionChunk(**head, choices=choices, usage=usage)
 
-        if body.stream:
-            return stream(
-                job, chunk, bool(body.stream_options and body.stream_options.include_usage), request
-            )
-        result = await generate(job)
-        return ChatCompletionResponse(
-            id=ident,
-            created=created,
-            model=predictor.model_id,
-            choices=[
-                ChatChoice(message=AssistantMessage(content=result.text), finish_reason=result.finish_reason)
-            ],
-            usage=_usage(result),
+        return await respond(
+            job,
+            body,
+            request,
+            chunk,
+            lambda result: ChatCompletionResponse(
+                **head,
+                choices=[
+                    ChatChoice(
+                        message=AssistantMessage(content=result.text), finish_reason=result.finish_reason
+                    )
+                ],
+                usage=_usage(result),
+            ),
         )
+
+
+def _head(prefix: str, model: str) -> dict[str, Any]:
+    """id, created and model: the same on every chunk of one response."""
+    return {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
 
 
 def _usage(result: Any) -> Usage:

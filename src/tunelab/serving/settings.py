@@ -37,7 +37,10 @@ class ServeSettings(BaseSettings):
     )
     max_batch_size: int = Field(default=32, ge=1, description="Inputs per model call (1 = no batching).")
     max_wait_ms: float = Field(
-        default=5.0, ge=0, description="How long the first queued input waits for others to join its batch."
+        default=5.0,
+        ge=0,
+        description="How long the first queued input waits for others to join its batch (0: none; inputs "
+        "arriving while the model runs still form the next batch).",
     )
     max_queue_size: int = Field(
         default=256, ge=1, description="Inputs waiting for the model; beyond it requests get 429."
