@@ -271,11 +271,11 @@ def serve(
         from tunelab.serving.app import app_from_settings, run
         from tunelab.serving.settings import load_settings
 
-        setup_json_lines("tunelab.serving.access")
         settings = load_settings(model_dir=model_dir, host=host, port=port)
         web = app_from_settings(settings, bind_host=host)
     except TunelabError as exc:
         _fail(exc)
+    setup_json_lines("tunelab.serving.access")
     run(web, settings)
 
 
