@@ -236,12 +236,9 @@ def predict(
     """Predict with a saved model; inputs from --text, --file or stdin lines; JSONL to stdout."""
     _setup_logging()
     try:
-        import datasets
-
         from tunelab.data import load_texts
-        from tunelab.evaluation.predict import predict_logits
+        from tunelab.evaluation.predict import predict_texts
         from tunelab.export.artifact import load_artifact
-        from tunelab.tasks.spec import tokenize_dataset
 
         art = load_artifact(model_dir)
         if text:
@@ -252,13 +249,34 @@ def predict(
             texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
         if not texts:
             raise TunelabError("no input: give --text, --file, or lines on stdin")
-        rows = datasets.Dataset.from_dict({"text": texts})
-        features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
-        logits = predict_logits(art.model, features, art.task.collator(art.tokenizer), batch_size)
+        predictions = predict_texts(art, texts, batch_size)
     except TunelabError as exc:
         _fail(exc)
-    for input_text, prediction in zip(texts, art.task.postprocess(logits, art.labels), strict=False):
+    for input_text, prediction in zip(texts, predictions, strict=True):
         typer.echo(json.dumps({"text": input_text, **prediction}, ensure_ascii=False))
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[
+        str, typer.Argument(help="Model dir (tunelab or Hugging Face) or shipped model name.")
+    ],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Serve a model over HTTP until SIGTERM; other settings from TUNELAB_SERVE_* variables (README)."""
+    _setup_logging()
+    try:
+        from tunelab.log import setup_json_lines
+        from tunelab.serving.app import app_from_settings, run
+        from tunelab.serving.settings import load_settings
+
+        settings = load_settings(model_dir=model_dir, host=host, port=port)
+        web = app_from_settings(settings, bind_host=host)
+    except TunelabError as exc:
+        _fail(exc)
+    setup_json_lines("tunelab.serving.access")
+    run(web, settings)
 
 
 @data_app.command("prepare")

@@ -21,3 +21,7 @@ class AssetError(TunelabError):
 
 class CheckpointError(TunelabError):
     """A checkpoint or saved model directory is missing, incomplete or incompatible."""
+
+
+class ServingError(TunelabError):
+    """The server cannot start as configured (model, keys, exposure); the message says what to change."""

@@ -24,3 +24,13 @@ def setup_logging(level: str = "INFO", rank: int = 0) -> None:
     logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler], force=True)
     for noisy in ("datasets", "transformers", "accelerate", "filelock", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def setup_json_lines(name: str) -> None:
+    """Send logger ``name`` to stderr as bare lines (its messages are JSON), bypassing rich's columns."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    json_logger = logging.getLogger(name)
+    json_logger.handlers = [handler]
+    json_logger.propagate = False
+    json_logger.setLevel(logging.INFO)

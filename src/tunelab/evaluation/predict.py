@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -21,14 +22,17 @@ def predict_logits(
     batch_size: int,
     accelerator: Accelerator | None = None,
 ) -> np.ndarray:
-    """Logits for every row of ``features`` (a tokenised ``datasets.Dataset``), in the original row order.
+    """Logits for every row of ``features``, in the original row order.
+
+    ``features`` is a tokenised ``datasets.Dataset`` or a list of feature dicts (what the server
+    builds per micro-batch: a ``Dataset`` costs milliseconds to build, more than a small forward).
 
     Rows are processed longest first so each batch pads little. With several processes each takes
     every n-th batch and one ``gather_object`` at the end reassembles rows by index, so no rank pads
     or duplicates rows (accelerate's even-batches padding cannot be undone for batch-sampler loaders).
     The forward runs on the unwrapped module, so uneven batch counts per rank cannot deadlock.
     """
-    order = eval_order([len(ids) for ids in features["input_ids"]])
+    order = eval_order(_lengths(features))
     batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     mine = batches[rank::world]
@@ -52,3 +56,28 @@ def predict_logits(
     for rows, logits in pieces:
         out[rows] = logits
     return out
+
+
+def _lengths(features: Any) -> list[int]:
+    """Tokens per row, by column access for a ``Dataset`` (fast) or per row for a list of dicts."""
+    if isinstance(features, list):
+        return [len(row["input_ids"]) for row in features]
+    return [len(ids) for ids in features["input_ids"]]
+
+
+class Predictable(Protocol):
+    """What turning raw texts into predictions needs; a loaded ``export.artifact.Artifact`` is one."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    task: Any
+    task_params: Any
+    labels: list[str]
+
+
+def predict_texts(model: Predictable, texts: Sequence[str], batch_size: int) -> list[dict[str, Any]]:
+    """Raw texts -> the task's JSON-able predictions, in input order: the one path for CLI and server."""
+    features = model.task.preprocess({"text": list(texts)}, model.tokenizer, model.task_params, {})
+    rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
+    logits = predict_logits(model.model, rows, model.task.collator(model.tokenizer), batch_size)
+    return model.task.postprocess(logits, model.labels)

@@ -1,0 +1,244 @@
+"""Serving load test: `tunelab serve` with batching on / off vs a plain transformers.pipeline server.
+
+Rows: batching on (max_batch_size 32, max_wait_ms 5), batching on without waiting (max_wait_ms 0),
+batching off (max_batch_size 1), and bench/pipeline_server.py.
+
+    python bench/bench_serve.py [--model DIR] [--extra LABEL=DIR ...] [--connections 1,32] [--duration 15]
+
+Each server runs as its own process (torch threads = 2) and `wrk` (Debian package) drives it from a
+second process: closed loop, N keep-alive connections, each POSTing one review text per request
+(`{"inputs": text}`), texts rotating through the rotten-tomatoes test split. Per server and
+concurrency: a warm-up run, then a measured run; requests/s, p50 / p99 latency from wrk's latency
+distribution, non-2xx count, and the server's peak RSS (VmHWM). Before the load, 256 test texts are
+classified through each server to check accuracy and label agreement with the pipeline.
+
+--extra LABEL=DIR adds a `tunelab serve` row (batching on) for another model dir, e.g. the int8
+output of `tunelab export --quantize int8`. Results: markdown on stdout; raw JSON in bench/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_rows(tmp: Path) -> list[tuple[str, str]]:
+    """Rotten-tomatoes test split as tunelab prepares it (text, label)."""
+    from tunelab.assets import prepare_dataset
+
+    prepare_dataset("rotten-tomatoes", tmp / "rt")
+    with open(tmp / "rt" / "test.csv", encoding="utf-8") as fh:
+        return [(row["text"], row["label"]) for row in csv.DictReader(fh)]
+
+
+def start(kind: str, model: str, port: int, log: Path, settings: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
+    if kind == "pipeline":
+        cmd = [sys.executable, str(BENCH / "pipeline_server.py"), model, str(port)]
+    else:
+        cmd = [sys.executable, "-m", "tunelab.cli", "serve", model, "--port", str(port)]
+        env |= {"TUNELAB_SERVE_API_KEY": KEY, "TUNELAB_SERVE_TORCH_THREADS": "2"}
+        env |= {f"TUNELAB_SERVE_{name.upper()}": value for name, value in settings.items()}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if (
+                httpx.get(
+                    f"http://127.0.0.1:{port}/health"
+                    if kind != "pipeline"
+                    else f"http://127.0.0.1:{port}/docs"
+                ).status_code
+                == 200
+            ):
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{kind} server did not start; see {log}")
+
+
+def classify(url: str, texts: list[str], tunelab: bool) -> list[str]:
+    """Labels for ``texts``, 32 per request."""
+    labels: list[str] = []
+    with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=60) as client:
+        for i in range(0, len(texts), 32):
+            out = client.post("/v1/predict", json={"inputs": texts[i : i + 32]}).json()
+            labels += [p["label"] for p in out["predictions"]] if tunelab else [p["label"] for p in out]
+    return labels
+
+
+def wrk_script(texts: list[str], path: Path) -> None:
+    bodies = ",\n".join(json.dumps(json.dumps({"inputs": t})) for t in texts)
+    path.write_text(
+        f"""local bodies = {{
+{bodies}
+}}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "{KEY}"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, "/v1/predict", nil, bodies[i])
+end
+""",
+        encoding="utf-8",
+    )
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, Any]:
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.M))
+    if "99" not in pct:
+        raise RuntimeError(f"wrk reported no latency distribution (no request finished?):\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(pct["50"]),
+        "p99_ms": _ms(pct["99"]),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",
+        "raw": out,
+    }
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="/work/shared-runs/sentiment/best")
+    parser.add_argument("--extra", action="append", default=[], help="LABEL=DIR: one more tunelab row")
+    parser.add_argument("--connections", default="1,32")
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    levels = [int(c) for c in args.connections.split(",")]
+    batched = {"max_batch_size": "32", "max_wait_ms": "5"}
+    servers: list[tuple[str, str, str, dict[str, str]]] = [
+        ("tunelab serve, batching on (max_batch_size 32, max_wait_ms 5)", "tunelab", args.model, batched),
+        ("tunelab serve, batching on, no wait (max_wait_ms 0)", "tunelab", args.model, {"max_wait_ms": "0"}),
+        ("tunelab serve, batching off (max_batch_size 1)", "tunelab", args.model, {"max_batch_size": "1"}),
+        ("transformers.pipeline + minimal FastAPI", "pipeline", args.model, {}),
+    ]
+    for spec in args.extra:
+        label, model = spec.split("=", 1)
+        servers.append((f"tunelab serve, batching on, {label}", "tunelab", model, batched))
+    out_dir = BENCH / "out"
+    out_dir.mkdir(exist_ok=True)
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        rows = test_rows(tmp)
+        script = tmp / "load.lua"
+        wrk_script([t for t, _ in rows[:500]], script)
+        check_texts, gold = [t for t, _ in rows[:256]], [label for _, label in rows[:256]]
+        reference: list[str] | None = None
+        for name, kind, model, settings in servers:
+            port = free_port()
+            log = out_dir / f"serve_{len(results)}.log"
+            proc = start(kind, model, port, log, settings)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                labels = classify(url, check_texts, kind == "tunelab")
+                if kind == "pipeline":
+                    reference = labels
+                accuracy = sum(a == b for a, b in zip(labels, gold, strict=True)) / len(gold)
+                for connections in levels:
+                    run_wrk(url, script, connections, args.warmup)
+                    measured = run_wrk(url, script, connections, args.duration)
+                    row = {"server": name, "connections": connections, "accuracy": accuracy, **measured}
+                    results.append({**row, "labels": labels})
+                    print(f"{name} c={connections}: {measured['rps']:.1f} req/s", file=sys.stderr)
+                rss = peak_rss_mb(proc.pid)
+                for r in results:
+                    if r["server"] == name:
+                        r["peak_rss_mb"] = rss
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+    for r in results:
+        r["agree_with_pipeline"] = (
+            sum(a == b for a, b in zip(r.pop("labels"), reference, strict=True)) / len(reference)
+            if reference
+            else None
+        )
+    (out_dir / "serve_results.json").write_text(json.dumps(results, indent=2))
+    print(report(results, args))
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    import torch
+    import transformers
+
+    lines = [
+        f"- command: `python bench/bench_serve.py --connections {args.connections} --duration {args.duration}"
+        + "".join(f" --extra {e}" for e in args.extra)
+        + "`",
+        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; load average at the end: "
+        f"{os.getloadavg()[0]:.2f}",
+        f"- versions: python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}",
+        "",
+        "| server | connections | requests/s | p50 (ms) | p99 (ms) | requests | non-2xx | peak RSS (MB) "
+        "| accuracy (256 test rows) | agrees with pipeline |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['server']} | {r['connections']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['requests']} | {r['non_2xx']} | {r['peak_rss_mb']:.0f} | "
+            f"{r['accuracy']:.3f} | {r['agree_with_pipeline']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

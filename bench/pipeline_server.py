@@ -1,0 +1,34 @@
+"""Baseline for bench_serve.py: a plain ``transformers.pipeline`` behind a minimal FastAPI route.
+
+    python bench/pipeline_server.py MODEL_DIR PORT
+
+What most people write first: a sync route (FastAPI runs it in its thread pool) calling the pipeline
+on the request's inputs. No batching across requests, no limits, no auth.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+import uvicorn
+from fastapi import FastAPI
+from transformers import pipeline
+
+
+def main() -> None:
+    model_dir, port = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(2)
+    pipe = pipeline("text-classification", model=model_dir, device=-1)
+    app = FastAPI()
+
+    @app.post("/v1/predict")
+    def predict(body: dict[str, Any]) -> Any:
+        return pipe(body["inputs"])
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP serving: one model per process behind FastAPI, built by ``app.create_app(settings, predictor)``."""

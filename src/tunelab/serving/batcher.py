@@ -1,0 +1,161 @@
+"""Dynamic micro-batching on asyncio: concurrent requests share one model call.
+
+Why hand-written: no maintained library batches requests inside a FastAPI process with a bounded
+queue (Triton and TorchServe are whole servers). It is small: a deque of pending items, one task that
+waits for ``max_batch_size`` items or ``max_wait_ms`` after the oldest one arrived, and a single
+worker thread that runs the model, so the event loop keeps accepting and answering (429s, health)
+while torch computes. A full queue rejects at once (the caller answers 429 + Retry-After) instead of
+growing a backlog no client will wait for; a timed-out request's pending items are dropped unrun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class QueueFull(Exception):
+    """The request's items do not fit in the queue right now."""
+
+
+class Closed(Exception):
+    """The batcher is draining for shutdown and takes no new work."""
+
+
+@dataclass
+class _Pending:
+    payload: Any
+    future: asyncio.Future[Any]
+    enqueued: float
+
+
+class Batcher(Generic[In, Out]):
+    """Groups submitted items into calls of ``fn(list[In]) -> list[Out]`` on ``executor``.
+
+    ``on_batch(size)`` and ``on_depth(depth)`` feed metrics; they run on the event loop.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[In]], Sequence[Out]],
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue_size: int,
+        on_batch: Callable[[int], None] = lambda size: None,
+        on_depth: Callable[[int], None] = lambda depth: None,
+    ) -> None:
+        self.fn = fn
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue_size = max_queue_size
+        self.on_batch = on_batch
+        self.on_depth = on_depth
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Items waiting (not yet handed to the model)."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        """Start the dispatch task on the running loop."""
+        self._task = asyncio.create_task(self._run(), name="tunelab-batcher")
+
+    async def stop(self) -> None:
+        """Refuse new work, finish everything queued, then end the dispatch task."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    def enqueue(self, items: Sequence[In]) -> list[asyncio.Future[Out]]:
+        """Queue ``items`` together, all or none; their results arrive through the returned futures.
+
+        Raises:
+            QueueFull: the queue cannot take all of ``items`` now.
+            Closed: the server is shutting down.
+        """
+        if self._closing:
+            raise Closed
+        if len(self._queue) + len(items) > self.max_queue_size:
+            raise QueueFull
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        pending = [_Pending(item, loop.create_future(), now) for item in items]
+        self._queue.extend(pending)
+        self.on_depth(len(self._queue))
+        self._wakeup.set()
+        return [p.future for p in pending]
+
+    async def wait(self, futures: list[asyncio.Future[Out]], timeout: float) -> list[Out]:
+        """Results of ``futures`` in order; on timeout (``asyncio.TimeoutError``) or cancellation the
+        still-queued ones are cancelled, so the dispatcher skips them instead of running them."""
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._fill()
+            batch = self._take()
+            self.on_depth(len(self._queue))
+            if batch:
+                await self._execute(batch)
+
+    async def _fill(self) -> None:
+        """Wait until a full batch is queued or the oldest item has waited ``max_wait``."""
+        deadline = self._queue[0].enqueued + self.max_wait
+        while len(self._queue) < self.max_batch_size and not self._closing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        while self._queue and len(batch) < self.max_batch_size:
+            item = self._queue.popleft()
+            if not item.future.done():
+                batch.append(item)
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        self.on_batch(len(batch))
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self.executor, self.fn, [p.payload for p in batch])
+        except Exception as exc:  # the model call failed: every waiter gets the error, the loop lives on
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        for p, result in zip(batch, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(result)

@@ -1,0 +1,241 @@
+"""OpenAI-compatible ``/v1/completions`` and ``/v1/chat/completions`` for a causal LM, with SSE streaming.
+
+Generation runs one request at a time in the batcher's worker thread (``max_batch_size`` 1 for
+generation: padding prompts of different lengths together costs more than it saves on CPU), so the
+same bounded queue, 429 and drain apply. Streaming uses transformers' ``AsyncTextIteratorStreamer``;
+:class:`StopScanner` holds back just enough text that a stop string split across pieces never leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from transformers import AsyncTextIteratorStreamer
+
+from tunelab.serving.predictor import GenerationJob, GeneratorPredictor, cut_at_stop
+from tunelab.serving.routes import ERRORS, Context
+from tunelab.serving.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorBody,
+    ErrorDetail,
+    Usage,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class StopScanner:
+    """Streams text while cutting it at the first stop string, even one split across pieces."""
+
+    def __init__(self, stop: list[str]) -> None:
+        self.stop = stop
+        self.hold = max((len(s) for s in stop), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        """Text that is now safe to send (never a prefix of a stop string that may still complete)."""
+        if self.stopped:
+            return ""
+        self.text += piece
+        cut, self.stopped = cut_at_stop(self.text, self.stop)
+        end = len(cut) if self.stopped else max(self.sent, len(self.text) - self.hold)
+        out, self.sent = self.text[self.sent : end], end
+        return out
+
+    def flush(self) -> str:
+        """Whatever was held back, once generation has ended without a stop string."""
+        return "" if self.stopped else self.feed("") + self.text[self.sent :]
+
+
+def _stop_list(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else [s for s in stop or [] if s]
+
+
+def _sse(payload: BaseModel | str) -> str:
+    data = payload if isinstance(payload, str) else payload.model_dump_json(exclude_none=False)
+    return f"data: {data}\n\n"
+
+
+def add_generation_routes(app: FastAPI, ctx: Context) -> None:
+    """Completions and chat completions for a :class:`GeneratorPredictor`."""
+    predictor = ctx.predictor
+    assert isinstance(predictor, GeneratorPredictor)
+
+    def make_job(prompt: str, max_tokens: int, body: Any, request: Request, chat: bool) -> GenerationJob:
+        if max_tokens > ctx.settings.max_new_tokens:
+            raise ctx.limit_error(
+                f"max_tokens: {max_tokens}; at most max_new_tokens={ctx.settings.max_new_tokens}",
+                "new_tokens",
+            )
+        counts = predictor.count_tokens([prompt], add_special_tokens=not chat)
+        ctx.check_tokens(counts, "messages" if chat else "prompt")
+        ctx.log(request, [prompt])
+        return GenerationJob(
+            prompt=prompt,
+            max_new_tokens=max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=_stop_list(body.stop),
+            seed=body.seed,
+            add_special_tokens=not chat,
+        )
+
+    async def generate(job: GenerationJob) -> Any:
+        try:
+            [result] = await ctx.run("generate", [job])
+        finally:
+            job.cancelled.set()  # a 504 must not leave the worker generating for nobody
+        ctx.metrics.tokens.labels("input").inc(result.prompt_tokens)
+        ctx.metrics.tokens.labels("generated").inc(result.completion_tokens)
+        return result
+
+    def stream(job: GenerationJob, chunk: Any, include_usage: bool, request: Request) -> StreamingResponse:
+        """SSE: role chunk, text chunks, a finish chunk, optional usage chunk, ``[DONE]``."""
+        job.streamer = AsyncTextIteratorStreamer(
+            predictor.tokenizer, skip_prompt=True, skip_special_tokens=True
+        )
+        [future] = ctx.enqueue("generate", [job])
+        deadline = time.monotonic() + ctx.settings.request_timeout_s
+
+        async def events() -> AsyncIterator[str]:
+            scanner = StopScanner(job.stop)
+            try:
+                yield _sse(chunk(role=True))
+                async for piece in _until(job.streamer, deadline):
+                    if text := scanner.feed(piece):
+                        yield _sse(chunk(text=text))
+                result = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
+                if text := scanner.flush():
+                    yield _sse(chunk(text=text))
+                ctx.metrics.tokens.labels("input").inc(result.prompt_tokens)
+                ctx.metrics.tokens.labels("generated").inc(result.completion_tokens)
+                yield _sse(chunk(finish=result.finish_reason))
+                if include_usage:
+                    yield _sse(chunk(usage=_usage(result)))
+            except asyncio.TimeoutError:
+                yield _error_event(504, "timeout_error", "stream exceeded request_timeout_s", request)
+            except Exception as exc:  # headers are sent: the error can only travel as an event
+                logger.error(
+                    json.dumps({"request_id": request.state.request_id, "error": type(exc).__name__})
+                )
+                yield _error_event(500, "server_error", "generation failed; see the server log", request)
+            finally:
+                job.cancelled.set()
+                future.cancel()
+            yield _sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def respond(job: GenerationJob, body: Any, request: Request, chunk: Any, final: Any) -> Any:
+        """SSE when the client asked to stream, else ``final(generation)`` once it is done."""
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return stream(job, chunk, include_usage, request)
+        return final(await generate(job))
+
+    @app.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        """Continue a raw prompt (OpenAI-compatible; ``stream: true`` for SSE)."""
+        job = make_job(body.prompt, body.max_tokens, body, request, chat=False)
+        head = _head("cmpl", predictor.model_id)
+
+        def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:
+            choices = [] if usage else [CompletionChoice(text=text, finish_reason=finish)]
+            return CompletionResponse(**head, choices=choices, usage=usage)
+
+        return await respond(
+            job,
+            body,
+            request,
+            chunk,
+            lambda result: CompletionResponse(
+                **head,
+                choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
+                usage=_usage(result),
+            ),
+        )
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+        """Answer a conversation using the model's chat template (OpenAI-compatible; SSE with ``stream``)."""
+        try:
+            prompt = predictor.chat_prompt([m.model_dump() for m in body.messages])
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        max_tokens = body.max_completion_tokens or body.max_tokens or ctx.settings.max_new_tokens
+        job = make_job(prompt, max_tokens, body, request, chat=True)
+        head = _head("chatcmpl", predictor.model_id)
+
+        def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:
+            if usage is not None:
+                choices = []
+            elif role:
+                choices = [ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))]
+            else:
+                choices = [ChatChunkChoice(delta=ChatDelta(content=text or None), finish_reason=finish)]
+            return ChatCompletionChunk(**head, choices=choices, usage=usage)
+
+        return await respond(
+            job,
+            body,
+            request,
+            chunk,
+            lambda result: ChatCompletionResponse(
+                **head,
+                choices=[
+                    ChatChoice(
+                        message=AssistantMessage(content=result.text), finish_reason=result.finish_reason
+                    )
+                ],
+                usage=_usage(result),
+            ),
+        )
+
+
+def _head(prefix: str, model: str) -> dict[str, Any]:
+    """id, created and model: the same on every chunk of one response."""
+    return {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+
+
+def _usage(result: Any) -> Usage:
+    return Usage(
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )
+
+
+def _error_event(code: int, kind: str, message: str, request: Request) -> str:
+    detail = ErrorDetail(message=message, type=kind, code=code, request_id=request.state.request_id)
+    return _sse(ErrorBody(error=detail))
+
+
+async def _until(streamer: AsyncTextIteratorStreamer, deadline: float) -> AsyncIterator[str]:
+    """The streamer's pieces, raising ``asyncio.TimeoutError`` once ``deadline`` passes."""
+    iterator = streamer.__aiter__()
+    while True:
+        try:
+            yield await asyncio.wait_for(iterator.__anext__(), max(deadline - time.monotonic(), 0.001))
+        except StopAsyncIteration:
+            return

@@ -1,0 +1,207 @@
+"""Predictors: a loaded model plus the blocking calls the batcher runs in its worker thread.
+
+Which predictor a directory gets follows its ``config.json``: a ``*ForCausalLM`` generates text
+(OpenAI-style routes); a tunelab artifact or HF sequence classifier predicts labels and embeds with
+its backbone; any other encoder (e.g. the shipped ``minilm-l6``) only embeds. Everything here is
+synchronous on purpose: the event loop never runs torch, the batcher's single worker thread does.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from tunelab.assets import resolve_model
+from tunelab.errors import CheckpointError
+from tunelab.evaluation.predict import predict_texts
+from tunelab.export.artifact import RUN_FILE, Artifact, load_artifact
+
+
+def _count_tokens(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors that are not padding, L2-normalised (sentence-transformers' recipe).
+
+    (B, T, H), (B, T) -> (B, H). Normalised so a dot product is the cosine similarity, as OpenAI's
+    embeddings are.
+    """
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    pooled = summed / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+
+@dataclass
+class EncoderPredictor:
+    """An encoder: embeddings always; label predictions when it carries a classification head."""
+
+    model_id: str
+    tokenizer: Any
+    encoder: torch.nn.Module
+    artifact: Artifact | None = None
+
+    @property
+    def task(self) -> str | None:
+        """Task name for ``/v1/predict``, or None when the model has no task head."""
+        return self.artifact.task.name if self.artifact is not None else None
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text as the model sees it (special tokens included)."""
+        return _count_tokens(self.tokenizer, texts)
+
+    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """The task's predictions for one micro-batch."""
+        if self.artifact is None:
+            raise RuntimeError(f"{self.model_id} has no task head")
+        return predict_texts(self.artifact, texts, batch_size=len(texts))
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, H) float32 unit vectors: mean-pooled last hidden state of the encoder."""
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        device = next(self.encoder.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        hidden = self.encoder(**batch).last_hidden_state  # (B, T, H)
+        return mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
+
+
+@dataclass
+class GenerationJob:
+    """One generation request as the worker thread runs it."""
+
+    prompt: str
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    add_special_tokens: bool = True  # False for chat prompts: the template already holds BOS
+    streamer: Any = None  # a transformers AsyncTextIteratorStreamer when the client streams
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_new_tokens reached)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class _Cancelled(StoppingCriteria):
+    """Ends generate() early once the request timed out or its client went away."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop string (excluded, as OpenAI does) and whether one occurred."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+@dataclass
+class GeneratorPredictor:
+    """A causal LM behind the OpenAI-style routes."""
+
+    model_id: str
+    tokenizer: Any
+    model: torch.nn.Module
+
+    def count_tokens(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
+        """Prompt tokens per text."""
+        return _count_tokens(self.tokenizer, texts, add_special_tokens)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """Render messages with the tokenizer's chat template, ending where the assistant speaks."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"{self.model_id} has no chat template; use /v1/completions with a raw prompt")
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    @torch.no_grad()
+    def generate(self, job: GenerationJob) -> Generation:
+        """Run ``model.generate`` for one job (blocking); streams into ``job.streamer`` when set."""
+        try:
+            return self._generate(job)
+        except BaseException:
+            if job.streamer is not None:
+                job.streamer.end()  # unblock the reader; the route reports the error
+            raise
+
+    def _generate(self, job: GenerationJob) -> Generation:
+        device = next(self.model.parameters()).device
+        enc = self.tokenizer(job.prompt, return_tensors="pt", add_special_tokens=job.add_special_tokens)
+        enc = {k: v.to(device) for k, v in enc.items()}
+        if job.seed is not None:
+            torch.manual_seed(job.seed)
+        sampling = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p}
+        eos = self.tokenizer.eos_token_id
+        out = self.model.generate(
+            **enc,
+            max_new_tokens=job.max_new_tokens,
+            **(sampling if job.temperature > 0 else {"do_sample": False}),
+            stop_strings=job.stop or None,
+            tokenizer=self.tokenizer if job.stop else None,
+            streamer=job.streamer,
+            stopping_criteria=StoppingCriteriaList([_Cancelled(job.cancelled)]),
+            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos,
+        )
+        prompt_len = enc["input_ids"].shape[1]
+        new_ids = out[0, prompt_len:].tolist()
+        ended_by_eos = bool(new_ids) and new_ids[-1] == eos
+        if ended_by_eos:
+            new_ids = new_ids[:-1]
+        text, stopped = cut_at_stop(self.tokenizer.decode(new_ids, skip_special_tokens=True), job.stop)
+        hit_length = len(new_ids) >= job.max_new_tokens and not (stopped or ended_by_eos)
+        return Generation(text, "length" if hit_length else "stop", prompt_len, len(new_ids))
+
+
+Predictor = EncoderPredictor | GeneratorPredictor
+
+
+def _model_id(name_or_path: str, path: Path) -> str:
+    return path.parent.name if path.name == "best" else path.name or name_or_path
+
+
+def load_predictor(name_or_path: str, device: str = "cpu") -> Predictor:
+    """Load the model dir (or shipped model name) and pick the predictor its config calls for."""
+    path = resolve_model(name_or_path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: no config.json; give a tunelab model dir or a Hugging Face model dir")
+    if not any(path.glob("*.safetensors")):
+        raise CheckpointError(f"{path}: no .safetensors weights; tunelab only loads safetensors models")
+    archs = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    model_id = _model_id(name_or_path, path)
+    if any(a.endswith("ForCausalLM") for a in archs):
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        return GeneratorPredictor(model_id, tok, model.to(device).eval())
+    if (path / RUN_FILE).is_file() or any(a.endswith("ForSequenceClassification") for a in archs):
+        art = load_artifact(path, device)
+        return EncoderPredictor(model_id, art.tokenizer, art.model.base_model, art)
+    model = AutoModel.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    return EncoderPredictor(model_id, tok, model.to(device).eval())

@@ -1,0 +1,126 @@
+"""Server settings: pydantic-settings, every field overridable by a ``TUNELAB_SERVE_<FIELD>`` variable.
+
+Environment variables are the one place tunelab reads configuration from the environment (STYLE 4):
+serving secrets and deployment knobs belong there, so N identical worker processes behind a load
+balancer (``uvicorn --factory``) configure themselves without a config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tunelab.config import format_validation_error
+from tunelab.errors import ConfigError, ServingError
+
+_ENV = "TUNELAB_SERVE_"
+
+
+class ServeSettings(BaseSettings):
+    """Everything ``create_app`` needs besides the predictor."""
+
+    model_config = SettingsConfigDict(env_prefix=_ENV, extra="forbid", frozen=True)
+
+    model_dir: str = Field(description="Model to serve: a tunelab/HF model dir or a shipped model name.")
+    host: str = Field(default="127.0.0.1", description="Interface to bind; loopback unless you mean it.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind.")
+    api_key: SecretStr | None = Field(default=None, description="One accepted API key.")
+    api_keys_file: Path | None = Field(
+        default=None, description="File with accepted API keys, one a line (blank lines and #comments skip)."
+    )
+    allow_unauthenticated: bool = Field(
+        default=False, description="Permit serving without any API key on a non-loopback host."
+    )
+    max_batch_size: int = Field(default=32, ge=1, description="Inputs per model call (1 = no batching).")
+    max_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long the first queued input waits for others to join its batch (0: none; inputs "
+        "arriving while the model runs still form the next batch).",
+    )
+    max_queue_size: int = Field(
+        default=256, ge=1, description="Inputs waiting for the model; beyond it requests get 429."
+    )
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After seconds sent with 429.")
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Per-request limit on queueing + inference; beyond it 504."
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1, description="Request body limit; beyond it 413.")
+    max_batch_items: int = Field(default=64, ge=1, description="Inputs per request; beyond it 422.")
+    max_input_tokens: int = Field(
+        default=512, ge=1, description="Tokens per input (prompt), counted with the model's tokenizer."
+    )
+    max_new_tokens: int = Field(default=512, ge=1, description="Upper bound on a request's max_tokens.")
+    log_inputs: bool = Field(
+        default=False, description="Log request inputs (emails, phone numbers, digit runs masked)."
+    )
+    drain_timeout_s: int = Field(
+        default=30, ge=1, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads (default: torch's)."
+    )
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> ServeSettings:
+        if self.max_batch_items > self.max_queue_size:
+            raise ValueError(
+                f"max_batch_items ({self.max_batch_items}) exceeds max_queue_size ({self.max_queue_size}): "
+                "such a request could never be queued; raise max_queue_size or lower max_batch_items"
+            )
+        return self
+
+
+def load_api_keys(settings: ServeSettings) -> list[str]:
+    """Accepted keys from ``api_key`` and ``api_keys_file``; the caller hashes them and drops the text."""
+    keys = [settings.api_key.get_secret_value()] if settings.api_key else []
+    if settings.api_keys_file is not None:
+        try:
+            lines = settings.api_keys_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ServingError(
+                f"api_keys_file {settings.api_keys_file}: cannot read ({exc.strerror})"
+            ) from None
+        keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return keys
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: ServeSettings, n_keys: int, bind_host: str | None) -> None:
+    """Refuse to expose an unauthenticated model beyond this machine unless explicitly allowed.
+
+    ``bind_host`` None (an address this process does not choose, as under ``uvicorn --factory``)
+    counts as exposed.
+    """
+    if n_keys or settings.allow_unauthenticated or (bind_host is not None and is_loopback(bind_host)):
+        return
+    where = f"on {bind_host}" if bind_host is not None else "behind uvicorn --factory"
+    raise ServingError(
+        f"refusing to serve {where} without an API key: anyone who can reach the port could use the "
+        "model. Set TUNELAB_SERVE_API_KEY or TUNELAB_SERVE_API_KEYS_FILE, bind 127.0.0.1, or set "
+        "TUNELAB_SERVE_ALLOW_UNAUTHENTICATED=true if a proxy in front does the authentication"
+    )
+
+
+def load_settings(**values: Any) -> ServeSettings:
+    """Settings from ``values`` over TUNELAB_SERVE_* variables; all problems in one ConfigError."""
+    try:
+        return ServeSettings(**values)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid serve settings (key = option, or {_ENV}<KEY> variable):\n"
+            + format_validation_error(exc, ServeSettings)
+        ) from None

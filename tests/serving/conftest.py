@@ -1,0 +1,173 @@
+"""Serving fixtures: a tiny classifier artifact, a tiny Llama with a chat template, live loopback servers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import uvicorn
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from tunelab.export.artifact import save_artifact
+from tunelab.serving.predictor import EncoderPredictor, load_predictor
+
+KEY = "test-key-0123456789"
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tunelab classification artifact (random head) on the tiny BERT."""
+    out = tmp_path_factory.mktemp("tiny-clf") / "model"
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(
+        tiny_backbone_dir, num_labels=2, id2label={0: "negative", 1: "positive"}
+    )
+    info = {
+        "task": "classification",
+        "task_params": {"max_length": 32},
+        "labels": ["negative", "positive"],
+        "columns": {"text": "text"},
+    }
+    save_artifact(model, BertTokenizerFast.from_pretrained(tiny_backbone_dir), out, info)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama (hidden 32) with a byte-level BPE tokenizer and a jinja chat template."""
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<s>", "</s>", "<pad>"]
+    words = [
+        "the",
+        "movie",
+        "plot",
+        "actor",
+        "was",
+        "very",
+        "good",
+        "bad",
+        "story",
+        "scene",
+        "quite",
+        "a",
+        "it",
+        "user",
+        "assistant",
+        "system",
+        "hello",
+    ]
+    corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))] * 20
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        chat_template=CHAT_TEMPLATE,
+    )
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
+@dataclass
+class SlowPredictor(EncoderPredictor):
+    """The real classifier predictor, made slow (or failing) to exercise queueing, timeouts and drain."""
+
+    delay: float = 0.0
+    fail: bool = False
+
+    def predict(self, texts: Any) -> list[dict[str, Any]]:
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("boom " + " ".join(texts))  # an error message quoting the input
+        return super().predict(texts)
+
+
+def slow(base: EncoderPredictor, delay: float = 0.0, fail: bool = False) -> SlowPredictor:
+    return SlowPredictor(base.model_id, base.tokenizer, base.encoder, base.artifact, delay=delay, fail=fail)
+
+
+@pytest.fixture(scope="session")
+def classifier(classifier_dir: Path) -> EncoderPredictor:
+    predictor = load_predictor(str(classifier_dir))
+    assert isinstance(predictor, EncoderPredictor)
+    return predictor
+
+
+@contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free loopback port in a thread; yields the base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    return KEY
+
+
+@pytest.fixture(scope="session")
+def live() -> Any:
+    """``live(app)``: context manager running the app on a free loopback port, yielding its URL."""
+    return live_server
+
+
+@pytest.fixture(scope="session")
+def make_slow(classifier: EncoderPredictor) -> Any:
+    """``make_slow(delay=..., fail=...)``: the tiny classifier predictor, slowed down or failing."""
+    return lambda delay=0.0, fail=False: slow(classifier, delay, fail)
