@@ -16,6 +16,8 @@ from tunelab.methods.moe.params import Params
 from tunelab.methods.moe.upcycle import upcycle
 from tunelab.methods.spec import Adapted, MethodSpec
 
+__all__ = ["SPEC", "Params", "upcycle"]
+
 
 def _set_router_trainable(model: nn.Module, params: Params) -> nn.Module:
     for name, param in model.named_parameters():

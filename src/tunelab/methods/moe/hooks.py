@@ -63,7 +63,7 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
         dropped += layer.last_dropped
         assignments += layer.last_routing.indices.numel()
     backward(out.loss + aux)
-    metrics["moe/aux_loss"] = float(aux)
+    metrics["moe/aux_loss"] = float(aux.detach())
     metrics["moe/dropped_frac"] = dropped / max(assignments, 1)
     return StepOutput(loss=out.loss.detach(), metrics=metrics)
 
