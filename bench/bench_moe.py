@@ -184,7 +184,8 @@ def markdown(rows: list[dict], overhead: dict, command: str) -> str:
         f"{time.strftime('%Y-%m-%d', time.gmtime())}). MoE = 1 shared + 8 routed experts of 1/4 FFN width "
         "(384 of 1536), top-2, partition upcycling, upcycle_noise 0.01, normalised softmax gates. "
         "Balanced = α1 0.01 + aux-free bias γ 0.001; unbalanced = neither. RT: 2,000 train / 500 dev, "
-        "len 64, bs 32; BBC: 800 train / 400 dev, len 128, bs 16; 1 epoch, lr 1e-4. Accuracy on dev.",
+        "len 64, bs 32; BBC: 800 train / 340 dev (dev_ratio 0.2 of the 1,700-row train file is under the "
+        "400 cap), len 128, bs 16; 1 epoch, lr 1e-4. Accuracy on dev.",
         "",
         "| data | variant | dev acc | active / total params | samples/s | peak RSS MB | "
         "dev max/mean load (worst layer) | dev dead experts | train max/mean load (last window) |",
