@@ -175,9 +175,23 @@ def _final_report(out: Path, inputs: Any, batch_size: int) -> None:
         metrics["test"] = evaluate(
             best.model, best.task, inputs.test, inputs.collator, best.labels, batch_size
         )
-    write_report(best.path, metrics, best.labels, read_history(out))
+    report = dict(metrics)
+    if any(m["name"] == "moe" for m in best.info["config"]["methods"]):
+        report["router_dev"] = _moe_router_report(best, inputs.dev, inputs.collator, batch_size)
+    write_report(best.path, report, best.labels, read_history(out))
     Console(stderr=True).print(metrics_table(metrics))
     logger.info("model, metrics.json and plots in %s", best.path)
+
+
+def _moe_router_report(best: Any, features: Any, collator: Any, batch_size: int) -> dict[str, Any]:
+    """Router health of the best MoE model on dev (loads, max/mean, dead, entropy) + load heatmap PNG."""
+    from torch.utils.data import DataLoader
+
+    from tunelab.methods.moe.stats import plot_load_heatmap, router_report
+
+    report = router_report(best.model, DataLoader(features, batch_size=batch_size, collate_fn=collator))
+    plot_load_heatmap(report, best.path / "expert_load_dev.png")
+    return report
 
 
 @app.command("eval")

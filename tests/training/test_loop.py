@@ -60,16 +60,27 @@ def _interrupt_at(step: int, signum: int = signal.SIGINT) -> Callable[[torch.nn.
     return fn
 
 
-@pytest.mark.parametrize("stop_at", [3, 6, 9])  # mid-epoch, epoch boundary, mid second epoch
-def test_resume_gives_identical_losses_and_weights(make_config, tmp_path: Path, stop_at: int):
+FULL = [{"name": "full"}]
+MOE = [{"name": "moe", "params": {"n_routed_experts": 4, "granularity": 2, "bias_update_speed": 0.01}}]
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "methods"),
+    [(3, FULL), (6, FULL), (9, FULL), (3, MOE)],  # mid-epoch, epoch boundary, mid second epoch; MoE bias
+    ids=["3-full", "6-full", "9-full", "3-moe"],
+)
+def test_resume_gives_identical_losses_and_weights(make_config, tmp_path: Path, stop_at: int, methods):
     """Stop at step k (SIGINT), resume from its checkpoint: every later loss and the final weights match."""
     sections = {
+        "methods": methods,
         "train": {"num_train_epochs": 2, "gradient_accumulation_steps": 2, "eval_steps": 1, "lr": 1e-3},
     }
     full, full_model, _ = run(make_config(**sections), evaluate_fn=lambda m: {"accuracy": 0.5})
     assert full.step == 12
 
-    cfg = make_config(**{"train": {**sections["train"], "output_dir": str(tmp_path / "interrupted")}})
+    cfg = make_config(
+        **{**sections, "train": {**sections["train"], "output_dir": str(tmp_path / "interrupted")}}
+    )
     first, _, _ = run(cfg, evaluate_fn=_interrupt_at(stop_at))
     assert first.stopped == "interrupted"
     assert first.step == stop_at

@@ -106,6 +106,39 @@ def _info_for_plain_hf(path: Path) -> dict[str, Any]:
     return {"task": "classification", "task_params": {}, "labels": labels, "columns": {"text": "text"}}
 
 
+def _method_rebuilds(path: Path, info: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """(rebuild, params) of the run's methods that change the module structure (e.g. moe)."""
+    from tunelab.methods import METHODS
+
+    rebuilds = []
+    for method in (info.get("config") or {}).get("methods") or []:
+        try:
+            spec = METHODS.get(method["name"])
+        except KeyError as exc:
+            raise CheckpointError(f"{path}: {exc.args[0]}") from None
+        if spec.rebuild is not None:
+            rebuilds.append((spec.rebuild, spec.params.model_validate(method.get("params") or {})))
+    return rebuilds
+
+
+def _load_rebuilt(path: Path, model_class: Any, rebuilds: list[tuple[Any, Any]]) -> torch.nn.Module:
+    """Build from config.json, re-create the methods' structure, then load the safetensors strictly."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    model = model_class.from_config(AutoConfig.from_pretrained(path, trust_remote_code=False))
+    for rebuild, params in rebuilds:
+        model = rebuild(model, params)
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        state.update(load_file(file))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not match the rebuilt model: {exc}") from None
+    return model.float()
+
+
 def load_artifact(path: Path, device: str = "cpu") -> Artifact:
     """Load a saved model for prediction; never runs remote code."""
     from transformers import AutoTokenizer
@@ -121,7 +154,13 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
         raise CheckpointError(f"{path}: {exc.args[0]}") from None
     if not any(path.glob("*.safetensors")):
         raise CheckpointError(f"{path}: no .safetensors weights; tunelab only loads safetensors models")
-    model = task.model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32).to(device)
+    rebuilds = _method_rebuilds(path, info)
+    if rebuilds:
+        model = _load_rebuilt(path, task.model_class, rebuilds).to(device)
+    else:
+        model = task.model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32).to(
+            device
+        )
     model.eval()
     cols = info.get("columns") or {}
     return Artifact(

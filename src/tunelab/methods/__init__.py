@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from tunelab.methods import full
+from tunelab.methods import full, moe
 from tunelab.methods.spec import MethodSpec
 from tunelab.registry import Registry
 
-METHODS: Registry[MethodSpec] = Registry("method", {full.SPEC.name: full.SPEC})
+METHODS: Registry[MethodSpec] = Registry(
+    "method",
+    {
+        full.SPEC.name: full.SPEC,
+        moe.SPEC.name: moe.SPEC,
+    },
+)

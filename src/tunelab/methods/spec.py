@@ -29,6 +29,19 @@ class StepOutput:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OptimizerStepContext:
+    """What the loop tells ``MethodSpec.on_optimizer_step`` after each optimizer step.
+
+    ``all_reduce_sum`` sums a tensor over all ranks (identity on one process), so methods can act on
+    the global batch without importing accelerate.
+    """
+
+    step: int
+    total_steps: int
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]
+
+
 def default_step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
     """Plain supervised step: the model's own loss, one backward."""
     loss = adapted.model(**batch).loss
@@ -42,9 +55,15 @@ class MethodSpec:
 
     ``apply(model, params, head_modules)`` returns the Adapted model; ``step`` owns one micro-batch's
     forward and backward (the loop owns accumulation, clipping and optimizer steps).
+    ``on_optimizer_step(adapted, params, ctx)``, if set, runs on every rank right after each optimizer
+    step and returns scalars to log (e.g. MoE's aux-free bias update). ``rebuild(model, params)``, if
+    set, re-creates the method's module structure on a model built from its config, so a saved state
+    dict of a structurally changed model loads without remote code.
     """
 
     name: str
     params: type[BaseModel]
     apply: Callable[[nn.Module, Any, tuple[str, ...]], Adapted]
     step: Callable[[Adapted, Mapping[str, torch.Tensor], Backward], StepOutput] = default_step
+    on_optimizer_step: Callable[[Adapted, Any, OptimizerStepContext], Mapping[str, float]] | None = None
+    rebuild: Callable[[nn.Module, Any], nn.Module] | None = None

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import epoch_batches, shard_batches
-from tunelab.methods.spec import default_step
+from tunelab.methods.spec import OptimizerStepContext, default_step
 from tunelab.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from tunelab.training.optim import build_optimizer, build_scheduler
 from tunelab.training.plan import Plan
@@ -116,10 +117,12 @@ def _accumulate(
     model: torch.nn.Module,
     group: list[list[int]],
     generator: torch.Generator,
+    window: _MetricWindow,
 ) -> tuple[torch.Tensor, int]:
     """Forward + backward every micro-batch of one optimizer step; gradients all-reduce only on the last.
 
-    Returns the mean micro-batch loss (a tensor, so no device sync here) and the global sample count.
+    Returns the mean micro-batch loss (a tensor, so no device sync here) and the global sample count;
+    the methods' per-micro-batch metrics go into ``window``.
     """
     loader = DataLoader(inputs.train, batch_sampler=group, collate_fn=inputs.collator, generator=generator)
     scale = 1.0 / len(group)
@@ -133,9 +136,29 @@ def _accumulate(
         batch = send_to_device(batch, accelerator.device)
         last = j == len(group) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss_sum += step_fn(inputs.adapted, batch, backward).loss.float()
+            out = step_fn(inputs.adapted, batch, backward)
+        loss_sum += out.loss.float()
+        window.add(out.metrics)
         samples += len(batch["input_ids"]) * accelerator.num_processes
     return loss_sum * scale, samples
+
+
+class _MetricWindow:
+    """Means of method metrics (``StepOutput.metrics``, hook results) since the last log, as train/<key>."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: Mapping[str, float]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        means = {f"train/{k}": v / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
 
 
 def train(
@@ -168,6 +191,7 @@ def train(
     inputs.adapted.model = model
     custom_steps = [spec.step for spec, _ in plan.methods if spec.step is not default_step]
     step_fn = custom_steps[0] if custom_steps else default_step  # plan.resolve allows at most one
+    step_hooks = [(spec.on_optimizer_step, params) for spec, params in plan.methods if spec.on_optimizer_step]
 
     state = TrainerState(config=config_dict)
     if resume_from is not None:
@@ -215,6 +239,7 @@ def train(
     # Logged values cover the whole window since the last log: mean loss, training-only time.
     window_time, window_samples, window_steps = 0.0, 0, 0
     window_loss = torch.zeros((), device=accelerator.device)
+    window_metrics = _MetricWindow()
     with stop.installed(), _progress(accelerator.is_main_process) as progress:
         bar = progress.add_task(
             "train", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0, speed=0.0
@@ -229,7 +254,9 @@ def train(
             groups = [batches[i : i + ga] for i in range(0, len(batches), ga)]
             for group in groups[state.step_in_epoch :]:
                 step_start = time.perf_counter()
-                loss, samples = _accumulate(inputs, step_fn, accelerator, model, group, generator)
+                loss, samples = _accumulate(
+                    inputs, step_fn, accelerator, model, group, generator, window_metrics
+                )
                 window_samples += samples
                 window_loss += loss
                 window_steps += 1
@@ -240,6 +267,11 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.step_in_epoch += 1
+                context = OptimizerStepContext(
+                    state.step, total_steps, partial(accelerator.reduce, reduction="sum")
+                )
+                for hook, params in step_hooks:
+                    window_metrics.add(hook(inputs.adapted, params, context))
 
                 if state.step % cfg.logging_steps == 0 or state.step == total_steps:
                     mean_loss = accelerator.reduce(window_loss / window_steps, reduction="mean").item()
@@ -248,7 +280,13 @@ def train(
                     lr = scheduler.get_last_lr()[0]
                     result.losses[state.step] = mean_loss
                     tracker.log(
-                        state.step, {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_s": speed}
+                        state.step,
+                        {
+                            "train/loss": mean_loss,
+                            "train/lr": lr,
+                            "train/samples_per_s": speed,
+                            **window_metrics.pop(),
+                        },
                     )
                     progress.update(bar, loss=mean_loss, lr=lr, speed=speed)
                     window_time, window_samples, window_steps = 0.0, 0, 0

@@ -1,0 +1,46 @@
+"""DeepSeekMoE as a method: dense -> MoE upcycling, balance losses, aux-free bias, router health, ESFT.
+
+Implements /work/shared/MOE.md (DeepSeekMoE arXiv 2401.06066, V2 2405.04434, V3 2412.19437). Hand-written
+because no library builds DeepSeekMoE layers for encoders or trains the V3 routing bias. Modules:
+``router`` (scores, top-K, groups, bias), ``layer`` (MoE FFN, vectorised dispatch, capacity),
+``balance`` (losses, bias rule), ``upcycle`` (BERT/Llama FFN -> MoE), ``hooks`` (training step and
+optimizer-step hook), ``stats`` (router health and heatmap).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tunelab.methods.moe import hooks
+from tunelab.methods.moe.params import Params
+from tunelab.methods.moe.upcycle import upcycle
+from tunelab.methods.spec import Adapted, MethodSpec
+
+__all__ = ["SPEC", "Params", "upcycle"]
+
+
+def _set_router_trainable(model: nn.Module, params: Params) -> nn.Module:
+    for name, param in model.named_parameters():
+        if name.endswith("router.weight"):
+            param.requires_grad_(params.router_trainable)
+    return model
+
+
+def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Adapted:
+    """Upcycle the dense FFNs into MoE layers (new experts and router train; router frozen if asked)."""
+    return Adapted(model=_set_router_trainable(upcycle(model, params), params))
+
+
+def rebuild(model: nn.Module, params: Params) -> nn.Module:
+    """The MoE structure on a freshly built dense model, so a saved MoE state dict loads strictly."""
+    return upcycle(model, params, perturb=False)
+
+
+SPEC = MethodSpec(
+    name="moe",
+    params=Params,
+    apply=apply,
+    step=hooks.step,
+    on_optimizer_step=hooks.on_optimizer_step,
+    rebuild=rebuild,
+)

@@ -1,0 +1,177 @@
+"""Dense -> DeepSeekMoE upcycling of BERT-family encoder FFNs and Llama-family decoder MLPs.
+
+Experts come from the dense FFN (Sparse Upcycling, arXiv 2212.05055): ``copy`` makes each routed expert
+a full copy; ``partition`` splits the intermediate neurons into m slices (an FFN is exactly the sum of
+its neuron-slice sub-FFNs, LLaMA-MoE / NVIDIA's virtual groups, arXiv 2410.07524): the K_s shared
+experts are the first K_s slices as one MLP (as HF DeepSeek does), routed expert r is slice
+K_s + (r mod (m - K_s)). Function preservation at step 0 uses the compensating scale
+
+    routed_scaling_factor = P / (K_r · g0)
+
+with P = 1 (copy) or m - K_s (partition) and g0 the gate each selected expert gets under uniform scores
+(1/K_r with normalised gates, 1/N_r for raw softmax, 1/2 for raw sigmoid). It is *exact* for ``copy``
+with normalised gates (any router), for ``copy`` with raw gates when ``router_init_std=0`` (uniform
+scores), and for ``partition`` when every routed slice is active (K_r = N_r = m - K_s) with uniform
+scores (``router_init_std=0``). Otherwise (partition with K_r < N_r, or a random router with raw or
+partition gates) it preserves the dense output only in expectation over uniform routing.
+Hand-written: no library upcycles encoder FFNs into DeepSeekMoE layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tunelab.errors import ConfigError
+from tunelab.methods.moe.layer import Expert, MoEFeedForward
+from tunelab.methods.moe.params import Params
+from tunelab.methods.moe.router import Router, RouterConfig
+
+
+class _DenseFFN:
+    """The dense FFN's pieces at one site and how to put a MoE layer in its place."""
+
+    def __init__(self, owner: nn.Module, kind: str) -> None:
+        self.owner, self.kind = owner, kind
+        if kind == "bert":  # BertLayer-like: intermediate(dense, act) -> output(dense, dropout, LayerNorm)
+            self.up, self.gate = owner.intermediate.dense, None
+            self.down, self.act = owner.output.dense, owner.intermediate.intermediate_act_fn
+        else:  # LlamaMLP-like: down(act(gate(x)) * up(x))
+            self.up, self.gate, self.down, self.act = (
+                owner.up_proj,
+                owner.gate_proj,
+                owner.down_proj,
+                owner.act_fn,
+            )
+
+    def replace(self, parent: nn.Module, attr: str, moe: MoEFeedForward) -> None:
+        """Swap the dense FFN for ``moe`` (BERT keeps BertOutput's dropout, residual and LayerNorm)."""
+        if self.kind == "bert":
+            self.owner.intermediate = moe
+            self.owner.output.dense = nn.Identity()
+        else:
+            setattr(parent, attr, moe)
+
+
+def _kind(module: nn.Module) -> str | None:
+    inter, out = getattr(module, "intermediate", None), getattr(module, "output", None)
+    if (
+        isinstance(getattr(inter, "dense", None), nn.Linear)
+        and hasattr(inter, "intermediate_act_fn")
+        and isinstance(getattr(out, "dense", None), nn.Linear)
+    ):
+        return "bert"
+    if all(isinstance(getattr(module, n, None), nn.Linear) for n in ("gate_proj", "up_proj", "down_proj")):
+        return "llama" if hasattr(module, "act_fn") else None
+    return None
+
+
+def find_ffn_sites(model: nn.Module) -> list[tuple[str, _DenseFFN]]:
+    """Dense FFN sites in layer order; refuses architectures it does not know, naming what it found."""
+    sites = [(name, _DenseFFN(m, kind)) for name, m in model.named_modules() if (kind := _kind(m))]
+    if not sites:
+        found = sorted(
+            {
+                type(m).__name__
+                for m in model.modules()
+                if sum(isinstance(c, nn.Linear) for c in m.children()) >= 2
+            }
+        )
+        raise ConfigError(
+            f"methods.moe: no BERT-family FFN (intermediate.dense + output.dense) or Llama-family MLP "
+            f"(gate_proj/up_proj/down_proj) found in {type(model).__name__}; modules with several Linear "
+            f"layers: {', '.join(found) or 'none'}. Upcycling supports these two families only."
+        )
+    return sites
+
+
+def compensating_scale(params: Params) -> float:
+    """P / (K_r · g0): the routed scale that makes the upcycled layer reproduce the dense FFN (module doc)."""
+    k, n = params.top_k, params.n_routed_experts
+    pieces = 1 if params.init == "copy" else params.granularity - params.n_shared_experts
+    if params.norm_topk_prob or params.topk_before_softmax:
+        gate = 1.0 / k
+    else:
+        gate = 1.0 / n if params.score_func == "softmax" else 0.5
+    return pieces / (k * gate)
+
+
+def _slice_expert(dense: _DenseFFN, neurons: torch.Tensor) -> Expert:
+    """An Expert holding the given intermediate neurons of the dense FFN (weights copied)."""
+    up_bias = dense.up.bias is not None
+    expert = Expert(dense.up.in_features, len(neurons), dense.act, dense.gate is not None, up_bias)
+    with torch.no_grad():
+        for mine, theirs in ((expert.up, dense.up), (expert.gate, dense.gate)):
+            if mine is not None:
+                mine.weight.copy_(theirs.weight[neurons])
+                if up_bias:
+                    mine.bias.copy_(theirs.bias[neurons])
+        expert.down.weight.copy_(dense.down.weight[:, neurons])
+    return expert
+
+
+@torch.no_grad()
+def _perturb(expert: Expert, noise: float, reinit_ratio: float) -> None:
+    """Break the symmetry of copied experts: relative Gaussian noise and Drop-Upcycling re-init."""
+    linears = [lin for lin in (expert.gate, expert.up) if lin is not None]
+    width = expert.up.out_features
+    if reinit_ratio > 0:
+        rows = torch.randperm(width)[: round(reinit_ratio * width)]
+        for lin in linears:
+            lin.weight[rows] = torch.randn_like(lin.weight[rows]) * lin.weight.std()
+        expert.down.weight[:, rows] = torch.randn_like(expert.down.weight[:, rows]) * expert.down.weight.std()
+    if noise > 0:
+        for lin in [*linears, expert.down]:
+            lin.weight.add_(torch.randn_like(lin.weight) * noise * lin.weight.std())
+
+
+def build_moe(dense: _DenseFFN, params: Params, perturb: bool) -> MoEFeedForward:
+    """One MoE layer from one dense FFN as ``params`` says (see the module docstring for the layout)."""
+    width = dense.up.out_features
+    m = 1 if params.init == "copy" else params.granularity
+    if width % m:
+        raise ConfigError(f"methods.moe.params.granularity: {m} does not divide the FFN width {width}")
+    piece = width // m
+    neurons = torch.arange(width)
+    shared = (
+        _slice_expert(dense, neurons[: params.n_shared_experts * piece]) if params.n_shared_experts else None
+    )
+    n_slices = m - params.n_shared_experts
+    experts = []
+    for r in range(params.n_routed_experts):
+        start = (params.n_shared_experts + r % n_slices) * piece
+        expert = _slice_expert(dense, neurons[start : start + piece])
+        if perturb:
+            _perturb(expert, params.upcycle_noise, params.reinit_ratio)
+        experts.append(expert)
+    cfg = RouterConfig(
+        n_routed=params.n_routed_experts,
+        top_k=params.top_k,
+        score_func=params.score_func,
+        norm_topk_prob=params.norm_topk_prob,
+        scaling=params.routed_scaling_factor or compensating_scale(params),
+        n_group=params.n_group,
+        topk_group=params.topk_group,
+        topk_before_softmax=params.topk_before_softmax,
+        use_bias=params.bias_update_speed > 0,
+    )
+    router = Router(dense.up.in_features, cfg, params.router_init_std)
+    down_bias = dense.down.bias.detach() if dense.down.bias is not None else None
+    moe = MoEFeedForward(dense.up.in_features, router, experts, shared, down_bias, params.capacity_factor)
+    moe.params = params
+    return moe.to(device=dense.up.weight.device)
+
+
+def upcycle(model: nn.Module, params: Params, perturb: bool = True) -> nn.Module:
+    """Replace every dense FFN after the first ``first_k_dense`` with a MoE layer, in place; returns model.
+
+    ``perturb=False`` builds the same structure without noise (used when weights are loaded afterwards).
+    """
+    sites = find_ffn_sites(model)
+    for name, dense in sites[params.first_k_dense :]:
+        parent_name, _, attr = name.rpartition(".")
+        moe = build_moe(dense, params, perturb)
+        moe.to(dtype=dense.up.weight.dtype)
+        moe.router.float()  # router math and bias stay fp32 ([V3-code] model.py:564)
+        dense.replace(model.get_submodule(parent_name), attr, moe)
+    return model
