@@ -73,3 +73,32 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_backbone_dir:
     assert double_dev[-1]["n_examples"] == single_dev[-1]["n_examples"] == 32
     assert double_dev[-1]["confusion_matrix"] == single_dev[-1]["confusion_matrix"]
     assert double_dev[-1]["loss"] == pytest.approx(single_dev[-1]["loss"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_moe_bias_update_sees_the_global_batch(tmp_path: Path, tiny_backbone_dir: Path, toy_data):
+    """Two ranks with the aux-free bias train like one process: counts are summed over ranks before the
+    sign update (a rank-local update would route differently), and DDP accepts experts without tokens."""
+    model = _no_dropout_copy(tiny_backbone_dir, tmp_path / "model")
+    moe = {
+        "n_shared_experts": 0,
+        "n_routed_experts": 4,
+        "top_k": 1,
+        "init": "copy",
+        "router_init_std": 0.5,
+        "aux_loss_alpha": 0.0,
+        "bias_update_speed": 0.05,
+        "bias_freeze_fraction": 0.0,
+    }
+    base = {
+        "model": {"name_or_path": str(model)},
+        "data": {"train_file": str(toy_data["train"]), "dev_file": str(toy_data["dev"])},
+        "task": {"params": {"max_length": 32}},
+        "methods": [{"name": "moe", "params": moe}],
+        "train": {"num_train_epochs": 1, "lr": 1e-3, "logging_steps": 1, "group_by_length": False, "seed": 3},
+    }
+    single, _ = _run(tmp_path, "one", {**base, "train": {**base["train"], "batch_size": 8}}, nproc=1)
+    double, _ = _run(tmp_path, "two", {**base, "train": {**base["train"], "batch_size": 4}}, nproc=2)
+    assert sorted(single) == sorted(double) == list(range(1, 13))
+    for step in single:
+        assert double[step] == pytest.approx(single[step], abs=1e-5), step

@@ -51,9 +51,10 @@ def dispatch(
     dropped, start = 0, 0
     for expert, n in zip(experts, counts, strict=True):
         keep = n if capacity is None else min(n, capacity)
-        if keep:
-            idx = token_of[start : start + keep]
-            out.index_add_(0, idx, expert(x[idx]) * gates[start : start + keep, None])
+        # An expert with no tokens still runs on its empty slice: its parameters then get a (zero)
+        # gradient, which DDP needs from every parameter of every rank before it all-reduces.
+        idx = token_of[start : start + keep]
+        out.index_add_(0, idx, expert(x[idx]) * gates[start : start + keep, None])
         dropped += n - keep
         start += n
     return out, dropped
