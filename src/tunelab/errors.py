@@ -21,3 +21,7 @@ class AssetError(TunelabError):
 
 class CheckpointError(TunelabError):
     """A checkpoint or saved model directory is missing, incomplete or incompatible."""
+
+
+class ExportError(TunelabError):
+    """An export was refused: the model cannot take the requested step or failed its parity check."""

@@ -26,6 +26,7 @@ from tunelab.tasks import TASKS
 from tunelab.tasks.spec import TaskSpec
 
 RUN_FILE = "tunelab_run.json"
+ADAPTER_CONFIG = "adapter_config.json"  # peft's file: marks an adapter artifact (export/merge.py)
 _VERSIONED = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "safetensors", "scikit-learn")
 
 
@@ -61,8 +62,13 @@ def save_artifact(model: torch.nn.Module, tokenizer: Any, dest: Path, info: Mapp
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        run_info = {**info, "versions": library_versions(), "git_sha": git_sha()}
-        (tmp / RUN_FILE).write_text(json.dumps(run_info, indent=2, default=str), encoding="utf-8")
+        write_run_info(tmp, info)
+
+
+def write_run_info(dest: Path, info: Mapping[str, Any]) -> None:
+    """``tunelab_run.json`` = ``info`` plus provenance, into ``dest`` (a temp dir being filled)."""
+    run_info = {**info, "versions": library_versions(), "git_sha": git_sha()}
+    (dest / RUN_FILE).write_text(json.dumps(run_info, indent=2, default=str), encoding="utf-8")
 
 
 @dataclass
@@ -81,7 +87,7 @@ class Artifact:
 
 def resolve_artifact_dir(path: Path) -> Path:
     """Accept a model dir, or a run dir whose ``best/`` holds the model."""
-    if (path / "config.json").is_file():
+    if (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file():
         return path
     if (path / "best" / "config.json").is_file():
         return path / "best"
@@ -106,6 +112,19 @@ def _info_for_plain_hf(path: Path) -> dict[str, Any]:
     return {"task": "classification", "task_params": {}, "labels": labels, "columns": {"text": "text"}}
 
 
+def _load_model(path: Path, info: Mapping[str, Any], task: TaskSpec) -> torch.nn.Module:
+    """A full HF model, an int8 export or an adapter artifact; each reader lives beside its writer."""
+    if (path / ADAPTER_CONFIG).is_file():
+        from tunelab.export.merge import load_adapter_model
+
+        return load_adapter_model(path, info, task)
+    if (info.get("export") or {}).get("quantized"):
+        from tunelab.export.quantize import load_int8
+
+        return load_int8(path, task)
+    return task.model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+
+
 def load_artifact(path: Path, device: str = "cpu") -> Artifact:
     """Load a saved model for prediction; never runs remote code."""
     from transformers import AutoTokenizer
@@ -121,7 +140,7 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
         raise CheckpointError(f"{path}: {exc.args[0]}") from None
     if not any(path.glob("*.safetensors")):
         raise CheckpointError(f"{path}: no .safetensors weights; tunelab only loads safetensors models")
-    model = task.model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32).to(device)
+    model = _load_model(path, info, task).to(device)
     model.eval()
     cols = info.get("columns") or {}
     return Artifact(
