@@ -82,12 +82,6 @@ def test_merge_outputs_equal_adapter_and_differ_from_base(
     assert (merged_logits - base_logits).abs().max() > 0.1
 
 
-def test_merge_refuses_a_full_model(tiny_run: Path, tmp_path: Path, fast):
-    with pytest.raises(ExportError, match=r"--merge: .* has no adapter to merge .*export it without --merge"):
-        export_model(tiny_run, tmp_path / "out", dataclasses.replace(fast, merge=True))
-    assert not (tmp_path / "out").exists()
-
-
 def test_adapter_export_without_merge_is_refused(adapter_dir: Path, tmp_path: Path, fast):
     with pytest.raises(ExportError, match="with --merge"):
         export_model(adapter_dir, tmp_path / "out", fast)

@@ -68,6 +68,19 @@ def median_latency_ms(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     return statistics.median(times)
 
 
+def scored_metrics(
+    model: torch.nn.Module,
+    task: TaskSpec,
+    features: Any,
+    collator: Any,
+    labels: Sequence[str],
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """The task's headline metrics plus loss (no per-class detail) of ``model`` on ``features``."""
+    scores = evaluate(model, task, features, collator, labels, batch_size)
+    return {name: float(scores[name]) for name in (*task.metric_names, "loss")}
+
+
 def measure(
     model: torch.nn.Module,
     task: TaskSpec,
@@ -79,9 +92,8 @@ def measure(
     batch_size: int = 64,
 ) -> Measurement:
     """Dev metrics, weight-file size and batch-1/32 latency of ``model``."""
-    scores = evaluate(model, task, features, collator, labels, batch_size)
     return Measurement(
-        metrics={name: float(scores[name]) for name in (*task.metric_names, "loss")},
+        metrics=scored_metrics(model, task, features, collator, labels, batch_size),
         size_mb=weights_size_mb(files),
         latency_ms={
             size: median_latency_ms(model, latency_batch(features, collator, size), repeats)

@@ -9,6 +9,7 @@ result is measured from the files in the temp dir, so the reported size is what 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,14 @@ from tunelab.data import LabeledData, load_labeled_data, load_labeled_file
 from tunelab.errors import CheckpointError, ExportError
 from tunelab.export import merge, model_card, prune, quantize
 from tunelab.export.artifact import Artifact, load_artifact, write_run_info
-from tunelab.export.parity import Measurement, measure, parity_markdown, parity_report, weight_files
+from tunelab.export.parity import (
+    Measurement,
+    measure,
+    parity_markdown,
+    parity_report,
+    scored_metrics,
+    weight_files,
+)
 from tunelab.io import atomic_dir
 from tunelab.methods.spec import Adapted
 from tunelab.tasks.spec import tokenize_dataset
@@ -110,8 +118,13 @@ def _probe(features: Any, collator: Any) -> dict[str, torch.Tensor]:
 
 
 def _prune_and_recover(
-    model: torch.nn.Module, art: Artifact, opts: ExportOptions, data: LabeledData
+    model: torch.nn.Module,
+    art: Artifact,
+    opts: ExportOptions,
+    data: LabeledData,
+    score: Callable[[torch.nn.Module], dict[str, float]],
 ) -> dict[str, Any]:
+    """Prune, score (to show what recovery buys), recover on the run's train split, make permanent."""
     params_before = sum(p.numel() for p in model.parameters())
     head = art.task.head_modules
     record: dict[str, Any] = {"method": opts.prune, "amount": opts.prune_amount}
@@ -119,6 +132,7 @@ def _prune_and_recover(
         prune.magnitude_prune(model, opts.prune_amount, head)
     else:
         record["intermediate_size"] = prune.prune_ffn_neurons(model, opts.prune_amount)
+    record["dev_before_recovery"] = score(model)
     cfg = validate_config(art.info["config"])
     inputs = TrainInputs(
         adapted=Adapted(model=model),
@@ -168,6 +182,9 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
     def measured(model: torch.nn.Module, files: list[Path]) -> Measurement:
         return measure(model, art.task, dev, collator, art.labels, files, opts.latency_repeats)
 
+    def score(model: torch.nn.Module) -> dict[str, float]:
+        return scored_metrics(model, art.task, dev, collator, art.labels)
+
     before = measured(art.model, weight_files(art.path))
     model, steps, record = art.model, [], {}
     if opts.merge:
@@ -179,7 +196,7 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
             "base_model": art.info["adapter"]["base_model"],
         }
     if opts.prune is not None:
-        record["pruned"] = _prune_and_recover(model, art, opts, data)
+        record["pruned"] = _prune_and_recover(model, art, opts, data, score)
         steps.append(f"pruned-{opts.prune}+recovered")
     if opts.quantize == "int8":
         model = quantize.quantize_int8(model)
