@@ -22,8 +22,9 @@ def test_int8_export_of_minilm_keeps_accuracy(tmp_path: Path):
     overrides = [
         f"--data.train_file={data / 'train.csv'}",
         f"--data.test_file={data / 'test.csv'}",
-        "--data.max_train_samples=800",
-        "--data.max_eval_samples=400",
+        "--data.max_train_samples=1200",
+        "--data.max_eval_samples=300",
+        "--train.lr=2e-4",
         f"--train.output_dir={tmp_path / 'run'}",
     ]
     trained = runner.invoke(app, ["train", str(EXAMPLE), *overrides])

@@ -29,6 +29,7 @@ def test_pruning_magnitude_keeps_zeros_and_neurons_shrink_the_model(tiny_run: Pa
     assert len(pruned["recovery"]["losses"]) >= 1
     reloaded = load_artifact(out).model
     assert prune.linear_sparsity(reloaded, HEAD) == pytest.approx(pruned["linear_sparsity"])
+    assert bool((reloaded.bert.pooler.dense.weight != 0).all())  # the one path to the head is kept
     assert pruned["parameters"]["before"] == pruned["parameters"]["after"]
     # recovery trained the surviving weights: they are no longer the originals
     name, layer = prune.prunable_linears(reloaded, HEAD)[0]

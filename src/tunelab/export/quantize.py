@@ -3,10 +3,10 @@
 Which API: ``torch.ao.quantization.quantize_dynamic`` with a per-channel weight qconfig. torch 2.13
 still ships it but marks it deprecated in favour of torchao's ``quantize_`` with
 ``Int8DynamicActivationInt8WeightConfig``. We stay on torch.ao because it needs no extra dependency
-and its fbgemm/x86 kernels were the faster of the two on this CPU (MiniLM, batch 32: 0.11 s vs 0.17 s
-per batch against 0.38 s in fp32; one ad-hoc run, see bench/RESULTS.md for the recorded figures).
-The deprecation warnings are silenced at the two call sites only; moving to torchao means replacing
-``quantize_int8`` and the (de)serialisation below, nothing else.
+and its fbgemm/x86 kernels were faster than torchao 0.18's int8 path on this CPU for MiniLM at batch
+32 in a quick side-by-side check (not a recorded benchmark; the recorded int8 figures are in
+bench/RESULTS.md). The deprecation warnings are silenced around the torch.ao calls only; moving to
+torchao means replacing ``quantize_int8`` and the (de)serialisation below, nothing else.
 
 Why hand-written storage: quantized modules keep their weights in packed C++ objects that neither
 ``save_pretrained`` nor safetensors can write, and pickling them is not allowed here. So we store
