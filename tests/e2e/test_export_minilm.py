@@ -23,8 +23,9 @@ def test_int8_export_of_minilm_keeps_accuracy(tmp_path: Path):
         f"--data.train_file={data / 'train.csv'}",
         f"--data.test_file={data / 'test.csv'}",
         "--data.max_train_samples=1200",
-        "--data.max_eval_samples=300",
+        "--data.max_eval_samples=500",
         "--train.lr=2e-4",
+        "--train.eval_steps=1000",  # one evaluation, at the end
         f"--train.output_dir={tmp_path / 'run'}",
     ]
     trained = runner.invoke(app, ["train", str(EXAMPLE), *overrides])
@@ -35,7 +36,7 @@ def test_int8_export_of_minilm_keeps_accuracy(tmp_path: Path):
     )
 
     report = record["parity"]
-    assert report["before"]["metrics"]["accuracy"] > 0.65
+    assert report["before"]["metrics"]["accuracy"] > 0.7
     assert report["metric_drop"] <= 0.02
     assert report["size_ratio"] < 0.7
     reloaded = load_artifact(tmp_path / "int8")
