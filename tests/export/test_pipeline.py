@@ -49,7 +49,7 @@ def test_cli_export_writes_card_record_and_table(tiny_run: Path, tmp_path: Path,
     assert predicted.exit_code == 0, predicted.output
 
 
-def test_cli_refusals_and_overwrite(tiny_run: Path, tmp_path: Path):
+def test_cli_refusals_overwrite_and_eval_data(tiny_run: Path, tmp_path: Path, toy_data):
     merge = export(str(tiny_run), "--to", str(tmp_path / "m"), "--merge")
     assert merge.exit_code == 1
     assert "has no adapter to merge" in merge.stderr
@@ -60,10 +60,15 @@ def test_cli_refusals_and_overwrite(tiny_run: Path, tmp_path: Path):
     assert refused.exit_code == 1
     assert "already exists; pass --overwrite" in refused.stderr
     assert (out / "keep.txt").exists()
-    replaced = export(str(tiny_run), "--to", str(out), "--overwrite")
+    replaced = export(str(tiny_run), "--to", str(out), "--overwrite", "--eval-data", str(toy_data["test"]))
     assert replaced.exit_code == 0, replaced.output
     assert not (out / "keep.txt").exists()
     assert (out / "model.safetensors").exists()
+    scored = CliRunner().invoke(app, ["eval", str(tiny_run), "--data", str(toy_data["test"])])
+    reported = json.loads(replaced.stdout)["parity"]["before"]["metrics"]
+    expected = json.loads(scored.stdout)  # --eval-data is scored exactly as `tunelab eval` scores it
+    assert reported["accuracy"] == expected["accuracy"]
+    assert reported["loss"] == pytest.approx(expected["loss"], rel=1e-6)
 
 
 def test_check_options_reports_every_problem(tmp_path: Path):
