@@ -293,6 +293,56 @@ def serve(
     run(web, settings)
 
 
+@app.command("export")
+def export_command(
+    model_dir: Path,
+    to: Annotated[Path, typer.Option("--to", help="Output directory (HF layout, written atomically).")],
+    merge: Annotated[bool, typer.Option(help="Merge a LoRA/adapter artifact into its base model.")] = False,
+    dtype: Annotated[str, typer.Option(help="Merged weights: float32 | float16 | bfloat16.")] = "float32",
+    quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 Linear layers.")] = None,
+    prune: Annotated[
+        str | None, typer.Option(help="magnitude (global unstructured) | neurons (FFN, structured).")
+    ] = None,
+    prune_amount: Annotated[float, typer.Option(help="Fraction of weights / FFN neurons to remove.")] = 0.3,
+    recovery_steps: Annotated[int, typer.Option(help="Fine-tune steps after pruning.")] = 100,
+    recovery_lr: Annotated[float | None, typer.Option(help="Recovery LR (default: the run's).")] = None,
+    onnx: Annotated[bool, typer.Option(help="Also write model.onnx (onnxruntime parity-checked).")] = False,
+    eval_data: Annotated[
+        Path | None, typer.Option(help="Labelled file for the parity report (default: the run's dev split).")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="Torch/ORT threads for the latency figures.")] = 2,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --to directory.")] = False,
+) -> None:
+    """Export MODEL_DIR: merge / prune + recover / int8 / ONNX, with a parity report and a model card."""
+    _setup_logging()
+    try:
+        from rich.console import Console
+
+        from tunelab.export.parity import parity_table
+        from tunelab.export.pipeline import ExportOptions, export_model
+
+        opts = ExportOptions(
+            merge=merge,
+            dtype=dtype,
+            quantize=quantize,
+            prune=prune,
+            prune_amount=prune_amount,
+            recovery_steps=recovery_steps,
+            recovery_lr=recovery_lr,
+            onnx=onnx,
+            eval_data=eval_data,
+            threads=threads,
+            overwrite=overwrite,
+        )
+        record = export_model(model_dir, to, opts)
+    except TunelabError as exc:
+        _fail(exc)
+    Console(stderr=True).print(parity_table(record["parity"]))
+    typer.echo(
+        json.dumps({"output": str(to), "steps": record["steps"], "parity": record["parity"]}, indent=2)
+    )
+
+
 @data_app.command("prepare")
 def data_prepare(name: str, out: Path) -> None:
     """Write shipped dataset NAME as CSV files (text,label) into OUT."""

@@ -25,3 +25,7 @@ class CheckpointError(TunelabError):
 
 class ServingError(TunelabError):
     """The server cannot start as configured (model, keys, exposure); the message says what to change."""
+
+
+class ExportError(TunelabError):
+    """An export was refused: the model cannot take the requested step or failed its parity check."""

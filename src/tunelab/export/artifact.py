@@ -26,6 +26,7 @@ from tunelab.tasks import TASKS
 from tunelab.tasks.spec import TaskSpec
 
 RUN_FILE = "tunelab_run.json"
+ADAPTER_CONFIG = "adapter_config.json"  # peft's file: marks an adapter artifact (export/merge.py)
 _VERSIONED = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "safetensors", "scikit-learn")
 
 
@@ -61,8 +62,13 @@ def save_artifact(model: torch.nn.Module, tokenizer: Any, dest: Path, info: Mapp
     with atomic_dir(dest) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        run_info = {**info, "versions": library_versions(), "git_sha": git_sha()}
-        (tmp / RUN_FILE).write_text(json.dumps(run_info, indent=2, default=str), encoding="utf-8")
+        write_run_info(tmp, info)
+
+
+def write_run_info(dest: Path, info: Mapping[str, Any]) -> None:
+    """``tunelab_run.json`` = ``info`` plus provenance, into ``dest`` (a temp dir being filled)."""
+    run_info = {**info, "versions": library_versions(), "git_sha": git_sha()}
+    (dest / RUN_FILE).write_text(json.dumps(run_info, indent=2, default=str), encoding="utf-8")
 
 
 @dataclass
@@ -81,7 +87,7 @@ class Artifact:
 
 def resolve_artifact_dir(path: Path) -> Path:
     """Accept a model dir, or a run dir whose ``best/`` holds the model."""
-    if (path / "config.json").is_file():
+    if (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file():
         return path
     if (path / "best" / "config.json").is_file():
         return path / "best"
@@ -121,14 +127,20 @@ def _method_rebuilds(path: Path, info: Mapping[str, Any]) -> list[tuple[Any, Any
     return rebuilds
 
 
-def _load_rebuilt(path: Path, model_class: Any, rebuilds: list[tuple[Any, Any]]) -> torch.nn.Module:
-    """Build from config.json, re-create the methods' structure, then load the safetensors strictly."""
-    from safetensors.torch import load_file
+def model_skeleton(path: Path, info: Mapping[str, Any], task: TaskSpec) -> torch.nn.Module:
+    """The saved model's structure with random weights: config.json plus the methods' rebuilds."""
     from transformers import AutoConfig
 
-    model = model_class.from_config(AutoConfig.from_pretrained(path, trust_remote_code=False))
-    for rebuild, params in rebuilds:
+    model = task.model_class.from_config(AutoConfig.from_pretrained(path, trust_remote_code=False))
+    for rebuild, params in _method_rebuilds(path, info):
         model = rebuild(model, params)
+    return model
+
+
+def _load_strict(path: Path, model: torch.nn.Module) -> torch.nn.Module:
+    """Load every ``*.safetensors`` of ``path`` into ``model``; any missing or extra tensor is an error."""
+    from safetensors.torch import load_file
+
     state: dict[str, torch.Tensor] = {}
     for file in sorted(path.glob("*.safetensors")):
         state.update(load_file(file))
@@ -137,6 +149,24 @@ def _load_rebuilt(path: Path, model_class: Any, rebuilds: list[tuple[Any, Any]])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the rebuilt model: {exc}") from None
     return model.float()
+
+
+def _load_model(path: Path, info: Mapping[str, Any], task: TaskSpec) -> torch.nn.Module:
+    """A full HF model, an int8 export, an adapter artifact or a method-rebuilt model (e.g. moe).
+
+    Each special reader lives beside its writer.
+    """
+    if (path / ADAPTER_CONFIG).is_file():
+        from tunelab.export.merge import load_adapter_model
+
+        return load_adapter_model(path, info, task)
+    if (info.get("export") or {}).get("quantized"):
+        from tunelab.export.quantize import load_int8
+
+        return load_int8(path, model_skeleton(path, info, task))
+    if _method_rebuilds(path, info):
+        return _load_strict(path, model_skeleton(path, info, task))
+    return task.model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
 
 
 def load_artifact(path: Path, device: str = "cpu") -> Artifact:
@@ -154,13 +184,7 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
         raise CheckpointError(f"{path}: {exc.args[0]}") from None
     if not any(path.glob("*.safetensors")):
         raise CheckpointError(f"{path}: no .safetensors weights; tunelab only loads safetensors models")
-    rebuilds = _method_rebuilds(path, info)
-    if rebuilds:
-        model = _load_rebuilt(path, task.model_class, rebuilds).to(device)
-    else:
-        model = task.model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32).to(
-            device
-        )
+    model = _load_model(path, info, task).to(device)
     model.eval()
     cols = info.get("columns") or {}
     return Artifact(

@@ -1,0 +1,233 @@
+"""``tunelab export``: load a run's model, merge / prune+recover / quantize / ONNX, measure, write atomically.
+
+Order is fixed (merge, then prune + recovery, then int8, then ONNX) because each step needs the
+previous one's output: pruning and recovery train fp32 weights, and dynamic int8 modules can be
+neither trained nor exported to ONNX. The source model is measured before any step mutates it; the
+result is measured from the files in the temp dir, so the reported size is what lands on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from tunelab.config import validate_config
+from tunelab.data import LabeledData, load_labeled_data, load_labeled_file
+from tunelab.errors import CheckpointError, ExportError
+from tunelab.export import merge, model_card, prune, quantize
+from tunelab.export.artifact import Artifact, load_artifact, write_run_info
+from tunelab.export.parity import (
+    Measurement,
+    measure,
+    parity_markdown,
+    parity_report,
+    scored_metrics,
+    weight_files,
+)
+from tunelab.io import atomic_dir
+from tunelab.methods.spec import Adapted
+from tunelab.tasks.spec import tokenize_dataset
+from tunelab.training import TrainInputs
+
+logger = logging.getLogger(__name__)
+
+PROBE_ROWS = 4
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``tunelab export`` was asked to do (CLI flags, one field each)."""
+
+    merge: bool = False
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    quantize: Literal["int8"] | None = None
+    prune: Literal["magnitude", "neurons"] | None = None
+    prune_amount: float = 0.3
+    recovery_steps: int = 100
+    recovery_lr: float | None = None
+    onnx: bool = False
+    eval_data: Path | None = None
+    threads: int = 2
+    latency_repeats: int = 10
+    overwrite: bool = False
+
+
+def check_options(opts: ExportOptions, dest: Path) -> None:
+    """Refuse impossible combinations before any weight loads; one message naming every problem."""
+    problems = []
+    for flag, value, choices in (
+        ("--dtype", opts.dtype, tuple(merge.DTYPES)),
+        ("--quantize", opts.quantize, (None, "int8")),
+        ("--prune", opts.prune, (None, *prune.PRUNE_METHODS)),
+    ):
+        if value not in choices:
+            problems.append(
+                f"{flag}: {value!r} is not supported; choose one of: {', '.join(c for c in choices if c)}"
+            )
+    if dest.exists() and not opts.overwrite:
+        problems.append(f"--to {dest}: already exists; pass --overwrite to replace it")
+    if opts.dtype != "float32" and not opts.merge:
+        problems.append("--dtype: only applies to --merge (the precision of the merged weights)")
+    if opts.dtype != "float32" and (opts.prune or opts.quantize or opts.onnx):
+        problems.append("--dtype: prune, int8 and ONNX work from float32 weights; merge in float32")
+    if opts.quantize and opts.onnx:
+        problems.append(
+            "--quantize int8 with --onnx: torch dynamic-int8 modules cannot be exported to ONNX; "
+            "export ONNX from the float model and quantize with onnxruntime's tools"
+        )
+    if not 0.0 < opts.prune_amount < 1.0:
+        problems.append(f"--prune-amount: must be between 0 and 1 (got {opts.prune_amount})")
+    if opts.recovery_steps < 1:
+        problems.append(f"--recovery-steps: must be at least 1 (got {opts.recovery_steps})")
+    if problems:
+        raise ExportError("export refused:\n" + "\n".join(problems))
+
+
+def run_splits(art: Artifact) -> LabeledData:
+    """The run's train/dev splits rebuilt from its recorded config exactly as training built them."""
+    if "config" not in art.info:
+        raise CheckpointError(
+            f"{art.path}: no training config recorded (not a tunelab run); pass --eval-data FILE, "
+            "and pruning needs a tunelab run"
+        )
+    cfg = validate_config(art.info["config"])
+    data = load_labeled_data(cfg.data, art.task_params.labels, cfg.train.seed)
+    if data.labels != art.labels:
+        raise CheckpointError(
+            f"{cfg.data.train_file}: labels {data.labels} differ from the model's {art.labels}; "
+            "the training data changed since the run"
+        )
+    return data
+
+
+def _features(art: Artifact, rows: Any) -> Any:
+    return tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
+
+
+def _probe(features: Any, collator: Any) -> dict[str, torch.Tensor]:
+    """A few padded dev rows (>= 2, so exporters do not specialise the batch axis), without labels."""
+    rows = [
+        {k: v for k, v in features[i % len(features)].items() if k != "labels"} for i in range(PROBE_ROWS)
+    ]
+    return dict(collator(rows))
+
+
+def _prune_and_recover(
+    model: torch.nn.Module,
+    art: Artifact,
+    opts: ExportOptions,
+    data: LabeledData,
+    score: Callable[[torch.nn.Module], dict[str, float]],
+) -> dict[str, Any]:
+    """Prune, score (to show what recovery buys), recover on the run's train split, make permanent."""
+    params_before = sum(p.numel() for p in model.parameters())
+    head = art.task.head_modules
+    record: dict[str, Any] = {"method": opts.prune, "amount": opts.prune_amount}
+    if opts.prune == "magnitude":
+        prune.magnitude_prune(model, opts.prune_amount, head)
+    else:
+        record["intermediate_size"] = prune.prune_ffn_neurons(model, opts.prune_amount)
+    record["dev_before_recovery"] = score(model)
+    cfg = validate_config(art.info["config"])
+    inputs = TrainInputs(
+        adapted=Adapted(model=model),
+        tokenizer=art.tokenizer,
+        collator=art.task.collator(art.tokenizer),
+        labels=art.labels,
+        train=_features(art, data.train),
+        dev=_features(art, data.dev),
+        test=None,
+    )
+    losses = prune.recover(
+        model, cfg, opts.recovery_steps, opts.recovery_lr, art.task, art.task_params, inputs
+    )
+    prune.make_permanent(model)
+    return {
+        **record,
+        "linear_sparsity": prune.linear_sparsity(model, head),
+        "parameters": {"before": params_before, "after": sum(p.numel() for p in model.parameters())},
+        "recovery": {"steps": opts.recovery_steps, "lr": opts.recovery_lr or cfg.train.lr, "losses": losses},
+    }
+
+
+def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any]:
+    """Run the requested export steps on the model at ``source`` and write it to ``dest`` atomically.
+
+    Returns the ``export`` record written into ``tunelab_run.json`` (steps, per-step details, parity).
+    """
+    check_options(opts, dest)
+    torch.set_num_threads(opts.threads)
+    art = load_artifact(source)
+    if opts.merge and not merge.is_adapter_dir(art.path):
+        raise ExportError(
+            f"--merge: {art.path} has no adapter to merge (no adapter_config.json); it is already a full "
+            "model, so export it without --merge"
+        )
+    if merge.is_adapter_dir(art.path) and not opts.merge:
+        raise ExportError(f"{art.path}: an adapter artifact; export it with --merge to get a full model")
+    needs_run_data = opts.prune is not None or opts.eval_data is None
+    data = run_splits(art) if needs_run_data else None
+    if opts.eval_data is not None:
+        dev = _features(art, load_labeled_file(opts.eval_data, art.columns, art.labels))
+    else:
+        dev = _features(art, data.dev)
+    collator = art.task.collator(art.tokenizer)
+    probe = _probe(dev, collator)
+
+    def measured(model: torch.nn.Module, files: list[Path]) -> Measurement:
+        return measure(model, art.task, dev, collator, art.labels, files, opts.latency_repeats)
+
+    def score(model: torch.nn.Module) -> dict[str, float]:
+        return scored_metrics(model, art.task, dev, collator, art.labels)
+
+    before = measured(art.model, weight_files(art.path))
+    model, steps, record = art.model, [], {}
+    if opts.merge:
+        model, diff = merge.merge_verified(model, probe, opts.dtype)
+        steps.append("merged")
+        record["merged"] = {
+            "dtype": opts.dtype,
+            "max_logit_diff": diff,
+            "base_model": art.info["adapter"]["base_model"],
+        }
+    if opts.prune is not None:
+        record["pruned"] = _prune_and_recover(model, art, opts, data, score)
+        steps.append(f"pruned-{opts.prune}+recovered")
+    if opts.quantize == "int8":
+        model = quantize.quantize_int8(model)
+        steps.append("int8")
+        record["quantized"] = {"method": quantize.METHOD, "weights_file": quantize.WEIGHTS_FILE}
+
+    with atomic_dir(dest) as tmp:
+        if opts.quantize == "int8":
+            quantize.save_int8(model, tmp)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+        art.tokenizer.save_pretrained(tmp)
+        files = weight_files(tmp)
+        evaluated = model
+        if opts.onnx:
+            from tunelab.export import onnx as onnx_export
+
+            path = onnx_export.export_onnx(model, probe, tmp)
+            session = onnx_export.ort_session(path, opts.threads)
+            single = {k: v[:1] for k, v in probe.items()}  # a different batch size than the trace
+            diff = max(onnx_export.check_onnx_parity(model, session, p) for p in (probe, single))
+            steps.append("onnx")
+            record["onnx"] = {"file": onnx_export.ONNX_FILE, "max_logit_diff": diff, "runtime": "onnxruntime"}
+            evaluated, files = onnx_export.OrtClassifier(session), [path]
+        after = measured(evaluated, files)
+        report = parity_report(before, after, art.task.metric_names[0])
+        export = {"source": str(art.path), "steps": steps, **record, "parity": report}
+        info = {k: v for k, v in art.info.items() if k not in ("adapter", "versions", "git_sha")}
+        info = {**info, "dev_metrics": after.metrics, "export": export}
+        write_run_info(tmp, info)
+        card = model_card.render_model_card(info, parity_markdown(report))
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    logger.info("exported %s -> %s (%s)", art.path, dest, ", ".join(steps) or "plain copy")
+    return export

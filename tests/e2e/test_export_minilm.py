@@ -1,0 +1,43 @@
+"""int8 export of a briefly trained real MiniLM keeps its dev accuracy (shortened for CI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tunelab.cli import app
+from tunelab.export.artifact import load_artifact
+from tunelab.export.pipeline import ExportOptions, export_model
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sentiment.yaml"
+
+
+@pytest.mark.slow
+def test_int8_export_of_minilm_keeps_accuracy(tmp_path: Path):
+    runner = CliRunner()
+    data = tmp_path / "rt"
+    assert runner.invoke(app, ["data", "prepare", "rotten-tomatoes", str(data)]).exit_code == 0
+    overrides = [
+        f"--data.train_file={data / 'train.csv'}",
+        f"--data.test_file={data / 'test.csv'}",
+        "--data.max_train_samples=1200",
+        "--data.max_eval_samples=500",
+        "--train.lr=2e-4",
+        "--train.eval_steps=1000",  # one evaluation, at the end
+        f"--train.output_dir={tmp_path / 'run'}",
+    ]
+    trained = runner.invoke(app, ["train", str(EXAMPLE), *overrides])
+    assert trained.exit_code == 0, trained.output
+
+    record = export_model(
+        tmp_path / "run", tmp_path / "int8", ExportOptions(quantize="int8", latency_repeats=3)
+    )
+
+    report = record["parity"]
+    assert report["before"]["metrics"]["accuracy"] > 0.7
+    assert report["metric_drop"] <= 0.02
+    assert report["size_ratio"] < 0.7
+    reloaded = load_artifact(tmp_path / "int8")
+    assert reloaded.info["dev_metrics"]["accuracy"] == report["after"]["metrics"]["accuracy"]
