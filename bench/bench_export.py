@@ -1,6 +1,6 @@
 """Export benchmark: fp32 (plain transformers) vs tunelab's int8 / pruned+recovered / ONNX exports of one run.
 
-    python bench/bench_export.py --run /work/shared-runs/sentiment [--threads 2 --repeats 20
+    python bench/bench_export.py --run runs/sentiment [--threads 2 --repeats 20
         --prune-amount 0.5 --recovery-steps 100]
 
 Run it from a directory where the run's relative data paths resolve (the dev split is rebuilt from

@@ -154,7 +154,9 @@ def peak_rss_mb(pid: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="runs/sentiment/best", help="model dir (scripts/demo.sh writes this one)")
+    parser.add_argument(
+        "--model", default="runs/sentiment/best", help="model dir (written by scripts/demo.sh)"
+    )
     parser.add_argument("--extra", action="append", default=[], help="LABEL=DIR: one more tunelab row")
     parser.add_argument("--connections", default="1,32")
     parser.add_argument("--duration", type=int, default=15)

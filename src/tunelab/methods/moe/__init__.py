@@ -1,7 +1,8 @@
 """DeepSeekMoE as a method: dense -> MoE upcycling, balance losses, aux-free bias, router health, ESFT.
 
-Implements /work/shared/MOE.md (DeepSeekMoE arXiv 2401.06066, V2 2405.04434, V3 2412.19437). Hand-written
-because no library builds DeepSeekMoE layers for encoders or trains the V3 routing bias. Modules:
+Implements the project MoE specification, ../shared/MOE.md (DeepSeekMoE arXiv 2401.06066, V2
+2405.04434, V3 2412.19437). Hand-written because no library builds DeepSeekMoE layers for encoders
+or trains the V3 routing bias. Modules:
 ``router`` (scores, top-K, groups, bias), ``layer`` (MoE FFN, vectorised dispatch, capacity),
 ``balance`` (losses, bias rule), ``upcycle`` (BERT/Llama FFN -> MoE), ``hooks`` (training step and
 optimizer-step hook), ``stats`` (router health and heatmap).

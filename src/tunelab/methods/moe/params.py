@@ -1,4 +1,4 @@
-"""MoE method parameters; defaults and their sources are quoted from /work/shared/MOE.md."""
+"""MoE method parameters; defaults and their sources are quoted from ../shared/MOE.md."""
 
 from __future__ import annotations
 
