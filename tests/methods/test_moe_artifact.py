@@ -16,6 +16,7 @@ from tunelab.cli import app
 from tunelab.export.artifact import load_artifact, save_artifact
 from tunelab.methods.moe import Params, upcycle
 from tunelab.methods.moe.layer import moe_layers
+from tunelab.serving.predictor import load_predictor
 
 MOE = {"n_routed_experts": 4, "top_k": 2, "granularity": 2, "aux_loss_alpha": 0.01, "bias_update_speed": 0.01}
 
@@ -53,7 +54,11 @@ def test_moe_cli_run_reports_routing_reloads_and_predicts(tmp_path: Path, tiny_b
     assert moe_layers(art.model)[0].router.bias.abs().sum() > 0  # the trained aux-free bias was saved
     predicted = runner.invoke(app, ["predict", str(best), "--text", "a great lovely movie"])
     assert predicted.exit_code == 0, predicted.output
-    assert json.loads(predicted.output.strip().splitlines()[-1])["label"] in {"positive", "negative"}
+    cli_prediction = json.loads(predicted.output.strip().splitlines()[-1])
+    assert cli_prediction["label"] in {"positive", "negative"}
+    served = load_predictor(str(tmp_path / "run")).predict(["a great lovely movie"])  # the server's loader
+    assert served[0]["label"] == cli_prediction["label"]
+    assert served[0]["probabilities"] == pytest.approx(cli_prediction["probabilities"], abs=1e-6)
 
 
 def test_saved_moe_reloads_with_identical_outputs(tmp_path: Path, tiny_backbone_dir):

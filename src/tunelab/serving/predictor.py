@@ -28,7 +28,7 @@ from transformers import (
 from tunelab.assets import resolve_model
 from tunelab.errors import CheckpointError
 from tunelab.evaluation.predict import predict_texts
-from tunelab.export.artifact import RUN_FILE, Artifact, load_artifact
+from tunelab.export.artifact import RUN_FILE, Artifact, load_artifact, resolve_artifact_dir
 
 
 def _count_tokens(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
@@ -187,7 +187,7 @@ def _model_id(name_or_path: str, path: Path) -> str:
 
 def load_predictor(name_or_path: str, device: str = "cpu") -> Predictor:
     """Load the model dir (or shipped model name) and pick the predictor its config calls for."""
-    path = resolve_model(name_or_path)
+    path = resolve_artifact_dir(resolve_model(name_or_path))  # a run dir serves its best/
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path}: no config.json; give a tunelab model dir or a Hugging Face model dir")
