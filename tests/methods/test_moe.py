@@ -218,13 +218,40 @@ def test_hook_moves_bias_against_load_and_freezes_it_at_the_end():
     assert {"moe/max_mean_load", "moe/dead_experts", "moe/layer0_entropy"} <= set(metrics)
 
 
-def test_esft_keeps_only_top_experts_trainable():
+def _expert_weights(model) -> list[torch.Tensor]:
+    return [expert.up.weight.detach().clone() for expert in moe_layers(model)[0].experts]
+
+
+def test_esft_scores_without_training_then_trains_only_the_top_experts():
+    params = Params(esft_top_p=0.3, esft_score_steps=2, bias_update_speed=0.01)
+    model = upcycle(_bert(), params)
+    before = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    metrics = _train_steps(model, params, 2)
+    layer = moe_layers(model)[0]
+    assert bool(layer.esft_selected)
+    assert 1 <= int(layer.esft_keep.sum()) < len(layer.experts)
+    assert metrics["moe/layer0_esft_trainable"] == int(layer.esft_keep.sum())
+    scored = model.state_dict()
+    assert [k for k, v in before.items() if not torch.equal(v, scored[k])] == []  # weights and bias
+
+    experts = _expert_weights(model)
+    router = layer.router.weight.detach().clone()
+    _train_steps(model, params, 2)
+    for i, (old, new) in enumerate(zip(experts, _expert_weights(model), strict=True)):
+        assert torch.equal(old, new) != bool(layer.esft_keep[i]), i  # only selected experts train
+    assert not torch.equal(router, layer.router.weight)
+
+
+def test_esft_selection_survives_a_reload():
+    """A resumed run rebuilds every expert trainable; the saved selection must freeze them again."""
     params = Params(esft_top_p=0.3, esft_score_steps=1)
     model = upcycle(_bert(), params)
-    metrics = _train_steps(model, params, 1)
-    layer = moe_layers(model)[0]
-    trainable = [e.up.weight.requires_grad for e in layer.experts]
-    assert 1 <= sum(trainable) < len(trainable)
-    assert metrics["moe/layer0_esft_trainable"] == sum(trainable)
-    assert layer.router.weight.requires_grad
-    assert layer.shared.up.weight.requires_grad
+    _train_steps(model, params, 1)
+    resumed = upcycle(_bert(), params)
+    resumed.load_state_dict(model.state_dict())
+    keep = moe_layers(resumed)[0].esft_keep.tolist()
+    assert not all(keep)
+    experts = _expert_weights(resumed)
+    _train_steps(resumed, params, 1)
+    for i, (old, new) in enumerate(zip(experts, _expert_weights(resumed), strict=True)):
+        assert torch.equal(old, new) != keep[i], i

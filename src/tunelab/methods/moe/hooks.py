@@ -8,6 +8,7 @@ metrics, and (once) the ESFT expert selection.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import torch
@@ -47,10 +48,30 @@ def _accumulate_counts(layer: MoEFeedForward, mask: torch.Tensor) -> None:
     layer.step_gates += (gates * mask.unsqueeze(-1)).sum((0, 1))
 
 
+def _esft_scoring(layers: list[MoEFeedForward]) -> bool:
+    """True while ESFT is still scoring experts (no selection made yet): nothing may train then."""
+    return any(layer.params.esft_top_p is not None and not layer.esft_selected for layer in layers)
+
+
+def _apply_esft_selection(layers: list[MoEFeedForward]) -> None:
+    """Unselected experts get no gradient (also right after a resume, which re-enables every expert)."""
+    for layer in layers:
+        if layer.esft_selected:
+            for expert, kept in zip(layer.experts, layer.esft_keep.tolist(), strict=True):
+                expert.requires_grad_(kept)
+
+
 def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
-    """Forward, task loss + every MoE layer's balance losses, one backward; returns routing metrics."""
-    out = adapted.model(**batch)
+    """Forward, task loss + every MoE layer's balance losses, one backward; returns routing metrics.
+
+    While ESFT scores experts the forward runs without gradients and nothing is back-propagated, so
+    the scores come from the model as it was before fine-tuning, as in ESFT.
+    """
     layers = moe_layers(adapted.model)
+    scoring = _esft_scoring(layers)
+    _apply_esft_selection(layers)
+    with torch.no_grad() if scoring else contextlib.nullcontext():
+        out = adapted.model(**batch)
     mask = batch["attention_mask"].bool()
     aux = out.loss.new_zeros(())
     metrics: dict[str, float] = {}
@@ -62,7 +83,8 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
         metrics[f"moe/layer{i}_entropy"] = routing_entropy(layer.last_routing, mask)
         dropped += layer.last_dropped
         assignments += layer.last_routing.indices.numel()
-    backward(out.loss + aux)
+    if not scoring:
+        backward(out.loss + aux)
     metrics["moe/aux_loss"] = float(aux.detach())
     metrics["moe/dropped_frac"] = dropped / max(assignments, 1)
     return StepOutput(loss=out.loss.detach(), metrics=metrics)
@@ -78,23 +100,17 @@ def esft_selection(gate_share: torch.Tensor, top_p: float) -> torch.Tensor:
     return keep
 
 
-def _freeze_unselected(layer: MoEFeedForward, keep: torch.Tensor) -> None:
-    for expert, kept in zip(layer.experts, keep.tolist(), strict=True):
-        if not kept:
-            for param in expert.parameters():
-                param.requires_grad_(False)
-                param.grad = None
-
-
 @torch.no_grad()
 def on_optimizer_step(adapted: Adapted, params: Params, ctx: OptimizerStepContext) -> dict[str, float]:
     """Aux-free bias update over the global batch, ESFT selection once, router health; resets counters."""
-    active = ctx.step <= (1.0 - params.bias_freeze_fraction) * ctx.total_steps
+    layers = moe_layers(adapted.model)
+    scoring = _esft_scoring(layers)  # ESFT scores the model as it was: the bias holds still too
+    active = ctx.step <= (1.0 - params.bias_freeze_fraction) * ctx.total_steps and not scoring
     gamma = params.bias_update_speed if active else 0.0
-    esft_now = params.esft_top_p is not None and ctx.step == params.esft_score_steps
+    esft_now = scoring and ctx.step >= params.esft_score_steps
     metrics: dict[str, float] = {"moe/bias_update_speed": gamma}
     ratios, dead = [], 0.0
-    for i, layer in enumerate(moe_layers(adapted.model)):
+    for i, layer in enumerate(layers):
         counts = ctx.all_reduce_sum(layer.step_counts.clone())
         if gamma:
             layer.router.bias.copy_(bias_update(layer.router.bias, counts, gamma))
@@ -105,10 +121,12 @@ def on_optimizer_step(adapted: Adapted, params: Params, ctx: OptimizerStepContex
         metrics[f"moe/layer{i}_bias_norm"] = float(layer.router.bias.norm())
         if esft_now:
             keep = esft_selection(ctx.all_reduce_sum(layer.step_gates.clone()), params.esft_top_p)
-            _freeze_unselected(layer, keep)
-            metrics[f"moe/layer{i}_esft_trainable"] = float(keep.sum())
+            layer.esft_keep.copy_(keep)
+            layer.esft_selected.fill_(True)
+        if layer.esft_selected:
+            metrics[f"moe/layer{i}_esft_trainable"] = float(layer.esft_keep.sum())
         layer.step_counts.zero_()
-        if params.esft_top_p is None or ctx.step >= params.esft_score_steps:
+        if not _esft_scoring([layer]):
             layer.step_gates.zero_()
     metrics["moe/max_mean_load"] = max(ratios, default=0.0)
     metrics["moe/dead_experts"] = dead

@@ -90,6 +90,9 @@ class MoEFeedForward(nn.Module):
         n = len(experts)
         self.register_buffer("step_counts", torch.zeros(n, dtype=torch.float32), persistent=False)
         self.register_buffer("step_gates", torch.zeros(n, dtype=torch.float32), persistent=False)
+        # ESFT selection, saved with the model so a resumed run keeps training the same experts.
+        self.register_buffer("esft_keep", torch.ones(n, dtype=torch.bool))
+        self.register_buffer("esft_selected", torch.zeros((), dtype=torch.bool))
 
     def capacity(self, tokens: int) -> int | None:
         """Per-expert capacity for ``tokens`` tokens, or None when dropless."""

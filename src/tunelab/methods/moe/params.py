@@ -114,8 +114,9 @@ class Params(BaseModel):
         gt=0,
         le=1,
         description=(
-            "ESFT gate-score selection: after `esft_score_steps` optimizer steps, keep trainable only the "
-            "routed experts whose cumulative average gate score reaches p per layer; freeze the rest."
+            "ESFT gate-score selection: the first `esft_score_steps` optimizer steps only score experts "
+            "(no gradients, nothing changes); then only the routed experts whose cumulative average gate "
+            "score reaches p per layer keep training, the others are frozen (the selection is saved)."
         ),
     )
     esft_score_steps: int = Field(1, ge=1, description="Optimizer steps whose tokens score experts for ESFT.")
