@@ -14,6 +14,7 @@ from tunelab.errors import ExportError
 from tunelab.export import prune
 from tunelab.export.artifact import load_artifact
 from tunelab.export.pipeline import export_model
+from tunelab.methods.moe import Params, upcycle
 
 HEAD = ("classifier",)
 
@@ -63,8 +64,13 @@ def test_ffn_pruning_removes_dead_neurons_without_changing_outputs(tiny_backbone
         torch.testing.assert_close(model(input_ids=ids).logits, expected)
 
 
-def test_neuron_pruning_refuses_non_bert_layout():
+def test_neuron_pruning_refuses_non_bert_layout(tiny_backbone_dir: Path):
     model = torch.nn.Module()
     model.base_model = torch.nn.Linear(2, 2)
-    with pytest.raises(ExportError, match="--prune neurons: supports BERT-style encoders"):
+    with pytest.raises(ExportError, match="--prune neurons: supports dense BERT-style encoders"):
         prune.prune_ffn_neurons(model, 0.5)
+    moe = upcycle(
+        AutoModelForSequenceClassification.from_pretrained(tiny_backbone_dir, num_labels=2), Params()
+    )
+    with pytest.raises(ExportError, match="an MoE model's FFNs are experts"):
+        prune.prune_ffn_neurons(moe, 0.5)

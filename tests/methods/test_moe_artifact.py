@@ -60,6 +60,27 @@ def test_moe_cli_run_reports_routing_reloads_and_predicts(tmp_path: Path, tiny_b
     assert served[0]["label"] == cli_prediction["label"]
     assert served[0]["probabilities"] == pytest.approx(cli_prediction["probabilities"], abs=1e-6)
 
+    int8_dir = tmp_path / "int8"
+    exported = runner.invoke(
+        app,
+        [
+            "export",
+            str(best),
+            "--to",
+            str(int8_dir),
+            "--quantize",
+            "int8",
+            "--eval-data",
+            str(toy_data["dev"]),
+        ],
+    )
+    assert exported.exit_code == 0, exported.output
+    int8 = load_artifact(int8_dir)
+    assert len(moe_layers(int8.model)) == 2  # the int8 reader rebuilt the MoE structure
+    assert torch.equal(moe_layers(int8.model)[0].router.bias, moe_layers(art.model)[0].router.bias)
+    parity = json.loads(exported.output[exported.output.index("{") :])["parity"]
+    assert abs(parity["metric_drop"]) <= 0.1
+
 
 def test_saved_moe_reloads_with_identical_outputs(tmp_path: Path, tiny_backbone_dir):
     params = Params(**MOE)

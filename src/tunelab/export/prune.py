@@ -83,11 +83,14 @@ def linear_sparsity(model: nn.Module, head_modules: tuple[str, ...]) -> float:
 def _encoder_layers(model: nn.Module) -> list[nn.Module]:
     layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
     if layers is None or not all(
-        hasattr(layer, "intermediate") and hasattr(layer, "output") for layer in layers
+        isinstance(getattr(getattr(layer, "intermediate", None), "dense", None), nn.Linear)
+        and hasattr(layer, "output")
+        for layer in layers
     ):
         raise ExportError(
-            f"--prune neurons: supports BERT-style encoders (encoder.layer[i].intermediate/output); "
-            f"{type(model).__name__} is not one. Use --prune magnitude"
+            f"--prune neurons: supports dense BERT-style encoders (encoder.layer[i].intermediate.dense/"
+            f"output); {type(model).__name__} is not one (an MoE model's FFNs are experts). "
+            "Use --prune magnitude"
         )
     return list(layers)
 
