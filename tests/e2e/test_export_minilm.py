@@ -15,19 +15,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sentiment.yaml"
 
 
 @pytest.mark.slow
-def test_int8_export_of_minilm_keeps_accuracy(tmp_path: Path):
+def test_int8_export_of_minilm_keeps_accuracy(tmp_path: Path, rt_overrides):
     runner = CliRunner()
-    data = tmp_path / "rt"
-    assert runner.invoke(app, ["data", "prepare", "rotten-tomatoes", str(data)]).exit_code == 0
-    overrides = [
-        f"--data.train_file={data / 'train.csv'}",
-        f"--data.test_file={data / 'test.csv'}",
-        "--data.max_train_samples=1200",
-        "--data.max_eval_samples=500",
-        "--train.lr=2e-4",
-        "--train.eval_steps=1000",  # one evaluation, at the end
-        f"--train.output_dir={tmp_path / 'run'}",
-    ]
+    overrides = rt_overrides(1200, 500, "--train.lr=2e-4", "--train.eval_steps=1000")  # one eval, at the end
     trained = runner.invoke(app, ["train", str(EXAMPLE), *overrides])
     assert trained.exit_code == 0, trained.output
 

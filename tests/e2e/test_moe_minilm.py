@@ -35,19 +35,9 @@ def test_upcycled_minilm_equals_dense_minilm_at_init():
 
 
 @pytest.mark.slow
-def test_example_moe_trains_reloads_and_predicts_on_real_minilm(tmp_path: Path):
+def test_example_moe_trains_reloads_and_predicts_on_real_minilm(tmp_path: Path, rt_overrides):
     runner = CliRunner()
-    data = tmp_path / "rt"
-    assert runner.invoke(app, ["data", "prepare", "rotten-tomatoes", str(data)]).exit_code == 0
-    overrides = [
-        f"--data.train_file={data / 'train.csv'}",
-        f"--data.test_file={data / 'test.csv'}",
-        "--data.max_train_samples=320",
-        "--data.max_eval_samples=64",
-        f"--train.output_dir={tmp_path / 'run'}",
-        "--train.eval_steps=5",
-        "--train.logging_steps=2",
-    ]
+    overrides = rt_overrides(320, 64, "--train.eval_steps=5", "--train.logging_steps=2")
     trained = runner.invoke(app, ["train", str(EXAMPLE), *overrides])
     assert trained.exit_code == 0, trained.output
     best = tmp_path / "run" / "best"

@@ -14,19 +14,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sentiment.yaml"
 
 
 @pytest.mark.slow
-def test_example_sentiment_learns_on_real_minilm(tmp_path: Path):
+def test_example_sentiment_learns_on_real_minilm(tmp_path: Path, rt_overrides):
     runner = CliRunner()
-    data = tmp_path / "rt"
-    prepared = runner.invoke(app, ["data", "prepare", "rotten-tomatoes", str(data)])
-    assert prepared.exit_code == 0, prepared.output
-    overrides = [
-        f"--data.train_file={data / 'train.csv'}",
-        f"--data.test_file={data / 'test.csv'}",
-        "--data.max_train_samples=1200",
-        "--data.max_eval_samples=400",
-        f"--train.output_dir={tmp_path / 'run'}",
-        "--train.eval_steps=20",
-    ]
+    overrides = rt_overrides(1200, 400, "--train.eval_steps=20")
     trained = runner.invoke(app, ["train", str(EXAMPLE), *overrides])
     assert trained.exit_code == 0, trained.output
 

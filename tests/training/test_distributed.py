@@ -55,6 +55,17 @@ def _run(tmp: Path, name: str, raw: dict, nproc: int) -> tuple[dict[int, float],
     return {int(s): sum(r["losses"][s] for r in ranks) / nproc for s in steps}, ranks[0]["dev"]
 
 
+def _one_and_two_processes(tmp: Path, base: dict) -> tuple[list[dict], list[dict]]:
+    """Train ``base`` with batch 8 on one process and batch 4 on each of two; the per-step global losses
+    must agree. Returns both runs' dev metrics."""
+    single, single_dev = _run(tmp, "one", {**base, "train": {**base["train"], "batch_size": 8}}, nproc=1)
+    double, double_dev = _run(tmp, "two", {**base, "train": {**base["train"], "batch_size": 4}}, nproc=2)
+    assert sorted(single) == sorted(double) == list(range(1, 13))
+    for step in single:
+        assert double[step] == pytest.approx(single[step], abs=1e-5), step
+    return single_dev, double_dev
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_backbone_dir: Path, toy_data):
     model = _no_dropout_copy(tiny_backbone_dir, tmp_path / "model")
@@ -64,11 +75,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_backbone_dir:
         "task": {"params": {"max_length": 32}},
         "train": {"num_train_epochs": 1, "lr": 1e-3, "logging_steps": 1, "group_by_length": False, "seed": 3},
     }
-    single, single_dev = _run(tmp_path, "one", {**base, "train": {**base["train"], "batch_size": 8}}, nproc=1)
-    double, double_dev = _run(tmp_path, "two", {**base, "train": {**base["train"], "batch_size": 4}}, nproc=2)
-    assert sorted(single) == sorted(double) == list(range(1, 13))
-    for step in single:
-        assert double[step] == pytest.approx(single[step], abs=1e-5), step
+    single_dev, double_dev = _one_and_two_processes(tmp_path, base)
     # 32 dev rows in batches of 12: ranks evaluate unequal batch counts; gathering must keep every row once.
     assert double_dev[-1]["n_examples"] == single_dev[-1]["n_examples"] == 32
     assert double_dev[-1]["confusion_matrix"] == single_dev[-1]["confusion_matrix"]
@@ -97,8 +104,4 @@ def test_moe_bias_update_sees_the_global_batch(tmp_path: Path, tiny_backbone_dir
         "methods": [{"name": "moe", "params": moe}],
         "train": {"num_train_epochs": 1, "lr": 1e-3, "logging_steps": 1, "group_by_length": False, "seed": 3},
     }
-    single, _ = _run(tmp_path, "one", {**base, "train": {**base["train"], "batch_size": 8}}, nproc=1)
-    double, _ = _run(tmp_path, "two", {**base, "train": {**base["train"], "batch_size": 4}}, nproc=2)
-    assert sorted(single) == sorted(double) == list(range(1, 13))
-    for step in single:
-        assert double[step] == pytest.approx(single[step], abs=1e-5), step
+    _one_and_two_processes(tmp_path, base)
