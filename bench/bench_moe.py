@@ -5,7 +5,8 @@
 Each training row is one `python -m tunelab.cli train` subprocess (peak RSS from ``os.wait4``),
 1 epoch, torch threads = 2, on the same rows per dataset (same seed, sizes and split). Rows:
 ``dense`` (plain full fine-tuning, the HF baseline), ``moe-balanced`` (1 shared + 8 routed experts of
-1/4 FFN width, top-2, α1 = 0.01 + aux-free bias γ = 0.001) and ``moe-unbalanced`` (same, no balancing).
+1/4 FFN width, top-2, α1 = 0.01 + aux-free bias γ = 0.001), ``moe-unbalanced`` (same, no balancing)
+and ``moe-copy-exact`` (4 routed full-FFN copies, top-2, balanced: equal to dense at step 0).
 Accuracy is dev accuracy of the best model; samples/s is the loop's logged training throughput
 (mean over logging windows after the first); max/mean load and dead experts are the router report
 of best/ on dev (worst layer) and the last logged training window.
@@ -41,10 +42,21 @@ MOE = {
     "granularity": 4,
     "upcycle_noise": 0.01,
 }
+# Function-preserving at step 0: 4 routed full-FFN copies, top-2, normalised gates, balanced.
+COPY = {
+    "n_shared_experts": 0,
+    "n_routed_experts": 4,
+    "top_k": 2,
+    "init": "copy",
+    "upcycle_noise": 0.01,
+    "aux_loss_alpha": 0.01,
+    "bias_update_speed": 0.001,
+}
 VARIANTS = {
     "dense": [{"name": "full"}],
     "moe-balanced": [{"name": "moe", "params": {**MOE, "aux_loss_alpha": 0.01, "bias_update_speed": 0.001}}],
     "moe-unbalanced": [{"name": "moe", "params": {**MOE, "aux_loss_alpha": 0.0, "bias_update_speed": 0.0}}],
+    "moe-copy-exact": [{"name": "moe", "params": COPY}],
 }
 DATASETS = {
     "rt": {"asset": "rotten-tomatoes", "train": 2000, "dev": 500, "max_length": 64, "batch_size": 32},
@@ -183,7 +195,8 @@ def markdown(rows: list[dict], overhead: dict, command: str) -> str:
         f"Command: `{command}` (under `flock -x /tmp/tunelab-cpu.lock`, torch threads 2, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}). MoE = 1 shared + 8 routed experts of 1/4 FFN width "
         "(384 of 1536), top-2, partition upcycling, upcycle_noise 0.01, normalised softmax gates. "
-        "Balanced = α1 0.01 + aux-free bias γ 0.001; unbalanced = neither. RT: 2,000 train / 500 dev, "
+        "Balanced = α1 0.01 + aux-free bias γ 0.001; unbalanced = neither. moe-copy-exact = 4 routed "
+        "full-FFN copies, top-2, balanced, equal to dense at step 0. RT: 2,000 train / 500 dev, "
         "len 64, bs 32; BBC: 800 train / 340 dev (dev_ratio 0.2 of the 1,700-row train file is under the "
         "400 cap), len 128, bs 16; 1 epoch, lr 1e-4. Accuracy on dev.",
         "",
