@@ -127,12 +127,12 @@ def _method_rebuilds(path: Path, info: Mapping[str, Any]) -> list[tuple[Any, Any
     return rebuilds
 
 
-def model_skeleton(path: Path, info: Mapping[str, Any], task: TaskSpec) -> torch.nn.Module:
+def model_skeleton(path: Path, task: TaskSpec, rebuilds: list[tuple[Any, Any]]) -> torch.nn.Module:
     """The saved model's structure with random weights: config.json plus the methods' rebuilds."""
     from transformers import AutoConfig
 
     model = task.model_class.from_config(AutoConfig.from_pretrained(path, trust_remote_code=False))
-    for rebuild, params in _method_rebuilds(path, info):
+    for rebuild, params in rebuilds:
         model = rebuild(model, params)
     return model
 
@@ -160,12 +160,13 @@ def _load_model(path: Path, info: Mapping[str, Any], task: TaskSpec) -> torch.nn
         from tunelab.export.merge import load_adapter_model
 
         return load_adapter_model(path, info, task)
+    rebuilds = _method_rebuilds(path, info)
     if (info.get("export") or {}).get("quantized"):
         from tunelab.export.quantize import load_int8
 
-        return load_int8(path, model_skeleton(path, info, task))
-    if _method_rebuilds(path, info):
-        return _load_strict(path, model_skeleton(path, info, task))
+        return load_int8(path, model_skeleton(path, task, rebuilds))
+    if rebuilds:
+        return _load_strict(path, model_skeleton(path, task, rebuilds))
     return task.model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
 
 

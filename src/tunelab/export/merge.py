@@ -20,12 +20,11 @@ from typing import Any
 
 import torch
 from peft import PeftModel
-from transformers import logging as hf_logging
 
 from tunelab.assets import resolve_model
 from tunelab.errors import CheckpointError, ExportError
 from tunelab.export.artifact import ADAPTER_CONFIG, save_artifact
-from tunelab.tasks.spec import TaskSpec, label_maps
+from tunelab.tasks.spec import TaskSpec, load_with_labels
 
 logger = logging.getLogger(__name__)
 
@@ -55,22 +54,10 @@ def load_adapter_model(path: Path, info: Mapping[str, Any], task: TaskSpec) -> P
     base_name = (info.get("adapter") or {}).get("base_model")
     if not base_name:
         raise CheckpointError(f"{path}: adapter artifact without adapter.base_model in tunelab_run.json")
-    labels = list(info["labels"])
-    id2label, label2id = label_maps(labels)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the head is "newly initialized" until the adapter's copy loads
-    try:
-        base, loading = task.model_class.from_pretrained(
-            resolve_model(base_name),
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id=label2id,
-            dtype=torch.float32,
-            trust_remote_code=False,
-            output_loading_info=True,
-        )
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    # The head is "newly initialized" here until the adapter's saved copy loads over it.
+    base, loading = load_with_labels(
+        task, resolve_model(base_name), info["labels"], trust_remote_code=False, output_loading_info=True
+    )
     saved = set(json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("modules_to_save") or ())
     uncovered = [key for key in loading["missing_keys"] if saved.isdisjoint(key.split("."))]
     if uncovered:

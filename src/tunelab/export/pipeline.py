@@ -23,6 +23,7 @@ from tunelab.export import merge, model_card, prune, quantize
 from tunelab.export.artifact import Artifact, load_artifact, write_run_info
 from tunelab.export.parity import (
     Measurement,
+    latency_batch,
     measure,
     parity_markdown,
     parity_report,
@@ -109,14 +110,6 @@ def _features(art: Artifact, rows: Any) -> Any:
     return tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
 
 
-def _probe(features: Any, collator: Any) -> dict[str, torch.Tensor]:
-    """A few padded dev rows (>= 2, so exporters do not specialise the batch axis), without labels."""
-    rows = [
-        {k: v for k, v in features[i % len(features)].items() if k != "labels"} for i in range(PROBE_ROWS)
-    ]
-    return dict(collator(rows))
-
-
 def _prune_and_recover(
     model: torch.nn.Module,
     art: Artifact,
@@ -177,7 +170,7 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
     else:
         dev = _features(art, data.dev)
     collator = art.task.collator(art.tokenizer)
-    probe = _probe(dev, collator)
+    probe = latency_batch(dev, collator, PROBE_ROWS)  # >= 2 rows: exporters must not fix the batch axis
 
     def measured(model: torch.nn.Module, files: list[Path]) -> Measurement:
         return measure(model, art.task, dev, collator, art.labels, files, opts.latency_repeats)

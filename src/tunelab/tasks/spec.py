@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from pydantic import BaseModel
 
 Batch = dict[str, list[Any]]
@@ -43,6 +44,30 @@ class TaskSpec:
 def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
     """``id2label`` and ``label2id`` as transformers configs store them."""
     return dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+
+
+def load_with_labels(task: TaskSpec, model_dir: Any, labels: Sequence[str], **kwargs: Any) -> Any:
+    """``task.model_class`` from ``model_dir`` with a head sized for ``labels``, in fp32.
+
+    A freshly initialised head is what fine-tuning starts from, so transformers' "newly initialized"
+    warning is silenced here. ``kwargs`` go to ``from_pretrained`` (e.g. ``trust_remote_code``).
+    """
+    from transformers import logging as hf_logging
+
+    id2label, label2id = label_maps(labels)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return task.model_class.from_pretrained(
+            model_dir,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            dtype=torch.float32,
+            **kwargs,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def tokenize_dataset(task: TaskSpec, params: Any, tokenizer: Any, data: Any, labels: Sequence[str]) -> Any:

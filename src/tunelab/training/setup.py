@@ -10,11 +10,10 @@ import datasets
 import torch
 from accelerate.utils import set_seed
 from transformers import AutoTokenizer
-from transformers import logging as hf_logging
 
 from tunelab.data import LabeledData, load_labeled_data
 from tunelab.methods.spec import Adapted
-from tunelab.tasks.spec import label_maps, tokenize_dataset
+from tunelab.tasks.spec import load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
 
 logger = logging.getLogger(__name__)
@@ -40,20 +39,9 @@ def load_tokenizer(plan: Plan) -> Any:
 
 def load_model(plan: Plan, labels: list[str]) -> torch.nn.Module:
     """Pretrained backbone + a fresh task head sized for ``labels``, in fp32 (autocast handles precision)."""
-    id2label, label2id = label_maps(labels)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized head" is expected here, not news
-    try:
-        model = plan.task.model_class.from_pretrained(
-            plan.model_dir,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id=label2id,
-            dtype=torch.float32,
-            trust_remote_code=plan.cfg.model.trust_remote_code,
-        )
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    model = load_with_labels(
+        plan.task, plan.model_dir, labels, trust_remote_code=plan.cfg.model.trust_remote_code
+    )
     if plan.cfg.train.gradient_checkpointing:
         model.activation_checkpointing_enable()
     return model
