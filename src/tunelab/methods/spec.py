@@ -23,10 +23,13 @@ class Adapted:
 
 @dataclass(frozen=True)
 class StepOutput:
-    """Loss of one micro-batch (already back-propagated) and extra scalars to log."""
+    """Loss of one micro-batch (already back-propagated) and extra scalars to log.
+
+    Metrics may stay tensors: the loop reads them back only when it logs.
+    """
 
     loss: torch.Tensor
-    metrics: Mapping[str, float] = field(default_factory=dict)
+    metrics: Mapping[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

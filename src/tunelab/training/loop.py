@@ -147,16 +147,17 @@ class _MetricWindow:
     """Means of method metrics (``StepOutput.metrics``, hook results) since the last log, as train/<key>."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, float | torch.Tensor] = {}
         self.counts: dict[str, int] = {}
 
-    def add(self, metrics: Mapping[str, float]) -> None:
+    def add(self, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        """Accumulate without reading tensors back, so a micro-step never waits for the device."""
         for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+            self.sums[key] = self.sums.get(key, 0.0) + value
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def pop(self) -> dict[str, float]:
-        means = {f"train/{k}": v / self.counts[k] for k, v in self.sums.items()}
+        means = {f"train/{k}": float(v) / self.counts[k] for k, v in self.sums.items()}
         self.sums, self.counts = {}, {}
         return means
 

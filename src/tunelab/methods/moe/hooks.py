@@ -74,7 +74,7 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
         out = adapted.model(**batch)
     mask = batch["attention_mask"].bool()
     aux = out.loss.new_zeros(())
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float | torch.Tensor] = {}
     dropped = assignments = 0
     for i, layer in enumerate(layers):
         aux = aux + balance_loss(layer, mask)
@@ -85,7 +85,7 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
         assignments += layer.last_routing.indices.numel()
     if not scoring:
         backward(out.loss + aux)
-    metrics["moe/aux_loss"] = float(aux.detach())
+    metrics["moe/aux_loss"] = aux.detach()
     metrics["moe/dropped_frac"] = dropped / max(assignments, 1)
     return StepOutput(loss=out.loss.detach(), metrics=metrics)
 

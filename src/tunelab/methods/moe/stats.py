@@ -25,11 +25,11 @@ def load_stats(counts: torch.Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
-def routing_entropy(routing: Routing, mask: torch.Tensor) -> float:
-    """Mean over real tokens of the entropy (nats) of the renormalised routed scores."""
+def routing_entropy(routing: Routing, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens of the entropy (nats) of the renormalised routed scores; 0-dim tensor."""
     p = routing.scores / routing.scores.sum(-1, keepdim=True).clamp(min=1e-20)
     entropy = -(p * p.clamp(min=1e-20).log()).sum(-1)  # (B, S)
-    return float((entropy * mask).sum() / mask.sum().clamp(min=1))
+    return (entropy * mask).sum() / mask.sum().clamp(min=1)
 
 
 def layer_counts(layer: MoEFeedForward, mask: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ def router_report(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.T
         mask = batch["attention_mask"].bool()
         for i, layer in enumerate(layers):
             counts[i] += layer_counts(layer, mask).cpu()
-            entropy_sum[i] += routing_entropy(layer.last_routing, mask)
+            entropy_sum[i] += float(routing_entropy(layer.last_routing, mask))
         n_batches += 1
     report = []
     for i, layer in enumerate(layers):
