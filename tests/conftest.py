@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -13,33 +12,8 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
+from toy_tasks import toy_rows, write_csv
 from tunelab.config import RunConfig, validate_config
-
-POSITIVE = ["good", "great", "fine", "lovely", "superb"]
-NEGATIVE = ["bad", "awful", "poor", "dull", "weak"]
-FILLER = ["the", "movie", "plot", "actor", "was", "very", "and", "story", "scene", "quite", "a", "it"]
-
-
-def toy_rows(n: int, seed: int) -> list[tuple[str, str]]:
-    """Learnable rows: the label is whether a positive or a negative cue word appears."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "positive" if i % 2 == 0 else "negative"
-        cue = rng.choice(POSITIVE if label == "positive" else NEGATIVE)
-        words = rng.choices(FILLER, k=rng.randint(3, 14))
-        words.insert(rng.randrange(len(words) + 1), cue)
-        rows.append((" ".join(words), label))
-    rng.shuffle(rows)
-    return rows
-
-
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
-        writer.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="session")

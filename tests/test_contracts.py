@@ -12,6 +12,7 @@ import pytest
 
 import tunelab.methods
 import tunelab.tasks
+from toy_tasks import TOY_TASKS
 from tunelab.config import load_config
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
@@ -46,3 +47,8 @@ def test_importing_config_and_cli_does_not_import_torch():
     code = "import sys, tunelab.cli, tunelab.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_every_task_has_toy_data() -> None:
+    """Task-wide tests (the method contract matrix) need tiny data for every registered task."""
+    assert sorted(TOY_TASKS) == sorted(TASKS.names())
