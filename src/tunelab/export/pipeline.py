@@ -31,9 +31,9 @@ from tunelab.export.parity import (
     weight_files,
 )
 from tunelab.io import atomic_dir
-from tunelab.methods.spec import Adapted
 from tunelab.tasks.spec import tokenize_dataset
 from tunelab.training import TrainInputs
+from tunelab.training.setup import task_adapted
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _prune_and_recover(
     record["dev_before_recovery"] = score(model)
     cfg = validate_config(art.info["config"])
     inputs = TrainInputs(
-        adapted=Adapted(model=model),
+        adapted=task_adapted(art.task, model),
         tokenizer=art.tokenizer,
         collator=art.task.collator(art.tokenizer),
         labels=art.labels,

@@ -34,8 +34,8 @@ from transformers.pytorch_utils import prune_linear_layer
 from tunelab.config import RunConfig
 from tunelab.errors import ExportError
 from tunelab.methods import METHODS
-from tunelab.methods.spec import Adapted
 from tunelab.training import Plan, TrainInputs, build_accelerator, train
+from tunelab.training.setup import task_adapted
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def recover(
             model_dir=Path(tmp),
         )
         model.train()
-        data.adapted = Adapted(model=model)
+        data.adapted = task_adapted(task, model)
         result = train(plan, data, build_accelerator(short.train))
     model.eval()
     logger.info("recovery fine-tune: %d steps, losses %s", result.step, result.losses)

@@ -11,14 +11,25 @@ from pydantic import BaseModel
 from torch import nn
 
 Backward = Callable[[torch.Tensor], None]
+LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+def model_loss(outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss: transformers computes it when the batch carries ``labels``."""
+    return outputs.loss
 
 
 @dataclass
 class Adapted:
-    """The trainable model plus frozen companions a method needs (e.g. a distillation teacher)."""
+    """The trainable model, frozen companions a method needs (e.g. a distillation teacher), and the loss.
+
+    ``loss(outputs, batch)`` is the task's supervised loss (e.g. class-weighted cross-entropy); every
+    method's step computes its hard loss through it, so a task's loss applies under any method.
+    """
 
     model: nn.Module
     companions: dict[str, nn.Module] = field(default_factory=dict)
+    loss: LossFn = model_loss
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,8 @@ class OptimizerStepContext:
 
 
 def default_step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
-    """Plain supervised step: the model's own loss, one backward."""
-    loss = adapted.model(**batch).loss
+    """Plain supervised step: the task's loss, one backward."""
+    loss = adapted.loss(adapted.model(**batch), batch)
     backward(loss)
     return StepOutput(loss=loss.detach())
 

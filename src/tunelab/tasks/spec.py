@@ -28,6 +28,8 @@ class TaskSpec:
         collator: tokenizer -> callable that pads a list of feature dicts into a tensor batch.
         postprocess: logits -> one JSON-able prediction per example.
         metrics: (logits, gold label ids, label names) -> metric dict.
+        loss: (model outputs, batch) -> training loss; None means the model's own loss. Methods
+            compute their hard loss through it, so e.g. class weights hold under every method.
     """
 
     name: str
@@ -39,6 +41,7 @@ class TaskSpec:
     collator: Callable[[Any], Callable[[list[dict[str, Any]]], dict[str, Any]]]
     postprocess: Callable[[np.ndarray, Sequence[str]], list[dict[str, Any]]]
     metrics: Callable[[np.ndarray, np.ndarray, Sequence[str]], dict[str, Any]]
+    loss: Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor] | None = None
 
 
 def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:

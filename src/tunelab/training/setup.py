@@ -12,8 +12,8 @@ from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
 from tunelab.data import LabeledData, load_labeled_data
-from tunelab.methods.spec import Adapted
-from tunelab.tasks.spec import load_with_labels, tokenize_dataset
+from tunelab.methods.spec import Adapted, model_loss
+from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
 
 logger = logging.getLogger(__name__)
@@ -47,12 +47,19 @@ def load_model(plan: Plan, labels: list[str]) -> torch.nn.Module:
     return model
 
 
+def task_adapted(task: TaskSpec, model: torch.nn.Module) -> Adapted:
+    """``model`` trained with ``task``'s loss (the model's own loss unless the task defines one)."""
+    return Adapted(model=model, loss=task.loss or model_loss)
+
+
 def apply_methods(plan: Plan, model: torch.nn.Module) -> Adapted:
     """Apply the configured methods in order; each sees the previous one's model."""
-    adapted = Adapted(model=model)
+    adapted = task_adapted(plan.task, model)
     for spec, params in plan.methods:
         nxt = spec.apply(adapted.model, params, plan.task.head_modules)
-        adapted = Adapted(model=nxt.model, companions={**adapted.companions, **nxt.companions})
+        adapted = Adapted(
+            model=nxt.model, companions={**adapted.companions, **nxt.companions}, loss=adapted.loss
+        )
     return adapted
 
 

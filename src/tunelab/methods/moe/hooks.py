@@ -72,8 +72,9 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
     _apply_esft_selection(layers)
     with torch.no_grad() if scoring else contextlib.nullcontext():
         out = adapted.model(**batch)
+    task_loss = adapted.loss(out, batch)
     mask = batch["attention_mask"].bool()
-    aux = out.loss.new_zeros(())
+    aux = task_loss.new_zeros(())
     metrics: dict[str, float | torch.Tensor] = {}
     dropped = assignments = 0
     for i, layer in enumerate(layers):
@@ -84,10 +85,10 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
         dropped += layer.last_dropped
         assignments += layer.last_routing.indices.numel()
     if not scoring:
-        backward(out.loss + aux)
+        backward(task_loss + aux)
     metrics["moe/aux_loss"] = aux.detach()
     metrics["moe/dropped_frac"] = dropped / max(assignments, 1)
-    return StepOutput(loss=out.loss.detach(), metrics=metrics)
+    return StepOutput(loss=task_loss.detach(), metrics=metrics)
 
 
 def esft_selection(gate_share: torch.Tensor, top_p: float) -> torch.Tensor:
