@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from tunelab.registry import Registry
-from tunelab.tasks import classification
+from tunelab.tasks import classification, token_classification
 from tunelab.tasks.spec import TaskSpec
 
-TASKS: Registry[TaskSpec] = Registry("task", {classification.TASK.name: classification.TASK})
+TASKS: Registry[TaskSpec] = Registry(
+    "task",
+    {
+        classification.TASK.name: classification.TASK,
+        token_classification.TASK.name: token_classification.TASK,
+    },
+)
