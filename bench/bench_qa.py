@@ -1,6 +1,6 @@
 """Extractive QA on the shipped BBC questions: fine-tuned MiniLM beside the lexical-overlap baseline.
 
-    flock -x /tmp/tunelab-cpu.lock python bench/bench_qa.py [overrides for tunelab train ...]
+    flock -s /tmp/tunelab-cpu.lock python bench/bench_qa.py [overrides for tunelab train ...]
 
 Prepares ``bbc-squad`` (split by article), trains ``examples/qa_bbc.yaml`` with ``tunelab train`` in a
 subprocess (wall time and peak RSS from ``os.wait4``), reads the best checkpoint's dev EM/F1, and
@@ -68,7 +68,7 @@ def main() -> None:
     (OUT / "results.json").write_text(
         json.dumps({"model": model, "baseline": base, "wall_s": wall, "rss_mb": rss})
     )
-    command = "flock -x /tmp/tunelab-cpu.lock python bench/bench_qa.py " + " ".join(overrides)
+    command = "flock -s /tmp/tunelab-cpu.lock python bench/bench_qa.py " + " ".join(overrides)
     rows = [
         ("MiniLM fine-tuned (tunelab train)", model),
         (f"lexical-overlap baseline (min_overlap {base['min_overlap']})", base),
