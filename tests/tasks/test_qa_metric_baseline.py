@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tunelab.tasks.qa.baseline import answer
-from tunelab.tasks.qa.squad_metric import f1, normalize_answer, squad_scores
+from tunelab.tasks.qa.squad_metric import best_thresholds, f1, normalize_answer, squad_scores
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,13 @@ def test_baseline_answers_from_the_window_sharing_question_words() -> None:
     )
     assert answer("Who is the chief executive of the airline?", context, 12, 4, 0.0) == "Rod Eddington"
     assert answer("Which band won the music award?", context, 12, 4, 0.5) == ""
+
+
+def test_best_thresholds_match_the_official_search() -> None:
+    # q0 answerable, right span, diff -2; q1 unanswerable, diff 1; q2 answerable, wrong span, diff 3
+    spans, diffs, golds = ["Paris", "Lyon", "Nice"], [-2.0, 1.0, 3.0], [["Paris"], [], ["Rome"]]
+    best = best_thresholds(spans, diffs, golds)
+    assert best["best_exact_match"] == pytest.approx(200 / 3)  # answer q0 only: q0 right, q1/q2 "" -> 2/3
+    assert best["best_exact_match_thresh"] == -2.0
+    all_null = best_thresholds(spans, [None, None, None], golds)
+    assert all_null["best_f1"] == pytest.approx(100 / 3)

@@ -24,7 +24,7 @@ from tunelab.data.splits import subsample
 from tunelab.data.squad import QAColumns, read_qa
 from tunelab.tasks.qa.features import padded_offsets, tokenize_windows, training_labels
 from tunelab.tasks.qa.spans import best_answers
-from tunelab.tasks.qa.squad_metric import squad_scores
+from tunelab.tasks.qa.squad_metric import best_thresholds, squad_scores
 from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec, without_columns
 
 FEATURE_ONLY = ("example_id", "offset_mapping")  # feature columns the model does not take
@@ -148,9 +148,14 @@ def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
 
 
 def metrics(predicted: Predicted) -> dict[str, Any]:
-    """SQuAD ``exact_match`` / ``f1`` (percent), with HasAns_/NoAns_ splits on v2 data."""
-    preds = [p["answer"] for p in postprocess(predicted)]
-    return squad_scores(preds, [a["text"] for a in predicted.examples["answers"]])
+    """SQuAD ``exact_match`` / ``f1`` (percent); on v2 also HasAns_/NoAns_ splits and best_* thresholds."""
+    preds = postprocess(predicted)
+    golds = [a["text"] for a in predicted.examples["answers"]]
+    out = squad_scores([p["answer"] for p in preds], golds)
+    if predicted.params.version_2_with_negative:
+        spans = [p["n_best"][0]["text"] if p["n_best"] else "" for p in preds]
+        out.update(best_thresholds(spans, [p["null_score_diff"] for p in preds], golds))
+    return out
 
 
 TASK = TaskSpec(

@@ -66,7 +66,8 @@ def best_answers(
 
     ``null_threshold`` None means SQuAD v1.1 behaviour (always answer when any span is valid).
     ``score`` is the softmax probability of the chosen candidate among the example's n best spans
-    and the null answer, so it is comparable across examples.
+    and the null answer, so it is comparable across examples. ``null_score_diff`` (null score minus
+    best span score; None without a valid span) is what the threshold is compared with.
     """
     example = np.asarray(example_index, dtype=np.int64)
     feat, char_s, char_e, score = feature_candidates(
@@ -90,7 +91,8 @@ def best_answers(
             }
             for j, p in zip(order, probs[:-1], strict=True)
         ]
-        answered = bool(spans) and (null_threshold is None or null - float(score[order[0]]) <= null_threshold)
+        diff = null - float(score[order[0]]) if len(order) else None
+        answered = bool(spans) and (null_threshold is None or diff <= null_threshold)
         best = spans[0] if answered else {"text": "", "start": None, "end": None, "score": float(probs[-1])}
         out.append(
             {
@@ -99,6 +101,7 @@ def best_answers(
                 "end": best["end"],
                 "score": best["score"],
                 "no_answer": not answered,
+                "null_score_diff": diff,
                 "n_best": spans,
             }
         )

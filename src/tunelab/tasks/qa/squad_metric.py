@@ -5,11 +5,13 @@ metric scripts from the Hugging Face hub at run time, which tunelab never does. 
 official SQuAD v2.0 evaluation script (``normalize_answer``, ``compute_exact``, ``compute_f1``):
 lowercase, drop punctuation, drop the articles a/an/the, collapse whitespace; F1 over the bag of
 normalised tokens; a question scores the maximum over its gold answers; an unanswerable question
-(no gold answer) scores 1 only for an empty prediction.
+(no gold answer) scores 1 only for an empty prediction; ``best_thresholds`` is its
+``find_best_thresh``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -61,6 +63,33 @@ def squad_scores(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> 
             idx = [i for i, h in enumerate(has) if h == keep]
             out.update(_mean([em_scores[i] for i in idx], [f1_scores[i] for i in idx], prefix))
             out[f"{prefix}total"] = len(idx)
+    return out
+
+
+def best_thresholds(
+    span_predictions: Sequence[str], null_diffs: Sequence[float | None], golds: Sequence[Sequence[str]]
+) -> dict[str, float]:
+    """``best_exact_match`` / ``best_f1`` and their thresholds, as the official v2 script reports them.
+
+    Each question's best span is kept when its null-score difference is at most the threshold, else
+    the answer is ""; the threshold that maximises the score on these questions is searched over the
+    questions' own differences (``find_best_thresh`` of the official script). It is fitted on the
+    scored set itself, so it is an upper bound, not a held-out figure.
+    """
+    out: dict[str, float] = {}
+    order = sorted(range(len(golds)), key=lambda i: -math.inf if null_diffs[i] is None else null_diffs[i])
+    for name, score in (("exact_match", exact), ("f1", f1)):
+        current = best = float(sum(1 for answers in golds if not answers))  # everything answered ""
+        thresh = min((d for d in null_diffs if d is not None), default=0.0) - 1.0
+        for i in order:
+            if null_diffs[i] is None:
+                continue
+            refs = [a for a in golds[i] if normalize_answer(a)]
+            current += max(score(a, span_predictions[i]) for a in refs) if refs else -1.0
+            if current > best:
+                best, thresh = current, float(null_diffs[i])
+        out[f"best_{name}"] = 100.0 * best / max(len(golds), 1)
+        out[f"best_{name}_thresh"] = thresh
     return out
 
 
