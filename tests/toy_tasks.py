@@ -101,7 +101,48 @@ def token_classification(tmp: Path) -> Sections:
     }
 
 
+def toy_qa_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    """Learnable QA rows: the answer is the one positive cue word of the context; a fifth have none."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = rng.choices(FILLER, k=rng.randint(6, 16))
+        answers: dict[str, list[Any]] = {"text": [], "answer_start": []}
+        if i % 5:
+            cue = rng.choice(POSITIVE)
+            words.insert(rng.randrange(len(words) + 1), cue)
+            context = " ".join(words)
+            start = (" " + context + " ").index(f" {cue} ")
+            answers = {"text": [cue], "answer_start": [start]}
+        rows.append(
+            {
+                "id": f"q{seed}-{i}",
+                "question": "what was good",
+                "context": " ".join(words),
+                "answers": answers,
+            }
+        )
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def qa(tmp: Path) -> Sections:
+    """Flat-JSONL extractive QA whose answer is the positive cue word (windows fit the tiny model)."""
+    return {
+        "data": {
+            "train_file": str(write_jsonl(tmp / "qa_train.jsonl", toy_qa_rows(48, seed=2))),
+            "dev_file": str(write_jsonl(tmp / "qa_dev.jsonl", toy_qa_rows(16, seed=3))),
+        },
+        "task": {"name": "qa", "params": {"max_length": 32, "doc_stride": 8, "max_answer_length": 4}},
+    }
+
+
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "classification": classification,
     "token_classification": token_classification,
+    "qa": qa,
 }

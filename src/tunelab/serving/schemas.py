@@ -99,6 +99,41 @@ def text_records(body: PredictRequest) -> list[dict[str, Any]]:
     return [{"text": text} for text in texts]
 
 
+class QAInput(_Body):
+    question: str = Field(min_length=1, description="The question.")
+    context: str = Field(min_length=1, description="The text that may hold the answer; any length.")
+
+
+class QARequest(_Body):
+    inputs: QAInput | Annotated[list[QAInput], Field(min_length=1)] = Field(
+        description="One {question, context} pair or a list of them."
+    )
+
+
+class QAPrediction(BaseModel):
+    answer: str = Field(description="The answer, equal to context[start:end]; empty when no_answer.")
+    start: int | None = Field(description="Character offset of the answer in the context; null if none.")
+    end: int | None = Field(description="Character offset just past the answer; null if none.")
+    score: float = Field(description="Probability of this answer among the n best spans and no-answer.")
+    no_answer: bool = Field(description="True when the context holds no answer (SQuAD v2).")
+
+
+class QAResponse(BaseModel):
+    model: str
+    predictions: list[QAPrediction] = Field(description="One per input, in input order.")
+
+
+def qa_records(body: QARequest) -> list[dict[str, Any]]:
+    """``inputs`` (one pair or a list) -> raw records of the QA task."""
+    items = [body.inputs] if isinstance(body.inputs, QAInput) else body.inputs
+    return [{"question": item.question, "context": item.context} for item in items]
+
+
+def qa_response(model: str, predictions: Sequence[dict[str, Any]]) -> QAResponse:
+    """Map the QA task's postprocess output to the response schema (the n-best list stays internal)."""
+    return QAResponse(model=model, predictions=[QAPrediction.model_validate(p) for p in predictions])
+
+
 @dataclass(frozen=True)
 class PredictSchema:
     """One task's ``/v1/predict``: request body, its raw records, response body and its builder.
@@ -121,6 +156,7 @@ PREDICT_SCHEMAS: dict[str, PredictSchema] = {
     "token_classification": PredictSchema(
         PredictRequest, text_records, TokenClassificationResponse, token_classification_response
     ),
+    "qa": PredictSchema(QARequest, qa_records, QAResponse, qa_response),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tunelab.registry import Registry
-from tunelab.tasks import classification, token_classification
+from tunelab.tasks import classification, qa, token_classification
 from tunelab.tasks.spec import TaskSpec
 
 TASKS: Registry[TaskSpec] = Registry(
@@ -11,5 +11,6 @@ TASKS: Registry[TaskSpec] = Registry(
     {
         classification.TASK.name: classification.TASK,
         token_classification.TASK.name: token_classification.TASK,
+        qa.TASK.name: qa.TASK,
     },
 )

@@ -1,0 +1,102 @@
+"""Extractive QA on the shipped BBC questions: fine-tuned MiniLM beside the lexical-overlap baseline.
+
+    flock -s /tmp/tunelab-cpu.lock python bench/bench_qa.py [overrides for tunelab train ...]
+
+Prepares ``bbc-squad`` (split by article), trains ``examples/qa_bbc.yaml`` with ``tunelab train`` in a
+subprocess (wall time and peak RSS from ``os.wait4``), reads the best checkpoint's dev EM/F1, and
+scores the sliding-window lexical-overlap baseline on the same dev questions (its no-answer cut-off
+fitted on the train questions). Writes the "QA" section of bench/RESULTS.md between its markers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out" / "qa"
+BEGIN, END = "<!-- qa:begin -->", "<!-- qa:end -->"
+KEYS = ("exact_match", "f1", "HasAns_exact_match", "HasAns_f1", "NoAns_exact_match", "NoAns_f1")
+
+
+def run_train(overrides: list[str]) -> tuple[float, float, Path]:
+    """``tunelab train`` in a subprocess: (wall seconds, peak RSS MB, run dir)."""
+    run = OUT / "run"
+    data = OUT / "bbc-squad"
+    cmd = [
+        sys.executable,
+        "-m",
+        "tunelab.cli",
+        "train",
+        str(ROOT / "examples" / "qa_bbc.yaml"),
+        f"--data.train_file={data / 'train.json'}",
+        f"--data.dev_file={data / 'dev.json'}",
+        f"--train.output_dir={run}",
+        "--overwrite",
+        *overrides,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
+    start = time.perf_counter()
+    with open(OUT / "train.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"training failed; see {OUT / 'train.log'}")
+    return wall, usage.ru_maxrss / 1024, run
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    from tunelab.assets import prepare_dataset
+    from tunelab.data.squad import read_qa
+    from tunelab.tasks.qa.baseline import baseline_report
+
+    overrides = sys.argv[1:]
+    OUT.mkdir(parents=True, exist_ok=True)
+    counts = prepare_dataset("bbc-squad", OUT / "bbc-squad")
+    wall, rss, run = run_train(overrides)
+    model = json.loads((run / "best" / "metrics.json").read_text())["dev"]
+    train, dev = (read_qa(OUT / "bbc-squad" / name) for name in ("train.json", "dev.json"))
+    base = baseline_report(train, dev)
+    (OUT / "results.json").write_text(
+        json.dumps({"model": model, "baseline": base, "wall_s": wall, "rss_mb": rss})
+    )
+    command = "flock -s /tmp/tunelab-cpu.lock python bench/bench_qa.py " + " ".join(overrides)
+    rows = [
+        ("MiniLM fine-tuned (tunelab train)", model),
+        (f"lexical-overlap baseline (min_overlap {base['min_overlap']})", base),
+    ]
+    table = "\n".join(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in KEYS) + " |" for name, m in rows)
+    split = f"{counts['train.json']} train / {counts['dev.json']} dev questions, split by article"
+    setup = f"examples/qa_bbc.yaml on minilm-l6 {' '.join(overrides)}".strip()
+    section = f"""{BEGIN}
+## QA: extractive QA on bbc-squad (hand-written questions over BBC articles)
+
+- command: `{command.strip()}` (date {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)
+- data: `tunelab data prepare bbc-squad`: {split} (no article in both)
+- model: {setup}; best checkpoint by dev F1
+- training process: {wall:.0f} s wall, peak RSS {rss:.0f} MB (shared 2-core CPU)
+
+| system (dev split) | EM | F1 | HasAns EM | HasAns F1 | NoAns EM | NoAns F1 |
+|---|---|---|---|---|---|---|
+{table}
+{END}"""
+    results = BENCH / "RESULTS.md"
+    text = results.read_text(encoding="utf-8")
+    if BEGIN in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    results.write_text(text, encoding="utf-8")
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
