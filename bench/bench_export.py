@@ -60,7 +60,7 @@ def dev_features(run: Path):
     data = load_labeled_data(cfg.data, params.labels, cfg.train.seed)
     tokenizer = AutoTokenizer.from_pretrained(run / "best")
     features = tokenize_dataset(task, params, tokenizer, data.dev, data.labels)
-    return task, features, task.collator(tokenizer), data.labels
+    return task, features, task.collator(tokenizer, params), data.labels
 
 
 def load_variant(name: str, run: Path, out: Path, threads: int):

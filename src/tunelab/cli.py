@@ -197,7 +197,10 @@ def _moe_router_report(best: Any, features: Any, collator: Any, batch_size: int)
 @app.command("eval")
 def eval_command(
     model_dir: Path,
-    data: Annotated[Path, typer.Option(help="Labelled .csv/.jsonl/.parquet file to score.")],
+    data: Annotated[
+        Path,
+        typer.Option(help="Labelled .csv/.jsonl/.parquet file to score (a .txt corpus for lm_pretrain)."),
+    ],
     text_column: Annotated[str | None, typer.Option(help="Text column (default: the training one).")] = None,
     label_column: Annotated[
         str | None, typer.Option(help="Label column (default: the training one).")
@@ -210,7 +213,7 @@ def eval_command(
     try:
         from rich.console import Console
 
-        from tunelab.data import Columns, load_labeled_file
+        from tunelab.data import Columns, load_labeled_file, load_text_file
         from tunelab.evaluation import evaluate
         from tunelab.evaluation.report import metrics_table, write_report
         from tunelab.export.artifact import load_artifact
@@ -222,11 +225,19 @@ def eval_command(
             label=label_column or art.columns.label or "label",
             text_pair=art.columns.text_pair,
         )
-        rows = load_labeled_file(data, cols, art.labels)
+        if art.task.text_only:
+            rows = load_text_file(data, cols.text)
+        else:
+            rows = load_labeled_file(data, cols, art.labels)
         features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
         metrics = {
             "eval": evaluate(
-                art.model, art.task, features, art.task.collator(art.tokenizer), art.labels, batch_size
+                art.model,
+                art.task,
+                features,
+                art.task.collator(art.tokenizer, art.task_params),
+                art.labels,
+                batch_size,
             )
         }
     except TunelabError as exc:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from tunelab.evaluation.predict import predict_logits
+from tunelab.evaluation.predict import predict_logits, token_loss_sum
 from tunelab.tasks.spec import TaskSpec
 
 
@@ -22,7 +22,17 @@ def evaluate(
     batch_size: int,
     accelerator: Accelerator | None = None,
 ) -> dict[str, Any]:
-    """Task metrics (plus ``loss``) of ``model`` on ``features``, which must carry ``labels``."""
+    """Task metrics (plus ``loss``) of ``model`` on ``features``, which must carry ``labels``.
+
+    Text-only tasks (language modelling) are scored from the summed token loss instead of logits.
+    """
+    if task.text_only:
+        assert task.token_loss is not None
+        assert task.token_metrics is not None
+        loss_sum, n_tokens = token_loss_sum(
+            model, task.token_loss, features, collator, batch_size, accelerator
+        )
+        return {**task.token_metrics(loss_sum, n_tokens), "loss": loss_sum / max(n_tokens, 1)}
     logits = predict_logits(model, features, collator, batch_size, accelerator)
     gold = np.asarray(features["labels"])
     return {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -58,6 +58,45 @@ def predict_logits(
     return out
 
 
+@torch.no_grad()
+def token_loss_sum(
+    model: torch.nn.Module,
+    token_loss: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor],
+    features: Any,
+    collator: Any,
+    batch_size: int,
+    accelerator: Accelerator | None = None,
+    seed: int = 1234,
+) -> tuple[float, int]:
+    """Summed token loss over ``features`` and the number of predicted tokens (``token_loss`` per batch).
+
+    For language models, whose per-token logits over the vocabulary are too large to gather. The
+    collator may draw random masks (MLM); it draws them here under a forked RNG seeded with ``seed``,
+    so every evaluation of a run scores the same masked positions and training's RNG is untouched.
+    Each process sums its batches and the sums are added across processes.
+    """
+    order = eval_order(_lengths(features))
+    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    if accelerator is not None:
+        model = accelerator.unwrap_model(model)
+    loader = DataLoader(features, batch_sampler=batches[rank::world], collate_fn=collator)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, token count)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for batch in loader:
+            batch = send_to_device(batch, device)
+            labels = batch.pop("labels")
+            total += token_loss(model(**batch).logits, labels, model.config)  # logits (B, T, V)
+    model.train(was_training)
+    if world > 1:
+        total = accelerator.reduce(total, reduction="sum")
+    return float(total[0]), int(total[1])
+
+
 def _lengths(features: Any) -> list[int]:
     """Tokens per row, by column access for a ``Dataset`` (fast) or per row for a list of dicts."""
     if isinstance(features, list):
@@ -79,5 +118,7 @@ def predict_texts(model: Predictable, texts: Sequence[str], batch_size: int) -> 
     """Raw texts -> the task's JSON-able predictions, in input order: the one path for CLI and server."""
     features = model.task.preprocess({"text": list(texts)}, model.tokenizer, model.task_params, {})
     rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
-    logits = predict_logits(model.model, rows, model.task.collator(model.tokenizer), batch_size)
+    logits = predict_logits(
+        model.model, rows, model.task.collator(model.tokenizer, model.task_params), batch_size
+    )
     return model.task.postprocess(logits, model.labels)

@@ -77,9 +77,13 @@ def write_report(
 
 
 def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> Table:
-    """One row per split with the headline scalar metrics."""
+    """One row per split with every scalar metric a split reports (accuracy, perplexity, loss...)."""
     table = Table(title="evaluation")
-    keys = ["accuracy", "macro_f1", "loss", "majority_baseline_accuracy", "n_examples"]
+    keys = list(
+        dict.fromkeys(
+            k for values in metrics.values() for k, v in values.items() if isinstance(v, int | float)
+        )
+    )
     table.add_column("split")
     for key in keys:
         table.add_column(key, justify="right")

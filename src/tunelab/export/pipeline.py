@@ -130,7 +130,7 @@ def _prune_and_recover(
     inputs = TrainInputs(
         adapted=task_adapted(art.task, model),
         tokenizer=art.tokenizer,
-        collator=art.task.collator(art.tokenizer),
+        collator=art.task.collator(art.tokenizer, art.task_params),
         labels=art.labels,
         train=_features(art, data.train),
         dev=_features(art, data.dev),
@@ -169,7 +169,7 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
         dev = _features(art, load_labeled_file(opts.eval_data, art.columns, art.labels))
     else:
         dev = _features(art, data.dev)
-    collator = art.task.collator(art.tokenizer)
+    collator = art.task.collator(art.tokenizer, art.task_params)
     probe = latency_batch(dev, collator, PROBE_ROWS)  # >= 2 rows: exporters must not fix the batch axis
 
     def measured(model: torch.nn.Module, files: list[Path]) -> Measurement:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from tunelab.registry import Registry
-from tunelab.tasks import classification
+from tunelab.tasks import classification, lm_pretrain
 from tunelab.tasks.spec import TaskSpec
 
-TASKS: Registry[TaskSpec] = Registry("task", {classification.TASK.name: classification.TASK})
+TASKS: Registry[TaskSpec] = Registry(
+    "task", {classification.TASK.name: classification.TASK, lm_pretrain.TASK.name: lm_pretrain.TASK}
+)

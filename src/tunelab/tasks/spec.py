@@ -25,11 +25,17 @@ class TaskSpec:
         head_modules: names of freshly initialised head modules (methods keep them trainable).
         metric_names: metrics ``metrics`` returns; ``train.metric_for_best_model`` must be one of them.
         preprocess: batched and pure: raw columns -> model features (with ``labels`` when present).
-        collator: tokenizer -> callable that pads a list of feature dicts into a tensor batch.
+        collator: (tokenizer, params) -> callable that pads a list of feature dicts into a tensor batch.
         postprocess: logits -> one JSON-able prediction per example.
         metrics: (logits, gold label ids, label names) -> metric dict.
         loss: (model outputs, batch) -> training loss; None means the model's own loss. Methods
             compute their hard loss through it, so e.g. class weights hold under every method.
+        text_only: the task reads unlabelled text (``data.load_text_data``) and is scored by its
+            token loss, because per-token logits over a vocabulary are too large to gather for a
+            whole split: ``token_loss(logits, labels, model config)`` gives one batch's (loss sum,
+            token count) and ``token_metrics(loss_sum, n_tokens)`` replaces ``metrics``.
+        check_model: (model config, params) -> None; raises ConfigError when the loaded model cannot
+            serve these params (e.g. a causal-LM objective on an encoder).
     """
 
     name: str
@@ -38,10 +44,14 @@ class TaskSpec:
     head_modules: tuple[str, ...]
     metric_names: tuple[str, ...]
     preprocess: Callable[[Batch, Any, Any, Mapping[str, int]], Features]
-    collator: Callable[[Any], Callable[[list[dict[str, Any]]], dict[str, Any]]]
+    collator: Callable[[Any, Any], Callable[[list[dict[str, Any]]], dict[str, Any]]]
     postprocess: Callable[[np.ndarray, Sequence[str]], list[dict[str, Any]]]
     metrics: Callable[[np.ndarray, np.ndarray, Sequence[str]], dict[str, Any]]
     loss: Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor] | None = None
+    text_only: bool = False
+    token_loss: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None = None
+    token_metrics: Callable[[float, int], dict[str, Any]] | None = None
+    check_model: Callable[[Any, Any], None] | None = None
 
 
 def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:

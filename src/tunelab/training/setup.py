@@ -11,10 +11,11 @@ import torch
 from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
-from tunelab.data import LabeledData, load_labeled_data
+from tunelab.data import LabeledData, load_labeled_data, load_text_data
 from tunelab.methods.spec import Adapted, model_loss
 from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
+from tunelab.training.scratch import init_from_scratch
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,12 @@ def apply_methods(plan: Plan, model: torch.nn.Module) -> Adapted:
 def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
     """Load and check data, then tokenizer, model and methods; tokenise every split."""
     cfg = plan.cfg
-    data = data or load_labeled_data(cfg.data, plan.task_params.labels, cfg.train.seed)
+    if data is None:
+        data = (
+            load_text_data(cfg.data, cfg.train.seed)
+            if plan.task.text_only
+            else load_labeled_data(cfg.data, plan.task_params.labels, cfg.train.seed)
+        )
     logger.info(
         "data: %d train / %d dev%s rows, labels %s",
         len(data.train),
@@ -74,9 +80,14 @@ def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
         f" / {len(data.test)} test" if data.test is not None else "",
         data.labels,
     )
+    scratch = getattr(plan.task_params, "from_scratch", None)
+    if scratch is not None:  # plan.model_dir is <output_dir>/init: tokenizer and random init built here
+        init_from_scratch(scratch, data.train["text"], plan.model_dir, cfg.train.seed)
     tokenizer = load_tokenizer(plan)
     set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
     model = load_model(plan, data.labels)
+    if plan.task.check_model is not None:
+        plan.task.check_model(model.config, plan.task_params)
     adapted = apply_methods(plan, model)
 
     def features(split: datasets.Dataset) -> datasets.Dataset:
@@ -85,7 +96,7 @@ def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
     return TrainInputs(
         adapted=adapted,
         tokenizer=tokenizer,
-        collator=plan.task.collator(tokenizer),
+        collator=plan.task.collator(tokenizer, plan.task_params),
         labels=data.labels,
         train=features(data.train),
         dev=features(data.dev),
