@@ -1,8 +1,9 @@
 """Tiny learnable data per task, for tests that must cover every registered task (the method contract matrix).
 
 Each entry maps a task name to a builder ``(tmp_dir) -> config sections`` (``data``, ``task``, maybe
-``train.metric_for_best_model``) that work with the ``tiny_backbone_dir`` fixture. Adding a task to ``tunelab.tasks.TASKS`` means adding its
-entry here; ``test_every_task_has_toy_data`` fails until it exists.
+``train.metric_for_best_model``) that work with the ``tiny_backbone_dir`` fixture. Adding a task to
+``tunelab.tasks.TASKS`` means adding its entry here; ``test_every_task_has_toy_data`` fails until it
+exists.
 """
 
 from __future__ import annotations

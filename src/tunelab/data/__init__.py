@@ -1,7 +1,12 @@
-"""The one way data enters tunelab: files -> checked, normalised ``datasets.Dataset`` splits."""
+"""The one way data enters tunelab: files -> checked, normalised ``datasets.Dataset`` splits.
+
+Each task reads its own input kind through these readers (``TaskSpec.load_data``); this module holds
+the table reader of text classification and the raw-record reader of ``tunelab predict``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +20,12 @@ from tunelab.errors import DataError
 
 
 @dataclass(frozen=True)
-class LabeledData:
-    """Splits with columns ``text`` (+ ``text_pair``) and ``label`` (string), plus the label order."""
+class TaskData:
+    """A task's raw example splits plus the label order (empty for label-free tasks such as QA, LM).
+
+    Classification rows have ``text`` (+ ``text_pair``) and ``label`` (string); other tasks define
+    their own columns.
+    """
 
     train: datasets.Dataset
     dev: datasets.Dataset
@@ -55,7 +64,7 @@ def _dataset(columns: dict[str, list[str]], indices: list[int] | None = None) ->
     return datasets.Dataset.from_dict(columns)
 
 
-def load_labeled_data(cfg: DataConfig, labels: list[str] | None, seed: int) -> LabeledData:
+def load_labeled_data(cfg: DataConfig, labels: list[str] | None, seed: int) -> TaskData:
     """Read train/dev/test, check every row, split dev off train when needed, subsample if asked.
 
     Raises one DataError listing every bad row of every file, so a run never starts on partial data.
@@ -74,7 +83,7 @@ def load_labeled_data(cfg: DataConfig, labels: list[str] | None, seed: int) -> L
         dev = {name: [values[i] for i in dev_idx] for name, values in train.items()}
         train = {name: [values[i] for i in train_idx] for name, values in train.items()}
     n_train, n_dev = len(train["text"]), len(dev["text"])
-    return LabeledData(
+    return TaskData(
         train=_dataset(train, subsample(n_train, cfg.max_train_samples, seed)),
         dev=_dataset(dev, subsample(n_dev, cfg.max_eval_samples, seed)),
         test=_dataset(test, subsample(len(test["text"]), cfg.max_eval_samples, seed)) if test else None,
@@ -102,6 +111,18 @@ def load_texts(path: Path, column: str) -> list[str]:
     return data["text"]
 
 
+def load_records(path: Path, fields: Mapping[str, str]) -> list[dict[str, str]]:
+    """Raw prediction records, ``field -> column``; a one-field task also reads plain text lines."""
+    if len(fields) == 1:
+        ((name, column),) = fields.items()
+        return [{name: text} for text in load_texts(path, column)]
+    table = read_table(path)
+    problems = Problems()
+    raw = check_rows(table, list(fields.values()), None, None, problems)
+    problems.raise_if_any()
+    return [{name: raw[column][i] for name, column in fields.items()} for i in range(len(table.lines))]
+
+
 def _read_texts(path: Path, column: str, problems: Problems) -> list[str]:
     """A corpus file: lines of a .txt (or any non-table file), else the text column of a table."""
     if path.suffix.lower() in (".csv", ".jsonl", ".json", ".parquet"):
@@ -112,7 +133,7 @@ def _read_texts(path: Path, column: str, problems: Problems) -> list[str]:
     return texts
 
 
-def load_text_data(cfg: DataConfig, seed: int) -> LabeledData:
+def load_text_data(cfg: DataConfig, seed: int) -> TaskData:
     """Unlabelled text splits (``labels`` empty): .txt files, one document per line, or a text column.
 
     Every bad line of every file is reported at once; dev is a seeded split of train when no dev_file.
@@ -129,7 +150,7 @@ def load_text_data(cfg: DataConfig, seed: int) -> LabeledData:
     def dataset(texts: list[str], limit: int | None) -> datasets.Dataset:
         return _dataset({"text": texts}, subsample(len(texts), limit, seed))
 
-    return LabeledData(
+    return TaskData(
         train=dataset(train, cfg.max_train_samples),
         dev=dataset(dev, cfg.max_eval_samples),
         test=dataset(test, cfg.max_eval_samples) if test is not None else None,

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 
-from tunelab.evaluation.predict import predict_logits, token_loss_sum
-from tunelab.tasks.spec import TaskSpec
+from tunelab.evaluation.predict import predict_outputs
+from tunelab.tasks.spec import Predicted, TaskSpec
 
 
 def evaluate(
@@ -21,27 +20,17 @@ def evaluate(
     labels: Sequence[str],
     batch_size: int,
     accelerator: Accelerator | None = None,
+    *,
+    params: Any = None,
+    examples: Any = None,
 ) -> dict[str, Any]:
-    """Task metrics (plus ``loss``) of ``model`` on ``features``, which must carry ``labels``.
+    """Task metrics (plus ``loss`` and ``n_examples``) of ``model`` on ``features``.
 
-    Text-only tasks (language modelling) are scored from the summed token loss instead of logits.
+    ``features`` carry the targets; ``examples`` are the raw rows they came from, for tasks whose
+    metrics need them (e.g. QA gold answers). ``params`` defaults to the task's default params.
     """
-    if task.text_only:
-        assert task.token_loss is not None
-        assert task.token_metrics is not None
-        loss_sum, n_tokens = token_loss_sum(
-            model, task.token_loss, features, collator, batch_size, accelerator
-        )
-        return {**task.token_metrics(loss_sum, n_tokens), "loss": loss_sum / max(n_tokens, 1)}
-    logits = predict_logits(model, features, collator, batch_size, accelerator)
-    gold = np.asarray(features["labels"])
-    return {
-        **task.metrics(logits, gold, labels),
-        "loss": cross_entropy(logits, gold),
-        "n_examples": len(gold),
-    }
-
-
-def cross_entropy(logits: np.ndarray, gold: np.ndarray) -> float:
-    """Mean token/example cross-entropy from logits, computed once over the gathered set."""
-    return float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(gold)).item())
+    outputs = predict_outputs(model, task, features, collator, batch_size, accelerator)
+    params = params if params is not None else task.params()
+    predicted = Predicted(outputs.arrays, features, examples, labels, params)
+    n_examples = len(examples) if examples is not None else len(features)
+    return {**task.metrics(predicted), "loss": outputs.loss, "n_examples": n_examples}

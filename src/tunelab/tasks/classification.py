@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from tunelab.tasks.spec import Batch, Features, TaskSpec
+from tunelab.config import DataConfig
+from tunelab.data import Columns, TaskData, load_labeled_data, load_labeled_file
+from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec
 
 
 class Params(BaseModel):
@@ -23,6 +26,16 @@ class Params(BaseModel):
         description="Label names in id order; default: sorted labels of the train file.",
     )
     max_length: int = Field(default=128, gt=0, le=8192, description="Truncate inputs to this many tokens.")
+
+
+def load_data(cfg: DataConfig, params: Params, seed: int) -> TaskData:
+    """Checked CSV/JSONL/Parquet table splits with ``text`` (+ ``text_pair``) and ``label`` columns."""
+    return load_labeled_data(cfg, params.labels, seed)
+
+
+def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str]) -> Any:
+    """One checked labelled table; a label outside ``labels`` is an error with file:line."""
+    return load_labeled_file(path, columns, list(labels))
 
 
 def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[str, int]) -> Features:
@@ -47,9 +60,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def postprocess(logits: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
+def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
     """Predicted label plus the probability of every label."""
-    probs = softmax(logits.astype(np.float64))
+    labels = predicted.labels
+    probs = softmax(predicted.arrays["logits"].astype(np.float64))
     return [
         {
             "label": labels[int(row.argmax())],
@@ -59,9 +73,11 @@ def postprocess(logits: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any
     ]
 
 
-def metrics(logits: np.ndarray, gold: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+def metrics(predicted: Predicted) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
-    pred = logits.argmax(axis=-1)
+    labels = predicted.labels
+    gold = np.asarray(predicted.features["labels"])
+    pred = predicted.arrays["logits"].argmax(axis=-1)
     ids = list(range(len(labels)))
     precision, recall, f1, support = precision_recall_fscore_support(gold, pred, labels=ids, zero_division=0)
     return {
@@ -84,6 +100,8 @@ TASK = TaskSpec(
     model_class=AutoModelForSequenceClassification,
     head_modules=("classifier", "score"),
     metric_names=("accuracy", "macro_f1"),
+    load_data=load_data,
+    read_eval=read_eval,
     preprocess=preprocess,
     collator=collator,
     postprocess=postprocess,

@@ -14,7 +14,8 @@ task fine-tunes directly (the MLM head is dropped, a fresh task head is added).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -25,13 +26,16 @@ from transformers import (
     AutoModelForMaskedLM,
     DataCollatorForLanguageModeling,
 )
+from transformers.modeling_outputs import MaskedLMOutput
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from tunelab.config import DataConfig
+from tunelab.data import Columns, TaskData, load_text_data, load_text_file
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.tasks.spec import Batch, Features, TaskSpec
+from tunelab.tasks.spec import IGNORE_INDEX, Batch, Features, Predicted, TaskSpec
 
 _CAUSAL_TYPES = frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
@@ -162,27 +166,48 @@ def collator(tokenizer: Any, params: Params, seed: int | None = None) -> Any:
     return lambda rows: collate(_pad_offsets(rows))
 
 
-def perplexity(loss_sum: float, n_tokens: int) -> dict[str, Any]:
-    """Mean loss per predicted token and its exp (perplexity) over a whole split."""
-    loss = loss_sum / max(n_tokens, 1)
-    return {"perplexity": float(math.exp(min(loss, 700.0))), "token_loss": float(loss), "n_tokens": n_tokens}
+def load_data(cfg: DataConfig, params: Params, seed: int) -> TaskData:
+    """Plain-text splits: .txt lines (one document each) or a table's text column; bad lines as file:line."""
+    return load_text_data(cfg, seed)
 
 
-def token_loss(logits: torch.Tensor, labels: torch.Tensor, config: Any) -> torch.Tensor:
-    """(summed cross-entropy, number of predicted tokens) of one batch, as a float64 tensor of 2.
+def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str]) -> Any:
+    """One corpus file to score (``tunelab eval``)."""
+    return load_text_file(path, columns.text)
 
-    Causal models predict token t+1 from position t, so logits and labels are shifted as the model's
-    own loss does; masked models are scored where the collator masked (labels != -100).
+
+def row_token_loss(outputs: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per row: summed cross-entropy over its predicted tokens and their count, (B,) each.
+
+    Only these two numbers per row are gathered: the (B, T, vocab) logits of a whole split would not
+    fit in memory. Masked LMs (their output is a ``MaskedLMOutput``) are scored where the collator
+    masked (labels != -100); causal LMs predict token t+1 from position t, so logits and labels are
+    shifted as the model's own loss does.
     """
-    if is_causal(config):
-        logits, labels = logits[:, :-1], labels[:, 1:]  # (B, T-1, V), (B, T-1)
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
-    )
-    return torch.stack([loss.double(), (labels != -100).sum().double()])
+    logits, labels = outputs.logits.float(), batch["labels"]  # (B, T, V), (B, T)
+    if not isinstance(outputs, MaskedLMOutput):
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    per_token = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )  # (B, T)
+    return {"token_loss_sum": per_token.sum(dim=1), "n_tokens": (labels != IGNORE_INDEX).sum(dim=1)}
 
 
-def refuse_predictions(logits: Any, labels: Any) -> list[dict[str, Any]]:
+def loss_terms(outputs: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed token loss, predicted tokens) of a batch: the eval ``loss`` is the mean token loss."""
+    rows = row_token_loss(outputs, batch)
+    return rows["token_loss_sum"].sum(), rows["n_tokens"].sum()
+
+
+def metrics(predicted: Predicted) -> dict[str, Any]:
+    """Perplexity = exp(summed token loss / predicted tokens) over the split (for MLM: masked tokens)."""
+    total = float(predicted.arrays["token_loss_sum"].astype("float64").sum())
+    count = int(predicted.arrays["n_tokens"].sum())
+    loss = total / max(count, 1)
+    return {"perplexity": float(math.exp(min(loss, 700.0))), "token_loss": loss, "n_tokens": count}
+
+
+def refuse_predictions(predicted: Predicted) -> list[dict[str, Any]]:
     """Pretraining has no per-example predictions; its output is a backbone to fine-tune."""
     raise TunelabError(
         "an lm_pretrain model makes no predictions; fine-tune it on a task (model.name_or_path: <run>/best)"
@@ -233,12 +258,13 @@ TASK = TaskSpec(
     model_class=LanguageModel,
     head_modules=(),
     metric_names=("perplexity", "token_loss"),
+    load_data=load_data,
+    read_eval=read_eval,
     preprocess=preprocess,
     collator=collator,
     postprocess=refuse_predictions,
-    metrics=refuse_predictions,
-    text_only=True,
-    token_loss=token_loss,
-    token_metrics=perplexity,
+    metrics=metrics,
+    outputs=row_token_loss,
+    loss_terms=loss_terms,
     check_model=check_model,
 )

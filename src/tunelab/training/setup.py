@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -11,7 +11,7 @@ import torch
 from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
-from tunelab.data import LabeledData, load_labeled_data, load_text_data
+from tunelab.data import TaskData
 from tunelab.methods.spec import Adapted, model_loss
 from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
@@ -22,7 +22,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainInputs:
-    """Everything ``train`` needs besides the plan; features are tokenised, unpadded."""
+    """Everything ``train`` needs besides the plan; features are tokenised, unpadded.
+
+    ``examples`` maps split name (``dev``, ``test``) to its raw examples, for task metrics that
+    need them (``evaluate(..., examples=...)``).
+    """
 
     adapted: Adapted
     tokenizer: Any
@@ -31,6 +35,7 @@ class TrainInputs:
     train: datasets.Dataset
     dev: datasets.Dataset
     test: datasets.Dataset | None
+    examples: dict[str, datasets.Dataset] = field(default_factory=dict)
 
 
 def load_tokenizer(plan: Plan) -> Any:
@@ -64,15 +69,10 @@ def apply_methods(plan: Plan, model: torch.nn.Module) -> Adapted:
     return adapted
 
 
-def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
-    """Load and check data, then tokenizer, model and methods; tokenise every split."""
+def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
+    """Load and check data (the task's reader), then tokenizer, model and methods; tokenise every split."""
     cfg = plan.cfg
-    if data is None:
-        data = (
-            load_text_data(cfg.data, cfg.train.seed)
-            if plan.task.text_only
-            else load_labeled_data(cfg.data, plan.task_params.labels, cfg.train.seed)
-        )
+    data = data or plan.task.load_data(cfg.data, plan.task_params, cfg.train.seed)
     logger.info(
         "data: %d train / %d dev%s rows, labels %s",
         len(data.train),
@@ -101,4 +101,5 @@ def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
         train=features(data.train),
         dev=features(data.dev),
         test=features(data.test) if data.test is not None else None,
+        examples={"dev": data.dev, **({"test": data.test} if data.test is not None else {})},
     )
