@@ -9,6 +9,7 @@ exists.
 from __future__ import annotations
 
 import csv
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +72,55 @@ def lm_pretrain(tmp: Path) -> Sections:
     }
 
 
+def toy_tagged(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """Learnable tagged sentences: positive cue words are ``pos`` entities, negative ones ``neg``.
+
+    Two cue words of one polarity in a row form one two-word entity (B- then I-).
+    """
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tokens = rng.choices(FILLER, k=rng.randint(3, 10))
+        tags = ["O"] * len(tokens)
+        for _ in range(rng.randint(1, 2)):
+            kind = rng.choice(["pos", "neg"])
+            cues = rng.sample(POSITIVE if kind == "pos" else NEGATIVE, k=rng.randint(1, 2))
+            at = rng.randrange(len(tokens) + 1)
+            if (at > 0 and tags[at - 1] != "O") or (at < len(tags) and tags[at] != "O"):
+                continue  # keep entities apart so each span is unambiguous
+            tokens[at:at] = cues
+            tags[at:at] = [f"B-{kind}"] + [f"I-{kind}"] * (len(cues) - 1)
+        rows.append((tokens, tags))
+    return rows
+
+
+def write_conll(path: Path, rows: list[tuple[list[str], list[str]]]) -> Path:
+    lines = ["-DOCSTART-\tO", ""]
+    for tokens, tags in rows:
+        lines += [f"{token}\t{tag}" for token, tag in zip(tokens, tags, strict=True)] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def write_tagged_jsonl(path: Path, rows: list[tuple[list[str], list[str]]]) -> Path:
+    path.write_text("".join(json.dumps({"tokens": t, "tags": g}) + "\n" for t, g in rows), encoding="utf-8")
+    return path
+
+
+def token_classification(tmp: Path) -> Sections:
+    """Cue-word entities: CoNLL train, JSONL dev (both readers)."""
+    return {
+        "data": {
+            "train_file": str(write_conll(tmp / "ner_train.conll", toy_tagged(64, seed=2))),
+            "dev_file": str(write_tagged_jsonl(tmp / "ner_dev.jsonl", toy_tagged(16, seed=3))),
+        },
+        "task": {"name": "token_classification", "params": {"max_length": 32}},
+        "train": {"metric_for_best_model": "f1"},
+    }
+
+
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "classification": classification,
     "lm_pretrain": lm_pretrain,
+    "token_classification": token_classification,
 }

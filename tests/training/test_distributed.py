@@ -105,3 +105,29 @@ def test_moe_bias_update_sees_the_global_batch(tmp_path: Path, tiny_backbone_dir
         "train": {"num_train_epochs": 1, "lr": 1e-3, "logging_steps": 1, "group_by_length": False, "seed": 3},
     }
     _one_and_two_processes(tmp_path, base)
+
+
+@pytest.mark.slow
+def test_two_processes_gather_ragged_token_logits_like_one(tmp_path: Path, tiny_backbone_dir: Path):
+    """NER dev logits differ in length per batch and per rank; gathered metrics must match one process."""
+    from toy_tasks import token_classification
+
+    model = _no_dropout_copy(tiny_backbone_dir, tmp_path / "model")
+    sections = token_classification(tmp_path)
+    base = {
+        "model": {"name_or_path": str(model)},
+        **sections,
+        "train": {
+            **sections["train"],
+            "num_train_epochs": 2,
+            "max_steps": 12,
+            "lr": 1e-3,
+            "logging_steps": 1,
+            "group_by_length": False,
+            "seed": 3,
+        },
+    }
+    single_dev, double_dev = _one_and_two_processes(tmp_path, base)
+    assert double_dev[-1]["n_examples"] == single_dev[-1]["n_examples"] == 16
+    assert double_dev[-1]["loss"] == pytest.approx(single_dev[-1]["loss"], abs=1e-4)
+    assert double_dev[-1]["f1"] == pytest.approx(single_dev[-1]["f1"], abs=1e-6)

@@ -67,6 +67,32 @@ def classification_response(model: str, predictions: Sequence[dict[str, Any]]) -
     return ClassificationResponse(model=model, predictions=out)
 
 
+class Entity(BaseModel):
+    type: str = Field(description="Entity type, e.g. person.")
+    text: str = Field(description="The entity's text, equal to inputs[start:end].")
+    start: int = Field(description="Character offset of the first character in the input.")
+    end: int = Field(description="Character offset just past the last character.")
+    score: float = Field(description="Mean probability of the entity's word tags.")
+
+
+class EntitiesPrediction(BaseModel):
+    entities: list[Entity] = Field(description="Entities in text order.")
+
+
+class TokenClassificationResponse(BaseModel):
+    model: str
+    predictions: list[EntitiesPrediction] = Field(description="One per input, in input order.")
+
+
+def token_classification_response(
+    model: str, predictions: Sequence[dict[str, Any]]
+) -> TokenClassificationResponse:
+    """Map the token classification task's postprocess output to the response schema."""
+    return TokenClassificationResponse(
+        model=model, predictions=[EntitiesPrediction.model_validate(p) for p in predictions]
+    )
+
+
 def text_records(body: PredictRequest) -> list[dict[str, Any]]:
     """``inputs`` (one text or a list) -> raw records of a text task."""
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
@@ -91,6 +117,9 @@ class PredictSchema:
 PREDICT_SCHEMAS: dict[str, PredictSchema] = {
     "classification": PredictSchema(
         PredictRequest, text_records, ClassificationResponse, classification_response
+    ),
+    "token_classification": PredictSchema(
+        PredictRequest, text_records, TokenClassificationResponse, token_classification_response
     ),
 }
 
