@@ -60,7 +60,7 @@ def dev_features(run: Path):
     data = task.load_data(cfg.data, params, cfg.train.seed)
     tokenizer = AutoTokenizer.from_pretrained(run / "best")
     features = tokenize_dataset(task, params, tokenizer, data.dev, data.labels)
-    return task, EvalSplit(features, data.dev, params), task.collator(tokenizer), data.labels
+    return task, EvalSplit(features, data.dev, params), task.collator(tokenizer, params), data.labels
 
 
 def load_variant(name: str, run: Path, out: Path, threads: int):

@@ -26,7 +26,7 @@ def main(run: Path) -> dict:
     out = {"step": art.info.get("step"), "dev_at_save": art.info.get("dev_metrics")}
     if data.test is not None:
         features = tokenize_dataset(art.task, art.task_params, art.tokenizer, data.test, art.labels)
-        collate = art.task.collator(art.tokenizer)
+        collate = art.task.collator(art.tokenizer, art.task_params)
         out["test"] = evaluate(
             art.model, art.task, features, collate, art.labels, 64, params=art.task_params, examples=data.test
         )

@@ -23,3 +23,55 @@ def test_bbc_news_is_deduplicated_and_split_stratified(tmp_path: Path):
     for label, n in labels["test"].items():
         assert abs(n / len(rows["test"]) - labels["train"][label] / len(rows["train"])) < 0.01
     assert "research use" in (tmp_path / "bbc" / "SOURCE.txt").read_text()
+
+
+def test_peoples_daily_words_join_compounds_and_surname_given_name_pairs():
+    from tunelab.assets import _char_bio, _pd_words
+
+    words = _pd_words("[中国/ns 政府/n]nt  江/nr  泽民/nr  李/nr  鹏/nr  克林顿/nr  访问/v  北京/ns")
+    assert words == [("中国政府", "ORG"), ("江泽民", "PER"), ("李鹏", "PER"), ("克林顿", "PER"),
+                     ("访问", ""), ("北京", "LOC")]  # fmt: skip
+    tags = [tag for _, tag in _char_bio(words)]
+    assert tags[:7] == ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "B-PER", "I-PER", "I-PER"]
+    assert tags[-4:] == ["O", "O", "B-LOC", "I-LOC"]
+
+
+def _conll_sentences(path: Path) -> list[str]:
+    blocks = path.read_text(encoding="utf-8").split("\n\n")
+    return ["".join(line.split("\t")[0] for line in block.splitlines()) for block in blocks if block.strip()]
+
+
+def test_peoples_daily_splits_are_disjoint_and_views_agree(tmp_path: Path):
+    counts = prepare_dataset("peoples-daily-1998", tmp_path / "pd")
+    assert sum(counts[f"{s}.conll"] for s in ("train", "dev", "test")) == 19484
+    for split in ("train", "dev", "test"):
+        plain = (tmp_path / "pd" / f"{split}.txt").read_text(encoding="utf-8").splitlines()
+        assert _conll_sentences(tmp_path / "pd" / f"{split}.conll") == plain
+    tags = Counter(
+        line.split("\t")[1] for line in (tmp_path / "pd" / "test.conll").read_text().splitlines() if line
+    )
+    assert set(tags) == {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}
+
+
+def test_chinese_sentiment_is_deduplicated_without_ambiguous_texts(tmp_path: Path):
+    prepare_dataset("chnsenticorp-like", tmp_path / "zh")
+    rows = {}
+    for split in ("train", "dev", "test"):
+        with open(tmp_path / "zh" / f"{split}.csv", encoding="utf-8", newline="") as fh:
+            rows[split] = [(r["text"], r["label"]) for r in csv.DictReader(fh)]
+    texts = [text for split in rows.values() for text, _ in split]
+    assert len(texts) == len(set(texts)) == 17361  # 35,124 lines, about half duplicates, 47 in both classes
+    assert {label for _, label in rows["test"]} == {"negative", "positive"}
+
+
+def test_chinese_corpus_holds_no_test_text(tmp_path: Path):
+    prepare_dataset("zh-corpus", tmp_path / "corpus")
+    prepare_dataset("peoples-daily-1998", tmp_path / "pd")
+    corpus = set((tmp_path / "corpus" / "train.txt").read_text(encoding="utf-8").splitlines())
+    corpus |= set((tmp_path / "corpus" / "dev.txt").read_text(encoding="utf-8").splitlines())
+    seen = {
+        line for s in ("train", "dev") for line in (tmp_path / "pd" / f"{s}.txt").read_text().splitlines()
+    }
+    test = set((tmp_path / "pd" / "test.txt").read_text(encoding="utf-8").splitlines())
+    assert corpus & test == seen & test  # only headlines that repeat in train/dev, e.g. '图片：'
+    assert len(corpus) > 30000

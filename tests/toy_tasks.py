@@ -1,8 +1,9 @@
 """Tiny learnable data per task, for tests that must cover every registered task (the method contract matrix).
 
-Each entry maps a task name to a builder ``(tmp_dir) -> config sections`` (``data`` and ``task``) that
-work with the ``tiny_backbone_dir`` fixture. Adding a task to ``tunelab.tasks.TASKS`` means adding its
-entry here; ``test_every_task_has_toy_data`` fails until it exists.
+Each entry maps a task name to a builder ``(tmp_dir) -> config sections`` (``data``, ``task``, maybe
+``train.metric_for_best_model``) that work with the ``tiny_backbone_dir`` fixture. Adding a task to
+``tunelab.tasks.TASKS`` means adding its entry here; ``test_every_task_has_toy_data`` fails until it
+exists.
 """
 
 from __future__ import annotations
@@ -51,6 +52,23 @@ def classification(tmp: Path) -> Sections:
             "dev_file": str(write_csv(tmp / "cls_dev.csv", toy_rows(16, seed=3))),
         },
         "task": {"name": "classification", "params": {"max_length": 32}},
+    }
+
+
+def write_lines(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(f"{text}\n" for text in texts), encoding="utf-8")
+    return path
+
+
+def lm_pretrain(tmp: Path) -> Sections:
+    """A plain-text corpus of the toy sentences (one per line), masked LM on the tiny BERT."""
+    return {
+        "data": {
+            "train_file": str(write_lines(tmp / "lm_train.txt", [t for t, _ in toy_rows(48, seed=2)])),
+            "dev_file": str(write_lines(tmp / "lm_dev.txt", [t for t, _ in toy_rows(16, seed=3)])),
+        },
+        "task": {"name": "lm_pretrain", "params": {"max_length": 32}},
+        "train": {"metric_for_best_model": "perplexity"},
     }
 
 
@@ -143,6 +161,7 @@ def qa(tmp: Path) -> Sections:
 
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "classification": classification,
+    "lm_pretrain": lm_pretrain,
     "token_classification": token_classification,
     "qa": qa,
 }

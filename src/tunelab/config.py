@@ -23,7 +23,10 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     name_or_path: str = Field(
-        description="Shipped model asset name (see `tunelab assets`) or a local HF directory."
+        description=(
+            "Shipped model asset name (see `tunelab assets`), a local HF directory, or `scratch` with "
+            "task.params.from_scratch (lm_pretrain)."
+        ),
     )
     trust_remote_code: bool = Field(
         default=False,

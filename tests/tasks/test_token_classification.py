@@ -265,7 +265,7 @@ def test_token_logits_of_different_lengths_gather_the_same_at_any_batch_size(tin
     rows = toy_tagged(7, seed=4)
     data = datasets.Dataset.from_dict({"tokens": [t for t, _ in rows], "tags": [g for _, g in rows]})
     features = tokenize_dataset(TASK, Params(), tokenizer, data, LABELS)
-    collate = TASK.collator(tokenizer)
+    collate = TASK.collator(tokenizer, Params())
     one, three = (predict_outputs(model, TASK, features, collate, size) for size in (1, 3))
     lengths = [len(ids) for ids in features["input_ids"]]
     assert one.arrays["logits"].shape == (7, max(lengths), len(LABELS))

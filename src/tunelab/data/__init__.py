@@ -14,7 +14,7 @@ import datasets
 
 from tunelab.config import DataConfig
 from tunelab.data.checks import Problems, check_rows, sorted_labels
-from tunelab.data.readers import Table, read_table
+from tunelab.data.readers import Table, read_lines, read_table
 from tunelab.data.splits import stratified_split, subsample
 from tunelab.errors import DataError
 
@@ -121,3 +121,46 @@ def load_records(path: Path, fields: Mapping[str, str]) -> list[dict[str, str]]:
     raw = check_rows(table, list(fields.values()), None, None, problems)
     problems.raise_if_any()
     return [{name: raw[column][i] for name, column in fields.items()} for i in range(len(table.lines))]
+
+
+def _read_texts(path: Path, column: str, problems: Problems) -> list[str]:
+    """A corpus file: lines of a .txt (or any non-table file), else the text column of a table."""
+    if path.suffix.lower() in (".csv", ".jsonl", ".json", ".parquet"):
+        return _extract(read_table(path), Columns(text=column, label=None), None, problems)["text"]
+    texts, bad = read_lines(path)
+    for where, message in bad:
+        problems.add(where, message)
+    return texts
+
+
+def load_text_data(cfg: DataConfig, seed: int) -> TaskData:
+    """Unlabelled text splits (``labels`` empty): .txt files, one document per line, or a text column.
+
+    Every bad line of every file is reported at once; dev is a seeded split of train when no dev_file.
+    """
+    problems = Problems()
+    train = _read_texts(cfg.train_file, cfg.text_column, problems)
+    dev = _read_texts(cfg.dev_file, cfg.text_column, problems) if cfg.dev_file else None
+    test = _read_texts(cfg.test_file, cfg.text_column, problems) if cfg.test_file else None
+    problems.raise_if_any()
+    if dev is None:
+        train_idx, dev_idx = stratified_split(["text"] * len(train), cfg.dev_ratio, seed)
+        train, dev = [train[i] for i in train_idx], [train[i] for i in dev_idx]
+
+    def dataset(texts: list[str], limit: int | None) -> datasets.Dataset:
+        return _dataset({"text": texts}, subsample(len(texts), limit, seed))
+
+    return TaskData(
+        train=dataset(train, cfg.max_train_samples),
+        dev=dataset(dev, cfg.max_eval_samples),
+        test=dataset(test, cfg.max_eval_samples) if test is not None else None,
+        labels=[],
+    )
+
+
+def load_text_file(path: Path, column: str) -> datasets.Dataset:
+    """One unlabelled file for evaluating a text-only task (lines of a .txt, or a table's text column)."""
+    problems = Problems()
+    texts = _read_texts(path, column, problems)
+    problems.raise_if_any()
+    return _dataset({"text": texts})

@@ -98,3 +98,29 @@ def read_table(path: Path) -> Table:
     if not rows:
         raise DataError(f"{path}: no data rows")
     return Table(path, {name: [row.get(name) for row in rows] for name in _columns(rows)}, lines)
+
+
+def read_lines(path: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """A plain-text corpus, one document per line: (texts, problems as (``file:line``, message)).
+
+    Empty lines and bytes that are not UTF-8 are problems rather than skipped silently: both usually
+    mean the wrong file or a broken export.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (shipped datasets: `tunelab data prepare NAME DIR`)")
+    texts: list[str] = []
+    problems: list[tuple[str, str]] = []
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                problems.append((f"{path}:{number}", f"not UTF-8 ({exc.reason} at byte {exc.start})"))
+                continue
+            if not line.strip():
+                problems.append((f"{path}:{number}", "empty line; one document per line, no blank lines"))
+                continue
+            texts.append(line.lstrip("\ufeff") if number == 1 else line)
+    if not texts and not problems:
+        problems.append((str(path), "no lines"))
+    return texts, problems

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tunelab.data.batching import eval_order
 from tunelab.tasks.spec import OUTPUT_PAD, Predicted, TaskSpec
 
+EVAL_SEED = 1234
 Piece = tuple[list[int], dict[str, np.ndarray], float, int]  # rows, arrays, summed loss, target count
 
 
@@ -59,13 +60,15 @@ def predict_outputs(
     was_training = model.training
     model.eval()
     pieces: list[Piece] = []
-    for rows, batch in zip(mine, loader, strict=False):
-        batch = send_to_device(batch, device)
-        out = model(**{k: v for k, v in batch.items() if k not in task.target_keys})
-        arrays = {name: t.float().cpu().numpy() for name, t in task.outputs(out, batch).items()}
-        terms = task.loss_terms(out, batch)
-        total, count = (0.0, 0) if terms is None else (float(terms[0]), int(terms[1]))
-        pieces.append((rows, arrays, total, count))
+    with torch.random.fork_rng(devices=[]):  # a stochastic collator (MLM masks) draws the same numbers
+        torch.manual_seed(EVAL_SEED)  # at every evaluation, and training's RNG stream is left untouched
+        for rows, batch in zip(mine, loader, strict=False):
+            batch = send_to_device(batch, device)
+            out = model(**{k: v for k, v in batch.items() if k not in task.target_keys})
+            arrays = {name: t.float().cpu().numpy() for name, t in task.outputs(out, batch).items()}
+            terms = task.loss_terms(out, batch)
+            total, count = (0.0, 0) if terms is None else (float(terms[0]), int(terms[1]))
+            pieces.append((rows, arrays, total, count))
     model.train(was_training)
     if world > 1:
         pieces = gather_object(pieces)
@@ -126,5 +129,7 @@ def predict_records(
     batch = {**examples, "example_id": list(range(len(records)))}
     features = task.preprocess(batch, model.tokenizer, model.task_params, {})
     rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
-    outputs = predict_outputs(model.model, task, rows, task.collator(model.tokenizer), batch_size)
+    outputs = predict_outputs(
+        model.model, task, rows, task.collator(model.tokenizer, model.task_params), batch_size
+    )
     return task.postprocess(Predicted(outputs.arrays, features, examples, model.labels, model.task_params))

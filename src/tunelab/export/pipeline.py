@@ -131,7 +131,7 @@ def _prune_and_recover(
     inputs = TrainInputs(
         adapted=task_adapted(art.task, model),
         tokenizer=art.tokenizer,
-        collator=art.task.collator(art.tokenizer),
+        collator=art.task.collator(art.tokenizer, art.task_params),
         labels=art.labels,
         train=_features(art, data.train),
         dev=_features(art, data.dev),
@@ -172,7 +172,7 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
     else:
         examples = data.dev
     dev = EvalSplit(_features(art, examples), examples, art.task_params)
-    collator = art.task.collator(art.tokenizer)
+    collator = art.task.collator(art.tokenizer, art.task_params)
     probe = latency_batch(dev.features, collator, PROBE_ROWS, art.task)  # >= 2 rows: no fixed batch axis
 
     def measured(model: torch.nn.Module, files: list[Path]) -> Measurement:

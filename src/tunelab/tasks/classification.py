@@ -49,7 +49,7 @@ def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[s
     return out
 
 
-def collator(tokenizer: Any) -> DataCollatorWithPadding:
+def collator(tokenizer: Any, params: Params) -> DataCollatorWithPadding:
     """Dynamic padding to the longest row of each batch (multiples of 8 help GPU tensor cores)."""
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
 

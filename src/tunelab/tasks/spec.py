@@ -94,8 +94,9 @@ class TaskSpec:
             (``tunelab eval``, ``export --eval-data``).
         input_fields: the fields of one raw prediction record (``{"text": ...}`` for text tasks).
         preprocess: batched and pure: (examples, tokenizer, params, label2id) -> features.
-        collator: tokenizer -> callable padding a list of feature dicts into a tensor batch, dropping
-            the columns the model does not take.
+        collator: (tokenizer, params) -> callable padding a list of feature dicts into a tensor batch,
+            dropping the columns the model does not take. It may draw random numbers (MLM masking);
+            evaluation seeds them, so every evaluation of a run sees the same batches.
         postprocess: ``Predicted`` -> one JSON-able prediction per example, in example order.
         metrics: ``Predicted`` (with gold in features or examples) -> metric dict.
         outputs: (model output, batch) -> name -> (B, ...) tensor to gather; default ``logits``.
@@ -103,6 +104,8 @@ class TaskSpec:
         target_keys: batch keys holding targets; evaluation keeps them out of the forward.
         loss: (model outputs, batch) -> training loss; None means the model's own loss. Methods
             compute their hard loss through it, so e.g. class weights hold under every method.
+        check_model: (loaded model's config, params) -> None; raises ConfigError when the model cannot
+            serve these params (e.g. a causal-LM objective on an encoder).
     """
 
     name: str
@@ -113,7 +116,7 @@ class TaskSpec:
     load_data: Callable[[Any, Any, int], Any]
     read_eval: Callable[[Any, Any, Any, Sequence[str]], Any]
     preprocess: Callable[[Batch, Any, Any, Mapping[str, int]], Features]
-    collator: Callable[[Any], Collate]
+    collator: Callable[[Any, Any], Collate]
     postprocess: Callable[[Predicted], list[dict[str, Any]]]
     metrics: Callable[[Predicted], dict[str, Any]]
     input_fields: tuple[str, ...] = ("text",)
@@ -123,6 +126,7 @@ class TaskSpec:
     )
     target_keys: tuple[str, ...] = ("labels",)
     loss: Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor] | None = None
+    check_model: Callable[[Any, Any], None] | None = None
 
 
 def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:

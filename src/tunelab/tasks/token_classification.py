@@ -152,7 +152,7 @@ def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[s
     return out
 
 
-def collator(tokenizer: Any) -> Any:
+def collator(tokenizer: Any, params: Params) -> Any:
     """Pads inputs and labels (with -100); drops the bookkeeping columns."""
     pad = DataCollatorForTokenClassification(
         tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None

@@ -20,6 +20,9 @@ from tunelab.methods.spec import MethodSpec, default_step
 from tunelab.tasks import TASKS
 from tunelab.tasks.spec import TaskSpec
 
+LOWER_IS_BETTER = ("loss", "perplexity")
+SCRATCH = "scratch"  # model.name_or_path of a run that builds its own tokenizer and model
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -33,8 +36,8 @@ class Plan:
 
     @property
     def higher_is_better(self) -> bool:
-        """Loss-like metrics improve downwards, every other metric upwards."""
-        return not self.cfg.train.metric_for_best_model.endswith("loss")
+        """Loss-like metrics and perplexity improve downwards, every other metric upwards."""
+        return not self.cfg.train.metric_for_best_model.endswith(LOWER_IS_BETTER)
 
 
 def _validate(model: type[BaseModel], raw: dict[str, Any], prefix: str, problems: list[str]) -> Any:
@@ -77,10 +80,19 @@ def resolve(cfg: RunConfig) -> Plan:
                 f"{task.name!r}; choose one of: {', '.join(allowed)}"
             )
     model_dir = Path()
-    try:
-        model_dir = resolve_model(cfg.model.name_or_path)
-    except AssetError as exc:
-        problems.append(f"model.name_or_path: {exc}")
+    scratch = getattr(task_params, "from_scratch", None) is not None
+    if scratch or cfg.model.name_or_path == SCRATCH:
+        model_dir = cfg.train.output_dir / "init"
+        if not (scratch and cfg.model.name_or_path == SCRATCH):
+            problems.append(
+                f"model.name_or_path: {SCRATCH!r} goes with task.params.from_scratch (a tokenizer and model "
+                "built by tunelab); set both, or give a model without from_scratch"
+            )
+    else:
+        try:
+            model_dir = resolve_model(cfg.model.name_or_path)
+        except AssetError as exc:
+            problems.append(f"model.name_or_path: {exc}")
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(problems))
     assert task is not None

@@ -15,6 +15,7 @@ from tunelab.data import TaskData
 from tunelab.methods.spec import Adapted, model_loss
 from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
+from tunelab.training.scratch import init_from_scratch
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,14 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         f" / {len(data.test)} test" if data.test is not None else "",
         data.labels,
     )
+    scratch = getattr(plan.task_params, "from_scratch", None)
+    if scratch is not None:  # plan.model_dir is <output_dir>/init: tokenizer and random init built here
+        init_from_scratch(scratch, data.train["text"], plan.model_dir, cfg.train.seed)
     tokenizer = load_tokenizer(plan)
     set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
     model = load_model(plan, data.labels)
+    if plan.task.check_model is not None:
+        plan.task.check_model(model.config, plan.task_params)
     adapted = apply_methods(plan, model)
 
     def features(split: datasets.Dataset) -> datasets.Dataset:
@@ -90,7 +96,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     return TrainInputs(
         adapted=adapted,
         tokenizer=tokenizer,
-        collator=plan.task.collator(tokenizer),
+        collator=plan.task.collator(tokenizer, plan.task_params),
         labels=data.labels,
         train=features(data.train),
         dev=features(data.dev),

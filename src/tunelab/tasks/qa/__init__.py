@@ -110,7 +110,7 @@ def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[s
     return out
 
 
-def collator(tokenizer: Any) -> Any:
+def collator(tokenizer: Any, params: Params) -> Any:
     """Dynamic padding; ``example_id`` and ``offset_mapping`` stay with the features, not the model."""
     pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     return without_columns(pad, FEATURE_ONLY)

@@ -1,0 +1,270 @@
+"""Language-model pretraining on plain text: masked LM (BERT-style) or causal LM, continued or from scratch.
+
+Texts are tokenised with their special tokens, concatenated and cut into blocks of ``max_length``
+tokens (or kept one line per example with ``line_by_line``). Masking is dynamic: transformers'
+``DataCollatorForLanguageModeling`` draws new masks every time a batch is built, so each epoch sees
+different masked positions (RoBERTa, Liu et al. 2019). Dev perplexity is ``exp`` of the mean loss per
+predicted token over the whole dev split, with masks drawn from a fixed seed so evaluations compare.
+
+``from_scratch`` asks training to first train a tokenizer on the corpus and build a small random-init
+BERT or Llama (``training/scratch.py``); the saved ``best/`` is a plain HF directory that every other
+task fine-tunes directly (the MLM head is dropped, a fresh task head is added).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    DataCollatorForLanguageModeling,
+)
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+
+from tunelab.config import DataConfig
+from tunelab.data import Columns, TaskData, load_text_data, load_text_file
+from tunelab.errors import ConfigError, TunelabError
+from tunelab.tasks.spec import IGNORE_INDEX, Batch, Features, Predicted, TaskSpec
+
+_CAUSAL_TYPES = frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+class ScratchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Literal["bert", "llama"] = Field(
+        default="bert", description="bert (encoder, objective mlm) or llama (decoder, objective clm)."
+    )
+    tokenizer: Literal["wordpiece", "char"] = Field(
+        default="wordpiece", description="wordpiece sub-words, or one token per character (Chinese)."
+    )
+    vocab_size: int = Field(default=8000, ge=16, description="Upper bound on the trained vocabulary.")
+    min_frequency: int = Field(default=2, ge=1, description="Drop tokens/characters rarer than this.")
+    hidden_size: int = Field(default=256, gt=0, description="Model width.")
+    layers: int = Field(default=4, gt=0, description="Transformer layers.")
+    heads: int = Field(default=4, gt=0, description="Attention heads; must divide hidden_size.")
+    intermediate_size: int | None = Field(
+        default=None, gt=0, description="Feed-forward width; default 4 * hidden_size."
+    )
+    max_position_embeddings: int = Field(
+        default=512, gt=0, description="Longest input the model can take (also the tokenizer's limit)."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ScratchParams:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden_size ({self.hidden_size})")
+        return self
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    objective: Literal["mlm", "clm"] = Field(
+        default="mlm", description="mlm: masked LM (BERT); clm: next-token causal LM (Llama, GPT)."
+    )
+    mlm_probability: float = Field(default=0.15, gt=0, lt=1, description="Share of tokens masked (mlm).")
+    whole_word_mask: bool = Field(
+        default=False,
+        description="Mask all sub-words of a word together (mlm, sub-word tokenizers; not for char).",
+    )
+    max_length: int = Field(default=128, ge=8, le=8192, description="Tokens per block (or per line).")
+    line_by_line: bool = Field(
+        default=False, description="One example per line (truncated) instead of concatenated blocks."
+    )
+    from_scratch: ScratchParams | None = Field(
+        default=None,
+        description="Train a tokenizer and a random-init model first (model.name_or_path must be 'scratch').",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        scratch = self.from_scratch
+        if self.whole_word_mask and self.objective != "mlm":
+            raise ValueError("whole_word_mask needs objective mlm")
+        if scratch is None:
+            return self
+        wanted = {"bert": "mlm", "llama": "clm"}[scratch.architecture]
+        if self.objective != wanted:
+            raise ValueError(f"from_scratch.architecture {scratch.architecture} trains objective {wanted}")
+        if self.whole_word_mask and scratch.tokenizer == "char":
+            raise ValueError("whole_word_mask with a char tokenizer would mask whole sentences; turn it off")
+        if self.max_length > scratch.max_position_embeddings:
+            raise ValueError("max_length exceeds from_scratch.max_position_embeddings")
+        return self
+
+
+def group_blocks(columns: Mapping[str, list[list[int]]], block: int) -> Features:
+    """Concatenate each column's rows and cut into ``block``-long pieces; the last piece may be shorter.
+
+    Every column (input_ids, attention_mask, special_tokens_mask, offset_mapping) is cut at the same
+    positions, so the pieces stay aligned. Keeping the short tail loses no text of a small corpus.
+    """
+    out: Features = {}
+    for name, rows in columns.items():
+        flat = [value for row in rows for value in row]
+        out[name] = [flat[i : i + block] for i in range(0, len(flat), block)]
+    return out
+
+
+def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[str, int]) -> Features:
+    """Tokenise texts (with special tokens and their mask), then group into blocks unless line_by_line."""
+    encoded = tokenizer(
+        batch["text"],
+        truncation=params.line_by_line,
+        max_length=params.max_length if params.line_by_line else None,
+        return_special_tokens_mask=True,
+        return_offsets_mapping=params.whole_word_mask,
+        return_token_type_ids=False,
+        verbose=False,
+    )
+    columns = dict(encoded)
+    return columns if params.line_by_line else group_blocks(columns, params.max_length)
+
+
+def _pad_offsets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pad ``offset_mapping`` with (0, 0) to the longest row: ``tokenizer.pad`` leaves nested lists alone.
+
+    Padded positions are special in ``special_tokens_mask`` (the tokenizer pads it with 1), so they are
+    never masked whatever their offsets.
+    """
+    longest = max(len(row["input_ids"]) for row in rows)
+    return [
+        {**row, "offset_mapping": list(row["offset_mapping"]) + [(0, 0)] * (longest - len(row["input_ids"]))}
+        for row in rows
+    ]
+
+
+def collator(tokenizer: Any, params: Params, seed: int | None = None) -> Any:
+    """Dynamic masking (mlm) or next-token labels (clm; the model shifts them); pads per batch.
+
+    ``seed=None`` draws masks from torch's global RNG, which the training checkpoint saves, so a
+    resumed run masks exactly as the uninterrupted one; evaluation passes a fixed seed instead.
+    """
+    collate = DataCollatorForLanguageModeling(
+        tokenizer,
+        mlm=params.objective == "mlm",
+        mlm_probability=params.mlm_probability if params.objective == "mlm" else None,
+        whole_word_mask=params.whole_word_mask,
+        mask_replace_prob=1.0 if params.whole_word_mask else 0.8,
+        random_replace_prob=0.0 if params.whole_word_mask else 0.1,
+        seed=seed,
+    )
+    if not params.whole_word_mask:
+        return collate
+    return lambda rows: collate(_pad_offsets(rows))
+
+
+def load_data(cfg: DataConfig, params: Params, seed: int) -> TaskData:
+    """Plain-text splits: .txt lines (one document each) or a table's text column; bad lines as file:line."""
+    return load_text_data(cfg, seed)
+
+
+def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str]) -> Any:
+    """One corpus file to score (``tunelab eval``)."""
+    return load_text_file(path, columns.text)
+
+
+def row_token_loss(outputs: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per row: summed cross-entropy over its predicted tokens and their count, (B,) each.
+
+    Only these two numbers per row are gathered: the (B, T, vocab) logits of a whole split would not
+    fit in memory. Masked LMs (their output is a ``MaskedLMOutput``) are scored where the collator
+    masked (labels != -100); causal LMs predict token t+1 from position t, so logits and labels are
+    shifted as the model's own loss does.
+    """
+    logits, labels = outputs.logits.float(), batch["labels"]  # (B, T, V), (B, T)
+    if not isinstance(outputs, MaskedLMOutput):
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    per_token = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )  # (B, T)
+    return {"token_loss_sum": per_token.sum(dim=1), "n_tokens": (labels != IGNORE_INDEX).sum(dim=1)}
+
+
+def loss_terms(outputs: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed token loss, predicted tokens) of a batch: the eval ``loss`` is the mean token loss."""
+    rows = row_token_loss(outputs, batch)
+    return rows["token_loss_sum"].sum(), rows["n_tokens"].sum()
+
+
+def metrics(predicted: Predicted) -> dict[str, Any]:
+    """Perplexity = exp(summed token loss / predicted tokens) over the split (for MLM: masked tokens)."""
+    total = float(predicted.arrays["token_loss_sum"].astype("float64").sum())
+    count = int(predicted.arrays["n_tokens"].sum())
+    loss = total / max(count, 1)
+    return {"perplexity": float(math.exp(min(loss, 700.0))), "token_loss": loss, "n_tokens": count}
+
+
+def refuse_predictions(predicted: Predicted) -> list[dict[str, Any]]:
+    """Pretraining has no per-example predictions; its output is a backbone to fine-tune."""
+    raise TunelabError(
+        "an lm_pretrain model makes no predictions; fine-tune it on a task (model.name_or_path: <run>/best)"
+    )
+
+
+def is_causal(config: Any) -> bool:
+    """Decoder-only model types (Llama, GPT-2...) train as causal LMs; encoders (BERT...) as masked LMs."""
+    return config.model_type in _CAUSAL_TYPES or bool(getattr(config, "is_decoder", False))
+
+
+class LanguageModel:
+    """The LM head class for a checkpoint: ``AutoModelForCausalLM`` for decoders, else ``...ForMaskedLM``.
+
+    The task has one ``model_class``; which Auto class fits is a property of the checkpoint (a MiniLM
+    dir has no LM head and is a ``BertModel``), so the choice is made from its config.
+    """
+
+    @staticmethod
+    def _auto(config: Any) -> Any:
+        return AutoModelForCausalLM if is_causal(config) else AutoModelForMaskedLM
+
+    @classmethod
+    def from_pretrained(cls, path: Any, **kwargs: Any) -> Any:
+        """Load ``path`` with the fitting Auto class (label kwargs are harmless for LM heads)."""
+        config = AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
+        return cls._auto(config).from_pretrained(path, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Any:
+        """Random-init model of ``config`` (artifact skeletons)."""
+        return cls._auto(config).from_config(config)
+
+
+def check_model(config: Any, params: Params) -> None:
+    """The objective must match the model: mlm on encoders, clm on decoders."""
+    wanted = "clm" if is_causal(config) else "mlm"
+    if params.objective != wanted:
+        raise ConfigError(
+            f"task.params.objective: {params.objective!r} does not fit a {config.model_type} model; "
+            f"{config.model_type} trains with objective {wanted!r}"
+        )
+
+
+TASK = TaskSpec(
+    name="lm_pretrain",
+    params=Params,
+    model_class=LanguageModel,
+    head_modules=(),
+    metric_names=("perplexity", "token_loss"),
+    load_data=load_data,
+    read_eval=read_eval,
+    preprocess=preprocess,
+    collator=collator,
+    postprocess=refuse_predictions,
+    metrics=metrics,
+    outputs=row_token_loss,
+    loss_terms=loss_terms,
+    check_model=check_model,
+)

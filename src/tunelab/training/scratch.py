@@ -1,0 +1,139 @@
+"""Pretraining from scratch: train a tokenizer on the corpus, build a small BERT or Llama, save it as HF.
+
+Tokenizers are trained with Hugging Face ``tokenizers`` and wrapped as a fast HF tokenizer, so every
+task loads them with ``AutoTokenizer``. Two kinds:
+
+- ``wordpiece``: BERT's normalizer and pre-tokenizer, WordPiece sub-words (English and other
+  space-separated languages).
+- ``char``: one token per character (NFKC, then BERT's normalizer with ``handle_chinese_chars``),
+  a word-level vocabulary of the most frequent characters. Chinese has no spaces between words,
+  and a character vocabulary makes char-level NER labels align one to one with tokens.
+
+Both use the same five special tokens; ``[CLS] text [SEP]`` is added to every encoding (Llama uses
+``[CLS]`` as BOS and ``[SEP]`` as EOS), so a pretrained dir fine-tunes on any tunelab task unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from tunelab.io import atomic_dir
+
+SPECIALS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+
+
+def _char_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int) -> Tokenizer:
+    tok = Tokenizer(models.WordLevel(unk_token=SPECIALS["unk_token"]))
+    tok.normalizer = normalizers.Sequence(
+        [
+            normalizers.NFKC(),
+            normalizers.BertNormalizer(
+                clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True
+            ),
+        ]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+    )
+    tok.decoder = decoders.Fuse()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS.values())
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def _wordpiece_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int) -> Tokenizer:
+    tok = Tokenizer(models.WordPiece(unk_token=SPECIALS["unk_token"]))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS.values())
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def train_tokenizer(
+    texts: Iterable[str], kind: str, vocab_size: int, min_frequency: int, max_length: int
+) -> PreTrainedTokenizerFast:
+    """A fast HF tokenizer trained on ``texts``; ``kind`` is ``wordpiece`` or ``char``.
+
+    ``vocab_size`` is an upper bound: a char vocabulary keeps only characters seen ``min_frequency``
+    times, rarer ones become ``[UNK]``.
+    """
+    build = _char_tokenizer if kind == "char" else _wordpiece_tokenizer
+    tok = build(texts, vocab_size, min_frequency)
+    cls, sep = SPECIALS["cls_token"], SPECIALS["sep_token"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **SPECIALS)
+
+
+def build_model(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    """Random-init ``BertForMaskedLM`` (``architecture: bert``) or ``LlamaForCausalLM`` (``llama``).
+
+    ``scratch`` is the task's ``from_scratch`` params: hidden_size, layers, heads, intermediate_size,
+    max_position_embeddings. Vocabulary size and special ids come from ``tokenizer``.
+    """
+    common = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": scratch.hidden_size,
+        "num_hidden_layers": scratch.layers,
+        "num_attention_heads": scratch.heads,
+        "intermediate_size": scratch.intermediate_size or 4 * scratch.hidden_size,
+        "max_position_embeddings": scratch.max_position_embeddings,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if scratch.architecture == "bert":
+        return BertForMaskedLM(BertConfig(**common))
+    config = LlamaConfig(
+        **common,
+        num_key_value_heads=scratch.heads,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def init_from_scratch(scratch: Any, texts: list[str], dest: Path, seed: int) -> Path:
+    """Train the tokenizer on ``texts``, build the random-init model, save both to ``dest`` atomically.
+
+    An existing ``dest`` is reused (a resumed run must keep the vocabulary its checkpoint was trained
+    with). The model init is seeded, so the same corpus and seed give the same starting weights.
+    """
+    if (dest / "config.json").is_file():
+        return dest
+    tokenizer = train_tokenizer(
+        texts, scratch.tokenizer, scratch.vocab_size, scratch.min_frequency, scratch.max_position_embeddings
+    )
+    torch.manual_seed(seed)
+    model = build_model(scratch, tokenizer)
+    with atomic_dir(dest) as tmp:
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+    return dest
