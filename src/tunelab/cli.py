@@ -107,7 +107,7 @@ def _train(
         atomic_write(out / "run_config.yaml", dump_config(cfg))
     info = {
         "task": plan.task.name,
-        "task_params": plan.task_params.model_dump(mode="json"),
+        "task_params": inputs.task_params.model_dump(mode="json"),
         "labels": inputs.labels,
         "columns": {
             "text": cfg.data.text_column,
@@ -136,6 +136,7 @@ def _train(
             labels=inputs.labels,
             batch_size=cfg.train.eval_batch_size,
             accelerator=accelerator,
+            params=inputs.task_params,
         ),
         on_best=on_best,
         resume_from=resume_from,
@@ -173,7 +174,13 @@ def _final_report(out: Path, inputs: Any, batch_size: int) -> None:
     metrics = {"dev": best.info["dev_metrics"]}  # the loop scored these exact weights on dev already
     if inputs.test is not None:
         metrics["test"] = evaluate(
-            best.model, best.task, inputs.test, inputs.collator, best.labels, batch_size
+            best.model,
+            best.task,
+            inputs.test,
+            inputs.collator,
+            best.labels,
+            batch_size,
+            params=best.task_params,
         )
     report = dict(metrics)
     if any(m["name"] == "moe" for m in best.info["config"]["methods"]):
@@ -214,7 +221,7 @@ def eval_command(
         from tunelab.evaluation import evaluate
         from tunelab.evaluation.report import metrics_table, write_report
         from tunelab.export.artifact import load_artifact
-        from tunelab.tasks.spec import tokenize_dataset
+        from tunelab.tasks.spec import label_separator, tokenize_dataset
 
         art = load_artifact(model_dir)
         cols = Columns(
@@ -222,11 +229,17 @@ def eval_command(
             label=label_column or art.columns.label or "label",
             text_pair=art.columns.text_pair,
         )
-        rows = load_labeled_file(data, cols, art.labels)
+        rows = load_labeled_file(data, cols, art.labels, label_separator(art.task_params))
         features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
         metrics = {
             "eval": evaluate(
-                art.model, art.task, features, art.task.collator(art.tokenizer), art.labels, batch_size
+                art.model,
+                art.task,
+                features,
+                art.task.collator(art.tokenizer),
+                art.labels,
+                batch_size,
+                params=art.task_params,
             )
         }
     except TunelabError as exc:

@@ -80,4 +80,4 @@ def predict_texts(model: Predictable, texts: Sequence[str], batch_size: int) -> 
     features = model.task.preprocess({"text": list(texts)}, model.tokenizer, model.task_params, {})
     rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
     logits = predict_logits(model.model, rows, model.task.collator(model.tokenizer), batch_size)
-    return model.task.postprocess(logits, model.labels)
+    return model.task.postprocess(logits, model.labels, model.task_params)

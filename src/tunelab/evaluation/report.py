@@ -79,7 +79,14 @@ def write_report(
 def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> Table:
     """One row per split with the headline scalar metrics."""
     table = Table(title="evaluation")
-    keys = ["accuracy", "macro_f1", "loss", "majority_baseline_accuracy", "n_examples"]
+    keys = [
+        "accuracy",
+        "macro_f1",
+        "loss",
+        "majority_baseline_accuracy",
+        "majority_baseline_macro_f1",
+        "n_examples",
+    ]
     table.add_column("split")
     for key in keys:
         table.add_column(key, justify="right")

@@ -31,7 +31,7 @@ from tunelab.export.parity import (
     weight_files,
 )
 from tunelab.io import atomic_dir
-from tunelab.tasks.spec import tokenize_dataset
+from tunelab.tasks.spec import label_separator, tokenize_dataset
 from tunelab.training import TrainInputs
 from tunelab.training.setup import task_adapted
 
@@ -97,7 +97,9 @@ def run_splits(art: Artifact) -> LabeledData:
             "and pruning needs a tunelab run"
         )
     cfg = validate_config(art.info["config"])
-    data = load_labeled_data(cfg.data, art.task_params.labels, cfg.train.seed)
+    data = load_labeled_data(
+        cfg.data, art.task_params.labels, cfg.train.seed, label_separator(art.task_params)
+    )
     if data.labels != art.labels:
         raise CheckpointError(
             f"{cfg.data.train_file}: labels {data.labels} differ from the model's {art.labels}; "
@@ -128,13 +130,14 @@ def _prune_and_recover(
     record["dev_before_recovery"] = score(model)
     cfg = validate_config(art.info["config"])
     inputs = TrainInputs(
-        adapted=task_adapted(art.task, model),
+        adapted=task_adapted(art.task, art.task_params, model),
         tokenizer=art.tokenizer,
         collator=art.task.collator(art.tokenizer),
         labels=art.labels,
         train=_features(art, data.train),
         dev=_features(art, data.dev),
         test=None,
+        task_params=art.task_params,
     )
     losses = prune.recover(
         model, cfg, opts.recovery_steps, opts.recovery_lr, art.task, art.task_params, inputs
@@ -166,7 +169,9 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
     needs_run_data = opts.prune is not None or opts.eval_data is None
     data = run_splits(art) if needs_run_data else None
     if opts.eval_data is not None:
-        dev = _features(art, load_labeled_file(opts.eval_data, art.columns, art.labels))
+        dev = _features(
+            art, load_labeled_file(opts.eval_data, art.columns, art.labels, label_separator(art.task_params))
+        )
     else:
         dev = _features(art, data.dev)
     collator = art.task.collator(art.tokenizer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import datasets
@@ -13,7 +14,7 @@ from transformers import AutoTokenizer
 
 from tunelab.data import LabeledData, load_labeled_data
 from tunelab.methods.spec import Adapted, model_loss
-from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
+from tunelab.tasks.spec import TaskSpec, label_separator, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainInputs:
-    """Everything ``train`` needs besides the plan; features are tokenised, unpadded."""
+    """Everything ``train`` needs besides the plan; features are tokenised, unpadded.
+
+    ``task_params`` are the plan's, fitted to the training data (``TaskSpec.fit``): what the run saves.
+    """
 
     adapted: Adapted
     tokenizer: Any
@@ -30,6 +34,7 @@ class TrainInputs:
     train: datasets.Dataset
     dev: datasets.Dataset
     test: datasets.Dataset | None
+    task_params: Any
 
 
 def load_tokenizer(plan: Plan) -> Any:
@@ -37,24 +42,29 @@ def load_tokenizer(plan: Plan) -> Any:
     return AutoTokenizer.from_pretrained(plan.model_dir, trust_remote_code=plan.cfg.model.trust_remote_code)
 
 
-def load_model(plan: Plan, labels: list[str]) -> torch.nn.Module:
+def load_model(plan: Plan, labels: list[str], params: Any) -> torch.nn.Module:
     """Pretrained backbone + a fresh task head sized for ``labels``, in fp32 (autocast handles precision)."""
     model = load_with_labels(
-        plan.task, plan.model_dir, labels, trust_remote_code=plan.cfg.model.trust_remote_code
+        plan.task, plan.model_dir, labels, params, trust_remote_code=plan.cfg.model.trust_remote_code
     )
     if plan.cfg.train.gradient_checkpointing:
         model.activation_checkpointing_enable()
     return model
 
 
-def task_adapted(task: TaskSpec, model: torch.nn.Module) -> Adapted:
-    """``model`` trained with ``task``'s loss (the model's own loss unless the task defines one)."""
-    return Adapted(model=model, loss=task.loss or model_loss)
+def task_adapted(task: TaskSpec, params: Any, model: torch.nn.Module) -> Adapted:
+    """``model`` trained with ``task``'s loss under ``params`` (else the model's own loss)."""
+    return Adapted(model=model, loss=partial(task.loss, params=params) if task.loss else model_loss)
 
 
-def apply_methods(plan: Plan, model: torch.nn.Module) -> Adapted:
+def fit_params(task: TaskSpec, params: Any, data: LabeledData) -> Any:
+    """``params`` with their data-dependent values (e.g. balanced class weights) computed on train."""
+    return task.fit(params, data.train["label"], data.labels) if task.fit is not None else params
+
+
+def apply_methods(plan: Plan, model: torch.nn.Module, params: Any) -> Adapted:
     """Apply the configured methods in order; each sees the previous one's model."""
-    adapted = task_adapted(plan.task, model)
+    adapted = task_adapted(plan.task, params, model)
     for spec, params in plan.methods:
         nxt = spec.apply(adapted.model, params, plan.task.head_modules)
         adapted = Adapted(
@@ -66,7 +76,10 @@ def apply_methods(plan: Plan, model: torch.nn.Module) -> Adapted:
 def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
     """Load and check data, then tokenizer, model and methods; tokenise every split."""
     cfg = plan.cfg
-    data = data or load_labeled_data(cfg.data, plan.task_params.labels, cfg.train.seed)
+    data = data or load_labeled_data(
+        cfg.data, plan.task_params.labels, cfg.train.seed, label_separator(plan.task_params)
+    )
+    params = fit_params(plan.task, plan.task_params, data)
     logger.info(
         "data: %d train / %d dev%s rows, labels %s",
         len(data.train),
@@ -76,11 +89,11 @@ def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
     )
     tokenizer = load_tokenizer(plan)
     set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
-    model = load_model(plan, data.labels)
-    adapted = apply_methods(plan, model)
+    model = load_model(plan, data.labels, params)
+    adapted = apply_methods(plan, model, params)
 
     def features(split: datasets.Dataset) -> datasets.Dataset:
-        return tokenize_dataset(plan.task, plan.task_params, tokenizer, split, data.labels)
+        return tokenize_dataset(plan.task, params, tokenizer, split, data.labels)
 
     return TrainInputs(
         adapted=adapted,
@@ -90,4 +103,5 @@ def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
         train=features(data.train),
         dev=features(data.dev),
         test=features(data.test) if data.test is not None else None,
+        task_params=params,
     )
