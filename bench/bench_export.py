@@ -49,7 +49,7 @@ def dev_features(run: Path):
     from transformers import AutoTokenizer
 
     from tunelab.config import validate_config
-    from tunelab.data import load_labeled_data
+    from tunelab.export.parity import EvalSplit
     from tunelab.tasks import TASKS
     from tunelab.tasks.spec import tokenize_dataset
 
@@ -57,10 +57,10 @@ def dev_features(run: Path):
     cfg = validate_config(info["config"])
     task = TASKS.get(info["task"])
     params = task.params.model_validate(info["task_params"])
-    data = load_labeled_data(cfg.data, params.labels, cfg.train.seed)
+    data = task.load_data(cfg.data, params, cfg.train.seed)
     tokenizer = AutoTokenizer.from_pretrained(run / "best")
     features = tokenize_dataset(task, params, tokenizer, data.dev, data.labels)
-    return task, features, task.collator(tokenizer), data.labels
+    return task, EvalSplit(features, data.dev, params), task.collator(tokenizer), data.labels
 
 
 def load_variant(name: str, run: Path, out: Path, threads: int):
@@ -91,12 +91,15 @@ def worker(name: str, run: Path, out: Path, threads: int, repeats: int) -> dict:
     from tunelab.export.parity import latency_batch, median_latency_ms, scored_metrics, weights_size_mb
 
     torch.set_num_threads(threads)
-    task, features, collator, labels = dev_features(run)
+    task, split, collator, labels = dev_features(run)
     start = time.perf_counter()
     model, files = load_variant(name, run, out, threads)
     load_s = time.perf_counter() - start
-    metrics = scored_metrics(model, task, features, collator, labels)
-    latency = {b: median_latency_ms(model, latency_batch(features, collator, b), repeats) for b in (1, 32)}
+    metrics = scored_metrics(model, task, split, collator, labels)
+    latency = {
+        b: median_latency_ms(model, latency_batch(split.features, collator, b, task), repeats)
+        for b in (1, 32)
+    }
     return {
         "variant": name,
         "load_s": load_s,
@@ -106,7 +109,7 @@ def worker(name: str, run: Path, out: Path, threads: int, repeats: int) -> dict:
         "latency_ms_b1": latency[1],
         "latency_ms_b32": latency[32],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "n_dev": len(features),
+        "n_dev": len(split.features),
     }
 
 

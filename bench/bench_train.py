@@ -99,8 +99,8 @@ def tunelab_worker(timings_path: Path, cli_args: list[str]) -> None:
 
     import tunelab.evaluation as evaluation
     import tunelab.export.artifact as artifact
+    import tunelab.tasks.classification as classification
     import tunelab.training.loop as loop
-    import tunelab.training.setup as setup
 
     def timed(kind: str, fn):
         def wrapper(*a, **kw):
@@ -142,7 +142,7 @@ def tunelab_worker(timings_path: Path, cli_args: list[str]) -> None:
         timings["optimizer"] = describe_optimizer(opt)
         return opt
 
-    orig_load = setup.load_labeled_data
+    orig_load = classification.load_labeled_data
 
     def load_labeled_data(*a, **kw):
         data = orig_load(*a, **kw)
@@ -156,7 +156,7 @@ def tunelab_worker(timings_path: Path, cli_args: list[str]) -> None:
     loop.save_checkpoint = timed("checkpoint", loop.save_checkpoint)
     evaluation.evaluate = timed("eval", evaluation.evaluate)
     artifact.save_artifact = timed("save_best", artifact.save_artifact)
-    setup.load_labeled_data = load_labeled_data
+    classification.load_labeled_data = load_labeled_data
 
     def dump() -> None:
         import torch

@@ -137,6 +137,7 @@ def _train(
             batch_size=cfg.train.eval_batch_size,
             accelerator=accelerator,
             params=inputs.task_params,
+            examples=inputs.examples["dev"],
         ),
         on_best=on_best,
         resume_from=resume_from,
@@ -181,6 +182,7 @@ def _final_report(out: Path, inputs: Any, batch_size: int) -> None:
             best.labels,
             batch_size,
             params=best.task_params,
+            examples=inputs.examples["test"],
         )
     report = dict(metrics)
     if any(m["name"] == "moe" for m in best.info["config"]["methods"]):
@@ -204,7 +206,7 @@ def _moe_router_report(best: Any, features: Any, collator: Any, batch_size: int)
 @app.command("eval")
 def eval_command(
     model_dir: Path,
-    data: Annotated[Path, typer.Option(help="Labelled .csv/.jsonl/.parquet file to score.")],
+    data: Annotated[Path, typer.Option(help="Labelled file to score, in the task's input format.")],
     text_column: Annotated[str | None, typer.Option(help="Text column (default: the training one).")] = None,
     label_column: Annotated[
         str | None, typer.Option(help="Label column (default: the training one).")
@@ -217,11 +219,11 @@ def eval_command(
     try:
         from rich.console import Console
 
-        from tunelab.data import Columns, load_labeled_file
+        from tunelab.data import Columns
         from tunelab.evaluation import evaluate
         from tunelab.evaluation.report import metrics_table, write_report
         from tunelab.export.artifact import load_artifact
-        from tunelab.tasks.spec import label_separator, tokenize_dataset
+        from tunelab.tasks.spec import tokenize_dataset
 
         art = load_artifact(model_dir)
         cols = Columns(
@@ -229,17 +231,19 @@ def eval_command(
             label=label_column or art.columns.label or "label",
             text_pair=art.columns.text_pair,
         )
-        rows = load_labeled_file(data, cols, art.labels, label_separator(art.task_params))
+        rows = art.task.read_eval(data, cols, art.task_params, art.labels)
         features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
+        collator = art.task.collator(art.tokenizer)
         metrics = {
             "eval": evaluate(
                 art.model,
                 art.task,
                 features,
-                art.task.collator(art.tokenizer),
+                collator,
                 art.labels,
                 batch_size,
                 params=art.task_params,
+                examples=rows,
             )
         }
     except TunelabError as exc:
@@ -260,27 +264,36 @@ def predict(
     text_column: Annotated[str | None, typer.Option(help="Column to read from a table file.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
 ) -> None:
-    """Predict with a saved model; inputs from --text, --file or stdin lines; JSONL to stdout."""
+    """Predict with a saved model; inputs from --text, --file or stdin lines; JSONL to stdout.
+
+    Tasks whose inputs have several fields (e.g. question + context) read them from a table --file.
+    """
     _setup_logging()
     try:
-        from tunelab.data import load_texts
-        from tunelab.evaluation.predict import predict_texts
+        from tunelab.data import load_records
+        from tunelab.evaluation.predict import predict_records
         from tunelab.export.artifact import load_artifact
 
         art = load_artifact(model_dir)
-        if text:
-            texts = list(text)
-        elif file is not None:
-            texts = load_texts(file, text_column or art.columns.text)
+        fields = {name: name for name in art.task.input_fields}
+        if "text" in fields:
+            fields["text"] = text_column or art.columns.text
+        if file is not None and not text:
+            records = load_records(file, fields)
+        elif len(fields) > 1:
+            raise TunelabError(
+                f"task {art.task.name} takes {', '.join(fields)} per input: give a table --file"
+            )
         else:
-            texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        if not texts:
+            lines = list(text) if text else [line.rstrip("\n") for line in sys.stdin if line.strip()]
+            records = [{next(iter(fields)): line} for line in lines]
+        if not records:
             raise TunelabError("no input: give --text, --file, or lines on stdin")
-        predictions = predict_texts(art, texts, batch_size)
+        predictions = predict_records(art, records, batch_size)
     except TunelabError as exc:
         _fail(exc)
-    for input_text, prediction in zip(texts, predictions, strict=True):
-        typer.echo(json.dumps({"text": input_text, **prediction}, ensure_ascii=False))
+    for record, prediction in zip(records, predictions, strict=True):
+        typer.echo(json.dumps({**record, **prediction}, ensure_ascii=False))
 
 
 @app.command()
@@ -358,7 +371,7 @@ def export_command(
 
 @data_app.command("prepare")
 def data_prepare(name: str, out: Path) -> None:
-    """Write shipped dataset NAME as CSV files (text,label) into OUT."""
+    """Write shipped dataset NAME into OUT: CSV files (text,label), or CoNLL files for NER sets."""
     try:
         from tunelab.assets import prepare_dataset
 

@@ -38,7 +38,7 @@ def probe_batch() -> Callable[[Artifact], dict[str, torch.Tensor]]:
     def build(art: Artifact) -> dict[str, torch.Tensor]:
         rows = datasets.Dataset.from_dict({"text": TEXTS})
         features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
-        return latency_batch(features, art.task.collator(art.tokenizer), len(TEXTS))
+        return latency_batch(features, art.task.collator(art.tokenizer), len(TEXTS), art.task)
 
     return build
 

@@ -56,7 +56,9 @@ def test_moe_cli_run_reports_routing_reloads_and_predicts(tmp_path: Path, tiny_b
     assert predicted.exit_code == 0, predicted.output
     cli_prediction = json.loads(predicted.output.strip().splitlines()[-1])
     assert cli_prediction["label"] in {"positive", "negative"}
-    served = load_predictor(str(tmp_path / "run")).predict(["a great lovely movie"])  # the server's loader
+    served = load_predictor(str(tmp_path / "run")).predict(
+        [{"text": "a great lovely movie"}]
+    )  # the server's loader
     assert served[0]["label"] == cli_prediction["label"]
     assert served[0]["probabilities"] == pytest.approx(cli_prediction["probabilities"], abs=1e-6)
 

@@ -119,11 +119,11 @@ class SlowPredictor(EncoderPredictor):
     delay: float = 0.0
     fail: bool = False
 
-    def predict(self, texts: Any) -> list[dict[str, Any]]:
+    def predict(self, records: Any) -> list[dict[str, Any]]:
         time.sleep(self.delay)
         if self.fail:
-            raise RuntimeError("boom " + " ".join(texts))  # an error message quoting the input
-        return super().predict(texts)
+            raise RuntimeError("boom " + " ".join(r["text"] for r in records))  # an error quoting the input
+        return super().predict(records)
 
 
 def slow(base: EncoderPredictor, delay: float = 0.0, fail: bool = False) -> SlowPredictor:

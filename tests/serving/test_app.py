@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
-from tunelab.evaluation.predict import predict_texts
+from tunelab.evaluation.predict import predict_records
 from tunelab.serving.app import create_app
 from tunelab.serving.predictor import EncoderPredictor
 from tunelab.serving.settings import ServeSettings
@@ -75,7 +75,7 @@ def test_predict_matches_the_cli_path_and_is_batch_invariant(
     assert one.status_code == many.status_code == 200
     preds = many.json()["predictions"]
     assert one.json()["predictions"][0]["score"] == pytest.approx(preds[0]["score"], abs=1e-5)
-    reference = predict_texts(classifier.artifact, texts, batch_size=1)
+    reference = predict_records(classifier.artifact, [{"text": t} for t in texts], batch_size=1)
     for got, ref in zip(preds, reference, strict=True):
         assert got["label"] == ref["label"]
         assert got["score"] == pytest.approx(ref["probabilities"][ref["label"]], abs=1e-5)

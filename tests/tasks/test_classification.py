@@ -20,6 +20,7 @@ from tunelab.config import DataConfig
 from tunelab.data import load_labeled_data
 from tunelab.errors import ConfigError, DataError
 from tunelab.tasks.classification import Params, fit, loss, metrics, postprocess
+from tunelab.tasks.spec import Predicted
 from tunelab.training import prepare_inputs, resolve
 
 
@@ -60,7 +61,7 @@ def test_multi_label_loss_is_per_label_weighted_bce():
 
 
 def test_balanced_weights_follow_sklearn_formula_and_are_made_explicit():
-    train = ["a"] * 6 + ["b"] * 3 + ["c"]
+    train = {"label": ["a"] * 6 + ["b"] * 3 + ["c"]}
     fitted = fit(Params(class_weights="balanced"), train, ["a", "b", "c"])
     assert fitted.labels == ["a", "b", "c"]
     assert fitted.class_weights == pytest.approx({"a": 10 / 18, "b": 10 / 9, "c": 10 / 3})
@@ -70,7 +71,7 @@ def test_balanced_weights_follow_sklearn_formula_and_are_made_explicit():
 
 def test_unknown_class_weight_label_is_refused_with_the_valid_ones():
     with pytest.raises(ConfigError, match=r"class_weights: unknown labels \['zebra'\]; valid labels: a, b"):
-        fit(Params(class_weights={"zebra": 2.0}), ["a", "b"], ["a", "b"])
+        fit(Params(class_weights={"zebra": 2.0}), {"label": ["a", "b"]}, ["a", "b"])
 
 
 def test_training_back_propagates_the_weighted_loss(make_config):
@@ -134,7 +135,7 @@ def test_balanced_weights_raise_minority_recall_on_skewed_data(make_config, tmp_
 def test_postprocess_multi_label_keeps_labels_at_or_above_threshold():
     params = Params(multi_label=True, threshold=0.6)
     logits = np.array([[2.0, 0.0, 0.5], [-3.0, -2.0, -4.0]])
-    first, second = postprocess(logits, ["a", "b", "c"], params)
+    first, second = postprocess(Predicted({"logits": logits}, {}, None, ["a", "b", "c"], params))
     assert first["labels"] == ["a", "c"]  # sigmoid 0.88, 0.62 >= 0.6 > 0.5
     assert first["probabilities"]["b"] == pytest.approx(0.5)
     assert second["labels"] == []
@@ -145,7 +146,9 @@ def test_multi_label_metrics_micro_macro_subset_and_baseline():
     gold = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 1]])
     pred = np.array([[1, 0, 0], [1, 0, 0], [1, 0, 1], [0, 0, 1]])
     logits = np.where(pred == 1, 2.0, -2.0)
-    out = metrics(logits, gold, ["a", "b", "c"], Params(multi_label=True))
+    out = metrics(
+        Predicted({"logits": logits}, {"labels": gold}, None, ["a", "b", "c"], Params(multi_label=True))
+    )
     assert out["accuracy"] == 0.5  # rows 0 and 3 entirely right
     # a: tp 3; b: fn 1; c: tp 1, fp 1 -> micro P 4/5, R 4/5
     assert out["micro_f1"] == pytest.approx(0.8)
@@ -162,7 +165,9 @@ def test_multi_label_metrics_micro_macro_subset_and_baseline():
 
 def test_single_label_metrics_report_macro_f1_baseline():
     gold = np.array([0, 0, 0, 1])
-    out = metrics(np.eye(2)[[0, 0, 1, 1]], gold, ["x", "y"], Params())
+    out = metrics(
+        Predicted({"logits": np.eye(2)[[0, 0, 1, 1]]}, {"labels": gold}, None, ["x", "y"], Params())
+    )
     assert out["accuracy"] == out["micro_f1"] == 0.75
     assert out["majority_baseline_accuracy"] == 0.75
     assert out["majority_baseline_macro_f1"] == pytest.approx((6 / 7) / 2)

@@ -18,7 +18,17 @@ def main(config: Path, out: Path) -> None:
     dev_metrics: list[dict] = []
 
     def evaluate_dev(model):
-        metrics = evaluate(model, plan.task, inputs.dev, inputs.collator, inputs.labels, 12, accelerator)
+        metrics = evaluate(
+            model,
+            plan.task,
+            inputs.dev,
+            inputs.collator,
+            inputs.labels,
+            12,
+            accelerator,
+            params=plan.task_params,
+            examples=inputs.examples["dev"],
+        )
         dev_metrics.append(metrics)
         return metrics
 

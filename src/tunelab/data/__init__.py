@@ -1,7 +1,12 @@
-"""The one way data enters tunelab: files -> checked, normalised ``datasets.Dataset`` splits."""
+"""The one way data enters tunelab: files -> checked, normalised ``datasets.Dataset`` splits.
+
+Each task reads its own input kind through these readers (``TaskSpec.load_data``); this module holds
+the table reader of text classification and the raw-record reader of ``tunelab predict``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +21,11 @@ from tunelab.errors import DataError
 
 
 @dataclass(frozen=True)
-class LabeledData:
-    """Splits with columns ``text`` (+ ``text_pair``) and ``label``, plus the label order.
+class TaskData:
+    """A task's raw example splits plus the label order (empty for label-free tasks such as QA, LM).
 
-    ``label`` is a string, or a list of strings for multi-label data.
+    Classification rows have ``text`` (+ ``text_pair``) and ``label`` (a string, or a list of strings
+    for multi-label data); other tasks define their own columns.
     """
 
     train: datasets.Dataset
@@ -66,7 +72,7 @@ def _strata(labels: list[Any]) -> list[str]:
 
 def load_labeled_data(
     cfg: DataConfig, labels: list[str] | None, seed: int, separator: str | None = None
-) -> LabeledData:
+) -> TaskData:
     """Read train/dev/test, check every row, split dev off train when needed, subsample if asked.
 
     Raises one DataError listing every bad row of every file, so a run never starts on partial data.
@@ -86,7 +92,7 @@ def load_labeled_data(
         dev = {name: [values[i] for i in dev_idx] for name, values in train.items()}
         train = {name: [values[i] for i in train_idx] for name, values in train.items()}
     n_train, n_dev = len(train["text"]), len(dev["text"])
-    return LabeledData(
+    return TaskData(
         train=_dataset(train, subsample(n_train, cfg.max_train_samples, seed)),
         dev=_dataset(dev, subsample(n_dev, cfg.max_eval_samples, seed)),
         test=_dataset(test, subsample(len(test["text"]), cfg.max_eval_samples, seed)) if test else None,
@@ -114,3 +120,15 @@ def load_texts(path: Path, column: str) -> list[str]:
     data = _extract(read_table(path), Columns(text=column, label=None), None, problems)
     problems.raise_if_any()
     return data["text"]
+
+
+def load_records(path: Path, fields: Mapping[str, str]) -> list[dict[str, str]]:
+    """Raw prediction records, ``field -> column``; a one-field task also reads plain text lines."""
+    if len(fields) == 1:
+        ((name, column),) = fields.items()
+        return [{name: text} for text in load_texts(path, column)]
+    table = read_table(path)
+    problems = Problems()
+    raw = check_rows(table, list(fields.values()), None, None, problems)
+    problems.raise_if_any()
+    return [{name: raw[column][i] for name, column in fields.items()} for i in range(len(table.lines))]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,17 +13,29 @@ from accelerate.utils import gather_object, send_to_device
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import eval_order
+from tunelab.tasks.spec import OUTPUT_PAD, Predicted, TaskSpec
+
+Piece = tuple[list[int], dict[str, np.ndarray], float, int]  # rows, arrays, summed loss, target count
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Gathered model outputs of a split: named (n_rows, ...) arrays and the mean loss over targets."""
+
+    arrays: dict[str, np.ndarray]
+    loss: float | None  # None when the rows carry no targets
 
 
 @torch.no_grad()
-def predict_logits(
+def predict_outputs(
     model: torch.nn.Module,
+    task: TaskSpec,
     features: Any,
     collator: Any,
     batch_size: int,
     accelerator: Accelerator | None = None,
-) -> np.ndarray:
-    """Logits for every row of ``features``, in the original row order.
+) -> Outputs:
+    """The task's outputs for every row of ``features``, in the original row order, and the eval loss.
 
     ``features`` is a tokenised ``datasets.Dataset`` or a list of feature dicts (what the server
     builds per micro-batch: a ``Dataset`` costs milliseconds to build, more than a small forward).
@@ -31,6 +44,8 @@ def predict_logits(
     every n-th batch and one ``gather_object`` at the end reassembles rows by index, so no rank pads
     or duplicates rows (accelerate's even-batches padding cannot be undone for batch-sampler loaders).
     The forward runs on the unwrapped module, so uneven batch counts per rank cannot deadlock.
+    Targets (``task.target_keys``) stay out of the forward; ``task.loss_terms`` scores them, so the
+    loss is the mean over every target of the split whatever the batch size or process count.
     """
     order = eval_order(_lengths(features))
     batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
@@ -43,18 +58,42 @@ def predict_logits(
     loader = DataLoader(features, batch_sampler=mine, collate_fn=collator, generator=torch.Generator())
     was_training = model.training
     model.eval()
-    pieces: list[tuple[list[int], np.ndarray]] = []
+    pieces: list[Piece] = []
     for rows, batch in zip(mine, loader, strict=False):
-        inputs = {k: v for k, v in send_to_device(batch, device).items() if k != "labels"}
-        pieces.append((rows, model(**inputs).logits.float().cpu().numpy()))
+        batch = send_to_device(batch, device)
+        out = model(**{k: v for k, v in batch.items() if k not in task.target_keys})
+        arrays = {name: t.float().cpu().numpy() for name, t in task.outputs(out, batch).items()}
+        terms = task.loss_terms(out, batch)
+        total, count = (0.0, 0) if terms is None else (float(terms[0]), int(terms[1]))
+        pieces.append((rows, arrays, total, count))
     model.train(was_training)
     if world > 1:
         pieces = gather_object(pieces)
+    count = sum(piece[3] for piece in pieces)
+    return Outputs(
+        arrays=_assemble(pieces, len(order)),
+        loss=sum(piece[2] for piece in pieces) / count if count else None,
+    )
+
+
+def _assemble(
+    pieces: Sequence[tuple[list[int], dict[str, np.ndarray], float, int]], n: int
+) -> dict[str, Any]:
+    """Per-batch arrays -> one (n, ...) array per name, rows in original order.
+
+    Batches differ in padded length along token axes, so every axis after the first is padded to the
+    largest batch with ``OUTPUT_PAD``.
+    """
     if not pieces:
-        return np.zeros((0, 0), dtype=np.float32)
-    out = np.empty((len(order), *pieces[0][1].shape[1:]), dtype=np.float32)
-    for rows, logits in pieces:
-        out[rows] = logits
+        return {}
+    out: dict[str, np.ndarray] = {}
+    for name in pieces[0][1]:
+        parts = [(rows, arrays[name]) for rows, arrays, _, _ in pieces]
+        shape = np.max([a.shape[1:] for _, a in parts], axis=0) if parts[0][1].ndim > 1 else ()
+        full = np.full((n, *shape), OUTPUT_PAD, dtype=np.float32)
+        for rows, array in parts:
+            full[(rows, *(slice(0, d) for d in array.shape[1:]))] = array
+        out[name] = full
     return out
 
 
@@ -66,7 +105,7 @@ def _lengths(features: Any) -> list[int]:
 
 
 class Predictable(Protocol):
-    """What turning raw texts into predictions needs; a loaded ``export.artifact.Artifact`` is one."""
+    """What turning raw records into predictions needs; a loaded ``export.artifact.Artifact`` is one."""
 
     model: torch.nn.Module
     tokenizer: Any
@@ -75,9 +114,17 @@ class Predictable(Protocol):
     labels: list[str]
 
 
-def predict_texts(model: Predictable, texts: Sequence[str], batch_size: int) -> list[dict[str, Any]]:
-    """Raw texts -> the task's JSON-able predictions, in input order: the one path for CLI and server."""
-    features = model.task.preprocess({"text": list(texts)}, model.tokenizer, model.task_params, {})
+def predict_records(
+    model: Predictable, records: Sequence[Mapping[str, Any]], batch_size: int
+) -> list[dict[str, Any]]:
+    """Raw input records (``task.input_fields``) -> JSON-able predictions, in input order.
+
+    The one prediction path: CLI ``predict``, the server and the round-trip tests all come here.
+    """
+    task = model.task
+    examples = {name: [record[name] for record in records] for name in task.input_fields}
+    batch = {**examples, "example_id": list(range(len(records)))}
+    features = task.preprocess(batch, model.tokenizer, model.task_params, {})
     rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
-    logits = predict_logits(model.model, rows, model.task.collator(model.tokenizer), batch_size)
-    return model.task.postprocess(logits, model.labels, model.task_params)
+    outputs = predict_outputs(model.model, task, rows, task.collator(model.tokenizer), batch_size)
+    return task.postprocess(Predicted(outputs.arrays, features, examples, model.labels, model.task_params))

@@ -77,22 +77,17 @@ def write_report(
 
 
 def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> Table:
-    """One row per split with the headline scalar metrics."""
+    """One row per scalar metric (the task decides which exist), one column per split."""
     table = Table(title="evaluation")
-    keys = [
-        "accuracy",
-        "macro_f1",
-        "loss",
-        "majority_baseline_accuracy",
-        "majority_baseline_macro_f1",
-        "n_examples",
-    ]
-    table.add_column("split")
+    keys = dict.fromkeys(
+        k for values in metrics.values() for k, v in values.items() if isinstance(v, int | float | None)
+    )
+    table.add_column("metric")
+    for split in metrics:
+        table.add_column(split, justify="right")
     for key in keys:
-        table.add_column(key, justify="right")
-    for split, values in metrics.items():
-        cells = [values.get(k) for k in keys]
+        cells = [values.get(key) for values in metrics.values()]
         table.add_row(
-            split, *("-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells)
+            key, *("-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in cells)
         )
     return table

@@ -46,11 +46,23 @@ def weight_files(path: Path) -> list[Path]:
     return sorted(f for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES)
 
 
+@dataclass(frozen=True)
+class EvalSplit:
+    """The split a parity report scores: tokenised features, the raw examples, the task params."""
+
+    features: Any
+    examples: Any
+    params: Any
+
+
 def latency_batch(
-    features: Any, collator: Callable[[list[dict]], dict], size: int
+    features: Any, collator: Callable[[list[dict]], dict], size: int, task: TaskSpec
 ) -> dict[str, torch.Tensor]:
-    """The first ``size`` dev rows (cycled if the split is smaller), padded, without labels."""
-    rows = [{k: v for k, v in features[i % len(features)].items() if k != "labels"} for i in range(size)]
+    """The first ``size`` dev rows (cycled if the split is smaller), padded, without the task's targets."""
+    rows = [
+        {k: v for k, v in features[i % len(features)].items() if k not in task.target_keys}
+        for i in range(size)
+    ]
     return dict(collator(rows))
 
 
@@ -71,20 +83,29 @@ def median_latency_ms(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
 def scored_metrics(
     model: torch.nn.Module,
     task: TaskSpec,
-    features: Any,
+    split: EvalSplit,
     collator: Any,
     labels: Sequence[str],
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """The task's headline metrics plus loss (no per-class detail) of ``model`` on ``features``."""
-    scores = evaluate(model, task, features, collator, labels, batch_size)
-    return {name: float(scores[name]) for name in (*task.metric_names, "loss")}
+    """The task's headline metrics plus loss (no per-class detail) of ``model`` on ``split``."""
+    scores = evaluate(
+        model,
+        task,
+        split.features,
+        collator,
+        labels,
+        batch_size,
+        params=split.params,
+        examples=split.examples,
+    )
+    return {name: float(scores[name]) for name in (*task.metric_names, "loss") if scores[name] is not None}
 
 
 def measure(
     model: torch.nn.Module,
     task: TaskSpec,
-    features: Any,
+    split: EvalSplit,
     collator: Any,
     labels: Sequence[str],
     files: Sequence[Path],
@@ -93,10 +114,10 @@ def measure(
 ) -> Measurement:
     """Dev metrics, weight-file size and batch-1/32 latency of ``model``."""
     return Measurement(
-        metrics=scored_metrics(model, task, features, collator, labels, batch_size),
+        metrics=scored_metrics(model, task, split, collator, labels, batch_size),
         size_mb=weights_size_mb(files),
         latency_ms={
-            size: median_latency_ms(model, latency_batch(features, collator, size), repeats)
+            size: median_latency_ms(model, latency_batch(split.features, collator, size, task), repeats)
             for size in LATENCY_BATCHES
         },
     )

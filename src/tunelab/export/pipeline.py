@@ -17,11 +17,12 @@ from typing import Any, Literal
 import torch
 
 from tunelab.config import validate_config
-from tunelab.data import LabeledData, load_labeled_data, load_labeled_file
+from tunelab.data import TaskData
 from tunelab.errors import CheckpointError, ExportError
 from tunelab.export import merge, model_card, prune, quantize
 from tunelab.export.artifact import Artifact, load_artifact, write_run_info
 from tunelab.export.parity import (
+    EvalSplit,
     Measurement,
     latency_batch,
     measure,
@@ -31,7 +32,7 @@ from tunelab.export.parity import (
     weight_files,
 )
 from tunelab.io import atomic_dir
-from tunelab.tasks.spec import label_separator, tokenize_dataset
+from tunelab.tasks.spec import tokenize_dataset
 from tunelab.training import TrainInputs
 from tunelab.training.setup import task_adapted
 
@@ -89,7 +90,7 @@ def check_options(opts: ExportOptions, dest: Path) -> None:
         raise ExportError("export refused:\n" + "\n".join(problems))
 
 
-def run_splits(art: Artifact) -> LabeledData:
+def run_splits(art: Artifact) -> TaskData:
     """The run's train/dev splits rebuilt from its recorded config exactly as training built them."""
     if "config" not in art.info:
         raise CheckpointError(
@@ -97,9 +98,7 @@ def run_splits(art: Artifact) -> LabeledData:
             "and pruning needs a tunelab run"
         )
     cfg = validate_config(art.info["config"])
-    data = load_labeled_data(
-        cfg.data, art.task_params.labels, cfg.train.seed, label_separator(art.task_params)
-    )
+    data = art.task.load_data(cfg.data, art.task_params, cfg.train.seed)
     if data.labels != art.labels:
         raise CheckpointError(
             f"{cfg.data.train_file}: labels {data.labels} differ from the model's {art.labels}; "
@@ -116,7 +115,7 @@ def _prune_and_recover(
     model: torch.nn.Module,
     art: Artifact,
     opts: ExportOptions,
-    data: LabeledData,
+    data: TaskData,
     score: Callable[[torch.nn.Module], dict[str, float]],
 ) -> dict[str, Any]:
     """Prune, score (to show what recovery buys), recover on the run's train split, make permanent."""
@@ -137,6 +136,7 @@ def _prune_and_recover(
         train=_features(art, data.train),
         dev=_features(art, data.dev),
         test=None,
+        examples={"dev": data.dev},
         task_params=art.task_params,
     )
     losses = prune.recover(
@@ -169,13 +169,12 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
     needs_run_data = opts.prune is not None or opts.eval_data is None
     data = run_splits(art) if needs_run_data else None
     if opts.eval_data is not None:
-        dev = _features(
-            art, load_labeled_file(opts.eval_data, art.columns, art.labels, label_separator(art.task_params))
-        )
+        examples = art.task.read_eval(opts.eval_data, art.columns, art.task_params, art.labels)
     else:
-        dev = _features(art, data.dev)
+        examples = data.dev
+    dev = EvalSplit(_features(art, examples), examples, art.task_params)
     collator = art.task.collator(art.tokenizer)
-    probe = latency_batch(dev, collator, PROBE_ROWS)  # >= 2 rows: exporters must not fix the batch axis
+    probe = latency_batch(dev.features, collator, PROBE_ROWS, art.task)  # >= 2 rows: no fixed batch axis
 
     def measured(model: torch.nn.Module, files: list[Path]) -> Measurement:
         return measure(model, art.task, dev, collator, art.labels, files, opts.latency_repeats)

@@ -27,7 +27,7 @@ from transformers import (
 
 from tunelab.assets import resolve_model
 from tunelab.errors import CheckpointError
-from tunelab.evaluation.predict import predict_texts
+from tunelab.evaluation.predict import predict_records
 from tunelab.export.artifact import RUN_FILE, Artifact, load_artifact, resolve_artifact_dir
 
 
@@ -65,11 +65,11 @@ class EncoderPredictor:
         """Tokens per text as the model sees it (special tokens included)."""
         return _count_tokens(self.tokenizer, texts)
 
-    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """The task's predictions for one micro-batch."""
+    def predict(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The task's predictions for one micro-batch of raw input records."""
         if self.artifact is None:
             raise RuntimeError(f"{self.model_id} has no task head")
-        return predict_texts(self.artifact, texts, batch_size=len(texts))
+        return predict_records(self.artifact, records, batch_size=len(records))
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -18,14 +18,13 @@ from tunelab.serving.batcher import Batcher, Closed, QueueFull
 from tunelab.serving.metrics import ServeMetrics
 from tunelab.serving.predictor import EncoderPredictor, Predictor
 from tunelab.serving.schemas import (
-    PREDICT_RESPONSES,
+    PREDICT_SCHEMAS,
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
     ErrorBody,
     ModelCard,
     ModelList,
-    PredictRequest,
     Status,
     Usage,
 )
@@ -153,15 +152,19 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
 
     if isinstance(predictor, EncoderPredictor):
         if predictor.task is not None:
-            response_model, build = PREDICT_RESPONSES[predictor.task]
+            schema = PREDICT_SCHEMAS[predictor.task]
 
-            @app.post("/v1/predict", response_model=response_model, responses=ERRORS)
-            async def predict(body: PredictRequest, request: Request) -> Any:
-                """Task predictions for one text or a list (Hugging Face inference style)."""
-                texts = _as_list(body.inputs)
+            async def predict(body: Any, request: Request) -> Any:
+                """Task predictions for one input or a list (Hugging Face inference style)."""
+                records = schema.records(body)
+                texts = [" ".join(str(v) for v in record.values()) for record in records]
                 ctx.check_texts(texts, "inputs")
                 ctx.log(request, texts)
-                return build(predictor.model_id, await ctx.run("predict", texts))
+                return schema.build(predictor.model_id, await ctx.run("predict", records))
+
+            # The body model depends on the served task; FastAPI reads it from the annotation.
+            predict.__annotations__["body"] = schema.request
+            app.post("/v1/predict", response_model=schema.response, responses=ERRORS)(predict)
 
         @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERRORS)
         async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:

@@ -7,6 +7,7 @@ surface the message, plus the request id that ties it to the access log line.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,9 +71,31 @@ def classification_response(model: str, predictions: Sequence[dict[str, Any]]) -
     return ClassificationResponse(model=model, predictions=out)
 
 
-# Task name -> (response model, builder). NER and QA add their span schemas here (issue #3).
-PREDICT_RESPONSES: dict[str, tuple[type[BaseModel], Callable[[str, Sequence[dict[str, Any]]], BaseModel]]] = {
-    "classification": (ClassificationResponse, classification_response),
+def text_records(body: PredictRequest) -> list[dict[str, Any]]:
+    """``inputs`` (one text or a list) -> raw records of a text task."""
+    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    return [{"text": text} for text in texts]
+
+
+@dataclass(frozen=True)
+class PredictSchema:
+    """One task's ``/v1/predict``: request body, its raw records, response body and its builder.
+
+    ``records`` turns a validated request into the task's raw input records (``TaskSpec.input_fields``);
+    ``build`` turns the task's ``postprocess`` output into the response.
+    """
+
+    request: type[BaseModel]
+    records: Callable[[Any], list[dict[str, Any]]]
+    response: type[BaseModel]
+    build: Callable[[str, Sequence[dict[str, Any]]], BaseModel]
+
+
+# Task name -> its /v1/predict schema: one entry per task.
+PREDICT_SCHEMAS: dict[str, PredictSchema] = {
+    "classification": PredictSchema(
+        PredictRequest, text_records, ClassificationResponse, classification_response
+    ),
 }
 
 

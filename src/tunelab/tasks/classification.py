@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -20,8 +21,10 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from sklearn.utils.class_weight import compute_class_weight
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
+from tunelab.config import DataConfig
+from tunelab.data import Columns, TaskData, load_labeled_data, load_labeled_file
 from tunelab.errors import ConfigError
-from tunelab.tasks.spec import Batch, Features, TaskSpec
+from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type for a sigmoid/BCE head
 
@@ -50,11 +53,25 @@ class Params(BaseModel):
     )
 
 
+def _separator(params: Params) -> str | None:
+    return params.label_separator if params.multi_label else None
+
+
+def load_data(cfg: DataConfig, params: Params, seed: int) -> TaskData:
+    """Checked CSV/JSONL/Parquet table splits with ``text`` (+ ``text_pair``) and ``label`` columns."""
+    return load_labeled_data(cfg, params.labels, seed, _separator(params))
+
+
+def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str]) -> Any:
+    """One checked labelled table; a label outside ``labels`` is an error with file:line."""
+    return load_labeled_file(path, columns, list(labels), _separator(params))
+
+
 def _names(label: str | list[str]) -> list[str]:
     return [label] if isinstance(label, str) else list(label)
 
 
-def fit(params: Params, train_labels: Sequence[Any], labels: Sequence[str]) -> Params:
+def fit(params: Params, train: Any, labels: Sequence[str]) -> Params:
     """Label order and class weights made explicit, so the saved run reproduces the loss exactly.
 
     ``balanced`` is sklearn's ``n_samples / (n_classes * count)`` over the train labels (each label of
@@ -63,7 +80,7 @@ def fit(params: Params, train_labels: Sequence[Any], labels: Sequence[str]) -> P
     """
     weights = params.class_weights
     if weights == "balanced":
-        seen = [name for label in train_labels for name in _names(label)]
+        seen = [name for label in train["label"] for name in _names(label)]
         present = np.array(sorted(set(seen)))
         values = compute_class_weight("balanced", classes=present, y=np.array(seen))
         fitted = dict(zip(present.tolist(), values.tolist(), strict=True))
@@ -125,6 +142,18 @@ def loss(outputs: Any, batch: Mapping[str, torch.Tensor], params: Params) -> tor
     return F.cross_entropy(logits, batch["labels"], weight=weight)
 
 
+def loss_terms(outputs: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Evaluation loss: summed unweighted cross-entropy, or per-label BCE over multi-hot targets."""
+    if "labels" not in batch:
+        return None
+    logits, gold = outputs.logits.float(), batch["labels"]
+    if gold.shape == logits.shape:
+        return F.binary_cross_entropy_with_logits(logits, gold.float(), reduction="sum"), gold.new_tensor(
+            gold.numel()
+        )
+    return F.cross_entropy(logits, gold, reduction="sum"), gold.new_tensor(gold.numel())
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for large logits."""
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -136,8 +165,9 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * logits))
 
 
-def postprocess(logits: np.ndarray, labels: Sequence[str], params: Params) -> list[dict[str, Any]]:
+def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
     """Most probable label plus every label's probability; multi-label adds ``labels`` >= threshold."""
+    logits, labels, params = predicted.arrays["logits"], predicted.labels, predicted.params
     if not params.multi_label:
         probs = softmax(logits.astype(np.float64))
         return [
@@ -172,15 +202,17 @@ def _f1(gold: np.ndarray, pred: np.ndarray, average: str, **kw: Any) -> float:
     return float(f1_score(gold, pred, average=average, zero_division=0, **kw))
 
 
-def metrics(logits: np.ndarray, gold: np.ndarray, labels: Sequence[str], params: Params) -> dict[str, Any]:
+def metrics(predicted: Predicted) -> dict[str, Any]:
     """Accuracy, macro/micro-F1, per-class P/R/F1, and the majority baseline on the same rows.
 
     Single-label adds the confusion matrix; the baseline always predicts the most frequent label.
     Multi-label accuracy is subset accuracy (every label of a row right); the baseline always
     predicts the most frequent label set.
     """
+    logits, labels = predicted.arrays["logits"], predicted.labels
+    gold = np.asarray(predicted.features["labels"])
     if gold.ndim == 2:
-        return _multi_label_metrics(logits, gold.astype(int), labels, params.threshold)
+        return _multi_label_metrics(logits, gold.astype(int), labels, predicted.params.threshold)
     pred = logits.argmax(axis=-1)
     ids = list(range(len(labels)))
     majority = np.full_like(gold, np.bincount(gold, minlength=len(labels)).argmax()) if len(gold) else gold
@@ -218,10 +250,13 @@ TASK = TaskSpec(
     model_class=AutoModelForSequenceClassification,
     head_modules=("classifier", "score"),
     metric_names=("accuracy", "macro_f1", "micro_f1"),
+    load_data=load_data,
+    read_eval=read_eval,
     preprocess=preprocess,
     collator=collator,
     postprocess=postprocess,
     metrics=metrics,
+    loss_terms=loss_terms,
     loss=loss,
     fit=fit,
     model_config=model_config,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -12,9 +12,9 @@ import torch
 from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
-from tunelab.data import LabeledData, load_labeled_data
+from tunelab.data import TaskData
 from tunelab.methods.spec import Adapted, model_loss
-from tunelab.tasks.spec import TaskSpec, label_separator, load_with_labels, tokenize_dataset
+from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 class TrainInputs:
     """Everything ``train`` needs besides the plan; features are tokenised, unpadded.
 
-    ``task_params`` are the plan's, fitted to the training data (``TaskSpec.fit``): what the run saves.
+    ``examples`` maps split name (``dev``, ``test``) to its raw examples, for task metrics that
+    need them (``evaluate(..., examples=...)``).
     """
 
     adapted: Adapted
@@ -34,7 +35,8 @@ class TrainInputs:
     train: datasets.Dataset
     dev: datasets.Dataset
     test: datasets.Dataset | None
-    task_params: Any
+    examples: dict[str, datasets.Dataset] = field(default_factory=dict)
+    task_params: Any = None  # the plan's, fitted to the train split (TaskSpec.fit): what the run saves
 
 
 def load_tokenizer(plan: Plan) -> Any:
@@ -57,9 +59,9 @@ def task_adapted(task: TaskSpec, params: Any, model: torch.nn.Module) -> Adapted
     return Adapted(model=model, loss=partial(task.loss, params=params) if task.loss else model_loss)
 
 
-def fit_params(task: TaskSpec, params: Any, data: LabeledData) -> Any:
+def fit_params(task: TaskSpec, params: Any, data: TaskData) -> Any:
     """``params`` with their data-dependent values (e.g. balanced class weights) computed on train."""
-    return task.fit(params, data.train["label"], data.labels) if task.fit is not None else params
+    return task.fit(params, data.train, data.labels) if task.fit is not None else params
 
 
 def apply_methods(plan: Plan, model: torch.nn.Module, params: Any) -> Adapted:
@@ -73,12 +75,10 @@ def apply_methods(plan: Plan, model: torch.nn.Module, params: Any) -> Adapted:
     return adapted
 
 
-def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
-    """Load and check data, then tokenizer, model and methods; tokenise every split."""
+def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
+    """Load and check data (the task's reader), then tokenizer, model and methods; tokenise every split."""
     cfg = plan.cfg
-    data = data or load_labeled_data(
-        cfg.data, plan.task_params.labels, cfg.train.seed, label_separator(plan.task_params)
-    )
+    data = data or plan.task.load_data(cfg.data, plan.task_params, cfg.train.seed)
     params = fit_params(plan.task, plan.task_params, data)
     logger.info(
         "data: %d train / %d dev%s rows, labels %s",
@@ -103,5 +103,6 @@ def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
         train=features(data.train),
         dev=features(data.dev),
         test=features(data.test) if data.test is not None else None,
+        examples={"dev": data.dev, **({"test": data.test} if data.test is not None else {})},
         task_params=params,
     )
