@@ -23,3 +23,19 @@ def test_bbc_news_is_deduplicated_and_split_stratified(tmp_path: Path):
     for label, n in labels["test"].items():
         assert abs(n / len(rows["test"]) - labels["train"][label] / len(rows["train"])) < 0.01
     assert "research use" in (tmp_path / "bbc" / "SOURCE.txt").read_text()
+
+
+def test_chatterbot_intents_are_unique_openers_with_one_category(tmp_path: Path):
+    counts = prepare_dataset("chatterbot", tmp_path / "cb")
+    assert counts == {"train.csv": 594, "test.csv": 149}
+    splits = {}
+    for split in ("train", "test"):
+        with open(tmp_path / "cb" / f"{split}.csv", encoding="utf-8", newline="") as fh:
+            splits[split] = [(row["text"], row["label"]) for row in csv.DictReader(fh)]
+    texts = [text for rows in splits.values() for text, _ in rows]
+    assert len(set(texts)) == len(texts) == 743
+    train_labels = Counter(label for _, label in splits["train"])
+    assert len(train_labels) == 19
+    assert {"health", "humor"}.isdisjoint(train_labels)  # under 5 openers
+    assert "Hello" not in texts  # opens both greetings and conversations
+    assert train_labels["trivia"] > 40 * train_labels["gossip"]

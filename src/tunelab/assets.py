@@ -152,7 +152,7 @@ def _chatterbot_openers(english: Path) -> dict[str, set[str]]:
 def _prepare_chatterbot(pkg: Path, out: Path) -> dict[str, int]:
     """Chatterbot English conversation openers -> intent category (the YAML file), deduplicated.
 
-    Skewed on purpose (trivia 261 rows, gossip 6). An opener found in several categories (3 of 749:
+    Skewed (trivia 261 openers, gossip 6). An opener found in several categories (3 of 749:
     "Hello", "How are you doing?", "Who are you?") is too rare for a multi-label set and is dropped, as
     are categories with fewer than MIN_INTENT_ROWS openers (health 1, humor 2); seeded 80/20 stratified
     train/test split.
