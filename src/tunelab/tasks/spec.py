@@ -152,7 +152,7 @@ def without_columns(collate: Collate, names: Sequence[str]) -> Collate:
 
 
 def load_with_labels(
-    task: TaskSpec, model_dir: Any, labels: Sequence[str], params: Any, **kwargs: Any
+    task: TaskSpec, model_dir: Any, labels: Sequence[str], params: Any = None, **kwargs: Any
 ) -> Any:
     """``task.model_class`` from ``model_dir`` with a head sized for ``labels``, in fp32.
 
@@ -163,7 +163,8 @@ def load_with_labels(
     """
     from transformers import logging as hf_logging
 
-    kwargs = {**(task.model_config(params) if task.model_config is not None else {}), **kwargs}
+    extra = task.model_config(params if params is not None else task.params()) if task.model_config else {}
+    kwargs = {**extra, **kwargs}
 
     if labels:
         id2label, label2id = label_maps(labels)
