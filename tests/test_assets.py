@@ -75,3 +75,19 @@ def test_chinese_corpus_holds_no_test_text(tmp_path: Path):
     test = set((tmp_path / "pd" / "test.txt").read_text(encoding="utf-8").splitlines())
     assert corpus & test == seen & test  # only headlines that repeat in train/dev, e.g. '图片：'
     assert len(corpus) > 30000
+
+
+def test_chatterbot_intents_are_unique_openers_with_one_category(tmp_path: Path):
+    counts = prepare_dataset("chatterbot", tmp_path / "cb")
+    assert counts == {"train.csv": 594, "test.csv": 149}
+    splits = {}
+    for split in ("train", "test"):
+        with open(tmp_path / "cb" / f"{split}.csv", encoding="utf-8", newline="") as fh:
+            splits[split] = [(row["text"], row["label"]) for row in csv.DictReader(fh)]
+    texts = [text for rows in splits.values() for text, _ in rows]
+    assert len(set(texts)) == len(texts) == 743
+    train_labels = Counter(label for _, label in splits["train"])
+    assert len(train_labels) == 19
+    assert {"health", "humor"}.isdisjoint(train_labels)  # under 5 openers
+    assert "Hello" not in texts  # opens both greetings and conversations
+    assert train_labels["trivia"] > 40 * train_labels["gossip"]

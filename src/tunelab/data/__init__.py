@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -23,8 +24,8 @@ from tunelab.errors import DataError
 class TaskData:
     """A task's raw example splits plus the label order (empty for label-free tasks such as QA, LM).
 
-    Classification rows have ``text`` (+ ``text_pair``) and ``label`` (string); other tasks define
-    their own columns.
+    Classification rows have ``text`` (+ ``text_pair``) and ``label`` (a string, or a list of strings
+    for multi-label data); other tasks define their own columns.
     """
 
     train: datasets.Dataset
@@ -45,11 +46,11 @@ def _columns(cfg: DataConfig) -> Columns:
 
 
 def _extract(
-    table: Table, cols: Columns, known: list[str] | None, problems: Problems
-) -> dict[str, list[str]]:
+    table: Table, cols: Columns, known: list[str] | None, problems: Problems, separator: str | None = None
+) -> dict[str, list[Any]]:
     """Checked columns renamed to tunelab's canonical names: text, text_pair, label."""
     texts = [c for c in (cols.text, cols.text_pair) if c is not None]
-    raw = check_rows(table, texts, cols.label, known, problems)
+    raw = check_rows(table, texts, cols.label, known, problems, separator)
     out = {"text": raw[cols.text]}
     if cols.text_pair is not None:
         out["text_pair"] = raw[cols.text_pair]
@@ -58,28 +59,36 @@ def _extract(
     return out
 
 
-def _dataset(columns: dict[str, list[str]], indices: list[int] | None = None) -> datasets.Dataset:
+def _dataset(columns: dict[str, list[Any]], indices: list[int] | None = None) -> datasets.Dataset:
     if indices is not None:
         columns = {name: [values[i] for i in indices] for name, values in columns.items()}
     return datasets.Dataset.from_dict(columns)
 
 
-def load_labeled_data(cfg: DataConfig, labels: list[str] | None, seed: int) -> TaskData:
+def _strata(labels: list[Any]) -> list[str]:
+    """Stratification keys: the label, or a multi-label row's sorted label set."""
+    return [label if isinstance(label, str) else "|".join(sorted(label)) for label in labels]
+
+
+def load_labeled_data(
+    cfg: DataConfig, labels: list[str] | None, seed: int, separator: str | None = None
+) -> TaskData:
     """Read train/dev/test, check every row, split dev off train when needed, subsample if asked.
 
     Raises one DataError listing every bad row of every file, so a run never starts on partial data.
-    Labels come from ``labels`` when given, else from the training file.
+    Labels come from ``labels`` when given, else from the training file. ``separator`` set means
+    multi-label rows (see ``checks.check_rows``).
     """
     cols = _columns(cfg)
     problems = Problems()
-    train = _extract(read_table(cfg.train_file), cols, labels, problems)
+    train = _extract(read_table(cfg.train_file), cols, labels, problems, separator)
     names = list(labels) if labels is not None else sorted_labels(train["label"])
-    dev = _extract(read_table(cfg.dev_file), cols, names, problems) if cfg.dev_file else None
-    test = _extract(read_table(cfg.test_file), cols, names, problems) if cfg.test_file else None
+    dev = _extract(read_table(cfg.dev_file), cols, names, problems, separator) if cfg.dev_file else None
+    test = _extract(read_table(cfg.test_file), cols, names, problems, separator) if cfg.test_file else None
     problems.raise_if_any()
 
     if dev is None:
-        train_idx, dev_idx = stratified_split(train["label"], cfg.dev_ratio, seed)
+        train_idx, dev_idx = stratified_split(_strata(train["label"]), cfg.dev_ratio, seed)
         dev = {name: [values[i] for i in dev_idx] for name, values in train.items()}
         train = {name: [values[i] for i in train_idx] for name, values in train.items()}
     n_train, n_dev = len(train["text"]), len(dev["text"])
@@ -91,10 +100,12 @@ def load_labeled_data(cfg: DataConfig, labels: list[str] | None, seed: int) -> T
     )
 
 
-def load_labeled_file(path: Path, columns: Columns, labels: list[str]) -> datasets.Dataset:
+def load_labeled_file(
+    path: Path, columns: Columns, labels: list[str], separator: str | None = None
+) -> datasets.Dataset:
     """One checked file for evaluation; a label outside ``labels`` is an error with file:line."""
     problems = Problems()
-    data = _extract(read_table(path), columns, labels, problems)
+    data = _extract(read_table(path), columns, labels, problems, separator)
     problems.raise_if_any()
     return _dataset(data)
 

@@ -56,21 +56,38 @@ def normalise_label(value: Any) -> str | None:
     return text or None
 
 
+def _label_cell(value: Any, separator: str | None) -> tuple[list[str] | str | None, str | None]:
+    """(normalised label or label list, problem) of one cell; ``separator`` set means multi-label.
+
+    Multi-label cells are JSON lists or ``separator``-joined strings; a list in a single-label run is
+    refused rather than silently stringified.
+    """
+    if separator is None:
+        if isinstance(value, list):
+            return None, "label is a list; set task.params.multi_label: true for multi-label data"
+        return normalise_label(value), None
+    parts = value if isinstance(value, list) else str(value or "").split(separator)
+    names = [name for name in (normalise_label(part) for part in parts) if name is not None]
+    return list(dict.fromkeys(names)) or None, None
+
+
 def check_rows(
     table: Table,
     text_columns: Sequence[str],
     label_column: str | None,
     known: Sequence[str] | None,
     problems: Problems,
-) -> dict[str, list[str]]:
+    separator: str | None = None,
+) -> dict[str, list[Any]]:
     """Texts as strings and normalised labels, column by name; bad rows go to ``problems`` in row order.
 
     A row is bad when a text cell is empty, its label is missing, or (when ``known`` is given) its
-    label is not one of ``known``.
+    label is not one of ``known``. With ``separator`` (multi-label) each row's label is a list of names,
+    every one checked.
     """
     require_columns(table, [*text_columns, *([label_column] if label_column else [])])
     allowed = set(known) if known is not None else None
-    out: dict[str, list[str]] = {
+    out: dict[str, list[Any]] = {
         name: [] for name in (*text_columns, *([label_column] if label_column else []))
     }
     for i in range(len(table.lines)):
@@ -82,25 +99,31 @@ def check_rows(
             out[column].append(text)
         if label_column is None:
             continue
-        label = normalise_label(table.columns[label_column][i])
-        if label is None:
+        label, problem = _label_cell(table.columns[label_column][i], separator)
+        if problem is not None:
+            problems.add(table.where(i), problem)
+        elif label is None:
             problems.add(table.where(i), f"missing label in column {label_column!r}")
-        elif allowed is not None and label not in allowed:
-            problems.add(
-                table.where(i),
-                f"label {label!r} is not in labels [{', '.join(known or [])}]; "
-                "fix the row or add the label to task.params.labels",
-            )
-        out[label_column].append(label or "")
+        else:
+            for name in [label] if isinstance(label, str) else label:
+                if allowed is not None and name not in allowed:
+                    problems.add(
+                        table.where(i),
+                        f"label {name!r} is not in labels [{', '.join(known or [])}]; "
+                        "fix the row or add the label to task.params.labels",
+                    )
+        out[label_column].append(label or ("" if separator is None else []))
     return out
 
 
-def sorted_labels(labels: Sequence[str]) -> list[str]:
+def sorted_labels(labels: Sequence[str | list[str]]) -> list[str]:
     """Label order when none is configured: numeric if every label is an integer, else alphabetical.
 
-    Empty strings (missing labels, already reported as problems) are not labels.
+    Multi-label rows (lists) contribute each of their names. Empty strings (missing labels, already
+    reported as problems) are not labels.
     """
-    unique = {label for label in labels if label}
+    names = (name for label in labels for name in ([label] if isinstance(label, str) else label))
+    unique = {name for name in names if name}
     if all(label.lstrip("-").isdigit() for label in unique):
         return sorted(unique, key=int)
     return sorted(unique)

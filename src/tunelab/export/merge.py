@@ -56,7 +56,12 @@ def load_adapter_model(path: Path, info: Mapping[str, Any], task: TaskSpec) -> P
         raise CheckpointError(f"{path}: adapter artifact without adapter.base_model in tunelab_run.json")
     # The head is "newly initialized" here until the adapter's saved copy loads over it.
     base, loading = load_with_labels(
-        task, resolve_model(base_name), info["labels"], trust_remote_code=False, output_loading_info=True
+        task,
+        resolve_model(base_name),
+        info["labels"],
+        task.params.model_validate(info.get("task_params") or {}),
+        trust_remote_code=False,
+        output_loading_info=True,
     )
     saved = set(json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("modules_to_save") or ())
     uncovered = [key for key in loading["missing_keys"] if saved.isdisjoint(key.split("."))]

@@ -129,7 +129,7 @@ def _prune_and_recover(
     record["dev_before_recovery"] = score(model)
     cfg = validate_config(art.info["config"])
     inputs = TrainInputs(
-        adapted=task_adapted(art.task, model),
+        adapted=task_adapted(art.task, art.task_params, model),
         tokenizer=art.tokenizer,
         collator=art.task.collator(art.tokenizer, art.task_params),
         labels=art.labels,
@@ -137,6 +137,7 @@ def _prune_and_recover(
         dev=_features(art, data.dev),
         test=None,
         examples={"dev": data.dev},
+        task_params=art.task_params,
     )
     losses = prune.recover(
         model, cfg, opts.recovery_steps, opts.recovery_lr, art.task, art.task_params, inputs

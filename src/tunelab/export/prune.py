@@ -153,7 +153,7 @@ def recover(
             model_dir=Path(tmp),
         )
         model.train()
-        data.adapted = task_adapted(task, model)
+        data.adapted = task_adapted(task, task_params, model)
         result = train(plan, data, build_accelerator(short.train))
     model.eval()
     logger.info("recovery fine-tune: %d steps, losses %s", result.step, result.losses)

@@ -45,6 +45,9 @@ class ClassificationPrediction(BaseModel):
     label: str = Field(description="The most probable label.")
     score: float = Field(description="Its probability.")
     scores: list[LabelScore] = Field(description="Every label's probability, highest first.")
+    labels: list[str] | None = Field(
+        default=None, description="Multi-label models only: every label at or above the threshold."
+    )
 
 
 class ClassificationResponse(BaseModel):
@@ -62,6 +65,7 @@ def classification_response(model: str, predictions: Sequence[dict[str, Any]]) -
                 label=pred["label"],
                 score=pred["probabilities"][pred["label"]],
                 scores=[LabelScore(label=name, score=p) for name, p in ranked],
+                labels=pred.get("labels"),
             )
         )
     return ClassificationResponse(model=model, predictions=out)

@@ -102,8 +102,12 @@ class TaskSpec:
         outputs: (model output, batch) -> name -> (B, ...) tensor to gather; default ``logits``.
         loss_terms: (model output, batch) -> (summed loss, target count) or None without targets.
         target_keys: batch keys holding targets; evaluation keeps them out of the forward.
-        loss: (model outputs, batch) -> training loss; None means the model's own loss. Methods
-            compute their hard loss through it, so e.g. class weights hold under every method.
+        loss: (model outputs, batch, params) -> training loss; None means the model's own loss.
+            Methods compute their hard loss through it, so e.g. class weights hold under every method.
+        fit: (params, train examples, label names) -> params with data-dependent values made explicit
+            (e.g. balanced class weights), so the saved run records and reproduces them; None: as is.
+        model_config: params -> extra config for ``from_pretrained`` (e.g. ``problem_type``), saved in
+            the model's config.json so every reader of the model sees it.
         check_model: (loaded model's config, params) -> None; raises ConfigError when the model cannot
             serve these params (e.g. a causal-LM objective on an encoder).
     """
@@ -125,7 +129,9 @@ class TaskSpec:
         cross_entropy_terms
     )
     target_keys: tuple[str, ...] = ("labels",)
-    loss: Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor] | None = None
+    loss: Callable[[Any, Mapping[str, torch.Tensor], Any], torch.Tensor] | None = None
+    fit: Callable[[Any, Any, Sequence[str]], Any] | None = None
+    model_config: Callable[[Any], dict[str, Any]] | None = None
     check_model: Callable[[Any, Any], None] | None = None
 
 
@@ -149,14 +155,20 @@ def without_columns(collate: Collate, names: Sequence[str]) -> Collate:
     return collate_model_columns
 
 
-def load_with_labels(task: TaskSpec, model_dir: Any, labels: Sequence[str], **kwargs: Any) -> Any:
+def load_with_labels(
+    task: TaskSpec, model_dir: Any, labels: Sequence[str], params: Any = None, **kwargs: Any
+) -> Any:
     """``task.model_class`` from ``model_dir`` with a head sized for ``labels``, in fp32.
 
     Label-free tasks (QA, language modelling) pass no labels and keep the class's own head size.
     A freshly initialised head is what fine-tuning starts from, so transformers' "newly initialized"
-    warning is silenced here. ``kwargs`` go to ``from_pretrained`` (e.g. ``trust_remote_code``).
+    warning is silenced here. ``kwargs`` go to ``from_pretrained`` (e.g. ``trust_remote_code``), after
+    the task's ``model_config(params)``.
     """
     from transformers import logging as hf_logging
+
+    extra = task.model_config(params if params is not None else task.params()) if task.model_config else {}
+    kwargs = {**extra, **kwargs}
 
     if labels:
         id2label, label2id = label_maps(labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import datasets
@@ -36,6 +37,7 @@ class TrainInputs:
     dev: datasets.Dataset
     test: datasets.Dataset | None
     examples: dict[str, datasets.Dataset] = field(default_factory=dict)
+    task_params: Any = None  # the plan's, fitted to the train split (TaskSpec.fit): what the run saves
 
 
 def load_tokenizer(plan: Plan) -> Any:
@@ -43,24 +45,29 @@ def load_tokenizer(plan: Plan) -> Any:
     return AutoTokenizer.from_pretrained(plan.model_dir, trust_remote_code=plan.cfg.model.trust_remote_code)
 
 
-def load_model(plan: Plan, labels: list[str]) -> torch.nn.Module:
+def load_model(plan: Plan, labels: list[str], params: Any) -> torch.nn.Module:
     """Pretrained backbone + a fresh task head sized for ``labels``, in fp32 (autocast handles precision)."""
     model = load_with_labels(
-        plan.task, plan.model_dir, labels, trust_remote_code=plan.cfg.model.trust_remote_code
+        plan.task, plan.model_dir, labels, params, trust_remote_code=plan.cfg.model.trust_remote_code
     )
     if plan.cfg.train.gradient_checkpointing:
         model.activation_checkpointing_enable()
     return model
 
 
-def task_adapted(task: TaskSpec, model: torch.nn.Module) -> Adapted:
-    """``model`` trained with ``task``'s loss (the model's own loss unless the task defines one)."""
-    return Adapted(model=model, loss=task.loss or model_loss)
+def task_adapted(task: TaskSpec, params: Any, model: torch.nn.Module) -> Adapted:
+    """``model`` trained with ``task``'s loss under ``params`` (else the model's own loss)."""
+    return Adapted(model=model, loss=partial(task.loss, params=params) if task.loss else model_loss)
 
 
-def apply_methods(plan: Plan, model: torch.nn.Module) -> Adapted:
+def fit_params(task: TaskSpec, params: Any, data: TaskData) -> Any:
+    """``params`` with their data-dependent values (e.g. balanced class weights) computed on train."""
+    return task.fit(params, data.train, data.labels) if task.fit is not None else params
+
+
+def apply_methods(plan: Plan, model: torch.nn.Module, params: Any) -> Adapted:
     """Apply the configured methods in order; each sees the previous one's model."""
-    adapted = task_adapted(plan.task, model)
+    adapted = task_adapted(plan.task, params, model)
     for spec, params in plan.methods:
         nxt = spec.apply(adapted.model, params, plan.task.head_modules)
         adapted = Adapted(
@@ -73,6 +80,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     """Load and check data (the task's reader), then tokenizer, model and methods; tokenise every split."""
     cfg = plan.cfg
     data = data or plan.task.load_data(cfg.data, plan.task_params, cfg.train.seed)
+    params = fit_params(plan.task, plan.task_params, data)
     logger.info(
         "data: %d train / %d dev%s rows, labels %s",
         len(data.train),
@@ -85,13 +93,13 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         init_from_scratch(scratch, data.train["text"], plan.model_dir, cfg.train.seed)
     tokenizer = load_tokenizer(plan)
     set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
-    model = load_model(plan, data.labels)
+    model = load_model(plan, data.labels, params)
     if plan.task.check_model is not None:
-        plan.task.check_model(model.config, plan.task_params)
-    adapted = apply_methods(plan, model)
+        plan.task.check_model(model.config, params)
+    adapted = apply_methods(plan, model, params)
 
     def features(split: datasets.Dataset) -> datasets.Dataset:
-        return tokenize_dataset(plan.task, plan.task_params, tokenizer, split, data.labels)
+        return tokenize_dataset(plan.task, params, tokenizer, split, data.labels)
 
     return TrainInputs(
         adapted=adapted,
@@ -102,4 +110,5 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         dev=features(data.dev),
         test=features(data.test) if data.test is not None else None,
         examples={"dev": data.dev, **({"test": data.test} if data.test is not None else {})},
+        task_params=params,
     )
