@@ -83,7 +83,7 @@ def _train(
     from functools import partial
 
     from tunelab.evaluation import evaluate
-    from tunelab.export.artifact import save_artifact
+    from tunelab.export.merge import save_run_model
     from tunelab.io import atomic_write
     from tunelab.training import build_accelerator, prepare_inputs
     from tunelab.training import train as run_training
@@ -120,7 +120,7 @@ def _train(
 
     def on_best(model: Any, metrics: Any, step: int) -> None:
         if accelerator.is_main_process:
-            save_artifact(
+            save_run_model(
                 model, inputs.tokenizer, out / "best", {**info, "step": step, "dev_metrics": metrics}
             )
 

@@ -58,7 +58,11 @@ def apply_methods(plan: Plan, model: torch.nn.Module) -> Adapted:
     for spec, params in plan.methods:
         nxt = spec.apply(adapted.model, params, plan.task.head_modules)
         adapted = Adapted(
-            model=nxt.model, companions={**adapted.companions, **nxt.companions}, loss=adapted.loss
+            model=nxt.model,
+            companions={**adapted.companions, **nxt.companions},
+            loss=adapted.loss,
+            lr_scale={**adapted.lr_scale, **nxt.lr_scale},
+            lr_start={**adapted.lr_start, **nxt.lr_start},
         )
     return adapted
 
