@@ -45,7 +45,7 @@ class Params(BaseModel):
     freeze_embeddings: bool = Field(False, description="Freeze the embedding parameters.")
     frozen_modules: list[str] = Field(
         default_factory=list,
-        description="Glob patterns over parameter names to freeze, e.g. 'bert.encoder.layer.0.*'.",
+        description="Glob patterns over parameter names to freeze (head included), e.g. 'bert.encoder.layer.0.*'.",
     )
     layer_lr_decay: float = Field(
         1.0, gt=0.0, le=1.0, description="Layer-wise LR decay: layer i of L learns at lr * decay**(L - i)."
@@ -67,10 +67,10 @@ def in_head(name: str, head_modules: tuple[str, ...]) -> bool:
 
 
 def _frozen(name: str, params: Params, n_layers: int, head: bool) -> bool:
-    if head:
-        return False
     if any(fnmatch.fnmatchcase(name, pattern) for pattern in params.frozen_modules):
         return True
+    if head:
+        return False
     index = layer_index(name)
     k = params.trainable_layers
     if index is not None:
