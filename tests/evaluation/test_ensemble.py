@@ -44,7 +44,8 @@ def test_ensemble_of_identical_runs_scores_like_one_run(tiny_best: Path, toy_dat
             combine,
         ],
     )
-    assert one.exit_code == 0 and many.exit_code == 0, many.output
+    assert one.exit_code == 0, one.output
+    assert many.exit_code == 0, many.output
     single, ensemble = json.loads(one.stdout), json.loads(many.stdout)
     assert ensemble["accuracy"] == single["accuracy"]
     if combine != "vote":  # the mean of identical logits/probabilities is the same distribution

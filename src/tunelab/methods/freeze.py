@@ -45,7 +45,7 @@ class Params(BaseModel):
     freeze_embeddings: bool = Field(False, description="Freeze the embedding parameters.")
     frozen_modules: list[str] = Field(
         default_factory=list,
-        description="Glob patterns over parameter names to freeze (head included), e.g. 'bert.encoder.layer.0.*'.",
+        description="Globs over parameter names to freeze (head included), e.g. 'bert.encoder.layer.0.*'.",
     )
     layer_lr_decay: float = Field(
         1.0, gt=0.0, le=1.0, description="Layer-wise LR decay: layer i of L learns at lr * decay**(L - i)."
