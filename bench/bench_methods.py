@@ -28,7 +28,7 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-LORA = {"r": 8, "alpha": 16.0, "dropout": 0.1}
+LORA = {"r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1}
 # method name, methods list, learning rate: small-parameter methods need larger rates (peft's guides).
 VARIANTS: dict[str, tuple[list[dict[str, Any]], float]] = {
     "full": ([{"name": "full"}], 1e-4),
@@ -156,8 +156,8 @@ def hf_worker(dataset: str, data_dir: Path, a: argparse.Namespace) -> dict[str, 
         lora = LoraConfig(
             task_type=TaskType.SEQ_CLS,
             r=LORA["r"],
-            lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"],
+            lora_alpha=LORA["lora_alpha"],
+            lora_dropout=LORA["lora_dropout"],
             modules_to_save=["pooler"],  # tunelab trains the pooler with the head; same parameters here
         )
         model = get_peft_model(base, lora)

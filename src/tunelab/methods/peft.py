@@ -17,6 +17,7 @@ refusals at validation for what peft cannot do with our transformers:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from peft import (
@@ -58,12 +59,19 @@ def modules_to_save(model: nn.Module, head_modules: tuple[str, ...]) -> list[str
     return [name for name in (*head_modules, *HEAD_FEEDERS) if name in present]
 
 
-def wrap(model: nn.Module, config: PeftConfig, name: str) -> Adapted:
-    """``get_peft_model`` with peft's own errors (e.g. unknown target modules) keyed to the method."""
-    try:
-        return Adapted(model=get_peft_model(model, config))
-    except ValueError as exc:
-        raise ConfigError(f"methods.{name}: peft refused the config: {exc}") from None
+def applier(config_class: type[PeftConfig], name: str, **fixed: Any) -> Callable:
+    """The method's ``apply``: its params (named as peft names them; tunelab's own are marked
+    ``exclude=True``) plus the task wiring and ``fixed`` into ``config_class``, then ``get_peft_model``;
+    peft's refusals are keyed to the method."""
+
+    def apply(model: nn.Module, params: BaseModel, head_modules: tuple[str, ...]) -> Adapted:
+        config = config_class(**params.model_dump(), **fixed, **_common(model, head_modules))
+        try:
+            return Adapted(model=get_peft_model(model, config))
+        except ValueError as exc:
+            raise ConfigError(f"methods.{name}: peft refused the config: {exc}") from None
+
+    return apply
 
 
 def _common(model: nn.Module, head_modules: tuple[str, ...]) -> dict[str, Any]:
@@ -83,6 +91,17 @@ def refuses_moe(params: Any, target: Target) -> str | None:
     return None
 
 
+def refuses_unless(served: tuple[TaskType, ...], why: str) -> Callable[[Any, Target], str | None]:
+    """A refusal for tasks whose peft task type is not in ``served``; ``why`` names {model_class}."""
+
+    def refuses(params: Any, target: Target) -> str | None:
+        if task_type(target.model_class) not in served:
+            return why.format(model_class=target.model_class)
+        return refuses_moe(params, target)
+
+    return refuses
+
+
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -91,8 +110,8 @@ class LoraParams(_Params):
     """LoRA: W + (alpha/r) B A on the target linears; rsLoRA scales by alpha/sqrt(r); DoRA adds magnitudes."""
 
     r: int = Field(8, gt=0, description="Rank of the update B A.")
-    alpha: float = Field(16.0, gt=0, description="Scaling numerator: the update is scaled by alpha/r.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    lora_alpha: float = Field(16.0, gt=0, description="Scaling numerator: the update is scaled by alpha/r.")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] | None = Field(
         None,
         description="Module names (suffixes) to adapt; None uses peft's per-architecture default "
@@ -102,60 +121,39 @@ class LoraParams(_Params):
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA): learn magnitude and direction.")
 
 
-def apply_lora(model: nn.Module, params: LoraParams, head_modules: tuple[str, ...]) -> Adapted:
-    """Wrap ``model`` in a peft LoRA model; only LoRA matrices and the head train."""
-    config = LoraConfig(
-        r=params.r,
-        lora_alpha=params.alpha,
-        lora_dropout=params.dropout,
-        target_modules=params.target_modules,
-        use_rslora=params.use_rslora,
-        use_dora=params.use_dora,
-        **_common(model, head_modules),
-    )
-    return wrap(model, config, "lora")
-
-
 class AdaLoraParams(_Params):
     """AdaLoRA: SVD-shaped LoRA whose total rank budget shrinks from init_r to target_r per module."""
 
     init_r: int = Field(12, gt=0, description="Initial rank of every adapted module.")
     target_r: int = Field(4, gt=0, description="Average rank per module once the budget has shrunk.")
-    alpha: float = Field(32.0, gt=0, description="Scaling numerator (as LoRA's alpha).")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    lora_alpha: float = Field(32.0, gt=0, description="Scaling numerator (as LoRA's lora_alpha).")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
     target_modules: list[str] | None = Field(None, description="As lora.target_modules.")
     tinit_ratio: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Fraction of the run's steps trained at full rank before pruning."
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        exclude=True,
+        description="Fraction of the run's steps trained at full rank before pruning.",
     )
     tfinal_ratio: float = Field(
-        0.2, ge=0.0, lt=1.0, description="Fraction of the run's steps trained at the final budget."
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        exclude=True,
+        description="Fraction of the run's steps trained at the final budget.",
     )
-    delta_t: int = Field(1, gt=0, description="Re-allocate the budget every delta_t optimizer steps.")
+    deltaT: int = Field(1, gt=0, description="Re-allocate the budget every deltaT optimizer steps.")  # noqa: N815  (peft's name)
     orth_reg_weight: float = Field(0.5, ge=0.0, description="Weight of the orthogonality regulariser.")
 
     @model_validator(mode="after")
     def _budget_phase(self) -> AdaLoraParams:
+        """peft needs steps between the initial and final phases; the budget only shrinks."""
         if self.tinit_ratio + self.tfinal_ratio >= 1.0:
             raise ValueError("tinit_ratio + tfinal_ratio must leave steps for the budget phase (sum < 1)")
         if self.target_r > self.init_r:
             raise ValueError("target_r must not exceed init_r: the budget only shrinks")
         return self
-
-
-def apply_adalora(model: nn.Module, params: AdaLoraParams, head_modules: tuple[str, ...]) -> Adapted:
-    """Wrap in peft AdaLoRA; the schedule's step counts are set from the plan at each optimizer step."""
-    config = AdaLoraConfig(
-        init_r=params.init_r,
-        target_r=params.target_r,
-        lora_alpha=params.alpha,
-        lora_dropout=params.dropout,
-        target_modules=params.target_modules,
-        deltaT=params.delta_t,
-        orth_reg_weight=params.orth_reg_weight,
-        total_step=1,  # placeholder peft requires; adalora_step sets the plan's count before any use
-        **_common(model, head_modules),
-    )
-    return wrap(model, config, "adalora")
 
 
 def rank_budget(model: nn.Module) -> int:
@@ -186,41 +184,11 @@ class IA3Params(_Params):
     )
 
 
-def apply_ia3(model: nn.Module, params: IA3Params, head_modules: tuple[str, ...]) -> Adapted:
-    """Wrap in peft IA3."""
-    config = IA3Config(
-        target_modules=params.target_modules,
-        feedforward_modules=params.feedforward_modules,
-        **_common(model, head_modules),
-    )
-    return wrap(model, config, "ia3")
-
-
 class PrefixParams(_Params):
     """Prefix tuning: trained key/value prefixes in every attention layer."""
 
     num_virtual_tokens: int = Field(20, gt=0, description="Prefix length.")
     prefix_projection: bool = Field(False, description="Reparametrise the prefix through an MLP.")
-
-
-def apply_prefix(model: nn.Module, params: PrefixParams, head_modules: tuple[str, ...]) -> Adapted:
-    """Wrap in peft prefix tuning."""
-    config = PrefixTuningConfig(
-        num_virtual_tokens=params.num_virtual_tokens,
-        prefix_projection=params.prefix_projection,
-        **_common(model, head_modules),
-    )
-    return wrap(model, config, "prefix_tuning")
-
-
-def refuses_prefix(params: Any, target: Target) -> str | None:
-    """Only LM tasks: peft's prefix path for other heads needs ``past_key_values`` in the forward."""
-    if task_type(target.model_class) not in (TaskType.CAUSAL_LM, TaskType.SEQ_2_SEQ_LM):
-        return (
-            "prefix tuning needs a forward that takes past_key_values, which transformers 5 "
-            f"{target.model_class} models do not declare (peft refuses them); use lora or prompt_tuning"
-        )
-    return refuses_moe(params, target)
 
 
 class PromptParams(_Params):
@@ -229,32 +197,39 @@ class PromptParams(_Params):
     num_virtual_tokens: int = Field(20, gt=0, description="Soft-prompt length.")
 
 
-def apply_prompt(model: nn.Module, params: PromptParams, head_modules: tuple[str, ...]) -> Adapted:
-    """Wrap in peft prompt tuning."""
-    config = PromptTuningConfig(num_virtual_tokens=params.num_virtual_tokens, **_common(model, head_modules))
-    return wrap(model, config, "prompt_tuning")
-
-
-def refuses_prompt(params: Any, target: Target) -> str | None:
-    """Soft prompts shift token positions: only heads that do not read per-token outputs."""
-    if task_type(target.model_class) not in (TaskType.SEQ_CLS, TaskType.CAUSAL_LM):
-        return (
-            "prompt tuning prepends virtual tokens to the sequence, so per-token outputs of "
-            f"{target.model_class} no longer line up with the labels; use lora"
-        )
-    return refuses_moe(params, target)
-
-
-LORA = MethodSpec("lora", LoraParams, apply_lora, group="trainable", refuses=refuses_moe)
+LORA = MethodSpec("lora", LoraParams, applier(LoraConfig, "lora"), group="trainable", refuses=refuses_moe)
 ADALORA = MethodSpec(
     "adalora",
     AdaLoraParams,
-    apply_adalora,
+    # total_step is a placeholder peft requires; adalora_step sets the plan's count before any use
+    applier(AdaLoraConfig, "adalora", total_step=1),
     on_optimizer_step=adalora_step,
     group="trainable",
     refuses=refuses_moe,
 )
-IA3 = MethodSpec("ia3", IA3Params, apply_ia3, group="trainable", refuses=refuses_moe)
-PREFIX = MethodSpec("prefix_tuning", PrefixParams, apply_prefix, group="trainable", refuses=refuses_prefix)
-PROMPT = MethodSpec("prompt_tuning", PromptParams, apply_prompt, group="trainable", refuses=refuses_prompt)
+IA3 = MethodSpec("ia3", IA3Params, applier(IA3Config, "ia3"), group="trainable", refuses=refuses_moe)
+# Prefix tuning: peft's path for non-LM heads needs ``past_key_values`` in the backbone's forward.
+PREFIX = MethodSpec(
+    "prefix_tuning",
+    PrefixParams,
+    applier(PrefixTuningConfig, "prefix_tuning"),
+    group="trainable",
+    refuses=refuses_unless(
+        (TaskType.CAUSAL_LM, TaskType.SEQ_2_SEQ_LM),
+        "prefix tuning needs a forward that takes past_key_values, which transformers 5 {model_class} "
+        "models do not declare (peft refuses them); use lora or prompt_tuning",
+    ),
+)
+# Soft prompts shift token positions: only heads that do not read per-token outputs.
+PROMPT = MethodSpec(
+    "prompt_tuning",
+    PromptParams,
+    applier(PromptTuningConfig, "prompt_tuning"),
+    group="trainable",
+    refuses=refuses_unless(
+        (TaskType.SEQ_CLS, TaskType.CAUSAL_LM),
+        "prompt tuning prepends virtual tokens to the sequence, so per-token outputs of {model_class} "
+        "no longer line up with the labels; use lora",
+    ),
+)
 SPECS = (LORA, ADALORA, IA3, PREFIX, PROMPT)
