@@ -67,6 +67,7 @@ def in_head(name: str, head_modules: tuple[str, ...]) -> bool:
 
 
 def _frozen(name: str, params: Params, n_layers: int, head: bool) -> bool:
+    """Globs first (they may name the head), then the head trains, then the layer/embedding options."""
     if any(fnmatch.fnmatchcase(name, pattern) for pattern in params.frozen_modules):
         return True
     if head:
@@ -80,9 +81,8 @@ def _frozen(name: str, params: Params, n_layers: int, head: bool) -> bool:
     return k == 0
 
 
-def _lr_scale(name: str, decay: float, n_layers: int, head: bool) -> float:
-    if head:
-        return 1.0
+def _lr_scale(name: str, decay: float, n_layers: int) -> float:
+    """Backbone parameter's multiplier: decay**(L - i) in layer i, decay**(L + 1) for embeddings."""
     index = layer_index(name)
     if index is not None:
         return decay ** (n_layers - index)
@@ -111,7 +111,7 @@ def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Ad
         p.requires_grad_(not _frozen(name, params, n_layers, head))
         if p.requires_grad and not head:
             if params.layer_lr_decay != 1.0:
-                scale[name] = _lr_scale(name, params.layer_lr_decay, n_layers, head)
+                scale[name] = _lr_scale(name, params.layer_lr_decay, n_layers)
             if params.head_first_steps:
                 start[name] = params.head_first_steps
     if not any(p.requires_grad for p in model.parameters()):
