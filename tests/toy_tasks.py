@@ -165,3 +165,20 @@ TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "token_classification": token_classification,
     "qa": qa,
 }
+
+
+# Methods list per registered method for the contract matrix: small sizes for the tiny backbone. A method
+# whose default params validate joins the matrix without an entry here.
+TOY_METHODS: dict[str, list[dict[str, Any]]] = {
+    "freeze": [{"name": "freeze", "params": {"trainable_layers": 1, "layer_lr_decay": 0.8}}],
+    "moe": [{"name": "moe", "params": {"n_routed_experts": 4, "granularity": 2}}],
+    "lora": [{"name": "lora", "params": {"r": 4, "use_rslora": True}}],
+    "adalora": [{"name": "adalora", "params": {"init_r": 4, "target_r": 2, "tinit_ratio": 0.0}}],
+    "prefix_tuning": [{"name": "prefix_tuning", "params": {"num_virtual_tokens": 4}}],
+    "prompt_tuning": [{"name": "prompt_tuning", "params": {"num_virtual_tokens": 4}}],
+}
+
+
+def toy_methods(name: str) -> list[dict[str, Any]]:
+    """The methods list the contract matrix trains for method ``name``."""
+    return TOY_METHODS.get(name, [{"name": name}])

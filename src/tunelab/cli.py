@@ -83,7 +83,7 @@ def _train(
     from functools import partial
 
     from tunelab.evaluation import evaluate
-    from tunelab.export.artifact import save_artifact
+    from tunelab.export.merge import save_run_model
     from tunelab.io import atomic_write
     from tunelab.training import build_accelerator, prepare_inputs
     from tunelab.training import train as run_training
@@ -120,7 +120,7 @@ def _train(
 
     def on_best(model: Any, metrics: Any, step: int) -> None:
         if accelerator.is_main_process:
-            save_artifact(
+            save_run_model(
                 model, inputs.tokenizer, out / "best", {**info, "step": step, "dev_metrics": metrics}
             )
 
@@ -203,9 +203,21 @@ def _moe_router_report(best: Any, features: Any, collator: Any, batch_size: int)
     return report
 
 
+COMBINE_HELP = "How several models combine: logits (mean) | probs (mean probability) | vote (majority)."
+
+
+def _load_models(model_dirs: list[Path], combine: str) -> Any:
+    """One saved model, or the ensemble of several (same task, labels and tokenizer)."""
+    from tunelab.evaluation.ensemble import ensemble_of
+    from tunelab.export.artifact import load_artifact
+
+    arts = [load_artifact(path) for path in model_dirs]
+    return arts[0] if len(arts) == 1 else ensemble_of(arts, combine)  # type: ignore[arg-type]
+
+
 @app.command("eval")
 def eval_command(
-    model_dir: Path,
+    model_dir: Annotated[list[Path], typer.Argument(help="Model dir(s); several are scored as an ensemble.")],
     data: Annotated[Path, typer.Option(help="Labelled file to score, in the task's input format.")],
     text_column: Annotated[str | None, typer.Option(help="Text column (default: the training one).")] = None,
     label_column: Annotated[
@@ -213,8 +225,9 @@ def eval_command(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     report_dir: Annotated[Path | None, typer.Option(help="Also write metrics.json and plots here.")] = None,
+    combine: Annotated[str, typer.Option(help=COMBINE_HELP)] = "logits",
 ) -> None:
-    """Score a saved model on a labelled file; metrics JSON goes to stdout."""
+    """Score a saved model (or an ensemble of several) on a labelled file; metrics JSON goes to stdout."""
     _setup_logging()
     try:
         from rich.console import Console
@@ -222,10 +235,9 @@ def eval_command(
         from tunelab.data import Columns
         from tunelab.evaluation import evaluate
         from tunelab.evaluation.report import metrics_table, write_report
-        from tunelab.export.artifact import load_artifact
         from tunelab.tasks.spec import tokenize_dataset
 
-        art = load_artifact(model_dir)
+        art = _load_models(model_dir, combine)
         cols = Columns(
             text=text_column or art.columns.text,
             label=label_column or art.columns.label or "label",
@@ -256,15 +268,16 @@ def eval_command(
 
 @app.command()
 def predict(
-    model_dir: Path,
+    model_dir: Annotated[list[Path], typer.Argument(help="Model dir(s); several predict as an ensemble.")],
     text: Annotated[list[str] | None, typer.Option("--text", help="Text to classify (repeatable).")] = None,
     file: Annotated[
         Path | None, typer.Option(help="Text file (one input a line) or .csv/.jsonl/.parquet.")
     ] = None,
     text_column: Annotated[str | None, typer.Option(help="Column to read from a table file.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    combine: Annotated[str, typer.Option(help=COMBINE_HELP)] = "logits",
 ) -> None:
-    """Predict with a saved model; inputs from --text, --file or stdin lines; JSONL to stdout.
+    """Predict with a saved model or an ensemble; inputs from --text, --file or stdin; JSONL to stdout.
 
     Tasks whose inputs have several fields (e.g. question + context) read them from a table --file.
     """
@@ -272,9 +285,8 @@ def predict(
     try:
         from tunelab.data import load_records
         from tunelab.evaluation.predict import predict_records
-        from tunelab.export.artifact import load_artifact
 
-        art = load_artifact(model_dir)
+        art = _load_models(model_dir, combine)
         fields = {name: name for name in art.task.input_fields}
         if "text" in fields:
             fields["text"] = text_column or art.columns.text

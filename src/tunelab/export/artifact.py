@@ -89,7 +89,7 @@ def resolve_artifact_dir(path: Path) -> Path:
     """Accept a model dir, or a run dir whose ``best/`` holds the model."""
     if (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file():
         return path
-    if (path / "best" / "config.json").is_file():
+    if (path / "best" / "config.json").is_file() or (path / "best" / ADAPTER_CONFIG).is_file():
         return path / "best"
     if not path.exists():
         raise CheckpointError(f"{path}: no such directory")

@@ -49,6 +49,15 @@ def save_adapter(
     save_artifact(model, tokenizer, dest, {**info, "adapter": {"base_model": base_model}})
 
 
+def save_run_model(model: torch.nn.Module, tokenizer: Any, dest: Path, info: Mapping[str, Any]) -> None:
+    """A training run's model: an adapter artifact over the run's base model for a peft model, else a
+    full model directory (``info["config"]`` is the run's config)."""
+    if isinstance(model, PeftModel):
+        save_adapter(model, tokenizer, dest, info, base_model=info["config"]["model"]["name_or_path"])
+    else:
+        save_artifact(model, tokenizer, dest, info)
+
+
 def load_adapter_model(path: Path, info: Mapping[str, Any], task: TaskSpec) -> PeftModel:
     """Base model (fresh head sized for the labels) + the saved adapter and head, adapter on, fp32."""
     base_name = (info.get("adapter") or {}).get("base_model")

@@ -1,8 +1,8 @@
-"""Method registry: one line per method module."""
+"""Method registry: one line per method (a module may register several, e.g. peft's)."""
 
 from __future__ import annotations
 
-from tunelab.methods import full, moe
+from tunelab.methods import freeze, full, moe, peft
 from tunelab.methods.spec import MethodSpec
 from tunelab.registry import Registry
 
@@ -10,6 +10,8 @@ METHODS: Registry[MethodSpec] = Registry(
     "method",
     {
         full.SPEC.name: full.SPEC,
+        freeze.SPEC.name: freeze.SPEC,
         moe.SPEC.name: moe.SPEC,
+        **{spec.name: spec for spec in peft.SPECS},
     },
 )

@@ -18,4 +18,4 @@ def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Ad
     return Adapted(model=model)
 
 
-SPEC = MethodSpec(name="full", params=Params, apply=apply)
+SPEC = MethodSpec(name="full", params=Params, apply=apply, group="trainable")

@@ -25,11 +25,16 @@ class Adapted:
 
     ``loss(outputs, batch)`` is the task's supervised loss (e.g. class-weighted cross-entropy); every
     method's step computes its hard loss through it, so a task's loss applies under any method.
+    ``lr_scale`` (parameter name -> learning-rate multiplier, e.g. layer-wise decay) and ``lr_start``
+    (parameter name -> first optimizer step at which it learns, e.g. head-first schedules) are how a
+    method shapes the optimizer's parameter groups; parameters not named keep scale 1 and start 0.
     """
 
     model: nn.Module
     companions: dict[str, nn.Module] = field(default_factory=dict)
     loss: LossFn = model_loss
+    lr_scale: Mapping[str, float] = field(default_factory=dict)
+    lr_start: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class StepOutput:
 @dataclass(frozen=True)
 class OptimizerStepContext:
     """What the loop tells ``MethodSpec.on_optimizer_step`` after each optimizer step.
+
+    The step's gradients are still in ``.grad`` (the loop zeroes them after the hooks), so
+    gradient-based schedules such as AdaLoRA's importance scores can read them.
 
     ``all_reduce_sum`` sums a tensor over all ranks (identity on one process), so methods can act on
     the global batch without importing accelerate.
@@ -64,6 +72,19 @@ def default_step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: 
 
 
 @dataclass(frozen=True)
+class Target:
+    """What a method will be applied to, known before any weight loads (for refusals at validation).
+
+    ``model_class`` is the task's transformers Auto class name (e.g. ``AutoModelForSequenceClassification``);
+    ``methods`` lists every configured method name in order, so a method can refuse a neighbour.
+    """
+
+    task: str
+    model_class: str
+    methods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """An adaptation method as plain functions.
 
@@ -72,7 +93,10 @@ class MethodSpec:
     ``on_optimizer_step(adapted, params, ctx)``, if set, runs on every rank right after each optimizer
     step and returns scalars to log (e.g. MoE's aux-free bias update). ``rebuild(model, params)``, if
     set, re-creates the method's module structure on a model built from its config, so a saved state
-    dict of a structurally changed model loads without remote code.
+    dict of a structurally changed model loads without remote code. Methods sharing a ``group`` exclude
+    each other (e.g. ``"trainable"``: full, freeze and the PEFT methods each decide which parameters
+    train). ``refuses(params, target)`` returns why the method cannot serve ``target``, or None;
+    ``training.plan.resolve`` reports it before any weight loads.
     """
 
     name: str
@@ -81,3 +105,5 @@ class MethodSpec:
     step: Callable[[Adapted, Mapping[str, torch.Tensor], Backward], StepOutput] = default_step
     on_optimizer_step: Callable[[Adapted, Any, OptimizerStepContext], Mapping[str, float]] | None = None
     rebuild: Callable[[nn.Module, Any], nn.Module] | None = None
+    group: str | None = None
+    refuses: Callable[[Any, Target], str | None] | None = None

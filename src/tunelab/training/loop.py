@@ -186,7 +186,7 @@ def train(
     total_steps = cfg.max_steps or cfg.num_train_epochs * per_epoch
 
     model = inputs.adapted.model
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, inputs.adapted.lr_scale, inputs.adapted.lr_start)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     inputs.adapted.model = model
@@ -265,7 +265,6 @@ def train(
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.step_in_epoch += 1
                 context = OptimizerStepContext(
@@ -273,6 +272,7 @@ def train(
                 )
                 for hook, params in step_hooks:
                     window_metrics.add(hook(inputs.adapted, params, context))
+                optimizer.zero_grad(set_to_none=True)
 
                 if state.step % cfg.logging_steps == 0 or state.step == total_steps:
                     mean_loss = accelerator.reduce(window_loss / window_steps, reduction="mean").item()

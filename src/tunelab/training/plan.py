@@ -16,7 +16,7 @@ from tunelab.assets import resolve_model
 from tunelab.config import RunConfig, format_validation_error
 from tunelab.errors import AssetError, ConfigError
 from tunelab.methods import METHODS
-from tunelab.methods.spec import MethodSpec, default_step
+from tunelab.methods.spec import MethodSpec, Target, default_step
 from tunelab.tasks import TASKS
 from tunelab.tasks.spec import TaskSpec
 
@@ -72,6 +72,7 @@ def resolve(cfg: RunConfig) -> Plan:
     if len(custom_steps) > 1:
         problems.append(f"methods: {' and '.join(custom_steps)} both replace the training step; keep one")
 
+    problems += combination_problems(methods, task)
     if task is not None:
         allowed = ("loss", *task.metric_names)
         if cfg.train.metric_for_best_model not in allowed:
@@ -97,3 +98,23 @@ def resolve(cfg: RunConfig) -> Plan:
         raise ConfigError("invalid config:\n" + "\n".join(problems))
     assert task is not None
     return Plan(cfg=cfg, task=task, task_params=task_params, methods=tuple(methods), model_dir=model_dir)
+
+
+def combination_problems(methods: list[tuple[MethodSpec, Any]], task: TaskSpec | None) -> list[str]:
+    """Methods of one group together, and what each method refuses for this task (with its reason)."""
+    problems = []
+    groups: dict[str, list[str]] = {}
+    for spec, _ in methods:
+        if spec.group is not None:
+            groups.setdefault(spec.group, []).append(spec.name)
+    for group, names in groups.items():
+        if len(names) > 1:
+            problems.append(f"methods: {' and '.join(names)} each decide the {group} parameters; keep one")
+    if task is None:
+        return problems
+    target = Target(task.name, task.model_class.__name__, tuple(spec.name for spec, _ in methods))
+    for i, (spec, params) in enumerate(methods):
+        reason = spec.refuses(params, target) if spec.refuses and params is not None else None
+        if reason:
+            problems.append(f"methods[{i}].name: {spec.name} cannot train task {task.name!r}: {reason}")
+    return problems

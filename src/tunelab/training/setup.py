@@ -68,10 +68,14 @@ def fit_params(task: TaskSpec, params: Any, data: TaskData) -> Any:
 def apply_methods(plan: Plan, model: torch.nn.Module, params: Any) -> Adapted:
     """Apply the configured methods in order; each sees the previous one's model."""
     adapted = task_adapted(plan.task, params, model)
-    for spec, params in plan.methods:
-        nxt = spec.apply(adapted.model, params, plan.task.head_modules)
+    for spec, method_params in plan.methods:
+        nxt = spec.apply(adapted.model, method_params, plan.task.head_modules)
         adapted = Adapted(
-            model=nxt.model, companions={**adapted.companions, **nxt.companions}, loss=adapted.loss
+            model=nxt.model,
+            companions={**adapted.companions, **nxt.companions},
+            loss=adapted.loss,
+            lr_scale={**adapted.lr_scale, **nxt.lr_scale},
+            lr_start={**adapted.lr_start, **nxt.lr_start},
         )
     return adapted
 

@@ -1,0 +1,276 @@
+"""Adaptation methods side by side on one dataset: trainable params, samples/s, peak RSS, dev metric.
+
+Variants (each in its own process, so peak RSS is its own): tunelab ``full``, ``freeze`` head-only
+(``trainable_layers: 0``), ``lora``, ``ia3``, ``prefix_tuning``, and plain peft + ``transformers.Trainer``
+LoRA with the same LoRA config, rows, tokenisation and hyperparameters. A variant tunelab refuses at
+validation is recorded with its reason. Rows come from tunelab's data layer, so every variant sees
+the same train/dev split.
+
+    flock -x /tmp/tunelab-cpu.lock python bench/bench_methods.py --datasets rt --out bench/methods.json
+
+``--datasets rt,wnut16``: WNUT-16 rows need the token classification task (``token_classification``).
+samples/s is the loop's own figure over the whole run (tunelab: the training-only time it logs; HF:
+``train_samples_per_second``); the dev metric is computed after training, outside the timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+LORA = {"r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1}
+# method name, methods list, learning rate: small-parameter methods need larger rates (peft's guides).
+VARIANTS: dict[str, tuple[list[dict[str, Any]], float]] = {
+    "full": ([{"name": "full"}], 1e-4),
+    "head-only": ([{"name": "freeze", "params": {"trainable_layers": 0}}], 2e-3),
+    "lora": ([{"name": "lora", "params": LORA}], 5e-4),
+    "ia3": ([{"name": "ia3"}], 3e-3),
+    "prefix": ([{"name": "prefix_tuning", "params": {"num_virtual_tokens": 20}}], 5e-3),
+}
+DATASETS = {
+    "rt": {
+        "asset": "rotten-tomatoes",
+        "task": {"name": "classification", "params": {"max_length": 64}},
+        "metric": "accuracy",
+    },
+    "wnut16": {
+        "asset": "wnut16",
+        "task": {"name": "token_classification", "params": {"max_length": 64}},
+        "metric": "f1",
+    },
+}
+
+
+def config(dataset: str, data_dir: Path, out: Path, methods: list[dict], lr: float, a: argparse.Namespace):
+    """The tunelab config of one variant (validated, not resolved)."""
+    from tunelab.config import validate_config
+
+    spec = DATASETS[dataset]
+    return validate_config(
+        {
+            "model": {"name_or_path": "minilm-l6"},
+            "data": {
+                "train_file": str(data_dir / "train.csv"),
+                "dev_ratio": 0.1,
+                "max_train_samples": a.train_rows,
+                "max_eval_samples": a.eval_rows,
+            },
+            "task": spec["task"],
+            "methods": methods,
+            "train": {
+                "output_dir": str(out),
+                "num_train_epochs": 1,
+                "batch_size": 32,
+                "lr": lr,
+                "warmup_ratio": 0.1,
+                "logging_steps": 100_000,  # one logged window: the whole run
+                "save_steps": 100_000,
+                "seed": 42,
+            },
+        }
+    )
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tunelab_worker(dataset: str, variant: str, data_dir: Path, a: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from tunelab.errors import ConfigError
+    from tunelab.evaluation import evaluate
+    from tunelab.training import build_accelerator, prepare_inputs, resolve, train
+    from tunelab.training.tracking import read_history
+
+    torch.set_num_threads(a.threads)
+    methods, lr = VARIANTS[variant]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            plan = resolve(config(dataset, data_dir, Path(tmp) / "run", methods, lr, a))
+        except ConfigError as exc:
+            return {"refused": str(exc).splitlines()[-1]}
+        accelerator = build_accelerator(plan.cfg.train)
+        inputs = prepare_inputs(plan)
+        model = inputs.adapted.model
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        train(plan, inputs, accelerator)
+        speed = [
+            r["train/samples_per_s"] for r in read_history(plan.cfg.train.output_dir) if "train/loss" in r
+        ]
+        metrics = evaluate(model, plan.task, inputs.dev, inputs.collator, inputs.labels, 64)
+    return {
+        "trainable": trainable,
+        "total": total,
+        "samples_per_s": speed[-1],
+        "metric": metrics[DATASETS[dataset]["metric"]],
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def hf_worker(dataset: str, data_dir: Path, a: argparse.Namespace) -> dict[str, Any]:
+    """Plain peft + transformers.Trainer LoRA on the same rows (classification only)."""
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from tunelab.data import load_labeled_data
+    from tunelab.training import resolve
+
+    torch.set_num_threads(a.threads)
+    if dataset != "rt":
+        return {"refused": "the plain-HF side mirrors sequence classification only"}
+    methods, lr = VARIANTS["lora"]
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = resolve(config(dataset, data_dir, Path(tmp) / "run", methods, lr, a))
+        tc = plan.cfg.train
+        data = load_labeled_data(plan.cfg.data, plan.task_params.labels, tc.seed)
+        label2id = {name: i for i, name in enumerate(data.labels)}
+        tokenizer = AutoTokenizer.from_pretrained(plan.model_dir)
+
+        def encode(rows: Any) -> Dataset:
+            enc = tokenizer(list(rows["text"]), truncation=True, max_length=64)
+            return Dataset.from_dict({**enc, "labels": [label2id[x] for x in rows["label"]]})
+
+        train_set, dev_set = encode(data.train), encode(data.dev)
+        base = AutoModelForSequenceClassification.from_pretrained(plan.model_dir, num_labels=len(data.labels))
+        lora = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=LORA["r"],
+            lora_alpha=LORA["lora_alpha"],
+            lora_dropout=LORA["lora_dropout"],
+            modules_to_save=["pooler"],  # tunelab trains the pooler with the head; same parameters here
+        )
+        model = get_peft_model(base, lora)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        args = TrainingArguments(
+            output_dir=tmp,
+            num_train_epochs=1,
+            per_device_train_batch_size=tc.batch_size,
+            per_device_eval_batch_size=64,
+            learning_rate=lr,
+            warmup_steps=0.1,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+            weight_decay=tc.weight_decay,
+            lr_scheduler_type="linear",
+            seed=tc.seed,
+            save_strategy="no",
+            eval_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        out = trainer.train()
+        pred = trainer.predict(dev_set)
+        accuracy = float((np.argmax(pred.predictions, axis=-1) == pred.label_ids).mean())
+    return {
+        "trainable": trainable,
+        "total": total,
+        "samples_per_s": out.metrics["train_samples_per_second"],
+        "metric": accuracy,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def prepared(dataset: str, root: Path) -> Path:
+    """The dataset's CSVs (tunelab data prepare), made once under ``root``."""
+    from tunelab.assets import prepare_dataset
+
+    out = root / DATASETS[dataset]["asset"]
+    if not (out / "train.csv").is_file():
+        prepare_dataset(DATASETS[dataset]["asset"], out)
+    return out
+
+
+def render(results: dict[str, dict[str, dict]], command: str) -> str:
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| dataset | variant | trainable params | samples/s | peak RSS (MB) | dev metric |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for dataset, rows in results.items():
+        metric = DATASETS[dataset]["metric"]
+        for variant, r in rows.items():
+            if "refused" in r:
+                lines.append(f"| {dataset} | {variant} | refused: {r['refused']} | | | |")
+                continue
+            share = 100 * r["trainable"] / r["total"]
+            lines.append(
+                f"| {dataset} | {variant} | {r['trainable']:,} ({share:.2f}%) | {r['samples_per_s']:.1f} "
+                f"| {r['peak_rss_mb']:.0f} | {metric} {r['metric']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", default="rt", help="comma-separated: rt, wnut16")
+    parser.add_argument("--variants", default=",".join([*VARIANTS, "hf-peft-lora"]))
+    parser.add_argument("--train-rows", type=int, default=2000)
+    parser.add_argument("--eval-rows", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-root", type=Path, default=ROOT / "data")
+    parser.add_argument("--out", type=Path, default=BENCH / "methods.json")
+    parser.add_argument("--worker", nargs=2, metavar=("DATASET", "VARIANT"), help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if a.worker:
+        dataset, variant = a.worker
+        data_dir = prepared(dataset, a.data_root)
+        result = (
+            hf_worker(dataset, data_dir, a)
+            if variant == "hf-peft-lora"
+            else tunelab_worker(dataset, variant, data_dir, a)
+        )
+        print(json.dumps(result))  # noqa: T201  (the parent reads the worker's result from stdout)
+        return
+    results: dict[str, dict[str, dict]] = {}
+    for dataset in a.datasets.split(","):
+        if dataset not in DATASETS:
+            sys.exit(f"--datasets: unknown {dataset!r}; choose from {', '.join(DATASETS)}")
+        for variant in a.variants.split(","):
+            t0 = time.time()
+            cmd = [sys.executable, __file__, "--worker", dataset, variant, *sys.argv[1:]]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                sys.exit(f"{dataset}/{variant} failed:\n{proc.stderr[-3000:]}")
+            results.setdefault(dataset, {})[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(
+                f"{dataset}/{variant}: {results[dataset][variant]} ({time.time() - t0:.0f} s)",
+                file=sys.stderr,
+            )  # noqa: T201
+    a.out.write_text(json.dumps(results, indent=2))
+    command = "flock -x /tmp/tunelab-cpu.lock python bench/bench_methods.py " + " ".join(sys.argv[1:])
+    print(render(results, command))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

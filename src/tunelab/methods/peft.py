@@ -1,0 +1,235 @@
+"""Parameter-efficient fine-tuning through the ``peft`` library: params -> peft config -> ``get_peft_model``.
+
+LoRA (Hu et al. 2021; rsLoRA, Kalajdzievski 2023; DoRA, Liu et al. 2024), AdaLoRA (Zhang et al. 2023),
+IA3 (Liu et al. 2022), prefix tuning (Li & Liang 2021) and prompt tuning (Lester et al. 2021). Nothing is
+re-implemented: what tunelab adds is the task wiring (peft's task type from the task's model class; the
+task head and pooler trained and saved in ``modules_to_save``, so an adapter reloads with identical
+predictions), AdaLoRA's per-step budget update after each optimizer step with the plan's step count, and
+refusals at validation for what peft cannot do with our transformers:
+
+- prefix tuning needs a backbone whose forward takes ``past_key_values``; transformers 5 encoders and
+  classification heads no longer list it, so peft refuses them; it runs on causal/seq2seq LM tasks.
+- prompt tuning prepends virtual tokens to the outputs too: only sequence classification and causal LM
+  tasks, whose heads do not read per-token positions, are served.
+- bottleneck adapters (Houlsby/Pfeiffer) are not offered: peft has none, and the ``adapters`` package
+  (1.3.0) pins ``transformers~=4.57.6``, incompatible with the transformers 5 we run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from peft import (
+    AdaLoraConfig,
+    IA3Config,
+    LoraConfig,
+    PeftConfig,
+    PrefixTuningConfig,
+    PromptTuningConfig,
+    TaskType,
+    get_peft_model,
+)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from tunelab.errors import ConfigError
+from tunelab.methods.spec import Adapted, MethodSpec, OptimizerStepContext, Target
+
+# transformers head class suffix -> peft task type (peft wraps forward and saving per task type).
+TASK_TYPES = {
+    "ForSequenceClassification": TaskType.SEQ_CLS,
+    "ForTokenClassification": TaskType.TOKEN_CLS,
+    "ForQuestionAnswering": TaskType.QUESTION_ANS,
+    "ForCausalLM": TaskType.CAUSAL_LM,
+    "ForSeq2SeqLM": TaskType.SEQ_2_SEQ_LM,
+}
+# Modules feeding the head that a backbone checkpoint may lack (then freshly initialised at load).
+HEAD_FEEDERS = ("pooler",)
+
+
+def task_type(class_name: str) -> TaskType | None:
+    """peft's task type for a transformers model class name (Auto class or concrete), None if generic."""
+    return next((t for suffix, t in TASK_TYPES.items() if class_name.endswith(suffix)), None)
+
+
+def modules_to_save(model: nn.Module, head_modules: tuple[str, ...]) -> list[str]:
+    """Head modules (and the pooler) present in ``model``: trained in full and saved with the adapter."""
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    return [name for name in (*head_modules, *HEAD_FEEDERS) if name in present]
+
+
+def applier(config_class: type[PeftConfig], name: str, **fixed: Any) -> Callable:
+    """The method's ``apply``: its params (named as peft names them; tunelab's own are marked
+    ``exclude=True``) plus the task wiring and ``fixed`` into ``config_class``, then ``get_peft_model``;
+    peft's refusals are keyed to the method."""
+
+    def apply(model: nn.Module, params: BaseModel, head_modules: tuple[str, ...]) -> Adapted:
+        config = config_class(**params.model_dump(), **fixed, **_common(model, head_modules))
+        try:
+            return Adapted(model=get_peft_model(model, config))
+        except ValueError as exc:
+            raise ConfigError(f"methods.{name}: peft refused the config: {exc}") from None
+
+    return apply
+
+
+def _common(model: nn.Module, head_modules: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "task_type": task_type(type(model).__name__),
+        "modules_to_save": modules_to_save(model, head_modules),
+    }
+
+
+def refuses_moe(params: Any, target: Target) -> str | None:
+    """Adapters are saved as deltas over the unchanged base; MoE upcycling adds weights the base lacks."""
+    if "moe" in target.methods:
+        return (
+            "an adapter artifact stores only adapter weights over the unchanged base model, and moe adds "
+            "router/expert weights the base does not have; train moe with full"
+        )
+    return None
+
+
+def refuses_unless(served: tuple[TaskType, ...], why: str) -> Callable[[Any, Target], str | None]:
+    """A refusal for tasks whose peft task type is not in ``served``; ``why`` names {model_class}."""
+
+    def refuses(params: Any, target: Target) -> str | None:
+        if task_type(target.model_class) not in served:
+            return why.format(model_class=target.model_class)
+        return refuses_moe(params, target)
+
+    return refuses
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraParams(_Params):
+    """LoRA: W + (alpha/r) B A on the target linears; rsLoRA scales by alpha/sqrt(r); DoRA adds magnitudes."""
+
+    r: int = Field(8, gt=0, description="Rank of the update B A.")
+    lora_alpha: float = Field(16.0, gt=0, description="Scaling numerator: the update is scaled by alpha/r.")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Module names (suffixes) to adapt; None uses peft's per-architecture default "
+        "(e.g. query,value for BERT; q_proj,v_proj for Llama).",
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA): learn magnitude and direction.")
+
+
+class AdaLoraParams(_Params):
+    """AdaLoRA: SVD-shaped LoRA whose total rank budget shrinks from init_r to target_r per module."""
+
+    init_r: int = Field(12, gt=0, description="Initial rank of every adapted module.")
+    target_r: int = Field(4, gt=0, description="Average rank per module once the budget has shrunk.")
+    lora_alpha: float = Field(32.0, gt=0, description="Scaling numerator (as LoRA's lora_alpha).")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: list[str] | None = Field(None, description="As lora.target_modules.")
+    tinit_ratio: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        exclude=True,
+        description="Fraction of the run's steps trained at full rank before pruning.",
+    )
+    tfinal_ratio: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        exclude=True,
+        description="Fraction of the run's steps trained at the final budget.",
+    )
+    deltaT: int = Field(1, gt=0, description="Re-allocate the budget every deltaT optimizer steps.")  # noqa: N815  (peft's name)
+    orth_reg_weight: float = Field(0.5, ge=0.0, description="Weight of the orthogonality regulariser.")
+
+    @model_validator(mode="after")
+    def _budget_phase(self) -> AdaLoraParams:
+        """peft needs steps between the initial and final phases; the budget only shrinks."""
+        if self.tinit_ratio + self.tfinal_ratio >= 1.0:
+            raise ValueError("tinit_ratio + tfinal_ratio must leave steps for the budget phase (sum < 1)")
+        if self.target_r > self.init_r:
+            raise ValueError("target_r must not exceed init_r: the budget only shrinks")
+        return self
+
+
+def rank_budget(model: nn.Module) -> int:
+    """Ranks currently kept over all AdaLoRA modules (the initial ranks until a budget is allocated)."""
+    config = model.peft_config["default"]
+    if config.rank_pattern:
+        return int(sum(sum(kept) for kept in config.rank_pattern.values()))
+    return sum(m.r["default"] for m in model.modules() if hasattr(m, "lora_E"))
+
+
+def adalora_step(adapted: Adapted, params: AdaLoraParams, ctx: OptimizerStepContext) -> dict[str, float]:
+    """Score importances from this step's gradients and mask ranks to the current budget (peft's call)."""
+    model = getattr(adapted.model, "module", adapted.model)  # DDP-wrapped on several processes
+    config = model.peft_config["default"]
+    config.total_step = ctx.total_steps
+    config.tinit = int(params.tinit_ratio * ctx.total_steps)
+    config.tfinal = int(params.tfinal_ratio * ctx.total_steps)
+    model.base_model.update_and_allocate(ctx.step - 1)  # peft counts steps from 0
+    return {"adalora_rank_budget": float(rank_budget(model))}
+
+
+class IA3Params(_Params):
+    """IA3: learned vectors rescaling keys, values and feed-forward activations."""
+
+    target_modules: list[str] | None = Field(None, description="Modules to rescale; None: peft's default.")
+    feedforward_modules: list[str] | None = Field(
+        None, description="Subset of target_modules that are feed-forward (scaled on the input side)."
+    )
+
+
+class PrefixParams(_Params):
+    """Prefix tuning: trained key/value prefixes in every attention layer."""
+
+    num_virtual_tokens: int = Field(20, gt=0, description="Prefix length.")
+    prefix_projection: bool = Field(False, description="Reparametrise the prefix through an MLP.")
+
+
+class PromptParams(_Params):
+    """Prompt tuning: trained soft-prompt embeddings prepended to the input."""
+
+    num_virtual_tokens: int = Field(20, gt=0, description="Soft-prompt length.")
+
+
+LORA = MethodSpec("lora", LoraParams, applier(LoraConfig, "lora"), group="trainable", refuses=refuses_moe)
+ADALORA = MethodSpec(
+    "adalora",
+    AdaLoraParams,
+    # total_step is a placeholder peft requires; adalora_step sets the plan's count before any use
+    applier(AdaLoraConfig, "adalora", total_step=1),
+    on_optimizer_step=adalora_step,
+    group="trainable",
+    refuses=refuses_moe,
+)
+IA3 = MethodSpec("ia3", IA3Params, applier(IA3Config, "ia3"), group="trainable", refuses=refuses_moe)
+# Prefix tuning: peft's path for non-LM heads needs ``past_key_values`` in the backbone's forward.
+PREFIX = MethodSpec(
+    "prefix_tuning",
+    PrefixParams,
+    applier(PrefixTuningConfig, "prefix_tuning"),
+    group="trainable",
+    refuses=refuses_unless(
+        (TaskType.CAUSAL_LM, TaskType.SEQ_2_SEQ_LM),
+        "prefix tuning needs a forward that takes past_key_values, which transformers 5 {model_class} "
+        "models do not declare (peft refuses them); use lora or prompt_tuning",
+    ),
+)
+# Soft prompts shift token positions: only heads that do not read per-token outputs.
+PROMPT = MethodSpec(
+    "prompt_tuning",
+    PromptParams,
+    applier(PromptTuningConfig, "prompt_tuning"),
+    group="trainable",
+    refuses=refuses_unless(
+        (TaskType.SEQ_CLS, TaskType.CAUSAL_LM),
+        "prompt tuning prepends virtual tokens to the sequence, so per-token outputs of {model_class} "
+        "no longer line up with the labels; use lora",
+    ),
+)
+SPECS = (LORA, ADALORA, IA3, PREFIX, PROMPT)

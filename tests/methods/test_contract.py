@@ -1,0 +1,112 @@
+"""The method contract matrix: every registered task x every registered method, on tiny data.
+
+A compatible pair takes one optimizer step through the real loop with a finite loss, changes only
+parameters it trains (frozen ones bit-identical, the task head changed), and round-trips save -> load
+with identical outputs. A pair a method refuses (``MethodSpec.refuses``/groups) is listed with its
+reason, and plan validation must refuse it with that reason. New tasks (``TOY_TASKS``) and methods
+(``METHODS``, ``TOY_METHODS``) join automatically.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from toy_tasks import TOY_TASKS, toy_methods
+from tunelab.config import validate_config
+from tunelab.errors import ConfigError
+from tunelab.export.artifact import load_artifact
+from tunelab.export.merge import save_run_model
+from tunelab.methods import METHODS
+from tunelab.methods.freeze import in_head
+from tunelab.methods.spec import Target
+from tunelab.tasks import TASKS
+from tunelab.training import build_accelerator, prepare_inputs, resolve, train
+
+PAIRS = [(task, method) for task in TASKS.names() for method in METHODS.names()]
+
+
+def declared_refusal(task_name: str, method_name: str) -> str | None:
+    """The reason ``method`` gives for not serving ``task``, from its spec (None when compatible)."""
+    task, spec = TASKS.get(task_name), METHODS.get(method_name)
+    if spec.refuses is None:
+        return None
+    methods = toy_methods(method_name)
+    params = spec.params.model_validate(methods[0].get("params") or {})
+    target = Target(task_name, task.model_class.__name__, tuple(m["name"] for m in methods))
+    return spec.refuses(params, target)
+
+
+REFUSED = {pair: reason for pair in PAIRS if (reason := declared_refusal(*pair))}
+COMPATIBLE = [pair for pair in PAIRS if pair not in REFUSED]
+
+
+def toy_config(tiny_backbone_dir: Path, tmp_path: Path, task: str, method: str, **train: Any) -> Any:
+    return validate_config(
+        {
+            "model": {"name_or_path": str(tiny_backbone_dir)},
+            **TOY_TASKS[task](tmp_path),
+            "methods": toy_methods(method),
+            "train": {
+                "output_dir": str(tmp_path / "run"),
+                "batch_size": 8,
+                "lr": 1e-2,
+                "max_steps": 1,
+                "save_steps": 1000,
+                "seed": 7,
+                **train,
+            },
+        }
+    )
+
+
+def test_declared_incompatibilities():
+    """The pairs refused today, each with a reason (the README's methods table lists the same)."""
+    known = {pair for pair in REFUSED if pair[0] == "classification"}
+    assert known == {("classification", "prefix_tuning")}
+    assert "past_key_values" in REFUSED["classification", "prefix_tuning"]
+
+
+@pytest.mark.parametrize(("task", "method"), sorted(REFUSED), ids=[f"{t}-{m}" for t, m in sorted(REFUSED)])
+def test_validation_refuses_declared_pairs_with_the_reason(tiny_backbone_dir, tmp_path, task, method):
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.name: .*cannot train task") as err:
+        resolve(toy_config(tiny_backbone_dir, tmp_path, task, method))
+    assert REFUSED[task, method] in str(err.value)
+
+
+@pytest.mark.parametrize(("task", "method"), COMPATIBLE, ids=[f"{t}-{m}" for t, m in COMPATIBLE])
+def test_one_step_trains_what_it_should_and_round_trips(tiny_backbone_dir, tmp_path, task, method):
+    plan = resolve(toy_config(tiny_backbone_dir, tmp_path, task, method))
+    accelerator = build_accelerator(plan.cfg.train)
+    inputs = prepare_inputs(plan)
+    model = inputs.adapted.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+
+    result = train(plan, inputs, accelerator)
+
+    assert result.step == 1
+    assert math.isfinite(result.losses[1])
+    after = dict(model.named_parameters())
+    changed = {name for name in before if not torch.equal(before[name], after[name].detach())}
+    assert changed <= trained, f"frozen parameters changed: {sorted(changed - trained)[:5]}"
+    assert any(in_head(name, plan.task.head_modules) for name in changed), "the task head did not train"
+
+    info = {
+        "task": plan.task.name,
+        "task_params": plan.task_params.model_dump(mode="json"),
+        "labels": inputs.labels,
+        "columns": {"text": "text", "label": "label"},
+        "config": plan.cfg.model_dump(mode="json"),
+    }
+    save_run_model(model, inputs.tokenizer, tmp_path / "best", info)
+    loaded = load_artifact(tmp_path / "best")
+    batch = inputs.collator([inputs.dev[i] for i in range(4)])
+    batch.pop("labels")
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(**batch).logits, model(**batch).logits, rtol=0, atol=1e-6)

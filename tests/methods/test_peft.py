@@ -1,0 +1,76 @@
+"""PEFT methods: AdaLoRA's budget shrinks, a trained LoRA run merges to equal logits, combos are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from typer.testing import CliRunner
+
+from tunelab.cli import app
+from tunelab.config import dump_config
+from tunelab.errors import ConfigError
+from tunelab.export.artifact import load_artifact
+from tunelab.methods.peft import rank_budget
+from tunelab.training import build_accelerator, prepare_inputs, resolve, train
+from tunelab.training.tracking import read_history
+
+
+def test_adalora_rank_budget_shrinks_over_training(make_config):
+    methods = [{"name": "adalora", "params": {"init_r": 6, "target_r": 2, "tinit_ratio": 0.1}}]
+    plan = resolve(make_config(methods=methods, train={"max_steps": 20}))
+    inputs = prepare_inputs(plan)
+    initial = rank_budget(inputs.adapted.model)
+    train(plan, inputs, build_accelerator(plan.cfg.train))
+    final = rank_budget(inputs.adapted.model)
+    assert initial == 6 * 4  # query and value in 2 layers, peft's BERT default
+    assert final <= 2 * 4 < initial
+    budgets = [r["train/adalora_rank_budget"] for r in read_history(plan.cfg.train.output_dir)]
+    assert budgets[0] == initial
+    assert budgets == sorted(budgets, reverse=True)
+    kept = [m.lora_E["default"].ne(0).sum() for m in inputs.adapted.model.modules() if hasattr(m, "lora_E")]
+    assert int(sum(kept)) == final  # pruned singular values are zeroed in the weights, not only counted
+
+
+def test_trained_lora_run_saves_an_adapter_that_merges_to_equal_logits(make_config, tmp_path: Path):
+    cfg = make_config(methods=[{"name": "lora", "params": {"r": 4, "use_dora": True}}])
+    config = tmp_path / "cfg.yaml"
+    config.write_text(dump_config(cfg))
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(config)])
+    assert result.exit_code == 0, result.output
+    best = cfg.train.output_dir / "best"
+    assert (best / "adapter_config.json").is_file()
+    assert not (best / "config.json").exists()
+    saved = json.loads((best / "adapter_config.json").read_text())
+    assert set(saved["modules_to_save"]) >= {"classifier", "pooler"}
+
+    result = runner.invoke(
+        app, ["export", str(cfg.train.output_dir), "--to", str(tmp_path / "merged"), "--merge"]
+    )
+    assert result.exit_code == 0, result.output
+    adapter, merged = load_artifact(best), load_artifact(tmp_path / "merged")
+    assert isinstance(adapter.model, PeftModel)
+    assert not isinstance(merged.model, PeftModel)
+    batch = adapter.tokenizer(["the movie was good", "an awful plot"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            merged.model(**batch).logits, adapter.model(**batch).logits, rtol=0, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        ([{"name": "lora"}, {"name": "ia3"}], r"lora and ia3 each decide the trainable parameters; keep one"),
+        ([{"name": "moe"}, {"name": "lora"}], r"methods\[1\]\.name: lora cannot train .*moe adds router"),
+        ([{"name": "adalora", "params": {"tinit_ratio": 0.5, "tfinal_ratio": 0.5}}], r"budget phase"),
+    ],
+    ids=["two-peft", "moe-lora", "adalora-schedule"],
+)
+def test_invalid_combinations_are_refused_with_the_reason(make_config, methods, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(make_config(methods=methods))
