@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunelab.methods import full, moe
+from tunelab.methods import adversarial, distill, full, moe, rdrop
 from tunelab.methods.spec import MethodSpec
 from tunelab.registry import Registry
 
@@ -11,5 +11,8 @@ METHODS: Registry[MethodSpec] = Registry(
     {
         full.SPEC.name: full.SPEC,
         moe.SPEC.name: moe.SPEC,
+        distill.SPEC.name: distill.SPEC,
+        adversarial.SPEC.name: adversarial.SPEC,
+        rdrop.SPEC.name: rdrop.SPEC,
     },
 )

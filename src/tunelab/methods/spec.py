@@ -72,7 +72,10 @@ class MethodSpec:
     ``on_optimizer_step(adapted, params, ctx)``, if set, runs on every rank right after each optimizer
     step and returns scalars to log (e.g. MoE's aux-free bias update). ``rebuild(model, params)``, if
     set, re-creates the method's module structure on a model built from its config, so a saved state
-    dict of a structurally changed model loads without remote code.
+    dict of a structurally changed model loads without remote code. ``prepare(adapted, params,
+    train_features, collator)``, if set, runs once after the training split is tokenised and before
+    the first step (e.g. distillation's offline teacher-logit cache). ``incompatible_tasks`` maps a
+    task name to the reason the method cannot train it; ``plan.resolve`` refuses the pair with it.
     """
 
     name: str
@@ -81,3 +84,5 @@ class MethodSpec:
     step: Callable[[Adapted, Mapping[str, torch.Tensor], Backward], StepOutput] = default_step
     on_optimizer_step: Callable[[Adapted, Any, OptimizerStepContext], Mapping[str, float]] | None = None
     rebuild: Callable[[nn.Module, Any], nn.Module] | None = None
+    prepare: Callable[[Adapted, Any, Any, Any], None] | None = None
+    incompatible_tasks: Mapping[str, str] = field(default_factory=dict)

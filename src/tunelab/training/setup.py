@@ -11,8 +11,11 @@ import torch
 from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
+from tunelab.config import AugmentConfig
 from tunelab.data import LabeledData, load_labeled_data
-from tunelab.methods.spec import Adapted, model_loss
+from tunelab.data.augment import AugmentingCollator, load_synonyms
+from tunelab.methods.losses import model_logits, smoothed_cross_entropy
+from tunelab.methods.spec import Adapted, LossFn, model_loss
 from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
 
@@ -47,14 +50,24 @@ def load_model(plan: Plan, labels: list[str]) -> torch.nn.Module:
     return model
 
 
-def task_adapted(task: TaskSpec, model: torch.nn.Module) -> Adapted:
-    """``model`` trained with ``task``'s loss (the model's own loss unless the task defines one)."""
-    return Adapted(model=model, loss=task.loss or model_loss)
+def task_adapted(task: TaskSpec, model: torch.nn.Module, label_smoothing: float = 0.0) -> Adapted:
+    """``model`` trained with ``task``'s loss (the model's own loss unless the task defines one).
+
+    ``label_smoothing`` > 0 swaps the model's own cross-entropy for the smoothed one (``plan.resolve``
+    refuses it for tasks with their own loss), so every method's hard loss is smoothed alike.
+    """
+    loss: LossFn = task.loss or model_loss
+    if label_smoothing:
+
+        def loss(outputs: Any, batch: Any) -> torch.Tensor:
+            return smoothed_cross_entropy(model_logits(outputs), batch["labels"], label_smoothing)
+
+    return Adapted(model=model, loss=loss)
 
 
 def apply_methods(plan: Plan, model: torch.nn.Module) -> Adapted:
     """Apply the configured methods in order; each sees the previous one's model."""
-    adapted = task_adapted(plan.task, model)
+    adapted = task_adapted(plan.task, model, plan.cfg.train.label_smoothing)
     for spec, params in plan.methods:
         nxt = spec.apply(adapted.model, params, plan.task.head_modules)
         adapted = Adapted(
@@ -82,12 +95,40 @@ def prepare_inputs(plan: Plan, data: LabeledData | None = None) -> TrainInputs:
     def features(split: datasets.Dataset) -> datasets.Dataset:
         return tokenize_dataset(plan.task, plan.task_params, tokenizer, split, data.labels)
 
+    collator = plan.task.collator(tokenizer)
+    train = features(data.train)
+    for spec, params in plan.methods:
+        if spec.prepare is not None:
+            spec.prepare(adapted, params, train, collator)
+    if cfg.data.augment is not None:
+        train, collator = _augmenting(plan, cfg.data.augment, tokenizer, data.train, train, collator)
     return TrainInputs(
         adapted=adapted,
         tokenizer=tokenizer,
-        collator=plan.task.collator(tokenizer),
+        collator=collator,
         labels=data.labels,
-        train=features(data.train),
+        train=train,
         dev=features(data.dev),
         test=features(data.test) if data.test is not None else None,
     )
+
+
+def _augmenting(
+    plan: Plan,
+    cfg: AugmentConfig,
+    tokenizer: Any,
+    raw: datasets.Dataset,
+    train: datasets.Dataset,
+    collator: Any,
+) -> tuple[datasets.Dataset, AugmentingCollator]:
+    """Training features that keep their raw text and row index, and the collator that augments them."""
+    train = train.add_column("row", list(range(len(train))))
+    for column in ("text", "text_pair"):
+        if column in raw.column_names:
+            train = train.add_column(column, raw[column])
+    synonyms = load_synonyms(cfg.synonyms_file) if cfg.synonyms_file is not None else {}
+
+    def tokenize(columns: dict[str, list[str]]) -> dict[str, list[Any]]:
+        return plan.task.preprocess(columns, tokenizer, plan.task_params, {})
+
+    return train, AugmentingCollator(collator, tokenize, cfg, plan.cfg.train.seed, synonyms)
