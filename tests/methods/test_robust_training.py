@@ -69,25 +69,29 @@ def test_method_trains_in_the_loop_and_logs_its_metric(make_config, methods, met
 def test_augmented_training_resumes_exactly(make_config, tmp_path):
     """Augmentation redrawn per (seed, epoch) batch: an interrupted + resumed run repeats every loss."""
     sections = {
-        "data": {"augment": {"prob": 1.0, "alpha": 0.3}},
+        "data": {"augment": {"prob": 1.0, "alpha": 0.3}, "max_train_samples": 32},
         "train": {"num_train_epochs": 2, "eval_steps": 1},
     }
     full, _ = _run(make_config(**sections))
     cfg = make_config(**{**sections, "train": {**sections["train"], "output_dir": str(tmp_path / "cut")}})
     calls = {"n": 0}
 
-    def interrupt_at_third(model):
+    def interrupt(model):
         calls["n"] += 1
-        if calls["n"] == 15:  # mid second epoch (12 steps per epoch)
+        if calls["n"] == 6:  # mid second epoch (4 steps per epoch)
             os.kill(os.getpid(), signal.SIGINT)
         return {"accuracy": 0.5}
 
-    first, _ = _run(cfg, evaluate_fn=interrupt_at_third)
+    first, _ = _run(cfg, evaluate_fn=interrupt)
     assert first.stopped == "interrupted"
     resumed, _ = _run(cfg, resume_from=first.checkpoint)
     for step, loss in resumed.losses.items():
         assert loss == pytest.approx(full.losses[step], abs=1e-6), step
-    plain, _ = _run(make_config(train={**sections["train"], "output_dir": str(tmp_path / "plain")}))
+    plain_sections = {
+        "data": {"max_train_samples": 32},
+        "train": {"max_steps": 1, "output_dir": str(tmp_path / "p")},
+    }
+    plain, _ = _run(make_config(**plain_sections))
     assert plain.losses[1] != pytest.approx(full.losses[1], abs=1e-6)  # the augmentation did change the rows
 
 
