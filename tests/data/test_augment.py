@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from tunelab.config import AugmentConfig
 from tunelab.data.augment import (
@@ -17,8 +18,9 @@ from tunelab.data.augment import (
     random_swap,
     synonym_replace,
 )
+from tunelab.data.back_translation import BackTranslator
 from tunelab.data.batching import epoch_batches
-from tunelab.errors import DataError
+from tunelab.errors import CheckpointError, DataError
 
 WORDS = ["the", "plot", "was", "dull", "and", "far", "too", "long"]
 
@@ -103,3 +105,43 @@ def test_synonym_file_is_read_and_checked(tmp_path):
 def test_synonym_operation_needs_a_file():
     with pytest.raises(ValueError, match="needs synonyms_file"):
         AugmentConfig(ops=["synonym"])
+
+
+@pytest.fixture(scope="module")
+def tiny_t5_dir(tiny_backbone_dir, tmp_path_factory):
+    """A random 1-layer T5 that uses the tiny WordPiece tokenizer, saved HF-style."""
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    out = tmp_path_factory.mktemp("tiny-t5")
+    tok = AutoTokenizer.from_pretrained(tiny_backbone_dir)
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tok),
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.sep_token_id,
+        decoder_start_token_id=tok.cls_token_id,
+    )
+    T5ForConditionalGeneration(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_back_translation_runs_both_models_deterministically(tiny_t5_dir):
+    texts = ["the plot was dull", "a superb actor and a fine story"]
+    bt = BackTranslator(tiny_t5_dir, tiny_t5_dir, max_new_tokens=5)
+    out = bt(texts)
+    assert len(out) == 2
+    assert all(isinstance(t, str) and len(t.split()) <= 5 for t in out)
+    assert bt(texts) == out
+    one_way = BackTranslator(tiny_t5_dir, max_new_tokens=5)(texts)
+    assert one_way == BackTranslator(tiny_t5_dir, max_new_tokens=5)(texts)
+
+
+def test_back_translation_refuses_an_encoder_only_model(tiny_backbone_dir):
+    with pytest.raises(CheckpointError, match="needs an encoder-decoder model"):
+        BackTranslator(tiny_backbone_dir)
