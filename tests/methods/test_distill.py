@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from robust_helpers import NO_DROPOUT, assert_same_grads, clone, run_step, tiny_model, toy_batch
-from tunelab.errors import ConfigError, DataError
+from tunelab.errors import CheckpointError, ConfigError, DataError
 from tunelab.methods import distill
 from tunelab.methods.distill import cache as distill_cache
 from tunelab.methods.losses import topk_kl
@@ -128,9 +128,9 @@ def test_distill_refuses_a_teacher_with_other_labels(tiny_backbone_dir, tmp_path
         _distilled(tiny_model(tiny_backbone_dir, LABELS), [teacher])
 
 
-def test_distill_params_check_paths_and_combinations(tmp_path):
-    with pytest.raises(ValueError, match="not a directory"):
-        distill.Params(teacher=str(tmp_path / "missing"))
+def test_distill_checks_teacher_paths_and_param_combinations(tiny_backbone_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="teacher directory not found"):
+        _distilled(tiny_model(tiny_backbone_dir, LABELS), [tmp_path / "missing"])
     with pytest.raises(ValueError, match="cache keeps logits only"):
         distill.Params(teacher=str(tmp_path), hidden_layers=[(1, 1)], cache_dir=str(tmp_path))
 

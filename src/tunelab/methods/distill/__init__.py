@@ -33,7 +33,7 @@ PROJECTION = "distill_projection"  # attribute of the student holding the hidden
 
 
 class Params(BaseModel):
-    """Distillation settings; paths are checked here, weights are loaded by ``apply``."""
+    """Distillation settings; teacher paths are read by ``apply`` (a config may name a future run)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -59,14 +59,6 @@ class Params(BaseModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
-
-    @field_validator("teacher")
-    @classmethod
-    def _exists(cls, value: list[str]) -> list[str]:
-        missing = [p for p in value if not Path(p).expanduser().is_dir()]
-        if missing:
-            raise ValueError(f"not a directory: {', '.join(missing)}")
-        return value
 
     @model_validator(mode="after")
     def _combinations(self) -> Params:

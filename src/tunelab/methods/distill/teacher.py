@@ -32,6 +32,8 @@ def teacher_dir(path: Path) -> Path:
                 f"{candidate}: an adapter artifact; merge it into a full model first "
                 "(tunelab export DIR --to OUT --merge) and use OUT as the teacher"
             )
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: teacher directory not found (methods.distill.params.teacher)")
     raise CheckpointError(f"{path}: no config.json (nor best/config.json); give a run dir or a model dir")
 
 
