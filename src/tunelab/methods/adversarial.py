@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from tunelab.methods.spec import Adapted, Backward, MethodSpec, StepOutput
+from tunelab.methods.spec import Adapted, Backward, MethodSpec, StepOutput, step_only_apply
 
 
 class Params(BaseModel):
@@ -39,19 +39,6 @@ class Params(BaseModel):
     init_magnitude: float = Field(
         0.0, ge=0, description="FreeLB: norm of the random initial perturbation per example; 0 = start clean."
     )
-
-
-class Attack(nn.Module):
-    """Carries the attack's params to the step (the loop passes the step nothing else)."""
-
-    def __init__(self, params: Params) -> None:
-        super().__init__()
-        self.params = params
-
-
-def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Adapted:
-    """Trainability is left as previous methods set it (e.g. LoRA); only the step changes."""
-    return Adapted(model=model, companions={"adversarial": Attack(params)})
 
 
 def input_embeddings(model: nn.Module) -> nn.Module:
@@ -150,4 +137,5 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
     return _fgm_pgd(adapted, batch, backward, params)
 
 
+apply = step_only_apply("adversarial")
 SPEC = MethodSpec(name="adversarial", params=Params, apply=apply, step=step)

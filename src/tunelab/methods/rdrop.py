@@ -12,29 +12,15 @@ from collections.abc import Mapping
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from tunelab.methods.losses import model_logits, symmetric_kl, valid_mask
-from tunelab.methods.spec import Adapted, Backward, MethodSpec, StepOutput
+from tunelab.methods.spec import Adapted, Backward, MethodSpec, StepOutput, step_only_apply
 
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     alpha: float = Field(1.0, ge=0, description="Weight of the symmetric KL between the two dropout passes.")
-
-
-class RDrop(nn.Module):
-    """Carries α to the step."""
-
-    def __init__(self, params: Params) -> None:
-        super().__init__()
-        self.params = params
-
-
-def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Adapted:
-    """Trainability is left as previous methods set it; only the step changes."""
-    return Adapted(model=model, companions={"rdrop": RDrop(params)})
 
 
 def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
@@ -50,4 +36,5 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
     return StepOutput(loss=loss.detach(), metrics={"rdrop_kl": consistency.detach()})
 
 
+apply = step_only_apply("rdrop")
 SPEC = MethodSpec(name="rdrop", params=Params, apply=apply, step=step)

@@ -32,6 +32,26 @@ class Adapted:
     loss: LossFn = model_loss
 
 
+class ParamsCompanion(nn.Module):
+    """A method's params kept in ``Adapted.companions``: the loop passes a step nothing but the batch."""
+
+    def __init__(self, params: Any) -> None:
+        super().__init__()
+        self.params = params
+
+
+def step_only_apply(key: str) -> Callable[[nn.Module, Any, tuple[str, ...]], Adapted]:
+    """``apply`` of a method that changes only the step.
+
+    Trainability stays as earlier methods set it (e.g. LoRA); the params ride along as companion ``key``.
+    """
+
+    def apply(model: nn.Module, params: Any, head_modules: tuple[str, ...]) -> Adapted:
+        return Adapted(model=model, companions={key: ParamsCompanion(params)})
+
+    return apply
+
+
 @dataclass(frozen=True)
 class StepOutput:
     """Loss of one micro-batch (already back-propagated) and extra scalars to log.
