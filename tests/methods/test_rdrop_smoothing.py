@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from robust_helpers import NO_DROPOUT, assert_same_grads, clone, run_step, tiny_model, toy_batch
+from tunelab.errors import ConfigError
 from tunelab.methods import rdrop
-from tunelab.methods.losses import smoothed_cross_entropy, symmetric_kl
+from tunelab.methods.losses import model_logits, smoothed_cross_entropy, symmetric_kl
 from tunelab.methods.spec import Adapted, default_step, model_loss
 from tunelab.tasks import TASKS
 from tunelab.training.setup import task_adapted
@@ -66,3 +69,11 @@ def test_task_adapted_smooths_only_when_asked(tiny_backbone_dir):
     out = model(**batch)
     smoothed = task_adapted(task, model, 0.2).loss(out, batch)
     torch.testing.assert_close(smoothed, F.cross_entropy(out.logits, batch["labels"], label_smoothing=0.2))
+
+
+def test_heads_without_one_logits_tensor_or_labels_are_refused_with_the_reason():
+    qa_like = SimpleNamespace(start_logits=torch.zeros(2, 4), end_logits=torch.zeros(2, 4))
+    with pytest.raises(ConfigError, match="has no `logits`; distill, rdrop and train.label_smoothing need"):
+        model_logits(qa_like)
+    with pytest.raises(ConfigError, match="train.label_smoothing: this task's batches carry no `labels`"):
+        smoothed_cross_entropy(torch.zeros(2, 3), None, 0.1)

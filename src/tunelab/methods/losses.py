@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from tunelab.errors import ConfigError
+
 IGNORE_INDEX = -100  # transformers' convention for positions without a label
 
 
@@ -19,9 +21,9 @@ def model_logits(outputs: object) -> torch.Tensor:
     """``outputs.logits``, or a clear error for heads that have none (e.g. QA start/end logits)."""
     logits = getattr(outputs, "logits", None)
     if logits is None:
-        raise TypeError(
-            f"{type(outputs).__name__} has no `logits`; this method needs a task whose head returns one "
-            "logits tensor (classification, token classification)"
+        raise ConfigError(
+            f"{type(outputs).__name__} has no `logits`; distill, rdrop and train.label_smoothing need a task "
+            "whose head returns one logits tensor (classification, token classification)"
         )
     return logits
 
@@ -73,8 +75,12 @@ def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, mask: torch.Ten
     return masked_mean(kl, mask)
 
 
-def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, epsilon: float) -> torch.Tensor:
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None, epsilon: float) -> torch.Tensor:
     """Cross-entropy with label smoothing ε over (B, C) or (B, T, C) logits; -100 labels are ignored."""
+    if labels is None:
+        raise ConfigError(
+            "train.label_smoothing: this task's batches carry no `labels` to smooth; set it to 0"
+        )
     return F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]),
         labels.reshape(-1),

@@ -60,7 +60,7 @@ def task_adapted(task: TaskSpec, model: torch.nn.Module, label_smoothing: float 
     if label_smoothing:
 
         def loss(outputs: Any, batch: Any) -> torch.Tensor:
-            return smoothed_cross_entropy(model_logits(outputs), batch["labels"], label_smoothing)
+            return smoothed_cross_entropy(model_logits(outputs), batch.get("labels"), label_smoothing)
 
     return Adapted(model=model, loss=loss)
 
