@@ -158,3 +158,20 @@ def test_hidden_matching_trains_a_projection_that_is_not_saved(tiny_backbone_dir
     saved = load_file(tmp_path / "student" / "model.safetensors")
     assert not [k for k in saved if "distill_projection" in k]
     assert "classifier.weight" in saved
+
+
+def test_lora_student_learns_from_the_teacher_through_its_adapters(tiny_backbone_dir, tmp_path):
+    """[lora, distill]: the KD gradient reaches the LoRA weights and the projection, never frozen weights."""
+    from peft import LoraConfig, get_peft_model
+
+    teacher = _teacher_dir(tiny_backbone_dir, tmp_path, False)
+    config = LoraConfig(r=4, target_modules=["query", "value"], modules_to_save=["classifier"])
+    student = get_peft_model(tiny_model(tiny_backbone_dir, LABELS), config)
+    adapted = _distilled(student, [teacher], alpha=0.0, hidden_layers=[(2, 2)])
+    out, grads = run_step(distill.step, adapted, toy_batch(tiny_backbone_dir, 4, 4))
+    assert float(out.metrics["distill_kd"]) > 0
+    assert any("lora_A" in n for n in grads)
+    assert any("distill_projection" in n for n in grads)
+    frozen = {n for n, p in student.named_parameters() if not p.requires_grad}
+    assert frozen
+    assert not frozen & set(grads)
