@@ -34,6 +34,35 @@ class ModelConfig(_Section):
     )
 
 
+class AugmentConfig(_Section):
+    ops: list[Literal["swap", "delete", "insert", "synonym"]] = Field(
+        default_factory=lambda: ["swap", "delete", "insert"],
+        min_length=1,
+        description="EDA operations; one is drawn per augmented example.",
+    )
+    unit: Literal["word", "char"] = Field(
+        default="word", description="Edit whitespace words, or characters (Chinese text)."
+    )
+    alpha: float = Field(
+        default=0.1,
+        gt=0,
+        le=0.5,
+        description="Fraction of units changed (delete: each unit's drop probability).",
+    )
+    prob: float = Field(
+        default=0.5, ge=0, le=1, description="Probability that a training example is augmented."
+    )
+    synonyms_file: Path | None = Field(
+        default=None, description="word<TAB>syn1,syn2 lines; required by the synonym operation."
+    )
+
+    @model_validator(mode="after")
+    def _synonyms_needed(self) -> AugmentConfig:
+        if "synonym" in self.ops and self.synonyms_file is None:
+            raise ValueError("the synonym operation needs synonyms_file (no synonym resource ships offline)")
+        return self
+
+
 class DataConfig(_Section):
     train_file: Path = Field(description="Training data: .csv, .jsonl/.json or .parquet.")
     dev_file: Path | None = Field(
@@ -54,6 +83,9 @@ class DataConfig(_Section):
     )
     max_eval_samples: int | None = Field(
         default=None, gt=0, description="Use a seeded random subset of this many dev/test rows."
+    )
+    augment: AugmentConfig | None = Field(
+        default=None, description="Training-time EDA augmentation, redrawn every epoch; null = off."
     )
 
 
@@ -102,6 +134,9 @@ class TrainConfig(_Section):
         description="Autocast dtype. auto = bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.",
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory.")
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=1, description="Label smoothing ε of the training cross-entropy; 0 = off."
+    )
     seed: int = Field(default=42, description="Seeds weights init of new heads, dropout and data order.")
     group_by_length: bool = Field(
         default=True, description="Batch examples of similar length together (less padding, same randomness)."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunelab.methods import freeze, full, moe, peft
+from tunelab.methods import adversarial, distill, freeze, full, moe, peft, rdrop
 from tunelab.methods.spec import MethodSpec
 from tunelab.registry import Registry
 
@@ -13,5 +13,8 @@ METHODS: Registry[MethodSpec] = Registry(
         freeze.SPEC.name: freeze.SPEC,
         moe.SPEC.name: moe.SPEC,
         **{spec.name: spec for spec in peft.SPECS},
+        distill.SPEC.name: distill.SPEC,
+        adversarial.SPEC.name: adversarial.SPEC,
+        rdrop.SPEC.name: rdrop.SPEC,
     },
 )

@@ -37,6 +37,26 @@ class Adapted:
     lr_start: Mapping[str, int] = field(default_factory=dict)
 
 
+class ParamsCompanion(nn.Module):
+    """A method's params kept in ``Adapted.companions``: the loop passes a step nothing but the batch."""
+
+    def __init__(self, params: Any) -> None:
+        super().__init__()
+        self.params = params
+
+
+def step_only_apply(key: str) -> Callable[[nn.Module, Any, tuple[str, ...]], Adapted]:
+    """``apply`` of a method that changes only the step.
+
+    Trainability stays as earlier methods set it (e.g. LoRA); the params ride along as companion ``key``.
+    """
+
+    def apply(model: nn.Module, params: Any, head_modules: tuple[str, ...]) -> Adapted:
+        return Adapted(model=model, companions={key: ParamsCompanion(params)})
+
+    return apply
+
+
 @dataclass(frozen=True)
 class StepOutput:
     """Loss of one micro-batch (already back-propagated) and extra scalars to log.
@@ -84,6 +104,13 @@ class Target:
     methods: tuple[str, ...]
 
 
+def refuses_without_logits(params: Any, target: Target) -> str | None:
+    """For methods that compare one logits tensor per batch (soft targets, two-pass KL)."""
+    if target.model_class == "AutoModelForQuestionAnswering":
+        return "it compares one logits tensor per batch, and QA heads give separate start/end logits"
+    return None
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """An adaptation method as plain functions.
@@ -96,7 +123,9 @@ class MethodSpec:
     dict of a structurally changed model loads without remote code. Methods sharing a ``group`` exclude
     each other (e.g. ``"trainable"``: full, freeze and the PEFT methods each decide which parameters
     train). ``refuses(params, target)`` returns why the method cannot serve ``target``, or None;
-    ``training.plan.resolve`` reports it before any weight loads.
+    ``training.plan.resolve`` reports it before any weight loads. ``prepare(adapted, params,
+    train_features, collator)``, if set, runs once after the training split is tokenised and before
+    the first step (e.g. distillation's offline teacher-logit cache).
     """
 
     name: str
@@ -107,3 +136,4 @@ class MethodSpec:
     rebuild: Callable[[nn.Module, Any], nn.Module] | None = None
     group: str | None = None
     refuses: Callable[[Any, Target], str | None] | None = None
+    prepare: Callable[[Adapted, Any, Any, Any], None] | None = None

@@ -48,6 +48,32 @@ def _validate(model: type[BaseModel], raw: dict[str, Any], prefix: str, problems
         return None
 
 
+AUGMENTABLE_TASKS = ("classification",)  # one label per text: word edits keep the label true
+
+
+def _task_problems(cfg: RunConfig, task: TaskSpec, methods: list[tuple[MethodSpec, Any]]) -> list[str]:
+    """Data/train options the task cannot take, alone or with the configured methods."""
+    problems: list[str] = []
+    if cfg.data.augment is not None:
+        if task.name not in AUGMENTABLE_TASKS:
+            problems.append(
+                f"data.augment: task {task.name!r} labels tokens or spans, which word edits would misalign; "
+                f"augmentation supports: {', '.join(AUGMENTABLE_TASKS)}"
+            )
+        problems += [
+            f"methods[{i}].params.cache_dir: the teacher cache holds the unaugmented rows, and data.augment "
+            "changes them every epoch; set cache_dir: null (live teacher) or turn augmentation off"
+            for i, (spec, params) in enumerate(methods)
+            if spec.name == "distill" and params is not None and params.cache_dir is not None
+        ]
+    if cfg.train.label_smoothing and task.loss is not None:
+        problems.append(
+            f"train.label_smoothing: task {task.name!r} defines its own loss; label smoothing replaces the "
+            "default cross-entropy only"
+        )
+    return problems
+
+
 def resolve(cfg: RunConfig) -> Plan:
     """Look up specs, validate their params and combinations; report every problem at once."""
     problems: list[str] = []
@@ -70,7 +96,12 @@ def resolve(cfg: RunConfig) -> Plan:
         problems.append("methods: list at least one method (e.g. [{name: full}])")
     custom_steps = [spec.name for spec, _ in methods if spec.step is not default_step]
     if len(custom_steps) > 1:
-        problems.append(f"methods: {' and '.join(custom_steps)} both replace the training step; keep one")
+        problems.append(
+            f"methods: {' and '.join(custom_steps)} each replace the training step (a step owns the "
+            "micro-batch's forward and backward, and two cannot be chained); keep one"
+        )
+    if task is not None:
+        problems += _task_problems(cfg, task, methods)
 
     problems += combination_problems(methods, task)
     if task is not None:

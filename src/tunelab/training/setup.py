@@ -12,8 +12,11 @@ import torch
 from accelerate.utils import set_seed
 from transformers import AutoTokenizer
 
+from tunelab.config import AugmentConfig
 from tunelab.data import TaskData
-from tunelab.methods.spec import Adapted, model_loss
+from tunelab.data.augment import AugmentingCollator, load_synonyms
+from tunelab.methods.losses import model_logits, smoothed_cross_entropy
+from tunelab.methods.spec import Adapted, LossFn, model_loss
 from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
 from tunelab.training.scratch import init_from_scratch
@@ -55,9 +58,21 @@ def load_model(plan: Plan, labels: list[str], params: Any) -> torch.nn.Module:
     return model
 
 
-def task_adapted(task: TaskSpec, params: Any, model: torch.nn.Module) -> Adapted:
-    """``model`` trained with ``task``'s loss under ``params`` (else the model's own loss)."""
-    return Adapted(model=model, loss=partial(task.loss, params=params) if task.loss else model_loss)
+def task_adapted(
+    task: TaskSpec, params: Any, model: torch.nn.Module, label_smoothing: float = 0.0
+) -> Adapted:
+    """``model`` trained with ``task``'s loss under ``params`` (else the model's own loss).
+
+    ``label_smoothing`` > 0 swaps the model's own cross-entropy for the smoothed one (``plan.resolve``
+    refuses it for tasks with their own loss), so every method's hard loss is smoothed alike.
+    """
+    loss: LossFn = partial(task.loss, params=params) if task.loss else model_loss
+    if label_smoothing:
+
+        def loss(outputs: Any, batch: Any) -> torch.Tensor:
+            return smoothed_cross_entropy(model_logits(outputs), batch.get("labels"), label_smoothing)
+
+    return Adapted(model=model, loss=loss)
 
 
 def fit_params(task: TaskSpec, params: Any, data: TaskData) -> Any:
@@ -67,7 +82,7 @@ def fit_params(task: TaskSpec, params: Any, data: TaskData) -> Any:
 
 def apply_methods(plan: Plan, model: torch.nn.Module, params: Any) -> Adapted:
     """Apply the configured methods in order; each sees the previous one's model."""
-    adapted = task_adapted(plan.task, params, model)
+    adapted = task_adapted(plan.task, params, model, plan.cfg.train.label_smoothing)
     for spec, method_params in plan.methods:
         nxt = spec.apply(adapted.model, method_params, plan.task.head_modules)
         adapted = Adapted(
@@ -105,14 +120,42 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     def features(split: datasets.Dataset) -> datasets.Dataset:
         return tokenize_dataset(plan.task, params, tokenizer, split, data.labels)
 
+    collator = plan.task.collator(tokenizer, params)
+    train = features(data.train)
+    for spec, method_params in plan.methods:
+        if spec.prepare is not None:
+            spec.prepare(adapted, method_params, train, collator)
+    if cfg.data.augment is not None:
+        train, collator = _augmenting(plan, cfg.data.augment, tokenizer, data.train, train, collator)
     return TrainInputs(
         adapted=adapted,
         tokenizer=tokenizer,
-        collator=plan.task.collator(tokenizer, plan.task_params),
+        collator=collator,
         labels=data.labels,
-        train=features(data.train),
+        train=train,
         dev=features(data.dev),
         test=features(data.test) if data.test is not None else None,
         examples={"dev": data.dev, **({"test": data.test} if data.test is not None else {})},
         task_params=params,
     )
+
+
+def _augmenting(
+    plan: Plan,
+    cfg: AugmentConfig,
+    tokenizer: Any,
+    raw: datasets.Dataset,
+    train: datasets.Dataset,
+    collator: Any,
+) -> tuple[datasets.Dataset, AugmentingCollator]:
+    """Training features that keep their raw text and row index, and the collator that augments them."""
+    train = train.add_column("row", list(range(len(train))))
+    for column in ("text", "text_pair"):
+        if column in raw.column_names:
+            train = train.add_column(column, raw[column])
+    synonyms = load_synonyms(cfg.synonyms_file) if cfg.synonyms_file is not None else {}
+
+    def tokenize(columns: dict[str, list[str]]) -> dict[str, list[Any]]:
+        return plan.task.preprocess(columns, tokenizer, plan.task_params, {})
+
+    return train, AugmentingCollator(collator, tokenize, cfg, plan.cfg.train.seed, synonyms)

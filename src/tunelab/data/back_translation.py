@@ -1,0 +1,73 @@
+"""Back-translation: paraphrase texts through saved seq2seq models (source -> pivot -> source).
+
+A callable over a list of texts, so it can pre-augment a training file (the result is plain rows)
+or be called from any data step. It takes any local Hugging Face seq2seq directory (T5, BART,
+Marian...); tunelab ships none yet (issue 4 adds the seq2seq task), so the tests drive it with a
+tiny random T5. Generation is greedy unless ``temperature`` > 0, then seeded sampling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.errors import CheckpointError
+
+
+def load_seq2seq(path: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) of a local seq2seq directory, safetensors only, never remote code."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+        raise CheckpointError(f"{path}: not a saved model directory (config.json + *.safetensors)")
+    if not AutoConfig.from_pretrained(path, trust_remote_code=False).is_encoder_decoder:
+        architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures")
+        raise CheckpointError(
+            f"{path}: back-translation needs an encoder-decoder model (got {architectures})"
+        )
+    model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+
+
+class BackTranslator:
+    """``texts -> paraphrases``: translate with ``forward_dir``, then back with ``backward_dir``.
+
+    Without ``backward_dir`` the forward model alone maps text to text (e.g. a paraphrase model).
+    """
+
+    def __init__(
+        self,
+        forward_dir: Path,
+        backward_dir: Path | None = None,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.stages = [load_seq2seq(forward_dir)] + ([load_seq2seq(backward_dir)] if backward_dir else [])
+        self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+
+    @torch.no_grad()
+    def _generate(self, model: Any, tokenizer: Any, texts: Sequence[str]) -> list[str]:
+        batch = tokenizer(
+            list(texts), padding=True, truncation=True, return_tensors="pt", return_token_type_ids=False
+        )
+        sampling = self.temperature > 0
+        ids = model.generate(
+            **batch,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=sampling,
+            temperature=self.temperature if sampling else None,
+        )
+        return tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def __call__(self, texts: Sequence[str]) -> list[str]:
+        """One paraphrase per text, in order; the same seed gives the same output."""
+        torch.manual_seed(self.seed)
+        out = list(texts)
+        for model, tokenizer in self.stages:
+            out = self._generate(model, tokenizer, out)
+        return out

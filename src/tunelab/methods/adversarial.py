@@ -1,0 +1,141 @@
+"""Adversarial training on the embedding output: FGM, PGD and FreeLB.
+
+The perturbation is added to the *output* of ``model.get_input_embeddings()`` by a forward hook, not
+to the embedding weights. Weight-perturbing snippets read ``word_embeddings.weight.grad``, which is
+None when the embeddings are frozen (LoRA and other PEFT methods), so they silently train on clean
+inputs; the embedding output always has a gradient as long as anything after it trains. Written by
+hand because no library in our stack does embedding-space adversarial training.
+
+Every perturbation is per example: its L2 norm is taken over the example's attended tokens only,
+padding gets none. FGM (Miyato et al. 2017) takes one step of size ε along the normalised gradient;
+PGD (Madry et al. 2018) takes k steps of size α, each projected back onto the ε-ball; both
+back-propagate the mean of the clean and the adversarial loss, so ε = 0 is exactly the default step.
+FreeLB (Zhu et al. 2020) back-propagates loss/K at each of K ascent steps, so the parameters get the
+gradient averaged over the whole ascent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from tunelab.methods.spec import Adapted, Backward, MethodSpec, StepOutput, step_only_apply
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attack: Literal["fgm", "pgd", "freelb"] = Field("fgm", description="fgm | pgd | freelb.")
+    epsilon: float = Field(
+        1.0, ge=0, description="L2 bound of each example's perturbation (FGM: its size); 0 = none."
+    )
+    alpha: float = Field(0.3, gt=0, description="Ascent step size (pgd, freelb).")
+    steps: int = Field(3, ge=1, description="Ascent steps k (pgd) / K (freelb).")
+    init_magnitude: float = Field(
+        0.0, ge=0, description="FreeLB: norm of the random initial perturbation per example; 0 = start clean."
+    )
+
+
+def input_embeddings(model: nn.Module) -> nn.Module:
+    """The token embedding module of a (possibly DDP- or peft-wrapped) model."""
+    return getattr(model, "module", model).get_input_embeddings()
+
+
+@contextlib.contextmanager
+def perturbed(embeddings: nn.Module, delta: torch.Tensor) -> Iterator[None]:
+    """Within the block, the embedding module returns its output + ``delta`` (B, T, E)."""
+    handle = embeddings.register_forward_hook(lambda module, args, output: output + delta.to(output.dtype))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _quiet(model: nn.Module, quiet: bool) -> Any:
+    """DDP's no_sync for passes whose gradients must not be all-reduced yet (a no-op without DDP)."""
+    return model.no_sync() if quiet and hasattr(model, "no_sync") else contextlib.nullcontext()
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    """Per-example L2 norm over tokens and features: (B, T, E) -> (B, 1, 1)."""
+    return x.float().pow(2).sum(dim=(1, 2), keepdim=True).sqrt()
+
+
+def normalized(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unit-norm direction per example, zero on padding."""
+    grad = grad * mask
+    return grad / (_norm(grad) + 1e-12)
+
+
+def project(delta: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Scale each example's perturbation back onto the ε-ball when it left it."""
+    return delta * (epsilon / (_norm(delta) + 1e-12)).clamp(max=1.0)
+
+
+def _loss(adapted: Adapted, batch: Mapping[str, torch.Tensor], delta: torch.Tensor) -> torch.Tensor:
+    with perturbed(input_embeddings(adapted.model), delta):
+        return adapted.loss(adapted.model(**batch), batch)
+
+
+def _fgm_pgd(
+    adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward, p: Params
+) -> StepOutput:
+    """Clean pass (its gradient gives the direction), ascent, adversarial pass; mean of both losses."""
+    ids = batch["input_ids"]
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    dim = input_embeddings(adapted.model).embedding_dim
+    delta = torch.zeros(*ids.shape, dim, device=ids.device, requires_grad=True)
+    with _quiet(adapted.model, True):
+        clean = _loss(adapted, batch, delta)
+        backward(0.5 * clean)
+    assert delta.grad is not None
+    grad = delta.grad
+    steps = 1 if p.attack == "fgm" else p.steps
+    size = p.epsilon if p.attack == "fgm" else p.alpha
+    r = torch.zeros_like(delta)
+    for t in range(steps):
+        r = project(r + size * normalized(grad, mask), p.epsilon)
+        if t < steps - 1:
+            probe = r.detach().requires_grad_(True)
+            with _quiet(adapted.model, True):
+                (grad,) = torch.autograd.grad(_loss(adapted, batch, probe), probe)
+    adv = _loss(adapted, batch, r.detach())
+    backward(0.5 * adv)
+    return StepOutput(loss=clean.detach(), metrics={"adv_loss": adv.detach()})
+
+
+def _freelb(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward, p: Params) -> StepOutput:
+    """K ascent steps; each back-propagates loss/K, so parameter gradients average over the ascent."""
+    ids = batch["input_ids"]
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    dim = input_embeddings(adapted.model).embedding_dim
+    delta = torch.zeros(*ids.shape, dim, device=ids.device)
+    if p.init_magnitude > 0:
+        delta = p.init_magnitude * normalized(torch.empty_like(delta).uniform_(-1, 1), mask)
+    total = torch.zeros((), device=ids.device)
+    for t in range(p.steps):
+        delta.requires_grad_(True)
+        with _quiet(adapted.model, t < p.steps - 1):
+            loss = _loss(adapted, batch, delta)
+            backward(loss / p.steps)
+        total = total + loss.detach()
+        assert delta.grad is not None
+        delta = project(delta.detach() + p.alpha * normalized(delta.grad, mask), p.epsilon)
+    return StepOutput(loss=total / p.steps, metrics={"adv_loss": loss.detach()})
+
+
+def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
+    """Run the configured attack for one micro-batch."""
+    params: Params = adapted.companions["adversarial"].params
+    if params.attack == "freelb":
+        return _freelb(adapted, batch, backward, params)
+    return _fgm_pgd(adapted, batch, backward, params)
+
+
+apply = step_only_apply("adversarial")
+SPEC = MethodSpec(name="adversarial", params=Params, apply=apply, step=step)

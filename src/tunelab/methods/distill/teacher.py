@@ -1,0 +1,100 @@
+"""Teachers for distillation: saved Hugging Face model directories, frozen, checked against the student.
+
+Methods sit below ``export`` in the layer order, so a teacher is read here as what every full tunelab
+artifact is underneath: an HF directory (a run's ``best/`` or an export) whose ``config.json`` names
+its architecture. Adapter artifacts must be merged first (``tunelab export --merge``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from tunelab.errors import CheckpointError, ConfigError
+
+_BUF = 1 << 20
+
+
+def teacher_dir(path: Path) -> Path:
+    """A model directory, or a run directory whose ``best/`` holds the model."""
+    for candidate in (path, path / "best"):
+        if (candidate / "config.json").is_file():
+            return candidate
+        if (candidate / "adapter_config.json").is_file():
+            raise CheckpointError(
+                f"{candidate}: an adapter artifact; merge it into a full model first "
+                "(tunelab export DIR --to OUT --merge) and use OUT as the teacher"
+            )
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: teacher directory not found (methods.distill.params.teacher)")
+    raise CheckpointError(f"{path}: no config.json (nor best/config.json); give a run dir or a model dir")
+
+
+def load_teacher(path: Path) -> nn.Module:
+    """The frozen, eval-mode model saved in ``path`` (safetensors only, never remote code)."""
+    path = teacher_dir(path)
+    if not any(path.glob("*.safetensors")):
+        raise CheckpointError(
+            f"{path}: no .safetensors weights; tunelab loads teachers from safetensors only"
+        )
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    arch = (config.get("architectures") or [None])[0]
+    model_class = getattr(transformers, arch, None) if isinstance(arch, str) else None
+    if model_class is None:
+        raise CheckpointError(f"{path}: config.json names no transformers architecture (got {arch!r})")
+    model = model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def id2label(config: Any) -> list[str]:
+    """Label names in id order from a transformers config."""
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def check_compatible(teachers: Sequence[nn.Module], paths: Sequence[Path], student: nn.Module) -> None:
+    """Refuse teachers whose labels or vocabulary differ from the student's, naming what differs.
+
+    The KL compares label i of the teacher with label i of the student, and the teacher reads the
+    student's input ids: both must mean the same thing.
+    """
+    student_config = student.config
+    for teacher, path in zip(teachers, paths, strict=True):
+        theirs, ours = id2label(teacher.config), id2label(student_config)
+        if theirs != ours:
+            raise ConfigError(
+                f"methods.distill.params.teacher: {path} has labels {theirs} but the student has {ours}; "
+                "a teacher must be trained on the same labels in the same order (set task.params.labels)"
+            )
+        if teacher.config.vocab_size != student_config.vocab_size:
+            raise ConfigError(
+                f"methods.distill.params.teacher: {path} has a vocabulary of {teacher.config.vocab_size} "
+                f"tokens, the student {student_config.vocab_size}; teacher and student must share a tokenizer"
+            )
+
+
+def fingerprint(paths: Sequence[Path]) -> str:
+    """SHA-256 over each teacher's config and weight files: a changed teacher gets a new cache key."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = teacher_dir(path)
+        for file in [path / "config.json", *sorted(path.glob("*.safetensors"))]:
+            digest.update(file.name.encode())
+            with open(file, "rb") as fh:
+                while chunk := fh.read(_BUF):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensemble_logits(teachers: Sequence[nn.Module], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean logits of the teachers on the batch (labels dropped: teachers need no loss)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        return torch.stack([t(**inputs).logits.float() for t in teachers]).mean(0)

@@ -1,0 +1,147 @@
+"""Augmentation: pure seeded EDA edits, deterministic per (seed, epoch) batches, exact on resume."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from tunelab.config import AugmentConfig
+from tunelab.data.augment import (
+    AugmentingCollator,
+    augment_text,
+    load_synonyms,
+    random_delete,
+    random_insert,
+    random_swap,
+    synonym_replace,
+)
+from tunelab.data.back_translation import BackTranslator
+from tunelab.data.batching import epoch_batches
+from tunelab.errors import CheckpointError, DataError
+
+WORDS = ["the", "plot", "was", "dull", "and", "far", "too", "long"]
+
+
+def test_each_operation_does_what_it_says():
+    rng = np.random.default_rng(0)
+    swapped = random_swap(WORDS, 2, rng)
+    assert Counter(swapped) == Counter(WORDS)
+    assert swapped != WORDS
+    deleted = random_delete(WORDS, 0.5, rng)
+    assert 1 <= len(deleted) < len(WORDS)
+    assert all(w in WORDS for w in deleted)
+    inserted = random_insert(WORDS, 2, rng, {})
+    assert len(inserted) == len(WORDS) + 2
+    assert Counter(WORDS) <= Counter(inserted)
+    replaced = synonym_replace(WORDS, 5, rng, {"dull": ["boring"], "long": ["lengthy"]})
+    assert replaced == [{"dull": "boring", "long": "lengthy"}.get(w, w) for w in WORDS]
+
+
+def test_char_unit_edits_chinese_characters():
+    cfg = AugmentConfig(ops=["swap"], unit="char", alpha=0.2)
+    text = "这部电影非常好看"
+    out = augment_text(text, cfg, np.random.default_rng(1), {})
+    assert sorted(out) == sorted(text)
+    assert out != text
+
+
+def test_same_seed_same_edit_other_seed_other_edit():
+    cfg = AugmentConfig(alpha=0.3)
+    text = " ".join(WORDS)
+    a = [augment_text(text, cfg, np.random.default_rng([7, i]), {}) for i in range(8)]
+    b = [augment_text(text, cfg, np.random.default_rng([7, i]), {}) for i in range(8)]
+    c = [augment_text(text, cfg, np.random.default_rng([8, i]), {}) for i in range(8)]
+    assert a == b
+    assert a != c
+
+
+def _collator(cfg: AugmentConfig, seed: int = 3) -> tuple[AugmentingCollator, list[str]]:
+    seen: list[str] = []
+
+    def tokenize(columns):
+        seen.extend(columns["text"])
+        return {"input_ids": [[len(t)] for t in columns["text"]]}
+
+    return AugmentingCollator(lambda rows: rows, tokenize, cfg, seed, {}), seen
+
+
+def test_collator_is_deterministic_per_seed_and_epoch():
+    rows = [
+        {"row": i, "text": " ".join(WORDS[i % 4 :]), "labels": i % 2, "input_ids": [0]} for i in range(16)
+    ]
+    cfg = AugmentConfig(prob=1.0, alpha=0.3)
+
+    def epoch_texts(epoch: int) -> list[str]:
+        collator, seen = _collator(cfg)
+        for batch in epoch_batches([1] * 16, 4, seed=3, epoch=epoch):
+            out = collator([rows[i] for i in batch])
+            assert [r["labels"] for r in out] == [rows[i]["labels"] for i in batch]
+        return seen
+
+    assert epoch_texts(0) == epoch_texts(0)
+    assert epoch_texts(0) != epoch_texts(1)
+
+
+def test_collator_passes_rows_without_text_through():
+    collator, seen = _collator(AugmentConfig())
+    rows = [{"input_ids": [1, 2], "labels": 0}]
+    assert collator(rows) == rows
+    assert seen == []
+
+
+def test_synonym_file_is_read_and_checked(tmp_path):
+    good = tmp_path / "syn.tsv"
+    good.write_text("# comment\ndull\tboring, tedious\n", encoding="utf-8")
+    assert load_synonyms(good) == {"dull": ["boring", "tedious"]}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("dull\tboring\nslow\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.tsv:2: expected word<TAB>synonym"):
+        load_synonyms(bad)
+
+
+def test_synonym_operation_needs_a_file():
+    with pytest.raises(ValueError, match="needs synonyms_file"):
+        AugmentConfig(ops=["synonym"])
+
+
+@pytest.fixture(scope="module")
+def tiny_t5_dir(tiny_backbone_dir, tmp_path_factory):
+    """A random 1-layer T5 that uses the tiny WordPiece tokenizer, saved HF-style."""
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    out = tmp_path_factory.mktemp("tiny-t5")
+    tok = AutoTokenizer.from_pretrained(tiny_backbone_dir)
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tok),
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=1,
+        num_heads=2,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.sep_token_id,
+        decoder_start_token_id=tok.cls_token_id,
+    )
+    T5ForConditionalGeneration(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_back_translation_runs_both_models_deterministically(tiny_t5_dir):
+    texts = ["the plot was dull", "a superb actor and a fine story"]
+    bt = BackTranslator(tiny_t5_dir, tiny_t5_dir, max_new_tokens=5)
+    out = bt(texts)
+    assert len(out) == 2
+    assert all(isinstance(t, str) and len(t.split()) <= 5 for t in out)
+    assert bt(texts) == out
+    one_way = BackTranslator(tiny_t5_dir, max_new_tokens=5)(texts)
+    assert one_way == BackTranslator(tiny_t5_dir, max_new_tokens=5)(texts)
+
+
+def test_back_translation_refuses_an_encoder_only_model(tiny_backbone_dir):
+    with pytest.raises(CheckpointError, match="needs an encoder-decoder model"):
+        BackTranslator(tiny_backbone_dir)
