@@ -211,7 +211,7 @@ def _with(raw: dict[str, Any], section: str, value: Any) -> RunConfig:
         (
             "methods",
             [{"name": "lroa"}],
-            r"(?m)^methods\[0\]\.name: unknown method 'lroa'; choose one of: full",
+            r"(?m)^methods\[0\]\.name: unknown method 'lroa'; choose one of: .*\bfull\b",
         ),
         ("methods", [{"name": "full", "params": {"r": 8}}], r"(?m)^methods\[0\]\.params\.r: unknown key"),
         ("methods", [], r"(?m)^methods: list at least one method"),
