@@ -176,6 +176,8 @@ TOY_METHODS: dict[str, list[dict[str, Any]]] = {
     "adalora": [{"name": "adalora", "params": {"init_r": 4, "target_r": 2, "tinit_ratio": 0.0}}],
     "prefix_tuning": [{"name": "prefix_tuning", "params": {"num_virtual_tokens": 4}}],
     "prompt_tuning": [{"name": "prompt_tuning", "params": {"num_virtual_tokens": 4}}],
+    # TEACHER is replaced by a saved model of the same task and labels (the contract test builds one).
+    "distill": [{"name": "distill", "params": {"teacher": "TEACHER", "hidden_layers": [[2, 2]]}}],
 }
 
 

@@ -147,8 +147,9 @@ class TrainConfig(_Section):
     save_steps: int = Field(default=500, gt=0, description="Write a resumable checkpoint every N steps.")
     save_total_limit: int = Field(default=2, ge=1, description="Keep only the newest N checkpoints.")
     logging_steps: int = Field(default=10, gt=0, description="Log loss/lr/throughput every N steps.")
-    metric_for_best_model: str = Field(
-        default="accuracy", description="Dev metric that selects best/ and drives early stopping."
+    metric_for_best_model: str | None = Field(
+        default=None,
+        description="Dev metric that selects best/ and drives early stopping; null = the task's main metric.",
     )
     early_stopping_patience: int | None = Field(
         default=None, gt=0, description="Stop after this many evaluations without improvement; null = off."

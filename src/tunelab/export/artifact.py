@@ -145,9 +145,22 @@ def _load_strict(path: Path, model: torch.nn.Module) -> torch.nn.Module:
     for file in sorted(path.glob("*.safetensors")):
         state.update(load_file(file))
     try:
-        model.load_state_dict(state, strict=True)
+        result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the rebuilt model: {exc}") from None
+    model.tie_weights()
+    # save_pretrained drops tied copies (e.g. an MLM decoder sharing the embeddings): a missing key is
+    # fine only when it shares storage with a tensor that was loaded.
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {params[key].data_ptr() for key in state if key in params}
+    missing = [
+        key for key in result.missing_keys if key not in params or params[key].data_ptr() not in loaded
+    ]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path}: weights do not match the rebuilt model: missing {missing[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
     return model.float()
 
 

@@ -105,6 +105,9 @@ def resolve(cfg: RunConfig) -> Plan:
 
     problems += combination_problems(methods, task)
     if task is not None:
+        if cfg.train.metric_for_best_model is None:
+            main = cfg.train.model_copy(update={"metric_for_best_model": task.metric_names[0]})
+            cfg = cfg.model_copy(update={"train": main})
         allowed = ("loss", *task.metric_names)
         if cfg.train.metric_for_best_model not in allowed:
             problems.append(
