@@ -61,13 +61,19 @@ def test_smoothed_cross_entropy_matches_torch_on_tokens_with_ignored_labels():
     assert smoothed_cross_entropy(logits, labels, 0.1) != F.cross_entropy(logits[keep], labels[keep])
 
 
-def test_task_adapted_smooths_only_when_asked(tiny_backbone_dir):
-    task = TASKS.get("classification")
+@pytest.mark.parametrize("task_name", ["classification", "token_classification"])
+def test_task_adapted_smooths_only_when_asked(tiny_backbone_dir, task_name):
+    """Smoothing reaches a task's own loss (classification) and the model's default one alike."""
+    task = TASKS.get(task_name)
+    params = task.params(labels=LABELS)
     model = tiny_model(tiny_backbone_dir, LABELS, **NO_DROPOUT)
-    assert task_adapted(task, model).loss is model_loss
     batch = toy_batch(tiny_backbone_dir, 4, 3)
     out = model(**batch)
-    smoothed = task_adapted(task, model, 0.2).loss(out, batch)
+    if task.loss is None:
+        assert task_adapted(task, params, model).loss is model_loss
+    plain = task_adapted(task, params, model).loss(out, batch)
+    torch.testing.assert_close(plain, F.cross_entropy(out.logits, batch["labels"]))
+    smoothed = task_adapted(task, params, model, 0.2).loss(out, batch)
     torch.testing.assert_close(smoothed, F.cross_entropy(out.logits, batch["labels"], label_smoothing=0.2))
 
 

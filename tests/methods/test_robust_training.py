@@ -110,12 +110,15 @@ def test_augmentation_refuses_a_cached_teacher(make_config, tmp_path):
         resolve(cfg)
 
 
-def test_label_smoothing_is_refused_for_a_task_with_its_own_loss(make_config, monkeypatch):
-    import dataclasses
-
-    from tunelab.tasks import TASKS
-
-    task = TASKS.get("classification")
-    monkeypatch.setitem(TASKS._entries, "classification", dataclasses.replace(task, loss=lambda o, b: o.loss))
-    with pytest.raises(ConfigError, match="label_smoothing: task 'classification' defines its own loss"):
-        resolve(make_config(train={"label_smoothing": 0.1}))
+def test_label_smoothing_reaches_a_weighted_task_loss(make_config):
+    """Class weights and smoothing compose: the task's own loss receives ε (no refusal, no silent drop)."""
+    cfg = make_config(task={"params": {"class_weights": "balanced"}}, train={"label_smoothing": 0.1})
+    plan = resolve(cfg)
+    inputs = prepare_inputs(plan)
+    batch = inputs.collator([inputs.train[i] for i in range(8)])
+    out = inputs.adapted.model(**batch)
+    weights = torch.tensor([inputs.task_params.class_weights[n] for n in inputs.labels])
+    expected = torch.nn.functional.cross_entropy(
+        out.logits, batch["labels"], weight=weights, label_smoothing=0.1
+    )
+    torch.testing.assert_close(inputs.adapted.loss(out, batch), expected)

@@ -131,7 +131,7 @@ def test_resume_refuses_changed_training_config(make_config, tmp_path: Path):
 
 
 def test_checkpoint_crash_mid_write_keeps_previous_loadable(make_config, monkeypatch):
-    cfg = make_config(train={"max_steps": 1})
+    cfg = resolve(make_config(train={"max_steps": 1})).cfg  # the resolved config is what a run saves
     result, _, accelerator = run(cfg, evaluate_fn=lambda m: {"accuracy": 0.5})
     good = result.checkpoint
     assert good is not None

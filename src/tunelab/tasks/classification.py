@@ -125,10 +125,13 @@ def collator(tokenizer: Any, params: Params) -> DataCollatorWithPadding:
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
 
 
-def loss(outputs: Any, batch: Mapping[str, torch.Tensor], params: Params) -> torch.Tensor:
+def loss(
+    outputs: Any, batch: Mapping[str, torch.Tensor], params: Params, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Cross-entropy (single-label) or mean per-label BCE (multi-label), weighted by ``class_weights``.
 
     Weighted cross-entropy is torch's weighted mean: sum(w_y * nll) / sum(w_y) over the batch.
+    ``label_smoothing`` ε is torch's for cross-entropy; multi-label targets move to ε/2 and 1 - ε/2.
     """
     logits = outputs.logits
     weight = None
@@ -138,8 +141,9 @@ def loss(outputs: Any, batch: Mapping[str, torch.Tensor], params: Params) -> tor
             [params.class_weights[name] for name in params.labels], dtype=logits.dtype, device=logits.device
         )
     if params.multi_label:
-        return F.binary_cross_entropy_with_logits(logits, batch["labels"].to(logits.dtype), weight=weight)
-    return F.cross_entropy(logits, batch["labels"], weight=weight)
+        targets = batch["labels"].to(logits.dtype) * (1 - label_smoothing) + label_smoothing / 2
+        return F.binary_cross_entropy_with_logits(logits, targets, weight=weight)
+    return F.cross_entropy(logits, batch["labels"], weight=weight, label_smoothing=label_smoothing)
 
 
 def loss_terms(outputs: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -102,7 +102,8 @@ class TaskSpec:
         outputs: (model output, batch) -> name -> (B, ...) tensor to gather; default ``logits``.
         loss_terms: (model output, batch) -> (summed loss, target count) or None without targets.
         target_keys: batch keys holding targets; evaluation keeps them out of the forward.
-        loss: (model outputs, batch, params) -> training loss; None means the model's own loss.
+        loss: (model outputs, batch, params, label_smoothing) -> training loss; None means the model's
+            own loss (cross-entropy, smoothed by the trainer when ``train.label_smoothing`` > 0).
             Methods compute their hard loss through it, so e.g. class weights hold under every method.
         fit: (params, train examples, label names) -> params with data-dependent values made explicit
             (e.g. balanced class weights), so the saved run records and reproduces them; None: as is.
@@ -129,7 +130,7 @@ class TaskSpec:
         cross_entropy_terms
     )
     target_keys: tuple[str, ...] = ("labels",)
-    loss: Callable[[Any, Mapping[str, torch.Tensor], Any], torch.Tensor] | None = None
+    loss: Callable[[Any, Mapping[str, torch.Tensor], Any, float], torch.Tensor] | None = None
     fit: Callable[[Any, Any, Sequence[str]], Any] | None = None
     model_config: Callable[[Any], dict[str, Any]] | None = None
     check_model: Callable[[Any, Any], None] | None = None

@@ -66,11 +66,6 @@ def _task_problems(cfg: RunConfig, task: TaskSpec, methods: list[tuple[MethodSpe
             for i, (spec, params) in enumerate(methods)
             if spec.name == "distill" and params is not None and params.cache_dir is not None
         ]
-    if cfg.train.label_smoothing and task.loss is not None:
-        problems.append(
-            f"train.label_smoothing: task {task.name!r} defines its own loss; label smoothing replaces the "
-            "default cross-entropy only"
-        )
     return problems
 
 

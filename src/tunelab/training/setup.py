@@ -63,11 +63,13 @@ def task_adapted(
 ) -> Adapted:
     """``model`` trained with ``task``'s loss under ``params`` (else the model's own loss).
 
-    ``label_smoothing`` > 0 swaps the model's own cross-entropy for the smoothed one (``plan.resolve``
-    refuses it for tasks with their own loss), so every method's hard loss is smoothed alike.
+    ``label_smoothing`` goes to the task's own loss, or swaps the model's own cross-entropy for the
+    smoothed one, so every method's hard loss is smoothed alike.
     """
-    loss: LossFn = partial(task.loss, params=params) if task.loss else model_loss
-    if label_smoothing:
+    loss: LossFn = model_loss
+    if task.loss is not None:
+        loss = partial(task.loss, params=params, label_smoothing=label_smoothing)
+    elif label_smoothing:
 
         def loss(outputs: Any, batch: Any) -> torch.Tensor:
             return smoothed_cross_entropy(model_logits(outputs), batch.get("labels"), label_smoothing)
