@@ -27,7 +27,7 @@ def test_example_ner_learns_entities_on_real_minilm(tmp_path: Path):
     overrides = [
         f"--data.train_file={data / 'train.conll'}",
         f"--data.test_file={data / 'test.conll'}",
-        "--data.max_train_samples=800",
+        "--data.max_train_samples=1600",
         "--data.max_eval_samples=120",
         "--task.params.max_length=48",
         "--train.num_train_epochs=2",

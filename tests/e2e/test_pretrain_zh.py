@@ -44,8 +44,8 @@ def test_pretrain_from_scratch_then_fine_tune_sentiment(tmp_path: Path):
         app,
         ["train", str(EXAMPLES / "sentiment_zh.yaml"), f"--model.name_or_path={pretrain / 'best'}",
          f"--data.train_file={data / 'train.csv'}", f"--data.dev_file={data / 'dev.csv'}",
-         f"--data.test_file={data / 'test.csv'}", "--data.max_train_samples=800",
-         "--data.max_eval_samples=300", "--task.params.max_length=64", "--train.num_train_epochs=2",
+         f"--data.test_file={data / 'test.csv'}", "--data.max_train_samples=2400",
+         "--data.max_eval_samples=300", "--task.params.max_length=64", "--train.num_train_epochs=4",
          "--train.eval_steps=25", "--train.lr=1e-3", f"--train.output_dir={tmp_path / 'sentiment'}"],
     )  # fmt: skip
     assert tuned.exit_code == 0, tuned.output

@@ -45,6 +45,8 @@ def test_topic_bbc_example_beats_majority_on_a_slice(tmp_path: Path):
         "--data.max_train_samples=160",
         "--data.max_eval_samples=80",
         "--task.params.max_length=64",
+        "--train.num_train_epochs=3",
+        "--train.lr=2e-4",
         "--train.eval_steps=10",
     )
     test = metrics["test"]
