@@ -1,9 +1,9 @@
 """Tiny learnable data per task, for tests that must cover every registered task (the method contract matrix).
 
-Each entry maps a task name to a builder ``(tmp_dir) -> config sections`` (``data``, ``task``, maybe
-``train.metric_for_best_model``) that work with the ``tiny_backbone_dir`` fixture. Adding a task to
-``tunelab.tasks.TASKS`` means adding its entry here; ``test_every_task_has_toy_data`` fails until it
-exists.
+Each entry maps a task name to a builder ``(tmp_dir) -> config sections`` (``data`` and ``task``; the
+best-model metric defaults to the task's main one) that work with the ``tiny_backbone_dir`` fixture.
+Adding a task to ``tunelab.tasks.TASKS`` means adding its entry here; ``test_every_task_has_toy_data``
+fails until it exists.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ def lm_pretrain(tmp: Path) -> Sections:
             "dev_file": str(write_lines(tmp / "lm_dev.txt", [t for t, _ in toy_rows(16, seed=3)])),
         },
         "task": {"name": "lm_pretrain", "params": {"max_length": 32}},
-        "train": {"metric_for_best_model": "perplexity"},
     }
 
 
@@ -102,20 +101,18 @@ def write_conll(path: Path, rows: list[tuple[list[str], list[str]]]) -> Path:
     return path
 
 
-def write_tagged_jsonl(path: Path, rows: list[tuple[list[str], list[str]]]) -> Path:
-    path.write_text("".join(json.dumps({"tokens": t, "tags": g}) + "\n" for t, g in rows), encoding="utf-8")
-    return path
-
-
 def token_classification(tmp: Path) -> Sections:
     """Cue-word entities: CoNLL train, JSONL dev (both readers)."""
     return {
         "data": {
             "train_file": str(write_conll(tmp / "ner_train.conll", toy_tagged(64, seed=2))),
-            "dev_file": str(write_tagged_jsonl(tmp / "ner_dev.jsonl", toy_tagged(16, seed=3))),
+            "dev_file": str(
+                write_jsonl(
+                    tmp / "ner_dev.jsonl", [{"tokens": t, "tags": g} for t, g in toy_tagged(16, seed=3)]
+                )
+            ),
         },
         "task": {"name": "token_classification", "params": {"max_length": 32}},
-        "train": {"metric_for_best_model": "f1"},
     }
 
 

@@ -79,7 +79,6 @@ def toy_config(
             **sections,
             "methods": methods,
             "train": {
-                **sections.get("train", {}),
                 "output_dir": str(tmp_path / "run"),
                 "batch_size": 8,
                 "lr": 1e-2,

@@ -230,7 +230,7 @@ def test_frequency_baseline_tags_each_token_with_its_most_frequent_train_tag():
 def test_train_eval_predict_round_trip(make_config, tmp_path: Path):
     """Train on toy NER, then eval + predict via the CLI; saved -> loaded predictions are identical."""
     sections = token_classification(tmp_path)
-    cfg = make_config(**{**sections, "train": {**sections["train"], "num_train_epochs": 8, "lr": 5e-3}})
+    cfg = make_config(**{**sections, "train": {"num_train_epochs": 8, "lr": 5e-3}})
     config_path = _write(tmp_path / "ner.yaml", json.dumps(cfg.model_dump(mode="json")))
     runner = CliRunner()
     trained = runner.invoke(app, ["train", str(config_path)])

@@ -123,7 +123,6 @@ def test_two_processes_gather_ragged_token_logits_like_one(tmp_path: Path, tiny_
         "model": {"name_or_path": str(model)},
         **sections,
         "train": {
-            **sections["train"],
             "num_train_epochs": 2,
             "max_steps": 12,
             "lr": 1e-12,
