@@ -64,13 +64,15 @@ FULL = [{"name": "full"}]
 MOE = [{"name": "moe", "params": {"n_routed_experts": 4, "granularity": 2, "bias_update_speed": 0.01}}]
 LORA = [{"name": "lora", "params": {"r": 4}}]
 HEAD_FIRST = [{"name": "freeze", "params": {"head_first_steps": 5, "layer_lr_decay": 0.5}}]
+ADALORA = [{"name": "adalora", "params": {"init_r": 6, "target_r": 2}}]
 
 
 @pytest.mark.parametrize(
     ("stop_at", "methods"),
-    # mid-epoch, epoch boundary, mid second epoch; MoE bias; LoRA adapter; head-first stage spanning the stop
-    [(3, FULL), (6, FULL), (9, FULL), (3, MOE), (3, LORA), (3, HEAD_FIRST)],
-    ids=["3-full", "6-full", "9-full", "3-moe", "3-lora", "3-head-first"],
+    # mid-epoch, epoch boundary, mid second epoch; MoE bias; LoRA adapter; head-first stage spanning the
+    # stop; AdaLoRA stopped inside its budget phase (importance averages and rank pattern must survive)
+    [(3, FULL), (6, FULL), (9, FULL), (3, MOE), (3, LORA), (3, HEAD_FIRST), (6, ADALORA)],
+    ids=["3-full", "6-full", "9-full", "3-moe", "3-lora", "3-head-first", "6-adalora"],
 )
 def test_resume_gives_identical_losses_and_weights(make_config, tmp_path: Path, stop_at: int, methods):
     """Stop at step k (SIGINT), resume from its checkpoint: every later loss and the final weights match."""

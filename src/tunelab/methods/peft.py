@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from peft import (
     AdaLoraConfig,
     IA3Config,
@@ -175,6 +176,45 @@ def adalora_step(adapted: Adapted, params: AdaLoraParams, ctx: OptimizerStepCont
     return {"adalora_rank_budget": float(rank_budget(model))}
 
 
+class AdaLoraState(nn.Module):
+    """AdaLoRA's importance averages and rank pattern as checkpoint state (:class:`RunState`).
+
+    peft keeps them in its rank allocator and config, outside the weights, so without this a resumed
+    run would restart its importance estimates and budget from scratch.
+    """
+
+    def run_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        allocator = model.base_model.rankallocator
+        pattern = model.peft_config["default"].rank_pattern or {}
+        return {
+            **{f"exp_avg_ipt/{n}": t.contiguous() for n, t in allocator.exp_avg_ipt.items()},
+            **{f"exp_avg_unc/{n}": t.contiguous() for n, t in allocator.exp_avg_unc.items()},
+            **{f"rank_pattern/{n}": torch.tensor(kept, dtype=torch.bool) for n, kept in pattern.items()},
+        }
+
+    def restore(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        allocator = model.base_model.rankallocator
+        parts: dict[str, dict[str, torch.Tensor]] = {"exp_avg_ipt": {}, "exp_avg_unc": {}, "rank_pattern": {}}
+        for key, tensor in tensors.items():
+            kind, name = key.split("/", 1)
+            parts[kind][name] = tensor
+        allocator.exp_avg_ipt, allocator.exp_avg_unc = parts["exp_avg_ipt"], parts["exp_avg_unc"]
+        allocator.ipt = {
+            n: torch.zeros_like(t) for n, t in parts["exp_avg_ipt"].items()
+        }  # recomputed each step
+        if parts["rank_pattern"]:
+            model.peft_config["default"].rank_pattern = {
+                n: t.tolist() for n, t in parts["rank_pattern"].items()
+            }
+
+
+def apply_adalora(model: nn.Module, params: BaseModel, head_modules: tuple[str, ...]) -> Adapted:
+    """peft's AdaLoRA (``total_step`` is a placeholder peft requires; ``adalora_step`` sets the plan's
+    count before any use), with its allocator state as a checkpointed companion."""
+    adapted = applier(AdaLoraConfig, "adalora", total_step=1)(model, params, head_modules)
+    return Adapted(model=adapted.model, companions={"adalora": AdaLoraState()})
+
+
 class IA3Params(_Params):
     """IA3: learned vectors rescaling keys, values and feed-forward activations."""
 
@@ -201,8 +241,7 @@ LORA = MethodSpec("lora", LoraParams, applier(LoraConfig, "lora"), group="traina
 ADALORA = MethodSpec(
     "adalora",
     AdaLoraParams,
-    # total_step is a placeholder peft requires; adalora_step sets the plan's count before any use
-    applier(AdaLoraConfig, "adalora", total_step=1),
+    apply_adalora,
     on_optimizer_step=adalora_step,
     group="trainable",
     refuses=refuses_moe,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel
@@ -35,6 +35,19 @@ class Adapted:
     loss: LossFn = model_loss
     lr_scale: Mapping[str, float] = field(default_factory=dict)
     lr_start: Mapping[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class RunState(Protocol):
+    """Training state a method keeps outside the weights and the optimizer (e.g. AdaLoRA's importances).
+
+    A companion implementing it is written into every checkpoint (safetensors) and restored on resume,
+    so a resumed run continues exactly; both calls get the unwrapped trained model.
+    """
+
+    def run_state(self, model: nn.Module) -> dict[str, torch.Tensor]: ...
+
+    def restore(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None: ...
 
 
 class ParamsCompanion(nn.Module):

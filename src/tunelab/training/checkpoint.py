@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 
 from tunelab.errors import CheckpointError
 from tunelab.io import atomic_write, publish_dir
+from tunelab.methods.spec import RunState
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
@@ -67,8 +70,23 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: TrainerState, keep: int) -> Path:
-    """Write a checkpoint for ``state.step`` atomically (all ranks call this) and prune old ones."""
+def _run_state_file(path: Path, key: str) -> Path:
+    return path / f"run_state-{key}.safetensors"
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    output_dir: Path,
+    state: TrainerState,
+    keep: int,
+    run_states: dict[str, RunState] | None = None,
+    model: torch.nn.Module | None = None,
+) -> Path:
+    """Write a checkpoint for ``state.step`` atomically (all ranks call this) and prune old ones.
+
+    ``run_states`` (method companions keyed by name) are saved from the unwrapped ``model``; their
+    state is identical on every rank (it derives from all-reduced gradients), so rank 0 writes it.
+    """
     dest = checkpoint_dir(output_dir, state.step)
     tmp = dest.with_name(f".{dest.name}.tmp")  # same name on every rank: they all write into it
     if accelerator.is_main_process:
@@ -77,6 +95,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: TrainerSt
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
+        for key, companion in (run_states or {}).items():
+            save_file(companion.run_state(model), str(_run_state_file(tmp, key)))
         atomic_write(tmp / STATE_FILE, json.dumps(dataclasses.asdict(state), indent=2))
         publish_dir(tmp, dest)
         for old in list_checkpoints(output_dir)[:-keep]:
@@ -110,8 +130,15 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     )
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, config: dict[str, Any]) -> TrainerState:
-    """Restore accelerate's state from ``path`` and return the loop state; refuse a changed config."""
+def load_checkpoint(
+    accelerator: Accelerator,
+    path: Path,
+    config: dict[str, Any],
+    run_states: dict[str, RunState] | None = None,
+    model: torch.nn.Module | None = None,
+) -> TrainerState:
+    """Restore accelerate's state and the methods' run states from ``path`` and return the loop state;
+    refuse a changed config."""
     state = read_state(path)
     diffs = config_differences(state.config, config)
     if diffs:
@@ -120,4 +147,9 @@ def load_checkpoint(accelerator: Accelerator, path: Path, config: dict[str, Any]
             "restore those values or start a new run (another train.output_dir)"
         )
     accelerator.load_state(str(path))
+    for key, companion in (run_states or {}).items():
+        file = _run_state_file(path, key)
+        if not file.is_file():
+            raise CheckpointError(f"{path}: {file.name} is missing; the checkpoint predates method {key!r}")
+        companion.restore(model, load_file(str(file)))
     return state

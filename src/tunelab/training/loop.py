@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import epoch_batches, shard_batches
-from tunelab.methods.spec import OptimizerStepContext, default_step
+from tunelab.methods.spec import OptimizerStepContext, RunState, default_step
 from tunelab.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from tunelab.training.optim import build_optimizer, build_scheduler
 from tunelab.training.plan import Plan
@@ -194,9 +194,11 @@ def train(
     step_fn = custom_steps[0] if custom_steps else default_step  # plan.resolve allows at most one
     step_hooks = [(spec.on_optimizer_step, params) for spec, params in plan.methods if spec.on_optimizer_step]
 
+    run_states = {k: c for k, c in inputs.adapted.companions.items() if isinstance(c, RunState)}
+    unwrapped = accelerator.unwrap_model(model)
     state = TrainerState(config=config_dict)
     if resume_from is not None:
-        state = load_checkpoint(accelerator, resume_from, config_dict)
+        state = load_checkpoint(accelerator, resume_from, config_dict, run_states, unwrapped)
         logger.info("resumed from %s at step %d (epoch %d)", resume_from, state.step, state.epoch)
 
     tracker = Tracker(out_dir, enabled=accelerator.is_main_process)
@@ -211,7 +213,9 @@ def train(
     def checkpoint() -> None:
         nonlocal last_saved
         if last_saved != state.step:
-            result.checkpoint = save_checkpoint(accelerator, out_dir, state, cfg.save_total_limit)
+            result.checkpoint = save_checkpoint(
+                accelerator, out_dir, state, cfg.save_total_limit, run_states, unwrapped
+            )
             last_saved = state.step
 
     def run_eval() -> bool:
