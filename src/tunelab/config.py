@@ -40,8 +40,9 @@ class AugmentConfig(_Section):
         min_length=1,
         description="EDA operations; one is drawn per augmented example.",
     )
-    unit: Literal["word", "char"] = Field(
-        default="word", description="Edit whitespace words, or characters (Chinese text)."
+    unit: Literal["word", "char", "zh_word"] = Field(
+        default="word",
+        description="Edit whitespace words, characters, or Chinese words segmented by jieba (zh_word).",
     )
     alpha: float = Field(
         default=0.1,

@@ -17,6 +17,7 @@ from tunelab.data.augment import (
     random_insert,
     random_swap,
     synonym_replace,
+    text_units,
 )
 from tunelab.data.back_translation import BackTranslator
 from tunelab.data.batching import epoch_batches
@@ -46,6 +47,17 @@ def test_char_unit_edits_chinese_characters():
     out = augment_text(text, cfg, np.random.default_rng(1), {})
     assert sorted(out) == sorted(text)
     assert out != text
+
+
+def test_zh_word_unit_edits_whole_segmented_chinese_words():
+    text = "我们都喜欢北京天安门"
+    assert text_units(text, "zh_word") == ["我们", "都", "喜欢", "北京", "天安门"]
+    cfg = AugmentConfig(ops=["swap"], unit="zh_word", alpha=0.4)
+    outs = {augment_text(text, cfg, np.random.default_rng(seed), {}) for seed in range(6)}
+    assert len(outs - {text}) >= 4  # two swaps may undo each other; most seeds move words
+    for out in outs:  # words move whole: every word is still there, and no word is split
+        assert sorted(out) == sorted(text)
+        assert all(word in out for word in text_units(text, "zh_word"))
 
 
 def test_same_seed_same_edit_other_seed_other_edit():

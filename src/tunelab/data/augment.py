@@ -1,12 +1,13 @@
 """Training-time text augmentation: pure, seeded EDA operations and the collator that applies them.
 
-EDA (Wei & Zou 2019): random swap, deletion, insertion and synonym replacement over word units, or
-over characters for Chinese (``unit: char``; a word-level Chinese variant needs a segmenter, which
-tunelab does not ship). Synonym replacement needs a synonym map: no offline synonym resource ships
-with tunelab's dependencies (nltk's PyPI package carries no WordNet data), so it reads one from
-``synonyms_file`` (``word<TAB>syn1,syn2``); without it random insertion copies a word of the
-sentence instead of inserting a synonym. Each function is ``(units, n, rng) -> units`` with a
-``numpy`` Generator, so a given seed always gives the same edit.
+EDA (Wei & Zou 2019): random swap, deletion, insertion and synonym replacement over whitespace words,
+or for Chinese over characters (``unit: char``) or over words segmented by ``jieba`` (``unit:
+zh_word``; its dictionary ships in the package, segmentation is deterministic). Synonym replacement
+needs a synonym map: no offline synonym resource ships with tunelab's dependencies (nltk's PyPI
+package carries no WordNet data), so it reads one from ``synonyms_file`` (``word<TAB>syn1,syn2``);
+without it random insertion copies a word of the sentence instead of inserting a synonym. Each
+function is ``(units, n, rng) -> units`` with a ``numpy`` Generator, so a given seed always gives
+the same edit.
 
 ``AugmentingCollator`` edits each training batch as it is collated and re-tokenises it. Its
 generator is seeded by (seed, the batch's row indices); batches are a pure function of (seed,
@@ -87,9 +88,23 @@ def synonym_replace(units: list[str], n: int, rng: np.random.Generator, synonyms
     return units
 
 
+def text_units(text: str, unit: str) -> list[str]:
+    """``text`` split into the units EDA edits: whitespace words, characters, or jieba's Chinese words."""
+    if unit == "char":
+        return list(text)
+    if unit == "zh_word":
+        import logging
+
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)  # it logs its dictionary load at INFO
+        return jieba.lcut(text)
+    return text.split()
+
+
 def augment_text(text: str, cfg: AugmentConfig, rng: np.random.Generator, synonyms: Synonyms) -> str:
-    """One EDA operation, drawn from ``cfg.ops``, on ``text`` split into words or characters."""
-    units = list(text) if cfg.unit == "char" else text.split()
+    """One EDA operation, drawn from ``cfg.ops``, on ``text`` split into ``cfg.unit`` units."""
+    units = text_units(text, cfg.unit)
     n = max(1, round(cfg.alpha * len(units)))
     op = cfg.ops[rng.integers(len(cfg.ops))]
     if op == "swap":
@@ -100,7 +115,7 @@ def augment_text(text: str, cfg: AugmentConfig, rng: np.random.Generator, synony
         units = random_insert(units, n, rng, synonyms)
     else:
         units = synonym_replace(units, n, rng, synonyms)
-    return ("" if cfg.unit == "char" else " ").join(units)
+    return (" " if cfg.unit == "word" else "").join(units)
 
 
 def augment_example(
