@@ -394,6 +394,28 @@ def data_prepare(name: str, out: Path) -> None:
         typer.echo(f"{out / filename}: {n} rows")
 
 
+@data_app.command("back-translate")
+def data_back_translate(
+    src: Path,
+    dest: Path,
+    forward: Annotated[Path, typer.Option(help="Saved seq2seq model dir: source -> pivot.")],
+    backward: Annotated[Path | None, typer.Option(help="Saved seq2seq model dir: pivot -> source.")] = None,
+    column: Annotated[str, typer.Option(help="CSV column to paraphrase.")] = "text",
+    max_new_tokens: Annotated[int, typer.Option(help="Generation length per stage.")] = 64,
+    temperature: Annotated[float, typer.Option(help="0 = greedy, else seeded sampling.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Augment a training CSV: its rows plus each row with COLUMN back-translated (same label)."""
+    try:
+        from tunelab.data.back_translation import BackTranslator, back_translate_csv
+
+        translator = BackTranslator(forward, backward, max_new_tokens, temperature, seed)
+        added = back_translate_csv(src, dest, translator, column)
+    except TunelabError as exc:
+        _fail(exc)
+    typer.echo(f"{dest}: {added} back-translated rows added")
+
+
 @app.command()
 def assets() -> None:
     """List shipped models and datasets and whether their packages are installed."""

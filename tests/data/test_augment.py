@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 
 import numpy as np
@@ -19,7 +20,7 @@ from tunelab.data.augment import (
     synonym_replace,
     text_units,
 )
-from tunelab.data.back_translation import BackTranslator
+from tunelab.data.back_translation import BackTranslator, back_translate_csv
 from tunelab.data.batching import epoch_batches
 from tunelab.errors import CheckpointError, DataError
 
@@ -157,3 +158,45 @@ def test_back_translation_runs_both_models_deterministically(tiny_t5_dir):
 def test_back_translation_refuses_an_encoder_only_model(tiny_backbone_dir):
     with pytest.raises(CheckpointError, match="needs an encoder-decoder model"):
         BackTranslator(tiny_backbone_dir)
+
+
+def test_back_translated_csv_keeps_rows_adds_labelled_paraphrases(tiny_t5_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
+    src, dest = tmp_path / "train.csv", tmp_path / "augmented.csv"
+    src.write_text("text,label\nthe plot was dull,neg\na superb actor,pos\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "back-translate",
+            str(src),
+            str(dest),
+            "--forward",
+            str(tiny_t5_dir),
+            "--max-new-tokens",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with open(dest, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    paraphrases = BackTranslator(tiny_t5_dir, max_new_tokens=4)(["the plot was dull", "a superb actor"])
+    expected = [(p.strip(), label) for p, label in zip(paraphrases, ["neg", "pos"], strict=True) if p.strip()]
+    assert expected  # the random tiny T5 does emit words, so the added rows are really checked
+    assert [(r["text"], r["label"]) for r in rows[:2]] == [
+        ("the plot was dull", "neg"),
+        ("a superb actor", "pos"),
+    ]
+    assert [(r["text"], r["label"]) for r in rows[2:]] == expected
+    assert f"{len(expected)} back-translated rows added" in result.output
+
+
+def test_back_translation_names_a_missing_column(tiny_t5_dir, tmp_path):
+    src = tmp_path / "train.csv"
+    src.write_text("sentence,label\nfine,pos\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train.csv:1: no column 'text'"):
+        back_translate_csv(src, tmp_path / "out.csv", lambda texts: list(texts), "text")
+    assert not (tmp_path / "out.csv").exists()

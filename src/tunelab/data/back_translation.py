@@ -1,21 +1,24 @@
 """Back-translation: paraphrase texts through saved seq2seq models (source -> pivot -> source).
 
-A callable over a list of texts, so it can pre-augment a training file (the result is plain rows)
-or be called from any data step. It takes any local Hugging Face seq2seq directory (T5, BART,
-Marian...); tunelab ships none yet (issue 4 adds the seq2seq task), so the tests drive it with a
-tiny random T5. Generation is greedy unless ``temperature`` > 0, then seeded sampling.
+A callable over a list of texts; ``back_translate_csv`` (CLI ``tunelab data back-translate``) uses it
+to pre-augment a training CSV, whose result is plain rows any task reads. It takes any local Hugging
+Face seq2seq directory (T5, BART, Marian...); no translation weights ship offline, so the tests drive
+it with a tiny random T5. Generation is greedy unless ``temperature`` > 0, then seeded sampling.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tunelab.errors import CheckpointError
+from tunelab.errors import CheckpointError, DataError
+from tunelab.io import atomic_write
 
 
 def load_seq2seq(path: Path) -> tuple[Any, Any]:
@@ -71,3 +74,33 @@ class BackTranslator:
         for model, tokenizer in self.stages:
             out = self._generate(model, tokenizer, out)
         return out
+
+
+def back_translate_csv(
+    src: Path, dest: Path, translate: Callable[[Sequence[str]], list[str]], column: str, batch_size: int = 32
+) -> int:
+    """Write ``src``'s rows, then a copy of each row whose ``column`` is its paraphrase, to ``dest``.
+
+    Paraphrases that come back empty or unchanged are dropped (they add nothing). Every other column
+    (the label) is copied as is. Returns the number of paraphrased rows added; ``dest`` is written
+    atomically, so a failure leaves no half-augmented file.
+    """
+    with open(src, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        fields = list(reader.fieldnames or [])
+    if column not in fields:
+        raise DataError(f"{src}:1: no column {column!r} to paraphrase (columns: {', '.join(fields)})")
+    texts = [row[column] for row in rows]
+    paraphrases = [p for i in range(0, len(texts), batch_size) for p in translate(texts[i : i + batch_size])]
+    added = [
+        {**row, column: new.strip()}
+        for row, new in zip(rows, paraphrases, strict=True)
+        if new.strip() and new.strip() != row[column].strip()
+    ]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows + added)
+    atomic_write(dest, out.getvalue())
+    return len(added)
