@@ -182,9 +182,10 @@ def row_token_loss(outputs: Any, batch: Mapping[str, torch.Tensor]) -> dict[str,
     Only these two numbers per row are gathered: the (B, T, vocab) logits of a whole split would not
     fit in memory. Masked LMs (their output is a ``MaskedLMOutput``) are scored where the collator
     masked (labels != -100); causal LMs predict token t+1 from position t, so logits and labels are
-    shifted as the model's own loss does.
+    shifted as the model's own loss does. Virtual tokens a soft prompt prepends have no labels.
     """
     logits, labels = outputs.logits.float(), batch["labels"]  # (B, T, V), (B, T)
+    logits = logits[:, logits.shape[1] - labels.shape[1] :]  # drop soft-prompt positions (prompt tuning)
     if not isinstance(outputs, MaskedLMOutput):
         logits, labels = logits[:, :-1], labels[:, 1:]
     per_token = torch.nn.functional.cross_entropy(
@@ -197,6 +198,12 @@ def loss_terms(outputs: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.T
     """(summed token loss, predicted tokens) of a batch: the eval ``loss`` is the mean token loss."""
     rows = row_token_loss(outputs, batch)
     return rows["token_loss_sum"].sum(), rows["n_tokens"].sum()
+
+
+def count_targets(batch: Mapping[str, torch.Tensor], params: Params) -> torch.Tensor:
+    """Targets the model's loss averages over: masked tokens (mlm), next tokens after the shift (clm)."""
+    labels = batch["labels"] if params.objective == "mlm" else batch["labels"][:, 1:]
+    return (labels != IGNORE_INDEX).sum()
 
 
 def metrics(predicted: Predicted) -> dict[str, Any]:
@@ -267,4 +274,5 @@ TASK = TaskSpec(
     outputs=row_token_loss,
     loss_terms=loss_terms,
     check_model=check_model,
+    count_targets=count_targets,
 )

@@ -78,6 +78,16 @@ def cross_entropy_terms(
     return total, (gold != IGNORE_INDEX).sum()
 
 
+def count_rows(batch: Mapping[str, torch.Tensor], params: Any) -> torch.Tensor:
+    """Targets of a sample-level task: one per row (its loss is a mean over rows)."""
+    return torch.tensor(len(batch["input_ids"]))
+
+
+def count_labelled_tokens(batch: Mapping[str, torch.Tensor], params: Any) -> torch.Tensor:
+    """Targets of a token-level task: every label that is not ``IGNORE_INDEX``."""
+    return (batch["labels"] != IGNORE_INDEX).sum()
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task as plain functions; behaviour comes from composition, not subclassing.
@@ -111,6 +121,13 @@ class TaskSpec:
             the model's config.json so every reader of the model sees it.
         check_model: (loaded model's config, params) -> None; raises ConfigError when the model cannot
             serve these params (e.g. a causal-LM objective on an encoder).
+        train_collator: (tokenizer, params) -> the collator of training batches when it differs from
+            ``collator`` (e.g. sequence packing, whose rows are not examples); None: ``collator``.
+        count_targets: (collated training batch, params) -> number of targets its loss averages over
+            (rows for sample-level tasks, labelled tokens for token-level ones). The loop weights each
+            micro-batch by it, so gradient accumulation and several ranks give the global mean.
+        generation_prompt: (raw record, tokenizer, params) -> prompt text, for tasks whose predictions
+            are generated continuations (``tunelab.evaluation.generate``); None: forward + postprocess.
     """
 
     name: str
@@ -134,6 +151,9 @@ class TaskSpec:
     fit: Callable[[Any, Any, Sequence[str]], Any] | None = None
     model_config: Callable[[Any], dict[str, Any]] | None = None
     check_model: Callable[[Any, Any], None] | None = None
+    train_collator: Callable[[Any, Any], Collate] | None = None
+    count_targets: Callable[[Mapping[str, torch.Tensor], Any], torch.Tensor] = count_rows
+    generation_prompt: Callable[[Mapping[str, Any], Any, Any], str] | None = None
 
 
 def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:

@@ -41,6 +41,9 @@ class TrainInputs:
     test: datasets.Dataset | None
     examples: dict[str, datasets.Dataset] = field(default_factory=dict)
     task_params: Any = None  # the plan's, fitted to the train split (TaskSpec.fit): what the run saves
+    train_collator: Any = (
+        None  # training batches when they differ from ``collator`` (TaskSpec.train_collator)
+    )
 
 
 def load_tokenizer(plan: Plan) -> Any:
@@ -129,6 +132,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
             spec.prepare(adapted, method_params, train, collator)
     if cfg.data.augment is not None:
         train, collator = _augmenting(plan, cfg.data.augment, tokenizer, data.train, train, collator)
+    train_collator = plan.task.train_collator(tokenizer, params) if plan.task.train_collator else None
     return TrainInputs(
         adapted=adapted,
         tokenizer=tokenizer,
@@ -139,6 +143,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         test=features(data.test) if data.test is not None else None,
         examples={"dev": data.dev, **({"test": data.test} if data.test is not None else {})},
         task_params=params,
+        train_collator=train_collator,
     )
 
 
