@@ -276,14 +276,27 @@ def predict(
     text_column: Annotated[str | None, typer.Option(help="Column to read from a table file.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     combine: Annotated[str, typer.Option(help=COMBINE_HELP)] = "logits",
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Generating tasks: reply length cap.")] = 128,
+    temperature: Annotated[float, typer.Option(min=0, help="Generating: 0 = greedy, else sample.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0, max=1, help="Sampling: nucleus mass.")] = 1.0,
+    top_k: Annotated[int, typer.Option(min=0, help="Sampling: k likeliest tokens only; 0 = off.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Sampling: seed, for reproducible replies.")] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option("--stop", help="Generating tasks: end the reply here (repeatable).")
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option(help="Generating tasks: print the reply as it is decoded (text, not JSONL).")
+    ] = False,
 ) -> None:
     """Predict with a saved model or an ensemble; inputs from --text, --file or stdin; JSONL to stdout.
 
     Tasks whose inputs have several fields (e.g. question + context) read them from a table --file.
+    Generating tasks (causal_lm) answer each input as a user message with the model's chat template.
     """
     _setup_logging()
     try:
         from tunelab.data import load_records
+        from tunelab.evaluation.generate import GenerationOptions
         from tunelab.evaluation.predict import predict_records
 
         art = _load_models(model_dir, combine)
@@ -301,11 +314,24 @@ def predict(
             records = [{next(iter(fields)): line} for line in lines]
         if not records:
             raise TunelabError("no input: give --text, --file, or lines on stdin")
-        predictions = predict_records(art, records, batch_size)
+        generation = GenerationOptions(max_new_tokens, temperature, top_p, top_k, tuple(stop or ()), seed)
+        if stream and art.task.generation_prompt is None:
+            raise TunelabError(f"--stream: task {art.task.name} does not generate text; drop --stream")
+        if stream:
+            for record in records:  # one reply per line, printed as it is decoded
+                predict_records(art, [record], batch_size, generation, lambda _, piece: _write(piece))
+                _write("\n")
+            return
+        predictions = predict_records(art, records, batch_size, generation)
     except TunelabError as exc:
         _fail(exc)
     for record, prediction in zip(records, predictions, strict=True):
         typer.echo(json.dumps({**record, **prediction}, ensure_ascii=False))
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 @app.command()

@@ -54,7 +54,9 @@ def test_labels_cover_exactly_the_responses_and_their_eos(tokenizer):
     assert all(run[-1] == tokenizer.eos_token_id for run in runs)
     # every prompt/template token (system, user, role headers, the newline after EOS) is ignored
     ignored = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label == IGNORE_INDEX])
-    assert "Blue" not in ignored and "Green" not in ignored and "Name a colour." in ignored
+    assert "Blue" not in ignored
+    assert "Green" not in ignored
+    assert "Name a colour." in ignored
 
 
 def test_train_text_equals_the_served_prompt_plus_response(tokenizer):
@@ -74,7 +76,8 @@ def test_pad_equal_to_eos_is_still_a_label(tokenizer):
     batch = collator(tokenizer, Params())(rows)
     short = batch["labels"][0]
     n = len(out["input_ids"][0])
-    assert (short[n:] == IGNORE_INDEX).all() and (batch["attention_mask"][0, n:] == 0).all()
+    assert (short[n:] == IGNORE_INDEX).all()
+    assert (batch["attention_mask"][0, n:] == 0).all()
     assert (short[:n] == tokenizer.eos_token_id).sum() == 1  # the response's EOS keeps its label
 
 

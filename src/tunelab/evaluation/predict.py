@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,6 +13,7 @@ from accelerate.utils import gather_object, send_to_device
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import eval_order
+from tunelab.evaluation.generate import GenerationOptions, generate_records
 from tunelab.tasks.spec import OUTPUT_PAD, Predicted, TaskSpec
 
 EVAL_SEED = 1234
@@ -118,13 +119,21 @@ class Predictable(Protocol):
 
 
 def predict_records(
-    model: Predictable, records: Sequence[Mapping[str, Any]], batch_size: int
+    model: Predictable,
+    records: Sequence[Mapping[str, Any]],
+    batch_size: int,
+    generation: GenerationOptions | None = None,
+    on_text: Callable[[int, str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Raw input records (``task.input_fields``) -> JSON-able predictions, in input order.
 
-    The one prediction path: CLI ``predict``, the server and the round-trip tests all come here.
+    The one prediction path: CLI ``predict``, the server and the round-trip tests all come here. A
+    generating task (``TaskSpec.generation_prompt``) answers with generated text, decoded as
+    ``generation`` says (greedy by default); ``on_text(i, piece)`` then receives it as it is decoded.
     """
     task = model.task
+    if task.generation_prompt is not None:
+        return generate_records(model, records, generation or GenerationOptions(), on_text)
     examples = {name: [record[name] for record in records] for name in task.input_fields}
     batch = {**examples, "example_id": list(range(len(records)))}
     features = task.preprocess(batch, model.tokenizer, model.task_params, {})
