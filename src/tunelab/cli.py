@@ -409,7 +409,7 @@ def export_command(
 
 @data_app.command("prepare")
 def data_prepare(name: str, out: Path) -> None:
-    """Write shipped dataset NAME into OUT: CSV files (text,label), or CoNLL files for NER sets."""
+    """Write shipped dataset NAME into OUT: CSV (text,label), CoNLL (NER), SQuAD JSON (QA) or chat JSONL."""
     try:
         from tunelab.assets import prepare_dataset
 
