@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,27 @@ def test_cli_predict_generates_jsonl_and_streams_the_same_text(sft_run):
     streamed = runner.invoke(app, [*args, "--stream"])
     assert streamed.exit_code == 0, streamed.output
     assert streamed.stdout == row["generated"] + "\n"
+
+
+def test_cli_eval_scores_response_tokens_of_a_conversation_file(sft_run, tmp_path):
+    from toy_tasks import toy_conversations, write_jsonl
+
+    data = write_jsonl(tmp_path / "dev.jsonl", toy_conversations(8, seed=9))
+    scored = CliRunner().invoke(app, ["eval", str(sft_run), f"--data={data}"])
+    assert scored.exit_code == 0, scored.output
+    metrics = json.loads(scored.stdout[scored.stdout.index("{") :])
+    assert metrics["n_tokens"] > 8  # every response token (EOS included), not one per row
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["token_loss"]), rel=1e-6)
+    assert metrics["loss"] == pytest.approx(metrics["token_loss"], rel=1e-6)
+
+
+def test_export_keeps_template_and_generation_config_and_replies(sft_run, tmp_path):
+    out = tmp_path / "exported"
+    exported = CliRunner().invoke(app, ["export", str(sft_run), "--to", str(out)])
+    assert exported.exit_code == 0, exported.output
+    assert (out / "chat_template.jinja").is_file()
+    assert (out / "generation_config.json").is_file()
+    records = [{"text": PROMPTS[1]}]
+    options = GenerationOptions(max_new_tokens=8)
+    expected = predict_records(load_artifact(sft_run), records, 8, options)
+    assert predict_records(load_artifact(out), records, 8, options) == expected

@@ -135,3 +135,12 @@ def test_toy_sections_point_at_the_tiny_llama(tmp_path: Path):
     sections = causal_lm(tmp_path)
     assert Path(sections["model"]["name_or_path"]) == tiny_llama_dir()
     assert (tiny_llama_dir() / "chat_template.jinja").is_file()
+
+
+def test_a_tokenizer_without_chat_template_is_refused_with_the_fix(tokenizer):
+    from tunelab.errors import TunelabError
+
+    bare = AutoTokenizer.from_pretrained(tiny_llama_dir())
+    bare.chat_template = None
+    with pytest.raises(TunelabError, match="no chat template"):
+        features(bare, [CONVERSATION])

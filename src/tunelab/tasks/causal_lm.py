@@ -52,18 +52,19 @@ class Params(BaseModel):
     )
 
 
+def _render(tokenizer: Any, messages: Sequence[Mapping[str, str]], reply_next: bool = False) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise TunelabError("the model has no chat template (chat_template.jinja); use a chat/instruct model")
+    rendered = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=reply_next)
+    return str(rendered)
+
+
 def chat_prompt(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
     """``messages`` rendered by the model's chat template, ending where the assistant speaks next.
 
     The one prompt builder of training, prediction and serving.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        raise TunelabError("the model has no chat template (chat_template.jinja); use a chat/instruct model")
-    return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
-
-
-def _render(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
-    return str(tokenizer.apply_chat_template(list(messages), tokenize=False))
+    return _render(tokenizer, messages, reply_next=True)
 
 
 def response_spans(
