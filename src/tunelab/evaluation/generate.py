@@ -1,4 +1,4 @@
-"""The one text-generation path: ``tunelab predict`` (plain and ``--stream``), evaluation and the server.
+"""The one text-generation path: ``tunelab predict`` (plain and ``--stream``) and the server.
 
 Decoding is transformers' ``model.generate`` (greedy, or seeded sampling with temperature / top-p /
 top-k, ``max_new_tokens``, stop strings through its ``stop_strings`` criterion). What is added here:
