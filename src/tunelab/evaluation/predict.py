@@ -36,6 +36,7 @@ def predict_outputs(
     collator: Any,
     batch_size: int,
     accelerator: Accelerator | None = None,
+    params: Any = None,
 ) -> Outputs:
     """The task's outputs for every row of ``features``, in the original row order, and the eval loss.
 
@@ -48,6 +49,8 @@ def predict_outputs(
     The forward runs on the unwrapped module, so uneven batch counts per rank cannot deadlock.
     Targets (``task.target_keys``) stay out of the forward; ``task.loss_terms`` scores them, so the
     loss is the mean over every target of the split whatever the batch size or process count.
+    A generating task (``task.generate``, given ``params``) adds its generated arrays; rows without
+    targets then skip the forward.
     """
     order = eval_order(_lengths(features))
     batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
@@ -65,9 +68,14 @@ def predict_outputs(
         torch.manual_seed(EVAL_SEED)  # at every evaluation, and training's RNG stream is left untouched
         for rows, batch in zip(mine, loader, strict=False):
             batch = send_to_device(batch, device)
-            out = model(**{k: v for k, v in batch.items() if k not in task.target_keys})
-            arrays = {name: t.float().cpu().numpy() for name, t in task.outputs(out, batch).items()}
-            terms = task.loss_terms(out, batch)
+            inputs = {k: v for k, v in batch.items() if k not in task.target_keys}
+            named, terms = {}, None
+            if task.generate is None or any(k in batch for k in task.target_keys):
+                out = model(**inputs)
+                named, terms = task.outputs(out, batch), task.loss_terms(out, batch)
+            if task.generate is not None:
+                named = {**named, **task.generate(model, inputs, params)}
+            arrays = {name: t.float().cpu().numpy() for name, t in named.items()}
             total, count = (0.0, 0) if terms is None else (float(terms[0]), int(terms[1]))
             pieces.append((rows, arrays, total, count))
     model.train(was_training)
@@ -138,7 +146,8 @@ def predict_records(
     batch = {**examples, "example_id": list(range(len(records)))}
     features = task.preprocess(batch, model.tokenizer, model.task_params, {})
     rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
-    outputs = predict_outputs(
-        model.model, task, rows, task.collator(model.tokenizer, model.task_params), batch_size
+    collator = task.collator(model.tokenizer, model.task_params)
+    outputs = predict_outputs(model.model, task, rows, collator, batch_size, params=model.task_params)
+    return task.postprocess(
+        Predicted(outputs.arrays, features, examples, model.labels, model.task_params, model.tokenizer)
     )
-    return task.postprocess(Predicted(outputs.arrays, features, examples, model.labels, model.task_params))

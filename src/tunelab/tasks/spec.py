@@ -47,6 +47,7 @@ class Predicted:
         examples: the raw examples the features came from, column access; None when not at hand.
         labels: label names in id order (empty for label-free tasks).
         params: the task's validated params.
+        tokenizer: the model's tokenizer, for tasks whose outputs are token ids to decode (seq2seq).
     """
 
     arrays: Mapping[str, np.ndarray]
@@ -54,6 +55,7 @@ class Predicted:
     examples: Any
     labels: Sequence[str]
     params: Any
+    tokenizer: Any = None
 
 
 def logits_output(outputs: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -128,6 +130,10 @@ class TaskSpec:
             micro-batch by it, so gradient accumulation and several ranks give the global mean.
         generation_prompt: (raw record, tokenizer, params) -> prompt text, for tasks whose predictions
             are generated continuations (``tunelab.evaluation.generate``); None: forward + postprocess.
+        generate: (model, batch without targets, params) -> named per-row tensors of generated output
+            (token ids, lengths), gathered beside ``outputs`` at evaluation and prediction, for tasks
+            whose predictions are generated from tokenised inputs (seq2seq). A batch without targets
+            (prediction) then skips the forward. None: forward only.
     """
 
     name: str
@@ -154,6 +160,7 @@ class TaskSpec:
     train_collator: Callable[[Any, Any], Collate] | None = None
     count_targets: Callable[[Mapping[str, torch.Tensor], Any], torch.Tensor] = count_rows
     generation_prompt: Callable[[Mapping[str, Any], Any, Any], str] | None = None
+    generate: Callable[[Any, Mapping[str, torch.Tensor], Any], dict[str, torch.Tensor]] | None = None
 
 
 def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:

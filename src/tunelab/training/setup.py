@@ -19,7 +19,7 @@ from tunelab.methods.losses import model_logits, smoothed_cross_entropy
 from tunelab.methods.spec import Adapted, LossFn, model_loss
 from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
-from tunelab.training.scratch import init_from_scratch
+from tunelab.training.scratch import corpus_texts, init_from_scratch
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     )
     scratch = getattr(plan.task_params, "from_scratch", None)
     if scratch is not None:  # plan.model_dir is <output_dir>/init: tokenizer and random init built here
-        init_from_scratch(scratch, data.train["text"], plan.model_dir, cfg.train.seed)
+        init_from_scratch(scratch, corpus_texts(data.train), plan.model_dir, cfg.train.seed)
     tokenizer = load_tokenizer(plan)
     set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
     model = load_model(plan, data.labels, params)
