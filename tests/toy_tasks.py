@@ -40,10 +40,10 @@ def toy_rows(n: int, seed: int) -> list[tuple[str, str]]:
     return rows
 
 
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
+        writer.writerow(header)
         writer.writerows(rows)
     return path
 
@@ -267,19 +267,11 @@ def seq2seq(tmp: Path) -> Sections:
     return {
         "model": {"name_or_path": str(tiny_t5_dir())},
         "data": {
-            "train_file": str(write_pairs_csv(tmp / "s2s_train.csv", toy_pairs(48, seed=2))),
+            "train_file": str(write_csv(tmp / "s2s_train.csv", toy_pairs(48, seed=2), ("source", "target"))),
             "dev_file": str(write_jsonl(tmp / "s2s_dev.jsonl", dev)),
         },
         "task": {"name": "seq2seq", "params": {"max_source_length": 32, "max_target_length": 8}},
     }
-
-
-def write_pairs_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["source", "target"])
-        writer.writerows(rows)
-    return path
 
 
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {

@@ -17,7 +17,7 @@ from rouge_score import rouge_scorer
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from typer.testing import CliRunner
 
-from toy_tasks import TOY_TASKS, tiny_t5_dir, toy_pairs, write_pairs_csv
+from toy_tasks import TOY_TASKS, tiny_t5_dir, toy_pairs, write_csv
 from tunelab.cli import app
 from tunelab.config import validate_config
 from tunelab.errors import ConfigError, DataError
@@ -212,7 +212,7 @@ def test_from_scratch_builds_a_t5_and_a_tokenizer_that_knows_target_words(tmp_pa
     ("task", "architecture", "match"),
     [
         ("seq2seq", "bert", r"task\.params\.from_scratch.*t5"),
-        ("lm_pretrain", "t5", r"task\.params\.from_scratch.*seq2seq"),
+        ("lm_pretrain", "t5", r"task\.params: .*encoder-decoder: task seq2seq"),
     ],
 )
 def test_scratch_architecture_must_fit_the_task(tmp_path: Path, task: str, architecture: str, match: str):
@@ -224,7 +224,9 @@ def test_scratch_architecture_must_fit_the_task(tmp_path: Path, task: str, archi
 
 
 def test_bad_rows_are_reported_with_file_and_line(tmp_path: Path):
-    path = write_pairs_csv(tmp_path / "pairs.csv", [("a good movie", "positive good"), ("a dull plot", "")])
+    path = write_csv(
+        tmp_path / "pairs.csv", [("a good movie", "positive good"), ("a dull plot", "")], ("source", "target")
+    )
     raw = s2s_raw(tmp_path)
     raw["data"] = {"train_file": str(path), "dev_file": str(path)}
     with pytest.raises(DataError, match=r"pairs\.csv:3: empty text in column 'target'"):
