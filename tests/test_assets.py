@@ -119,3 +119,39 @@ def test_gguf_model_is_converted_once_into_a_plain_hf_dir(tmp_path: Path, monkey
     )
     out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, prompt["input_ids"].shape[1] :])
+
+
+def test_chatterbot_qa_is_deduplicated_and_split_by_question(tmp_path: Path):
+    from tunelab.data.conversations import load_conversation_file
+
+    counts = prepare_dataset("chatterbot-qa", tmp_path / "qa")
+    splits = {
+        name: load_conversation_file(tmp_path / "qa" / f"{name}.jsonl")["messages"]
+        for name in ("train", "dev")
+    }
+    assert counts == {"train.jsonl": len(splits["train"]), "dev.jsonl": len(splits["dev"])}
+    rows = [str(m) for split in splits.values() for m in split]
+    assert len(rows) == len(set(rows)) == 898  # 2,025 usable dialogues, over half exact repeats
+    openers = {name: {m[0]["content"] for m in split} for name, split in splits.items()}
+    assert not openers["train"] & openers["dev"]
+    assert all(m[-1]["role"] == "assistant" for split in splits.values() for m in split)
+
+
+def test_tunelab_instruct_splits_every_category(tmp_path: Path):
+    import json
+
+    from tunelab.data.conversations import load_conversation_file
+
+    counts = prepare_dataset("tunelab-instruct", tmp_path / "ti")
+    assert counts == {"train.jsonl": 163, "dev.jsonl": 29}
+    assert len(load_conversation_file(tmp_path / "ti" / "dev.jsonl")) == 29  # valid Alpaca rows
+    source = Path(__file__).parents[1] / "src/tunelab/asset_data/tunelab_instruct/instructions.jsonl"
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
+    dev = set((tmp_path / "ti" / "dev.jsonl").read_text().splitlines())
+    dev_categories = {
+        r["category"]
+        for r in rows
+        if json.dumps({k: r[k] for k in ("instruction", "input", "output")}, ensure_ascii=False) in dev
+    }
+    assert dev_categories == {"rewrite", "summarise", "classify", "fact", "arithmetic"}
+    assert "CC BY 4.0" in (tmp_path / "ti" / "SOURCE.txt").read_text()

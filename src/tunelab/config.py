@@ -25,7 +25,7 @@ class ModelConfig(_Section):
     name_or_path: str = Field(
         description=(
             "Shipped model asset name (see `tunelab assets`), a local HF directory, or `scratch` with "
-            "task.params.from_scratch (lm_pretrain)."
+            "task.params.from_scratch (lm_pretrain, seq2seq)."
         ),
     )
     trust_remote_code: bool = Field(

@@ -23,14 +23,16 @@ def evaluate(
     *,
     params: Any = None,
     examples: Any = None,
+    tokenizer: Any = None,
 ) -> dict[str, Any]:
     """Task metrics (plus ``loss`` and ``n_examples``) of ``model`` on ``features``.
 
     ``features`` carry the targets; ``examples`` are the raw rows they came from, for tasks whose
     metrics need them (e.g. QA gold answers). ``params`` defaults to the task's default params.
+    ``tokenizer`` decodes generated token ids (seq2seq); other tasks do without.
     """
-    outputs = predict_outputs(model, task, features, collator, batch_size, accelerator)
     params = params if params is not None else task.params()
-    predicted = Predicted(outputs.arrays, features, examples, labels, params)
+    outputs = predict_outputs(model, task, features, collator, batch_size, accelerator, params)
+    predicted = Predicted(outputs.arrays, features, examples, labels, params, tokenizer)
     n_examples = len(examples) if examples is not None else len(features)
     return {**task.metrics(predicted), "loss": outputs.loss, "n_examples": n_examples}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,6 +13,7 @@ from accelerate.utils import gather_object, send_to_device
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import eval_order
+from tunelab.evaluation.generate import GenerationOptions, generate_records
 from tunelab.tasks.spec import OUTPUT_PAD, Predicted, TaskSpec
 
 EVAL_SEED = 1234
@@ -35,6 +36,7 @@ def predict_outputs(
     collator: Any,
     batch_size: int,
     accelerator: Accelerator | None = None,
+    params: Any = None,
 ) -> Outputs:
     """The task's outputs for every row of ``features``, in the original row order, and the eval loss.
 
@@ -47,6 +49,8 @@ def predict_outputs(
     The forward runs on the unwrapped module, so uneven batch counts per rank cannot deadlock.
     Targets (``task.target_keys``) stay out of the forward; ``task.loss_terms`` scores them, so the
     loss is the mean over every target of the split whatever the batch size or process count.
+    A generating task (``task.generate``, given ``params``) adds its generated arrays; rows without
+    targets then skip the forward.
     """
     order = eval_order(_lengths(features))
     batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
@@ -64,9 +68,14 @@ def predict_outputs(
         torch.manual_seed(EVAL_SEED)  # at every evaluation, and training's RNG stream is left untouched
         for rows, batch in zip(mine, loader, strict=False):
             batch = send_to_device(batch, device)
-            out = model(**{k: v for k, v in batch.items() if k not in task.target_keys})
-            arrays = {name: t.float().cpu().numpy() for name, t in task.outputs(out, batch).items()}
-            terms = task.loss_terms(out, batch)
+            inputs = {k: v for k, v in batch.items() if k not in task.target_keys}
+            named, terms = {}, None
+            if task.generate is None or any(k in batch for k in task.target_keys):
+                out = model(**inputs)
+                named, terms = task.outputs(out, batch), task.loss_terms(out, batch)
+            if task.generate is not None:
+                named = {**named, **task.generate(model, inputs, params)}
+            arrays = {name: t.float().cpu().numpy() for name, t in named.items()}
             total, count = (0.0, 0) if terms is None else (float(terms[0]), int(terms[1]))
             pieces.append((rows, arrays, total, count))
     model.train(was_training)
@@ -118,18 +127,27 @@ class Predictable(Protocol):
 
 
 def predict_records(
-    model: Predictable, records: Sequence[Mapping[str, Any]], batch_size: int
+    model: Predictable,
+    records: Sequence[Mapping[str, Any]],
+    batch_size: int,
+    generation: GenerationOptions | None = None,
+    on_text: Callable[[int, str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Raw input records (``task.input_fields``) -> JSON-able predictions, in input order.
 
-    The one prediction path: CLI ``predict``, the server and the round-trip tests all come here.
+    The one prediction path: CLI ``predict``, the server and the round-trip tests all come here. A
+    generating task (``TaskSpec.generation_prompt``) answers with generated text, decoded as
+    ``generation`` says (greedy by default); ``on_text(i, piece)`` then receives it as it is decoded.
     """
     task = model.task
+    if task.generation_prompt is not None:
+        return generate_records(model, records, generation or GenerationOptions(), on_text)
     examples = {name: [record[name] for record in records] for name in task.input_fields}
     batch = {**examples, "example_id": list(range(len(records)))}
     features = task.preprocess(batch, model.tokenizer, model.task_params, {})
     rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
-    outputs = predict_outputs(
-        model.model, task, rows, task.collator(model.tokenizer, model.task_params), batch_size
+    collator = task.collator(model.tokenizer, model.task_params)
+    outputs = predict_outputs(model.model, task, rows, collator, batch_size, params=model.task_params)
+    return task.postprocess(
+        Predicted(outputs.arrays, features, examples, model.labels, model.task_params, model.tokenizer)
     )
-    return task.postprocess(Predicted(outputs.arrays, features, examples, model.labels, model.task_params))

@@ -24,7 +24,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from tunelab.methods.spec import Adapted, Backward, MethodSpec, StepOutput, step_only_apply
+from tunelab.methods.spec import (
+    SEQ2SEQ_CLASS,
+    Adapted,
+    Backward,
+    MethodSpec,
+    StepOutput,
+    Target,
+    step_only_apply,
+)
 
 
 class Params(BaseModel):
@@ -141,4 +149,13 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
 
 
 apply = step_only_apply("adversarial")
-SPEC = MethodSpec(name="adversarial", params=Params, apply=apply, step=step)
+
+
+def refuses(params: Params, target: Target) -> str | None:
+    """Encoder-decoders embed source and target with one shared table: the perturbation has no one shape."""
+    if target.model_class == SEQ2SEQ_CLASS:
+        return "encoder and decoder share the input embedding, so a source perturbation cannot be applied"
+    return None
+
+
+SPEC = MethodSpec(name="adversarial", params=Params, apply=apply, step=step, refuses=refuses)

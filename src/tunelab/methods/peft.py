@@ -44,6 +44,7 @@ TASK_TYPES = {
     "ForQuestionAnswering": TaskType.QUESTION_ANS,
     "ForCausalLM": TaskType.CAUSAL_LM,
     "ForSeq2SeqLM": TaskType.SEQ_2_SEQ_LM,
+    "ForConditionalGeneration": TaskType.SEQ_2_SEQ_LM,  # T5, BART, Pegasus: the concrete seq2seq classes
 }
 # Modules feeding the head that a backbone checkpoint may lack (then freshly initialised at load).
 HEAD_FEEDERS = ("pooler",)

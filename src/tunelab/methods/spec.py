@@ -117,6 +117,9 @@ class Target:
     methods: tuple[str, ...]
 
 
+SEQ2SEQ_CLASS = "AutoModelForSeq2SeqLM"  # encoder-decoders: embeddings and hidden states split in two
+
+
 def refuses_without_logits(params: Any, target: Target) -> str | None:
     """For methods that compare one logits tensor per batch (soft targets, two-pass KL)."""
     if target.model_class == "AutoModelForQuestionAnswering":

@@ -3,7 +3,8 @@
 Generation runs one request at a time in the batcher's worker thread (``max_batch_size`` 1 for
 generation: padding prompts of different lengths together costs more than it saves on CPU), so the
 same bounded queue, 429 and drain apply. Streaming uses transformers' ``AsyncTextIteratorStreamer``;
-:class:`StopScanner` holds back just enough text that a stop string split across pieces never leaks.
+``StopScanner`` (``tunelab.evaluation.generate``, shared with ``tunelab predict --stream``) holds back
+just enough text that a stop string split across pieces never leaks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from transformers import AsyncTextIteratorStreamer
 
-from tunelab.serving.predictor import GenerationJob, GeneratorPredictor, cut_at_stop
+from tunelab.evaluation.generate import GenerationJob, StopScanner
+from tunelab.serving.predictor import GeneratorPredictor
 from tunelab.serving.routes import ERRORS, Context
 from tunelab.serving.schemas import (
     AssistantMessage,
@@ -41,31 +43,6 @@ from tunelab.serving.schemas import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-class StopScanner:
-    """Streams text while cutting it at the first stop string, even one split across pieces."""
-
-    def __init__(self, stop: list[str]) -> None:
-        self.stop = stop
-        self.hold = max((len(s) for s in stop), default=1) - 1
-        self.text = ""
-        self.sent = 0
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        """Text that is now safe to send (never a prefix of a stop string that may still complete)."""
-        if self.stopped:
-            return ""
-        self.text += piece
-        cut, self.stopped = cut_at_stop(self.text, self.stop)
-        end = len(cut) if self.stopped else max(self.sent, len(self.text) - self.hold)
-        out, self.sent = self.text[self.sent : end], end
-        return out
-
-    def flush(self) -> str:
-        """Whatever was held back, once generation has ended without a stop string."""
-        return "" if self.stopped else self.feed("") + self.text[self.sent :]
 
 
 def _stop_list(stop: str | list[str] | None) -> list[str]:
@@ -96,6 +73,7 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
             max_new_tokens=max_tokens,
             temperature=body.temperature,
             top_p=body.top_p,
+            top_k=body.top_k,
             stop=_stop_list(body.stop),
             seed=body.seed,
             add_special_tokens=not chat,

@@ -9,26 +9,21 @@ synchronous on purpose: the event loop never runs torch, the batcher's single wo
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.assets import resolve_model
-from tunelab.errors import CheckpointError
+from tunelab.errors import CheckpointError, TunelabError
+from tunelab.evaluation.generate import Generation, GenerationJob, generate
 from tunelab.evaluation.predict import predict_records
 from tunelab.export.artifact import RUN_FILE, Artifact, load_artifact, resolve_artifact_dir
+from tunelab.tasks.causal_lm import chat_prompt
 
 
 def _count_tokens(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
@@ -82,47 +77,6 @@ class EncoderPredictor:
 
 
 @dataclass
-class GenerationJob:
-    """One generation request as the worker thread runs it."""
-
-    prompt: str
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    add_special_tokens: bool = True  # False for chat prompts: the template already holds BOS
-    streamer: Any = None  # a transformers AsyncTextIteratorStreamer when the client streams
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class Generation:
-    text: str
-    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_new_tokens reached)
-    prompt_tokens: int
-    completion_tokens: int
-
-
-class _Cancelled(StoppingCriteria):
-    """Ends generate() early once the request timed out or its client went away."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.full(
-            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
-        )
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """``text`` up to the earliest stop string (excluded, as OpenAI does) and whether one occurred."""
-    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
-
-
-@dataclass
 class GeneratorPredictor:
     """A causal LM behind the OpenAI-style routes."""
 
@@ -135,47 +89,15 @@ class GeneratorPredictor:
         return _count_tokens(self.tokenizer, texts, add_special_tokens)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """Render messages with the tokenizer's chat template, ending where the assistant speaks."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(f"{self.model_id} has no chat template; use /v1/completions with a raw prompt")
-        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-
-    @torch.no_grad()
-    def generate(self, job: GenerationJob) -> Generation:
-        """Run ``model.generate`` for one job (blocking); streams into ``job.streamer`` when set."""
+        """Render messages with the model's chat template (the one training used), ready for the reply."""
         try:
-            return self._generate(job)
-        except BaseException:
-            if job.streamer is not None:
-                job.streamer.end()  # unblock the reader; the route reports the error
-            raise
+            return chat_prompt(self.tokenizer, messages)
+        except TunelabError as exc:
+            raise ValueError(f"{self.model_id}: {exc}; use /v1/completions with a raw prompt") from None
 
-    def _generate(self, job: GenerationJob) -> Generation:
-        device = next(self.model.parameters()).device
-        enc = self.tokenizer(job.prompt, return_tensors="pt", add_special_tokens=job.add_special_tokens)
-        enc = {k: v.to(device) for k, v in enc.items()}
-        if job.seed is not None:
-            torch.manual_seed(job.seed)
-        sampling = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p}
-        eos = self.tokenizer.eos_token_id
-        out = self.model.generate(
-            **enc,
-            max_new_tokens=job.max_new_tokens,
-            **(sampling if job.temperature > 0 else {"do_sample": False}),
-            stop_strings=job.stop or None,
-            tokenizer=self.tokenizer if job.stop else None,
-            streamer=job.streamer,
-            stopping_criteria=StoppingCriteriaList([_Cancelled(job.cancelled)]),
-            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos,
-        )
-        prompt_len = enc["input_ids"].shape[1]
-        new_ids = out[0, prompt_len:].tolist()
-        ended_by_eos = bool(new_ids) and new_ids[-1] == eos
-        if ended_by_eos:
-            new_ids = new_ids[:-1]
-        text, stopped = cut_at_stop(self.tokenizer.decode(new_ids, skip_special_tokens=True), job.stop)
-        hit_length = len(new_ids) >= job.max_new_tokens and not (stopped or ended_by_eos)
-        return Generation(text, "length" if hit_length else "stop", prompt_len, len(new_ids))
+    def generate(self, job: GenerationJob) -> Generation:
+        """Run one job (blocking, in the batcher's worker thread); streams into ``job.streamer`` when set."""
+        return generate(self.model, self.tokenizer, job)
 
 
 Predictor = EncoderPredictor | GeneratorPredictor

@@ -200,6 +200,7 @@ class _Sampling(_Body):
     model: str | None = Field(default=None, description="Ignored beyond a check: one model per process.")
     temperature: float = Field(default=1.0, ge=0, le=2, description="0 = greedy decoding.")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(default=0, ge=0, description="Sample among the k likeliest tokens; 0 = off (vLLM's).")
     stop: Stop = Field(default=None, description="Up to 4 strings that end the output (not included).")
     stream: bool = Field(default=False, description="Server-sent events, one chunk per decoded piece.")
     stream_options: StreamOptions | None = None

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from tunelab.registry import Registry
-from tunelab.tasks import classification, lm_pretrain, qa, token_classification
+from tunelab.tasks import causal_lm, classification, lm_pretrain, qa, seq2seq, token_classification
 from tunelab.tasks.spec import TaskSpec
 
 TASKS: Registry[TaskSpec] = Registry(
     "task",
     {
         classification.TASK.name: classification.TASK,
+        causal_lm.TASK.name: causal_lm.TASK,
         lm_pretrain.TASK.name: lm_pretrain.TASK,
         token_classification.TASK.name: token_classification.TASK,
         qa.TASK.name: qa.TASK,
+        seq2seq.TASK.name: seq2seq.TASK,
     },
 )

@@ -26,7 +26,7 @@ from transformers import (
     AutoModelForMaskedLM,
     DataCollatorForLanguageModeling,
 )
-from transformers.modeling_outputs import MaskedLMOutput
+from transformers.modeling_outputs import MaskedLMOutput, Seq2SeqLMOutput
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
@@ -43,8 +43,9 @@ _CAUSAL_TYPES = frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - frozenset(MODEL_F
 class ScratchParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: Literal["bert", "llama"] = Field(
-        default="bert", description="bert (encoder, objective mlm) or llama (decoder, objective clm)."
+    architecture: Literal["bert", "llama", "t5"] = Field(
+        default="bert",
+        description="bert (encoder, objective mlm), llama (decoder, objective clm) or t5 (task seq2seq).",
     )
     tokenizer: Literal["wordpiece", "char"] = Field(
         default="wordpiece", description="wordpiece sub-words, or one token per character (Chinese)."
@@ -95,7 +96,11 @@ class Params(BaseModel):
             raise ValueError("whole_word_mask needs objective mlm")
         if scratch is None:
             return self
-        wanted = {"bert": "mlm", "llama": "clm"}[scratch.architecture]
+        wanted = {"bert": "mlm", "llama": "clm"}.get(scratch.architecture)
+        if wanted is None:
+            raise ValueError(
+                f"from_scratch.architecture {scratch.architecture} is an encoder-decoder: task seq2seq"
+            )
         if self.objective != wanted:
             raise ValueError(f"from_scratch.architecture {scratch.architecture} trains objective {wanted}")
         if self.whole_word_mask and scratch.tokenizer == "char":
@@ -181,11 +186,13 @@ def row_token_loss(outputs: Any, batch: Mapping[str, torch.Tensor]) -> dict[str,
 
     Only these two numbers per row are gathered: the (B, T, vocab) logits of a whole split would not
     fit in memory. Masked LMs (their output is a ``MaskedLMOutput``) are scored where the collator
-    masked (labels != -100); causal LMs predict token t+1 from position t, so logits and labels are
-    shifted as the model's own loss does.
+    masked (labels != -100) and encoder-decoders (``Seq2SeqLMOutput``) at every labelled target
+    position, both unshifted; causal LMs predict token t+1 from position t, so logits and labels are
+    shifted as the model's own loss does. Virtual tokens a soft prompt prepends have no labels.
     """
     logits, labels = outputs.logits.float(), batch["labels"]  # (B, T, V), (B, T)
-    if not isinstance(outputs, MaskedLMOutput):
+    logits = logits[:, logits.shape[1] - labels.shape[1] :]  # drop soft-prompt positions (prompt tuning)
+    if not isinstance(outputs, MaskedLMOutput | Seq2SeqLMOutput):
         logits, labels = logits[:, :-1], labels[:, 1:]
     per_token = torch.nn.functional.cross_entropy(
         logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
@@ -197,6 +204,12 @@ def loss_terms(outputs: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.T
     """(summed token loss, predicted tokens) of a batch: the eval ``loss`` is the mean token loss."""
     rows = row_token_loss(outputs, batch)
     return rows["token_loss_sum"].sum(), rows["n_tokens"].sum()
+
+
+def count_targets(batch: Mapping[str, torch.Tensor], params: Params) -> torch.Tensor:
+    """Targets the model's loss averages over: masked tokens (mlm), next tokens after the shift (clm)."""
+    labels = batch["labels"] if params.objective == "mlm" else batch["labels"][:, 1:]
+    return (labels != IGNORE_INDEX).sum()
 
 
 def metrics(predicted: Predicted) -> dict[str, Any]:
@@ -267,4 +280,5 @@ TASK = TaskSpec(
     outputs=row_token_loss,
     loss_terms=loss_terms,
     check_model=check_model,
+    count_targets=count_targets,
 )

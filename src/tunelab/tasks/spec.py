@@ -47,6 +47,7 @@ class Predicted:
         examples: the raw examples the features came from, column access; None when not at hand.
         labels: label names in id order (empty for label-free tasks).
         params: the task's validated params.
+        tokenizer: the model's tokenizer, for tasks whose outputs are token ids to decode (seq2seq).
     """
 
     arrays: Mapping[str, np.ndarray]
@@ -54,6 +55,7 @@ class Predicted:
     examples: Any
     labels: Sequence[str]
     params: Any
+    tokenizer: Any = None
 
 
 def logits_output(outputs: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,6 +78,16 @@ def cross_entropy_terms(
         logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
     return total, (gold != IGNORE_INDEX).sum()
+
+
+def count_rows(batch: Mapping[str, torch.Tensor], params: Any) -> torch.Tensor:
+    """Targets of a sample-level task: one per row (its loss is a mean over rows)."""
+    return torch.tensor(len(batch["input_ids"]))
+
+
+def count_labelled_tokens(batch: Mapping[str, torch.Tensor], params: Any) -> torch.Tensor:
+    """Targets of a token-level task: every label that is not ``IGNORE_INDEX``."""
+    return (batch["labels"] != IGNORE_INDEX).sum()
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,17 @@ class TaskSpec:
             the model's config.json so every reader of the model sees it.
         check_model: (loaded model's config, params) -> None; raises ConfigError when the model cannot
             serve these params (e.g. a causal-LM objective on an encoder).
+        train_collator: (tokenizer, params) -> the collator of training batches when it differs from
+            ``collator`` (e.g. sequence packing, whose rows are not examples); None: ``collator``.
+        count_targets: (collated training batch, params) -> number of targets its loss averages over
+            (rows for sample-level tasks, labelled tokens for token-level ones). The loop weights each
+            micro-batch by it, so gradient accumulation and several ranks give the global mean.
+        generation_prompt: (raw record, tokenizer, params) -> prompt text, for tasks whose predictions
+            are generated continuations (``tunelab.evaluation.generate``); None: forward + postprocess.
+        generate: (model, batch without targets, params) -> named per-row tensors of generated output
+            (token ids, lengths), gathered beside ``outputs`` at evaluation and prediction, for tasks
+            whose predictions are generated from tokenised inputs (seq2seq). A batch without targets
+            (prediction) then skips the forward. None: forward only.
     """
 
     name: str
@@ -134,6 +157,10 @@ class TaskSpec:
     fit: Callable[[Any, Any, Sequence[str]], Any] | None = None
     model_config: Callable[[Any], dict[str, Any]] | None = None
     check_model: Callable[[Any, Any], None] | None = None
+    train_collator: Callable[[Any, Any], Collate] | None = None
+    count_targets: Callable[[Mapping[str, torch.Tensor], Any], torch.Tensor] = count_rows
+    generation_prompt: Callable[[Mapping[str, Any], Any, Any], str] | None = None
+    generate: Callable[[Any, Mapping[str, torch.Tensor], Any], dict[str, torch.Tensor]] | None = None
 
 
 def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:

@@ -35,6 +35,7 @@ from tunelab.tasks.spec import (
     Features,
     Predicted,
     TaskSpec,
+    count_labelled_tokens,
     has_column,
     without_columns,
 )
@@ -283,4 +284,5 @@ TASK = TaskSpec(
     collator=collator,
     postprocess=postprocess,
     metrics=metrics,
+    count_targets=count_labelled_tokens,
 )

@@ -118,29 +118,40 @@ def _accumulate(
     group: list[list[int]],
     generator: torch.Generator,
     window: _MetricWindow,
+    count_targets: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
 ) -> tuple[torch.Tensor, int]:
     """Forward + backward every micro-batch of one optimizer step; gradients all-reduce only on the last.
 
-    Returns the mean micro-batch loss (a tensor, so no device sync here) and the global sample count;
-    the methods' per-micro-batch metrics go into ``window``.
-    """
-    loader = DataLoader(inputs.train, batch_sampler=group, collate_fn=inputs.collator, generator=generator)
-    scale = 1.0 / len(group)
+    Each method's loss stays a mean over its micro-batch's targets; this weights micro-batch ``j`` by
+    ``n_j / N`` (``n_j`` its targets, ``N`` the step's targets summed over micro-batches and ranks) and
+    by the world size, which DDP's gradient mean divides out again. The step's gradient is then that
+    of the mean over all its targets, so accumulation 4 x 2 equals one batch of 8 and two ranks equal
+    one process, even when micro-batches hold different numbers of tokens.
 
-    def backward(loss: torch.Tensor) -> None:
-        accelerator.backward(loss * scale)
+    Returns this rank's share of the step's target-weighted loss (a tensor, so no device sync here; the
+    ranks' shares sum to the global loss) and the global sample count; the methods' per-micro-batch
+    metrics go into ``window``.
+    """
+    collate = inputs.train_collator or inputs.collator
+    loader = DataLoader(inputs.train, batch_sampler=group, collate_fn=collate, generator=generator)
+    batches = [send_to_device(batch, accelerator.device) for batch in loader]
+    counts = torch.stack([count_targets(batch).to(accelerator.device) for batch in batches]).float()
+    total = accelerator.reduce(counts.sum(), reduction="sum").clamp(min=1.0)
+    weights = counts / total  # (micro-batches,): each one's share of the global step
 
     loss_sum = torch.zeros((), device=accelerator.device)
-    samples = 0
-    for j, batch in enumerate(loader):
-        batch = send_to_device(batch, accelerator.device)
-        last = j == len(group) - 1
+    for j, batch in enumerate(batches):
+        scale = weights[j] * accelerator.num_processes
+
+        def backward(loss: torch.Tensor, scale: torch.Tensor = scale) -> None:
+            accelerator.backward(loss * scale)
+
+        last = j == len(batches) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
             out = step_fn(inputs.adapted, batch, backward)
-        loss_sum += out.loss.float()
+        loss_sum += out.loss.float() * weights[j]
         window.add(out.metrics)
-        samples += len(batch["input_ids"]) * accelerator.num_processes
-    return loss_sum * scale, samples
+    return loss_sum, sum(len(rows) for rows in group) * accelerator.num_processes
 
 
 class _MetricWindow:
@@ -193,6 +204,8 @@ def train(
     custom_steps = [spec.step for spec, _ in plan.methods if spec.step is not default_step]
     step_fn = custom_steps[0] if custom_steps else default_step  # plan.resolve allows at most one
     step_hooks = [(spec.on_optimizer_step, params) for spec, params in plan.methods if spec.on_optimizer_step]
+    task_params = inputs.task_params if inputs.task_params is not None else plan.task_params
+    count_targets = partial(plan.task.count_targets, params=task_params)
 
     run_states = {k: c for k, c in inputs.adapted.companions.items() if isinstance(c, RunState)}
     unwrapped = accelerator.unwrap_model(model)
@@ -260,7 +273,7 @@ def train(
             for group in groups[state.step_in_epoch :]:
                 step_start = time.perf_counter()
                 loss, samples = _accumulate(
-                    inputs, step_fn, accelerator, model, group, generator, window_metrics
+                    inputs, step_fn, accelerator, model, group, generator, window_metrics, count_targets
                 )
                 window_samples += samples
                 window_loss += loss
@@ -279,7 +292,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
 
                 if state.step % cfg.logging_steps == 0 or state.step == total_steps:
-                    mean_loss = accelerator.reduce(window_loss / window_steps, reduction="mean").item()
+                    mean_loss = accelerator.reduce(window_loss / window_steps, reduction="sum").item()
                     window_time += time.perf_counter() - step_start
                     speed = window_samples / window_time if window_time > 0 else 0.0
                     lr = scheduler.get_last_lr()[0]

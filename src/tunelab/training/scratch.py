@@ -1,4 +1,4 @@
-"""Pretraining from scratch: train a tokenizer on the corpus, build a small BERT or Llama, save it as HF.
+"""Pretraining from scratch: train a tokenizer on the corpus, build a small BERT, Llama or T5, save as HF.
 
 Tokenizers are trained with Hugging Face ``tokenizers`` and wrapped as a fast HF tokenizer, so every
 task loads them with ``AutoTokenizer``. Two kinds:
@@ -10,7 +10,8 @@ task loads them with ``AutoTokenizer``. Two kinds:
   and a character vocabulary makes char-level NER labels align one to one with tokens.
 
 Both use the same five special tokens; ``[CLS] text [SEP]`` is added to every encoding (Llama uses
-``[CLS]`` as BOS and ``[SEP]`` as EOS), so a pretrained dir fine-tunes on any tunelab task unchanged.
+``[CLS]`` as BOS and ``[SEP]`` as EOS; T5 uses ``[SEP]`` as EOS and ``[PAD]`` as its decoder start),
+so a pretrained dir fine-tunes on any tunelab task unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
 )
 
 from tunelab.io import atomic_dir
@@ -93,12 +96,33 @@ def train_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **SPECIALS)
 
 
+def _t5(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    """A T5 encoder-decoder with ``layers`` layers on each side (relative positions: no length limit)."""
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=scratch.hidden_size,
+        d_kv=scratch.hidden_size // scratch.heads,
+        d_ff=scratch.intermediate_size or 4 * scratch.hidden_size,
+        num_layers=scratch.layers,
+        num_decoder_layers=scratch.layers,
+        num_heads=scratch.heads,
+        feed_forward_proj="relu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return T5ForConditionalGeneration(config)
+
+
 def build_model(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
-    """Random-init ``BertForMaskedLM`` (``architecture: bert``) or ``LlamaForCausalLM`` (``llama``).
+    """Random-init ``BertForMaskedLM`` (``architecture: bert``), ``LlamaForCausalLM`` (``llama``) or
+    ``T5ForConditionalGeneration`` (``t5``).
 
     ``scratch`` is the task's ``from_scratch`` params: hidden_size, layers, heads, intermediate_size,
     max_position_embeddings. Vocabulary size and special ids come from ``tokenizer``.
     """
+    if scratch.architecture == "t5":
+        return _t5(scratch, tokenizer)
     common = {
         "vocab_size": len(tokenizer),
         "hidden_size": scratch.hidden_size,
@@ -118,6 +142,14 @@ def build_model(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedM
         tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
+
+
+def corpus_texts(train: Any) -> list[str]:
+    """The texts a scratch tokenizer learns from: every text column of the training split.
+
+    ``text`` for every task, plus ``target`` for seq2seq (the decoder's vocabulary is learned too).
+    """
+    return [text for column in ("text", "target") if column in train.column_names for text in train[column]]
 
 
 def init_from_scratch(scratch: Any, texts: list[str], dest: Path, seed: int) -> Path:

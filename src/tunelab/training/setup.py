@@ -19,7 +19,7 @@ from tunelab.methods.losses import model_logits, smoothed_cross_entropy
 from tunelab.methods.spec import Adapted, LossFn, model_loss
 from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
-from tunelab.training.scratch import init_from_scratch
+from tunelab.training.scratch import corpus_texts, init_from_scratch
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class TrainInputs:
     test: datasets.Dataset | None
     examples: dict[str, datasets.Dataset] = field(default_factory=dict)
     task_params: Any = None  # the plan's, fitted to the train split (TaskSpec.fit): what the run saves
+    train_collator: Any = (
+        None  # training batches when they differ from ``collator`` (TaskSpec.train_collator)
+    )
 
 
 def load_tokenizer(plan: Plan) -> Any:
@@ -111,7 +114,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     )
     scratch = getattr(plan.task_params, "from_scratch", None)
     if scratch is not None:  # plan.model_dir is <output_dir>/init: tokenizer and random init built here
-        init_from_scratch(scratch, data.train["text"], plan.model_dir, cfg.train.seed)
+        init_from_scratch(scratch, corpus_texts(data.train), plan.model_dir, cfg.train.seed)
     tokenizer = load_tokenizer(plan)
     set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
     model = load_model(plan, data.labels, params)
@@ -129,6 +132,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
             spec.prepare(adapted, method_params, train, collator)
     if cfg.data.augment is not None:
         train, collator = _augmenting(plan, cfg.data.augment, tokenizer, data.train, train, collator)
+    train_collator = plan.task.train_collator(tokenizer, params) if plan.task.train_collator else None
     return TrainInputs(
         adapted=adapted,
         tokenizer=tokenizer,
@@ -139,6 +143,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         test=features(data.test) if data.test is not None else None,
         examples={"dev": data.dev, **({"test": data.test} if data.test is not None else {})},
         task_params=params,
+        train_collator=train_collator,
     )
 
 

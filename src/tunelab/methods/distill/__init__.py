@@ -25,7 +25,15 @@ from tunelab.data.batching import eval_order
 from tunelab.errors import ConfigError
 from tunelab.methods.distill import cache, teacher
 from tunelab.methods.losses import masked_mean, model_logits, topk_kl, valid_mask
-from tunelab.methods.spec import Adapted, Backward, MethodSpec, StepOutput, refuses_without_logits
+from tunelab.methods.spec import (
+    SEQ2SEQ_CLASS,
+    Adapted,
+    Backward,
+    MethodSpec,
+    StepOutput,
+    Target,
+    refuses_without_logits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +191,13 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
     return StepOutput(loss=loss.detach(), metrics=metrics)
 
 
-SPEC = MethodSpec(
-    name="distill", params=Params, apply=apply, step=step, prepare=prepare, refuses=refuses_without_logits
-)
+def refuses(params: Params, target: Target) -> str | None:
+    """Logits distillation serves every task with one logits tensor; hidden matching needs one stack."""
+    if params.hidden_layers and target.model_class == SEQ2SEQ_CLASS:
+        return (
+            "hidden_layers matches one stack of hidden states; an encoder-decoder has two (use logits only)"
+        )
+    return refuses_without_logits(params, target)
+
+
+SPEC = MethodSpec(name="distill", params=Params, apply=apply, step=step, prepare=prepare, refuses=refuses)

@@ -15,7 +15,7 @@ from torch import nn
 from tunelab.methods.moe import hooks
 from tunelab.methods.moe.params import Params
 from tunelab.methods.moe.upcycle import upcycle
-from tunelab.methods.spec import Adapted, MethodSpec
+from tunelab.methods.spec import SEQ2SEQ_CLASS, Adapted, MethodSpec, Target
 
 __all__ = ["SPEC", "Params", "upcycle"]
 
@@ -37,8 +37,16 @@ def rebuild(model: nn.Module, params: Params) -> nn.Module:
     return upcycle(model, params, perturb=False)
 
 
+def refuses(params: Params, target: Target) -> str | None:
+    """Upcycling knows BERT-family and Llama-family FFNs; encoder-decoders (T5) have neither."""
+    if target.model_class == SEQ2SEQ_CLASS:
+        return "upcycling supports BERT-family and Llama-family FFNs, not encoder-decoders such as T5"
+    return None
+
+
 SPEC = MethodSpec(
     name="moe",
+    refuses=refuses,
     params=Params,
     apply=apply,
     step=hooks.step,
