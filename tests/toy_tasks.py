@@ -156,11 +156,52 @@ def qa(tmp: Path) -> Sections:
     }
 
 
+def tiny_llama(dest: Path) -> Path:
+    """A random 2-layer Llama (hidden 32) with the real SmolLM2 tokenizer and chat template, saved HF-style."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tunelab.assets import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    tokenizer.save_pretrained(dest)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(dest)
+    return dest
+
+
+def prompt_classification(tmp: Path) -> Sections:
+    """Cue-word sentiment rows scored by label words, on a tiny Llama with the SmolLM2 tokenizer."""
+    return {
+        "model": {"name_or_path": str(tiny_llama(tmp / "tiny-llama"))},
+        "data": {
+            "train_file": str(write_csv(tmp / "pc_train.csv", toy_rows(48, seed=2))),
+            "dev_file": str(write_csv(tmp / "pc_dev.csv", toy_rows(16, seed=3))),
+        },
+        "task": {
+            "name": "prompt_classification",
+            "params": {"max_length": 32, "verbalizer": {"positive": "good news", "negative": "bad"}},
+        },
+    }
+
+
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "classification": classification,
     "lm_pretrain": lm_pretrain,
     "token_classification": token_classification,
     "qa": qa,
+    "prompt_classification": prompt_classification,
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tunelab.registry import Registry
-from tunelab.tasks import classification, lm_pretrain, qa, token_classification
+from tunelab.tasks import classification, lm_pretrain, prompt_classification, qa, token_classification
 from tunelab.tasks.spec import TaskSpec
 
 TASKS: Registry[TaskSpec] = Registry(
@@ -13,5 +13,6 @@ TASKS: Registry[TaskSpec] = Registry(
         lm_pretrain.TASK.name: lm_pretrain.TASK,
         token_classification.TASK.name: token_classification.TASK,
         qa.TASK.name: qa.TASK,
+        prompt_classification.TASK.name: prompt_classification.TASK,
     },
 )

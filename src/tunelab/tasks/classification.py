@@ -169,18 +169,19 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * logits))
 
 
+def single_label_predictions(logits: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Per row: the highest-scoring label and the softmax probability of every label."""
+    return [
+        {"label": labels[int(row.argmax())], "probabilities": dict(zip(labels, row.tolist(), strict=True))}
+        for row in softmax(logits.astype(np.float64))
+    ]
+
+
 def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
     """Most probable label plus every label's probability; multi-label adds ``labels`` >= threshold."""
     logits, labels, params = predicted.arrays["logits"], predicted.labels, predicted.params
     if not params.multi_label:
-        probs = softmax(logits.astype(np.float64))
-        return [
-            {
-                "label": labels[int(row.argmax())],
-                "probabilities": dict(zip(labels, row.tolist(), strict=True)),
-            }
-            for row in probs
-        ]
+        return single_label_predictions(logits, labels)
     out = []
     for row in sigmoid(logits.astype(np.float64)):
         order = np.argsort(-row, kind="stable")
