@@ -157,7 +157,7 @@ def qa(tmp: Path) -> Sections:
 
 
 def tiny_llama(dest: Path) -> Path:
-    """A random 2-layer Llama (hidden 32) with the real SmolLM2 tokenizer and chat template, saved HF-style."""
+    """A random 2-layer Llama (hidden 32) with the real SmolLM2 tokenizer and its chat template, saved."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
