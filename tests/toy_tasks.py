@@ -196,12 +196,27 @@ def prompt_classification(tmp: Path) -> Sections:
     }
 
 
+def embedding_classification(tmp: Path) -> Sections:
+    """Cue-word sentiment rows as contrastive pairs for the tiny BERT's mean-pooled embeddings."""
+    return {
+        "data": {
+            "train_file": str(write_csv(tmp / "ec_train.csv", toy_rows(24, seed=2))),
+            "dev_file": str(write_csv(tmp / "ec_dev.csv", toy_rows(16, seed=3))),
+        },
+        "task": {
+            "name": "embedding_classification",
+            "params": {"max_length": 32, "pairs_per_example": 1, "descriptions": {"positive": "good"}},
+        },
+    }
+
+
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "classification": classification,
     "lm_pretrain": lm_pretrain,
     "token_classification": token_classification,
     "qa": qa,
     "prompt_classification": prompt_classification,
+    "embedding_classification": embedding_classification,
 }
 
 

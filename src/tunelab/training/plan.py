@@ -49,8 +49,8 @@ def _validate(model: type[BaseModel], raw: dict[str, Any], prefix: str, problems
 
 
 AUGMENTABLE_TASKS = ("classification",)  # one label per text: word edits keep the label true
-FEW_SHOT_TASKS = ("classification", "prompt_classification")  # labelled tables: k rows per label
-ZERO_SHOT_TASKS = ("prompt_classification",)  # score labels with no training (data.k_shot: 0)
+FEW_SHOT_TASKS = ("classification", "prompt_classification", "embedding_classification")  # k rows per label
+ZERO_SHOT_TASKS = ("prompt_classification", "embedding_classification")  # score labels untrained (k_shot 0)
 
 
 def _task_problems(cfg: RunConfig, task: TaskSpec, methods: list[tuple[MethodSpec, Any]]) -> list[str]:

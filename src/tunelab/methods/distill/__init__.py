@@ -25,7 +25,7 @@ from tunelab.data.batching import eval_order
 from tunelab.errors import ConfigError
 from tunelab.methods.distill import cache, teacher
 from tunelab.methods.losses import masked_mean, model_logits, topk_kl, valid_mask
-from tunelab.methods.spec import Adapted, Backward, MethodSpec, StepOutput, refuses_without_logits
+from tunelab.methods.spec import Adapted, Backward, MethodSpec, StepOutput, Target, refuses_without_logits
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,14 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
     return StepOutput(loss=loss.detach(), metrics=metrics)
 
 
-SPEC = MethodSpec(
-    name="distill", params=Params, apply=apply, step=step, prepare=prepare, refuses=refuses_without_logits
-)
+def refuses(params: Params, target: Target) -> str | None:
+    """Tasks whose logits a teacher cannot give, or whose model class a teacher cannot be loaded as."""
+    if target.task == "embedding_classification":
+        return (
+            "a teacher loads as the transformers architecture its config.json names, and "
+            "embedding_classification's MeanPoolingClassifier is tunelab's own class"
+        )
+    return refuses_without_logits(params, target)
+
+
+SPEC = MethodSpec(name="distill", params=Params, apply=apply, step=step, prepare=prepare, refuses=refuses)
