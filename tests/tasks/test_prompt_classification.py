@@ -149,7 +149,7 @@ def test_k_shot_training_lifts_accuracy_above_chance_and_round_trips(llama_dir, 
     records = [{"text": text} for text in TEXTS]
     loaded = load_artifact(tmp_path / "best")
     live = dataclasses.replace(loaded, model=inputs.adapted.model.eval())
-    assert predict_records(loaded, records, 3) == predict_records(live, records, 2)
+    assert predict_records(loaded, records, 3) == predict_records(live, records, 3)
 
 
 def test_cli_zero_shot_saves_the_untrained_model_and_it_predicts(llama_dir, tmp_path):
