@@ -67,6 +67,28 @@ def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str
     return load_labeled_file(path, columns, list(labels), _separator(params))
 
 
+def read_single_label(path: Path, columns: Columns, params: Any, labels: Sequence[str]) -> Any:
+    """``read_eval`` for one label per row: a label outside ``labels`` is an error with file:line."""
+    return load_labeled_file(path, columns, list(labels))
+
+
+def label_texts(key: str, given: Mapping[str, str] | None, labels: Sequence[str]) -> dict[str, str]:
+    """A text per label (verbalizer, description): ``given``'s, else the label's own name.
+
+    Naming a label that does not exist is a ConfigError keyed ``task.params.<key>``.
+    """
+    given = given or {}
+    unknown = sorted(set(given) - set(labels))
+    if unknown:
+        raise ConfigError(f"task.params.{key}: unknown labels {unknown}; valid labels: {', '.join(labels)}")
+    return {name: given.get(name, name) for name in labels}
+
+
+def predict_single_label(predicted: Predicted) -> list[dict[str, Any]]:
+    """``postprocess`` of single-label tasks: best label and the softmax over the logits."""
+    return single_label_predictions(predicted.arrays["logits"], predicted.labels)
+
+
 def _names(label: str | list[str]) -> list[str]:
     return [label] if isinstance(label, str) else list(label)
 

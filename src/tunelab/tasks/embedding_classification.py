@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -36,10 +35,10 @@ from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, BertP
 from transformers.utils import ModelOutput
 
 from tunelab.config import DataConfig
-from tunelab.data import Columns, TaskData, load_labeled_data, load_labeled_file
+from tunelab.data import TaskData, load_labeled_data
 from tunelab.errors import ConfigError
 from tunelab.tasks import classification
-from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec, mean_pool
+from tunelab.tasks.spec import Batch, Features, TaskSpec, mean_pool
 
 PAIR = "pair_"  # prefix of the second text's columns in a training pair row
 HEAD_CONFIG = ("label_descriptions", "similarity_scale", "head_lr_multiplier")  # model_config's keys
@@ -192,22 +191,10 @@ def load_data(cfg: DataConfig, params: Params, seed: int) -> TaskData:
     return TaskData(train=train, dev=data.dev, test=data.test, labels=data.labels)
 
 
-def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str]) -> Any:
-    """One checked labelled table; a label outside ``labels`` is an error with file:line."""
-    return load_labeled_file(path, columns, list(labels))
-
-
 def fit(params: Params, train: Any, labels: Sequence[str]) -> Params:
     """Label order and every label's description made explicit (they decide the zero-shot head)."""
-    given = params.descriptions or {}
-    unknown = sorted(set(given) - set(labels))
-    if unknown:
-        raise ConfigError(
-            f"task.params.descriptions: unknown labels {unknown}; valid labels: {', '.join(labels)}"
-        )
-    return params.model_copy(
-        update={"labels": list(labels), "descriptions": {name: given.get(name, name) for name in labels}}
-    )
+    descriptions = classification.label_texts("descriptions", params.descriptions, labels)
+    return params.model_copy(update={"labels": list(labels), "descriptions": descriptions})
 
 
 def model_config(params: Params) -> dict[str, Any]:
@@ -263,11 +250,6 @@ def loss(
     return head + F.mse_loss(cosine, batch["pair_targets"])
 
 
-def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
-    """Best label and the softmax over the head's logits."""
-    return classification.single_label_predictions(predicted.arrays["logits"], predicted.labels)
-
-
 TASK = TaskSpec(
     name="embedding_classification",
     params=Params,
@@ -275,10 +257,10 @@ TASK = TaskSpec(
     head_modules=("classifier",),
     metric_names=("accuracy", "macro_f1", "micro_f1"),
     load_data=load_data,
-    read_eval=read_eval,
+    read_eval=classification.read_single_label,
     preprocess=preprocess,
     collator=collator,
-    postprocess=postprocess,
+    postprocess=classification.predict_single_label,
     metrics=classification.metrics,
     target_keys=("labels", "pair_targets"),
     loss=loss,

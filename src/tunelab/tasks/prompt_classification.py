@@ -17,7 +17,6 @@ a batch costs one forward of (B * C, T) tokens and (B * C, L + 1, vocab) logits,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -26,11 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from transformers import AutoModelForCausalLM
 
 from tunelab.config import DataConfig
-from tunelab.data import Columns, TaskData, load_labeled_data, load_labeled_file
+from tunelab.data import TaskData, load_labeled_data
 from tunelab.errors import ConfigError
 from tunelab.tasks import classification
 from tunelab.tasks.lm_pretrain import is_causal
-from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec
+from tunelab.tasks.spec import Batch, Features, TaskSpec
 
 SCORE_KEYS = ("class_labels", "score_weights")  # batch keys the forward must not see at evaluation
 
@@ -70,27 +69,10 @@ def load_data(cfg: DataConfig, params: Params, seed: int) -> TaskData:
     return load_labeled_data(cfg, params.labels, seed)
 
 
-def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str]) -> Any:
-    """One checked labelled table; a label outside ``labels`` is an error with file:line."""
-    return load_labeled_file(path, columns, list(labels))
-
-
-def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
-    """Best label and the softmax over label scores (the label distribution the LM implies)."""
-    return classification.single_label_predictions(predicted.arrays["logits"], predicted.labels)
-
-
 def fit(params: Params, train: Any, labels: Sequence[str]) -> Params:
     """Label order and every label's verbalizer made explicit, so a saved model scores the same words."""
-    given = params.verbalizer or {}
-    unknown = sorted(set(given) - set(labels))
-    if unknown:
-        raise ConfigError(
-            f"task.params.verbalizer: unknown labels {unknown}; valid labels: {', '.join(labels)}"
-        )
-    return params.model_copy(
-        update={"labels": list(labels), "verbalizer": {name: given.get(name, name) for name in labels}}
-    )
+    verbalizer = classification.label_texts("verbalizer", params.verbalizer, labels)
+    return params.model_copy(update={"labels": list(labels), "verbalizer": verbalizer})
 
 
 def _words(params: Params) -> list[str]:
@@ -229,10 +211,10 @@ TASK = TaskSpec(
     head_modules=(),
     metric_names=("accuracy", "macro_f1", "micro_f1"),
     load_data=load_data,
-    read_eval=read_eval,
+    read_eval=classification.read_single_label,
     preprocess=preprocess,
     collator=collator,
-    postprocess=postprocess,
+    postprocess=classification.predict_single_label,
     metrics=classification.metrics,
     outputs=label_scores,
     loss_terms=loss_terms,
