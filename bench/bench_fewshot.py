@@ -87,13 +87,25 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
+# ``--small``: what fits ~30 minutes on a machine shared with other jobs (smaller test sets, fewer K/seeds).
+SMALL: dict[str, dict[str, Any]] = {
+    "rt": {"eval": 100, "pet_ks": (8,), "setfit_seeds": 1, "full_rows": 1000},
+    "bbc": {"eval": 50, "setfit_ks": (8, 16), "full_rows": 300},
+}
+
+
+def sizes(dataset: str, small: bool) -> dict[str, Any]:
+    """The dataset's bench sizes, with the ``--small`` overrides when asked."""
+    return SIZES[dataset] | (SMALL[dataset] if small else {})
+
+
 def run_config(
     dataset: str, approach: str, k: int | None, seed: int, out: Path, a: argparse.Namespace
 ) -> Any:
     """The validated tunelab config of one bench row."""
     from tunelab.config import validate_config
 
-    spec, size = DATASETS[dataset], SIZES[dataset]
+    spec, size = DATASETS[dataset], sizes(dataset, a.small)
     data_dir = prepared(dataset, a.data_root)
     data: dict[str, Any] = {
         "train_file": str(data_dir / "train.csv"),
@@ -188,11 +200,11 @@ def prepared(dataset: str, root: Path) -> Path:
     return out
 
 
-def plan_rows(datasets: list[str]) -> list[tuple[str, str, int | None, int]]:
+def plan_rows(datasets: list[str], small: bool) -> list[tuple[str, str, int | None, int]]:
     """(dataset, approach, K, seed) of every run, K=None meaning the full-data fine-tune."""
     rows: list[tuple[str, str, int | None, int]] = []
     for dataset in datasets:
-        size = SIZES[dataset]
+        size = sizes(dataset, small)
         rows += [(dataset, "lm-prompt", 0, 1), (dataset, "embed-sim", 0, 1)]
         for k in size["setfit_ks"]:
             rows += [(dataset, "setfit", k, seed) for seed in range(1, size["setfit_seeds"] + 1)]
@@ -234,6 +246,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--datasets", default="rt,bbc", help="comma-separated: rt, bbc")
+    parser.add_argument("--small", action="store_true", help="the SMALL sizes (a shared machine)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-root", type=Path, default=ROOT / "data")
     parser.add_argument("--out", type=Path, default=BENCH / "fewshot.json")
@@ -246,7 +259,7 @@ def main() -> None:
         return
     results = []
     args = sys.argv[1:]
-    for dataset, approach, k, seed in plan_rows(a.datasets.split(",")):
+    for dataset, approach, k, seed in plan_rows(a.datasets.split(","), a.small):
         t0 = time.time()
         cmd = [sys.executable, __file__, *args, "--worker", json.dumps([dataset, approach, k, seed])]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
