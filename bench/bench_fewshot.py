@@ -205,12 +205,13 @@ def plan_rows(datasets: list[str], small: bool) -> list[tuple[str, str, int | No
     rows: list[tuple[str, str, int | None, int]] = []
     for dataset in datasets:
         size = sizes(dataset, small)
-        rows += [(dataset, "lm-prompt", 0, 1), (dataset, "embed-sim", 0, 1)]
+        rows.append((dataset, "embed-sim", 0, 1))
         for k in size["setfit_ks"]:
             rows += [(dataset, "setfit", k, seed) for seed in range(1, size["setfit_seeds"] + 1)]
+        rows.append((dataset, "finetune", None, 1))
+        rows.append((dataset, "lm-prompt", 0, 1))  # the causal-LM rows last: they cost the most
         for k in size["pet_ks"]:
             rows += [(dataset, "pet-lora", k, seed) for seed in range(1, size["pet_seeds"] + 1)]
-        rows.append((dataset, "finetune", None, 1))
     return rows
 
 
