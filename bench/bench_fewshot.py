@@ -18,7 +18,7 @@ gets the same compute. SIZES is set by what 2 CPU cores afford in ~20 minutes: S
 sequences per text (no shared-prefix cache), so its test subsets and text lengths are small.
 train s is the loop's wall time (model load and tokenisation excluded), eval s the test scoring.
 
-    flock -x /tmp/tunelab-cpu.lock python bench/bench_fewshot.py --out bench/fewshot.json
+    flock -x /tmp/tunelab-cpu.lock python bench/bench_fewshot.py --out bench/out/fewshot.json
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="the SMALL sizes (a shared machine)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-root", type=Path, default=ROOT / "data")
-    parser.add_argument("--out", type=Path, default=BENCH / "fewshot.json")
+    parser.add_argument("--out", type=Path, default=BENCH / "out" / "fewshot.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     a = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -260,6 +260,7 @@ def main() -> None:
         return
     results = []
     args = sys.argv[1:]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
     for dataset, approach, k, seed in plan_rows(a.datasets.split(","), a.small):
         t0 = time.time()
         cmd = [sys.executable, __file__, *args, "--worker", json.dumps([dataset, approach, k, seed])]
