@@ -274,6 +274,35 @@ def seq2seq(tmp: Path) -> Sections:
     }
 
 
+def prompt_classification(tmp: Path) -> Sections:
+    """Cue-word sentiment rows scored by label words, on a tiny Llama with the SmolLM2 tokenizer."""
+    return {
+        "model": {"name_or_path": str(tiny_llama_dir())},
+        "data": {
+            "train_file": str(write_csv(tmp / "pc_train.csv", toy_rows(48, seed=2))),
+            "dev_file": str(write_csv(tmp / "pc_dev.csv", toy_rows(16, seed=3))),
+        },
+        "task": {
+            "name": "prompt_classification",
+            "params": {"max_length": 32, "verbalizer": {"positive": "good news", "negative": "bad"}},
+        },
+    }
+
+
+def embedding_classification(tmp: Path) -> Sections:
+    """Cue-word sentiment rows as contrastive pairs for the tiny BERT's mean-pooled embeddings."""
+    return {
+        "data": {
+            "train_file": str(write_csv(tmp / "ec_train.csv", toy_rows(24, seed=2))),
+            "dev_file": str(write_csv(tmp / "ec_dev.csv", toy_rows(16, seed=3))),
+        },
+        "task": {
+            "name": "embedding_classification",
+            "params": {"max_length": 32, "pairs_per_example": 1, "descriptions": {"positive": "good"}},
+        },
+    }
+
+
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "causal_lm": causal_lm,
     "classification": classification,
@@ -281,6 +310,8 @@ TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "token_classification": token_classification,
     "qa": qa,
     "seq2seq": seq2seq,
+    "prompt_classification": prompt_classification,
+    "embedding_classification": embedding_classification,
 }
 
 

@@ -124,24 +124,25 @@ def _train(
                 model, inputs.tokenizer, out / "best", {**info, "step": step, "dev_metrics": metrics}
             )
 
+    evaluate_dev = partial(
+        evaluate,
+        task=plan.task,
+        features=inputs.dev,
+        collator=inputs.collator,
+        labels=inputs.labels,
+        batch_size=cfg.train.eval_batch_size,
+        accelerator=accelerator,
+        params=inputs.task_params,
+        examples=inputs.examples["dev"],
+        tokenizer=inputs.tokenizer,
+    )
+    if cfg.data.k_shot == 0:  # zero-shot: the model scores labels as loaded; it is saved, not trained
+        on_best(inputs.adapted.model, evaluate_dev(inputs.adapted.model), 0)
+        if accelerator.is_main_process:
+            _final_report(out, inputs, cfg.train.eval_batch_size)
+        return
     result = run_training(
-        plan,
-        inputs,
-        accelerator,
-        evaluate=partial(
-            evaluate,
-            task=plan.task,
-            features=inputs.dev,
-            collator=inputs.collator,
-            labels=inputs.labels,
-            batch_size=cfg.train.eval_batch_size,
-            accelerator=accelerator,
-            params=inputs.task_params,
-            examples=inputs.examples["dev"],
-            tokenizer=inputs.tokenizer,
-        ),
-        on_best=on_best,
-        resume_from=resume_from,
+        plan, inputs, accelerator, evaluate=evaluate_dev, on_best=on_best, resume_from=resume_from
     )
     if result.stopped == "interrupted":
         logger.warning(

@@ -85,6 +85,11 @@ class DataConfig(_Section):
     max_eval_samples: int | None = Field(
         default=None, gt=0, description="Use a seeded random subset of this many dev/test rows."
     )
+    k_shot: int | None = Field(
+        default=None,
+        ge=0,
+        description="Few-shot: a seeded sample of this many train rows per label; 0: zero-shot, no training.",
+    )
     augment: AugmentConfig | None = Field(
         default=None, description="Training-time EDA augmentation, redrawn every epoch; null = off."
     )

@@ -6,6 +6,8 @@ the table reader of text classification and the raw-record reader of ``tunelab p
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +18,10 @@ import datasets
 from tunelab.config import DataConfig
 from tunelab.data.checks import Problems, check_rows, sorted_labels
 from tunelab.data.readers import Table, read_lines, read_table
-from tunelab.data.splits import stratified_split, subsample
+from tunelab.data.splits import k_shot, stratified_split, subsample
 from tunelab.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,12 +96,30 @@ def load_labeled_data(
         dev = {name: [values[i] for i in dev_idx] for name, values in train.items()}
         train = {name: [values[i] for i in train_idx] for name, values in train.items()}
     n_train, n_dev = len(train["text"]), len(dev["text"])
+    keep = subsample(n_train, cfg.max_train_samples, seed)
+    if cfg.k_shot is not None:
+        keep = few_shot_rows(_strata(train["label"]), cfg.k_shot, seed)
     return TaskData(
-        train=_dataset(train, subsample(n_train, cfg.max_train_samples, seed)),
+        train=_dataset(train, keep),
         dev=_dataset(dev, subsample(n_dev, cfg.max_eval_samples, seed)),
         test=_dataset(test, subsample(len(test["text"]), cfg.max_eval_samples, seed)) if test else None,
         labels=names,
     )
+
+
+def few_shot_rows(labels: list[str], k: int, seed: int) -> list[int]:
+    """``data.k_shot``: k train rows per label (``splits.k_shot``), logged so a run says what it saw."""
+    rows = k_shot(labels, k, seed)
+    counts = Counter(labels[i] for i in rows)
+    logger.info(
+        "k_shot=%d (seed %d): %d train rows %s, row indices %s",
+        k,
+        seed,
+        len(rows),
+        dict(sorted(counts.items())),
+        rows,
+    )
+    return rows
 
 
 def load_labeled_file(

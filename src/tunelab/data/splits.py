@@ -37,3 +37,24 @@ def subsample(n_rows: int, limit: int | None, seed: int) -> list[int]:
         return list(range(n_rows))
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(n_rows, size=limit, replace=False).tolist())
+
+
+def k_shot(labels: Sequence[str], k: int, seed: int) -> list[int]:
+    """Sorted indices of ``k`` rows per label, drawn without replacement by a seeded RNG.
+
+    Pure: the same labels, ``k`` and seed always give the same rows. A label with fewer than ``k``
+    rows keeps all of them (with a warning), since inventing rows is not an option; ``k=0`` keeps none.
+    """
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    chosen: list[int] = []
+    for label in sorted(by_label):
+        rows = by_label[label]
+        if len(rows) < k:
+            warnings.warn(
+                f"label {label!r} has only {len(rows)} rows for k_shot={k}; keeping all", stacklevel=2
+            )
+        chosen += rng.choice(rows, size=min(k, len(rows)), replace=False).tolist()
+    return sorted(chosen)

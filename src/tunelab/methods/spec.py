@@ -124,6 +124,11 @@ def refuses_without_logits(params: Any, target: Target) -> str | None:
     """For methods that compare one logits tensor per batch (soft targets, two-pass KL)."""
     if target.model_class == "AutoModelForQuestionAnswering":
         return "it compares one logits tensor per batch, and QA heads give separate start/end logits"
+    if target.task == "prompt_classification":
+        return (
+            "it compares one logits tensor per batch, and prompt_classification's label scores are "
+            "verbalizer log-likelihoods read from a causal LM's vocabulary logits"
+        )
     return None
 
 

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from tunelab.registry import Registry
-from tunelab.tasks import causal_lm, classification, lm_pretrain, qa, seq2seq, token_classification
+from tunelab.tasks import (
+    causal_lm,
+    classification,
+    embedding_classification,
+    lm_pretrain,
+    prompt_classification,
+    qa,
+    seq2seq,
+    token_classification,
+)
 from tunelab.tasks.spec import TaskSpec
 
 TASKS: Registry[TaskSpec] = Registry(
@@ -15,5 +24,7 @@ TASKS: Registry[TaskSpec] = Registry(
         token_classification.TASK.name: token_classification.TASK,
         qa.TASK.name: qa.TASK,
         seq2seq.TASK.name: seq2seq.TASK,
+        prompt_classification.TASK.name: prompt_classification.TASK,
+        embedding_classification.TASK.name: embedding_classification.TASK,
     },
 )

@@ -67,6 +67,28 @@ def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str
     return load_labeled_file(path, columns, list(labels), _separator(params))
 
 
+def read_single_label(path: Path, columns: Columns, params: Any, labels: Sequence[str]) -> Any:
+    """``read_eval`` for one label per row: a label outside ``labels`` is an error with file:line."""
+    return load_labeled_file(path, columns, list(labels))
+
+
+def label_texts(key: str, given: Mapping[str, str] | None, labels: Sequence[str]) -> dict[str, str]:
+    """A text per label (verbalizer, description): ``given``'s, else the label's own name.
+
+    Naming a label that does not exist is a ConfigError keyed ``task.params.<key>``.
+    """
+    given = given or {}
+    unknown = sorted(set(given) - set(labels))
+    if unknown:
+        raise ConfigError(f"task.params.{key}: unknown labels {unknown}; valid labels: {', '.join(labels)}")
+    return {name: given.get(name, name) for name in labels}
+
+
+def predict_single_label(predicted: Predicted) -> list[dict[str, Any]]:
+    """``postprocess`` of single-label tasks: best label and the softmax over the logits."""
+    return single_label_predictions(predicted.arrays["logits"], predicted.labels)
+
+
 def _names(label: str | list[str]) -> list[str]:
     return [label] if isinstance(label, str) else list(label)
 
@@ -169,18 +191,19 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * logits))
 
 
+def single_label_predictions(logits: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Per row: the highest-scoring label and the softmax probability of every label."""
+    return [
+        {"label": labels[int(row.argmax())], "probabilities": dict(zip(labels, row.tolist(), strict=True))}
+        for row in softmax(logits.astype(np.float64))
+    ]
+
+
 def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
     """Most probable label plus every label's probability; multi-label adds ``labels`` >= threshold."""
     logits, labels, params = predicted.arrays["logits"], predicted.labels, predicted.params
     if not params.multi_label:
-        probs = softmax(logits.astype(np.float64))
-        return [
-            {
-                "label": labels[int(row.argmax())],
-                "probabilities": dict(zip(labels, row.tolist(), strict=True)),
-            }
-            for row in probs
-        ]
+        return single_label_predictions(logits, labels)
     out = []
     for row in sigmoid(logits.astype(np.float64)):
         order = np.argsort(-row, kind="stable")

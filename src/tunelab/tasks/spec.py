@@ -163,6 +163,16 @@ class TaskSpec:
     generate: Callable[[Any, Mapping[str, torch.Tensor], Any], dict[str, torch.Tensor]] | None = None
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the non-padding token vectors, L2-normalised (sentence-transformers' sentence embedding).
+
+    (B, T, H), (B, T) -> (B, H); unit norm, so a dot product is the cosine similarity.
+    """
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+
 def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
     """``id2label`` and ``label2id`` as transformers configs store them."""
     return dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}

@@ -49,11 +49,23 @@ def _validate(model: type[BaseModel], raw: dict[str, Any], prefix: str, problems
 
 
 AUGMENTABLE_TASKS = ("classification",)  # one label per text: word edits keep the label true
+FEW_SHOT_TASKS = ("classification", "prompt_classification", "embedding_classification")  # k rows per label
+ZERO_SHOT_TASKS = ("prompt_classification", "embedding_classification")  # score labels untrained (k_shot 0)
 
 
 def _task_problems(cfg: RunConfig, task: TaskSpec, methods: list[tuple[MethodSpec, Any]]) -> list[str]:
     """Data/train options the task cannot take, alone or with the configured methods."""
     problems: list[str] = []
+    if cfg.data.k_shot is not None and task.name not in FEW_SHOT_TASKS:
+        problems.append(
+            f"data.k_shot: task {task.name!r} does not read one label per row; "
+            f"k_shot supports: {', '.join(FEW_SHOT_TASKS)}"
+        )
+    elif cfg.data.k_shot == 0 and task.name not in ZERO_SHOT_TASKS:
+        problems.append(
+            f"data.k_shot: 0 means no training, and task {task.name!r} would predict with an untrained head; "
+            f"zero-shot tasks: {', '.join(ZERO_SHOT_TASKS)}"
+        )
     if cfg.data.augment is not None:
         if task.name not in AUGMENTABLE_TASKS:
             problems.append(

@@ -192,7 +192,13 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
 
 
 def refuses(params: Params, target: Target) -> str | None:
-    """Logits distillation serves every task with one logits tensor; hidden matching needs one stack."""
+    """Tasks whose logits a teacher cannot give or whose model class a teacher cannot be loaded as;
+    hidden-state matching needs one stack of hidden states."""
+    if target.task == "embedding_classification":
+        return (
+            "a teacher loads as the transformers architecture its config.json names, and "
+            "embedding_classification's MeanPoolingClassifier is tunelab's own class"
+        )
     if params.hidden_layers and target.model_class == SEQ2SEQ_CLASS:
         return (
             "hidden_layers matches one stack of hidden states; an encoder-decoder has two (use logits only)"

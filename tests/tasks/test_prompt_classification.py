@@ -1,0 +1,187 @@
+"""prompt_classification: scoring equals a per-label loop, K-shot PET training learns, CLI zero-shot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from toy_tasks import TOY_TASKS, tiny_llama_dir, toy_rows, write_csv
+from tunelab.cli import app
+from tunelab.config import validate_config
+from tunelab.errors import ConfigError
+from tunelab.evaluation import evaluate
+from tunelab.evaluation.predict import predict_records
+from tunelab.export.artifact import load_artifact
+from tunelab.export.merge import save_run_model
+from tunelab.tasks import prompt_classification as pc
+from tunelab.tasks.spec import load_with_labels
+from tunelab.training import build_accelerator, prepare_inputs, resolve, train
+
+LABELS = ["negative", "positive"]
+TEXTS = ["the plot was awful", "a lovely and superb movie, the actor was great", "fine"]
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_llama_dir()
+
+
+def _fitted(**params: object) -> pc.Params:
+    verbalizer = {"positive": "good news", "negative": "bad"}
+    return pc.fit(pc.Params(verbalizer=verbalizer, **params), None, LABELS)
+
+
+def _reference_scores(model, tokenizer, params: pc.Params, texts: list[str]) -> torch.Tensor:
+    """One unpadded forward per (text, label), summing log p of each verbalizer token in a Python loop."""
+    prompts = pc.preprocess({"text": texts}, tokenizer, params, {})["input_ids"]
+    verbs = pc.verbalizer_ids(tokenizer, params)
+    scores = torch.zeros(len(texts), len(verbs))
+    for i, prompt in enumerate(prompts):
+        for c, verb in enumerate(verbs):
+            ids = torch.tensor([prompt + verb])
+            logp = model(input_ids=ids).logits[0].log_softmax(-1)
+            total = sum(float(logp[len(prompt) + j - 1, tok]) for j, tok in enumerate(verb))
+            scores[i, c] = total if params.score == "sum" else total / len(verb)
+    return scores
+
+
+@pytest.mark.parametrize(("score", "chat"), [("mean", True), ("sum", True), ("sum", False)])
+@torch.no_grad()
+def test_label_scores_equal_per_label_log_likelihood_loop(llama_dir, score, chat):
+    params = _fitted(score=score, chat_template=chat, template="Review: {text}\nSentiment ({choices}):")
+    model = load_with_labels(pc.TASK, llama_dir, LABELS, params).eval()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    verbs = pc.verbalizer_ids(tokenizer, params)
+    assert any(len(v) > 1 for v in verbs), "a multi-token verbalizer must be covered"
+    features = pc.preprocess(
+        {"text": TEXTS, "label": ["negative", "positive", "positive"]},
+        tokenizer,
+        params,
+        {
+            "negative": 0,
+            "positive": 1,
+        },
+    )
+    rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
+    batch = pc.collator(tokenizer, params)(rows)
+    out = model(**{k: v for k, v in batch.items() if k not in pc.TASK.target_keys})
+    assert out.logits.shape[1] == max(len(v) for v in verbs) + 1, "only the scored positions' logits kept"
+
+    got = pc.label_scores(out, batch)["logits"]
+
+    torch.testing.assert_close(got, _reference_scores(model, tokenizer, params, TEXTS), rtol=0, atol=1e-4)
+
+
+def test_prompt_is_the_chat_template_user_turn_with_text_and_choices(llama_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    params = _fitted(template="Review: {text}\nOne of: {choices}", max_length=4)
+    (prompt,) = pc.render_prompts(
+        pc.truncate_texts(["one two three four five six"], tokenizer, 4), tokenizer, params
+    )
+    assert "<|im_start|>user\nReview: one two three four\nOne of: bad, good news<|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_params_and_fit_refuse_bad_values():
+    with pytest.raises(ValueError, match=r"\{text\}"):
+        pc.Params(template="no placeholder")
+    with pytest.raises(ConfigError, match=r"verbalizer: unknown labels \['neutral'\]"):
+        pc.fit(pc.Params(verbalizer={"neutral": "meh"}), None, LABELS)
+
+
+def test_check_model_refuses_an_encoder(tiny_backbone_dir, tmp_path):
+    cfg = _config(tiny_backbone_dir, tmp_path, TOY_TASKS["prompt_classification"](tmp_path))
+    with pytest.raises(ConfigError, match="not one; use e.g. smollm2"):
+        prepare_inputs(resolve(cfg))
+
+
+def _config(model_dir: Path, tmp_path: Path, sections: dict, **data: object):
+    sections = {**sections, "data": {**sections["data"], **data}}
+    sections.pop("model", None)
+    return validate_config(
+        {
+            "model": {"name_or_path": str(model_dir)},
+            **sections,
+            "methods": [{"name": "full"}],
+            "train": {
+                "output_dir": str(tmp_path / "run"),
+                "num_train_epochs": 20,
+                "batch_size": 8,
+                "lr": 1e-3,
+                "save_steps": 1000,
+                "seed": 3,
+            },
+        }
+    )
+
+
+def test_k_shot_training_lifts_accuracy_above_chance_and_round_trips(llama_dir, tmp_path):
+    """PET-style training on 32 rows per label through the real loop; the saved model predicts the same."""
+    sections = TOY_TASKS["prompt_classification"](tmp_path)
+    sections["data"]["train_file"] = str(write_csv(tmp_path / "train.csv", toy_rows(200, seed=8)))
+    sections["data"]["dev_file"] = str(write_csv(tmp_path / "dev.csv", toy_rows(48, seed=9)))
+    plan = resolve(_config(llama_dir, tmp_path, sections, k_shot=32))
+    inputs = prepare_inputs(plan)
+    assert len(inputs.train) == 64
+    scored = {"task": plan.task, "features": inputs.dev, "collator": inputs.collator, "labels": inputs.labels}
+    before = evaluate(inputs.adapted.model, batch_size=16, params=inputs.task_params, **scored)
+
+    train(plan, inputs, build_accelerator(plan.cfg.train))
+    after = evaluate(inputs.adapted.model, batch_size=16, params=inputs.task_params, **scored)
+
+    assert after["accuracy"] >= max(0.8, before["accuracy"] + 0.25), (before["accuracy"], after["accuracy"])
+    info = {
+        "task": plan.task.name,
+        "task_params": inputs.task_params.model_dump(mode="json"),
+        "labels": LABELS,
+    }
+    save_run_model(inputs.adapted.model, inputs.tokenizer, tmp_path / "best", info)
+    records = [{"text": text} for text in TEXTS]
+    loaded = load_artifact(tmp_path / "best")
+    live = dataclasses.replace(loaded, model=inputs.adapted.model.eval())
+    assert predict_records(loaded, records, 3) == predict_records(live, records, 3)
+
+
+def test_cli_zero_shot_saves_the_untrained_model_and_it_predicts(llama_dir, tmp_path):
+    sections = TOY_TASKS["prompt_classification"](tmp_path)
+    raw = {
+        "model": {"name_or_path": str(llama_dir)},
+        "data": {**sections["data"], "k_shot": 0, "test_file": sections["data"]["dev_file"]},
+        "task": sections["task"],
+        "train": {"output_dir": str(tmp_path / "run")},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(raw))
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["train", str(tmp_path / "cfg.yaml")])
+
+    assert result.exit_code == 0, result.output
+    best = tmp_path / "run" / "best"
+    metrics = json.loads((best / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])  # dev file == test file
+    assert json.loads((best / "tunelab_run.json").read_text())["step"] == 0
+    original = load_with_labels(pc.TASK, llama_dir, LABELS)
+    torch.testing.assert_close(load_artifact(best).model.state_dict(), original.state_dict(), rtol=0, atol=0)
+    predicted = runner.invoke(app, ["predict", str(best), "--text", TEXTS[0]])
+    assert predicted.exit_code == 0, predicted.output
+    assert set(json.loads(predicted.stdout.splitlines()[-1])["probabilities"]) == set(LABELS)
+
+
+@pytest.mark.parametrize(
+    ("task", "k_shot", "message"),
+    [("lm_pretrain", 4, "does not read one label per row"), ("classification", 0, "untrained head")],
+)
+def test_plan_refuses_k_shot_where_it_cannot_hold(tiny_backbone_dir, tmp_path, task, k_shot, message):
+    sections = TOY_TASKS[task](tmp_path)
+    with pytest.raises(ConfigError, match=f"data.k_shot: .*{message}"):
+        resolve(_config(tiny_backbone_dir, tmp_path, sections, k_shot=k_shot))
