@@ -8,7 +8,8 @@ the same train/dev split.
 
     flock -x /tmp/tunelab-cpu.lock python bench/bench_methods.py --datasets rt --out bench/methods.json
 
-``--datasets rt,wnut16``: WNUT-16 (entity F1, 3 epochs) runs the same variants through ``token_classification``.
+``--datasets rt,wnut16``: WNUT-16 (entity F1, 3 epochs) runs the same variants through
+``token_classification``.
 samples/s is the loop's own figure over the whole run (tunelab: the training-only time it logs; HF:
 ``train_samples_per_second``); the dev metric is computed after training, outside the timing.
 """
