@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+import toy_tasks
 from tunelab.config import AugmentConfig
 from tunelab.data.augment import (
     AugmentingCollator,
@@ -121,27 +122,9 @@ def test_synonym_operation_needs_a_file():
 
 
 @pytest.fixture(scope="module")
-def tiny_t5_dir(tiny_backbone_dir, tmp_path_factory):
-    """A random 1-layer T5 that uses the tiny WordPiece tokenizer, saved HF-style."""
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-    out = tmp_path_factory.mktemp("tiny-t5")
-    tok = AutoTokenizer.from_pretrained(tiny_backbone_dir)
-    torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=len(tok),
-        d_model=16,
-        d_kv=8,
-        d_ff=32,
-        num_layers=1,
-        num_heads=2,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.sep_token_id,
-        decoder_start_token_id=tok.cls_token_id,
-    )
-    T5ForConditionalGeneration(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def tiny_t5_dir() -> Path:
+    """The random T5 tunelab builds for the seq2seq toy task (a real encoder-decoder dir)."""
+    return toy_tasks.tiny_t5_dir()
 
 
 def test_back_translation_runs_both_models_deterministically(tiny_t5_dir):

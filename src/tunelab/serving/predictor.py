@@ -24,22 +24,11 @@ from tunelab.evaluation.generate import Generation, GenerationJob, generate
 from tunelab.evaluation.predict import predict_records
 from tunelab.export.artifact import RUN_FILE, Artifact, load_artifact, resolve_artifact_dir
 from tunelab.tasks.causal_lm import chat_prompt
+from tunelab.tasks.spec import mean_pool
 
 
 def _count_tokens(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
     return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Average of the token vectors that are not padding, L2-normalised (sentence-transformers' recipe).
-
-    (B, T, H), (B, T) -> (B, H). Normalised so a dot product is the cosine similarity, as OpenAI's
-    embeddings are.
-    """
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    summed = (hidden * mask).sum(dim=1)
-    pooled = summed / mask.sum(dim=1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
 
 
 @dataclass
