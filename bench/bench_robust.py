@@ -34,8 +34,8 @@ ROOT = BENCH.parent
 OUT = BENCH / "out" / "robust"
 START, END = "<!-- bench_robust:start -->", "<!-- bench_robust:end -->"
 DEV_ROWS, MAX_LENGTH, BATCH = 1000, 64, 32
-KD_TRAIN, ADV_TRAIN = 4000, 2000
-KD_EPOCHS, KD_LR = 5, 5e-4  # a 2-layer student needs more than one pass to learn at all (1 epoch: 0.589)
+KD_TRAIN, ADV_TRAIN = 2000, 1000  # sized for a shared 2-core CPU
+KD_EPOCHS, KD_LR = 3, 5e-4  # a 2-layer student needs more than one pass to learn at all (1 epoch: 0.589)
 STUDENT_LAYERS = 2
 # ε is a per-example L2 bound on the word-embedding output, whose tokens have norm ~1 in MiniLM: an FGM
 # step of ε 1 flips 96% of a trained model's dev predictions (ε 0.1: 31%), so training at ε 1 sees
@@ -43,7 +43,6 @@ STUDENT_LAYERS = 2
 ATTACKS = {
     "none": [{"name": "full"}],
     "fgm-0.05": [{"name": "adversarial", "params": {"attack": "fgm", "epsilon": 0.05}}],
-    "fgm-0.2": [{"name": "adversarial", "params": {"attack": "fgm", "epsilon": 0.2}}],
     "pgd-0.2": [
         {"name": "adversarial", "params": {"attack": "pgd", "epsilon": 0.2, "alpha": 0.1, "steps": 2}}
     ],
