@@ -10,7 +10,7 @@
     in 15% of the words plus one EDA word swap/delete per example; no synonym swaps: no offline
     synonym resource ships).
 
-Each training row is one ``python -m tunelab.cli train`` subprocess (1 epoch, torch threads 2, the
+Each training row is one ``python -m tunelab.cli train`` subprocess (1 epoch, torch threads ``--threads``, the
 same seed and rows); peak RSS comes from ``os.wait4``. Dev = 1,000 rows of the prepared test.csv
 (never trained on). Results go into bench/RESULTS.md between the bench_robust markers.
 """
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 BENCH = Path(__file__).resolve().parent
@@ -50,9 +51,14 @@ ATTACKS = {
 ATTACKED_EVAL_EPS = 0.1  # white-box FGM on the clean dev rows, against each trained model
 
 
+def cli_env() -> dict[str, str]:
+    """Environment of a tunelab CLI subprocess: this checkout's source; threads from ``--threads``."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+
 def run(cmd: list[str], log_name: str) -> dict:
-    """A tunelab CLI subprocess (torch threads 2); returns wall time and peak RSS."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
+    """A tunelab CLI subprocess; returns wall time and peak RSS."""
+    env = cli_env()
     with open(OUT / f"{log_name}.log", "w") as log:
         t0 = time.time()
         proc = subprocess.Popen([sys.executable, "-m", "tunelab.cli", *cmd], env=env, stdout=log, stderr=log)
@@ -149,7 +155,7 @@ def config(
 
 def evaluate(model_dir: Path, data: Path, name: str) -> float:
     """Accuracy of ``tunelab eval`` on ``data``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
+    env = cli_env()
     out = subprocess.run(
         [sys.executable, "-m", "tunelab.cli", "eval", str(model_dir), "--data", str(data)],
         env=env,
@@ -163,7 +169,6 @@ def evaluate(model_dir: Path, data: Path, name: str) -> float:
 
 def attacked_accuracy(model_dir: Path, data: Path, epsilon: float) -> float:
     """Dev accuracy under a white-box FGM step of per-example L2 size ``epsilon`` on the embedding output."""
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tunelab.methods.adversarial import input_embeddings, normalized, perturbed
@@ -237,7 +242,8 @@ def markdown(result: dict, command: str) -> str:
         START,
         "## Distillation and robustness (Rotten Tomatoes, MiniLM)",
         "",
-        f"Command: `{command}` (under `flock -x /tmp/tunelab-cpu.lock`, torch threads 2, "
+        f"Command: `{command}` (under `flock -x /tmp/tunelab-cpu.lock`, "
+        f"torch threads {os.environ['OMP_NUM_THREADS']}, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}). Dev = {DEV_ROWS} seeded rows of the prepared "
         f"test.csv, len {MAX_LENGTH}, bs {BATCH}, warmup 10%, seed 42. Peak RSS is the training "
         "subprocess's.",
@@ -292,7 +298,10 @@ def write_results(section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--teacher", type=Path, default=ROOT / "runs" / "sentiment", help="teacher run dir")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per training subprocess")
     args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every training subprocess
+    torch.set_num_threads(args.threads)  # the in-process FGM-attacked scoring
     OUT.mkdir(parents=True, exist_ok=True)
     data_dir = OUT / "data"
     if not (data_dir / "train.csv").is_file():
