@@ -230,23 +230,34 @@ def causal_lm(tmp: Path) -> Sections:
     }
 
 
-@functools.cache
-def tiny_t5_dir() -> Path:
-    """A random-init T5 (1+1 layers, hidden 32) with a WordPiece tokenizer trained on toy text, built by
-    tunelab's own ``from_scratch`` path and saved HF-style once per test process."""
+def _scratch_dir(architecture: str) -> Path:
+    """A random-init model (1 layer per stack, hidden 32) with a WordPiece tokenizer trained on the toy
+    pairs, built by tunelab's own ``from_scratch`` path and saved HF-style once per test process."""
     from tunelab.tasks.lm_pretrain import ScratchParams
     from tunelab.training.scratch import init_from_scratch
 
-    out = Path(tempfile.mkdtemp(prefix="tunelab-tiny-t5-"))
+    out = Path(tempfile.mkdtemp(prefix=f"tunelab-tiny-{architecture}-"))
     atexit.register(shutil.rmtree, out, ignore_errors=True)
     scratch = ScratchParams(
-        architecture="t5", vocab_size=200, min_frequency=1, hidden_size=32, layers=1, heads=2
+        architecture=architecture, vocab_size=200, min_frequency=1, hidden_size=32, layers=1, heads=2
     )
     texts = [f"{text} {target}" for text, target in toy_pairs(400, seed=1)]
     import torch
 
     with torch.random.fork_rng(devices=[]):
-        return init_from_scratch(scratch, texts, out / "t5", seed=0)
+        return init_from_scratch(scratch, texts, out / architecture, seed=0)
+
+
+@functools.cache
+def tiny_t5_dir() -> Path:
+    """The tiny T5 the seq2seq toy task trains."""
+    return _scratch_dir("t5")
+
+
+@functools.cache
+def tiny_bert_dir() -> Path:
+    """A tiny BERT whose vocabulary knows the toy targets' words: the encoder a BERT2BERT warm-starts from."""
+    return _scratch_dir("bert")
 
 
 def toy_pairs(n: int, seed: int) -> list[tuple[str, str]]:

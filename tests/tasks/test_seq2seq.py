@@ -1,6 +1,6 @@
 """seq2seq: label masking and the decoder shift, target-weighted accumulation, generated-text metrics equal
 to rouge-score/sacrebleu, learning on toy pairs, save -> load identical generations, CLI eval/predict,
-and the from-scratch T5."""
+and both starts built by tunelab: the from-scratch T5 and the BERT2BERT warm start."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import sacrebleu
 import torch
 import yaml
 from rouge_score import rouge_scorer
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 from typer.testing import CliRunner
 
-from toy_tasks import TOY_TASKS, tiny_t5_dir, toy_pairs, write_csv
+from toy_tasks import TOY_TASKS, tiny_bert_dir, tiny_t5_dir, toy_pairs, write_csv
 from tunelab.cli import app
 from tunelab.config import validate_config
-from tunelab.errors import ConfigError, DataError
+from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.evaluation import evaluate
 from tunelab.evaluation.predict import predict_outputs, predict_records
 from tunelab.export.artifact import load_artifact
@@ -106,12 +106,17 @@ def test_accumulated_run_takes_the_same_step_as_one_batch(tmp_path: Path):
         torch.testing.assert_close(weights42[name].detach(), weight.detach(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The toy pairs trained through ``tunelab train`` (60 steps on the tiny T5)."""
+@pytest.fixture(scope="module", params=["t5", "bert2bert"])
+def cli_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy pairs trained through ``tunelab train``: on the tiny T5 (60 steps), and on a BERT2BERT
+    warm-started from a tiny BERT (its untrained start is ``<run>/init``)."""
     tmp = tmp_path_factory.mktemp("s2s")
     raw = s2s_raw(tmp, max_steps=60, eval_steps=60, warmup_steps=2, logging_steps=10)
     raw["data"]["test_file"] = raw["data"]["dev_file"]
+    if request.param == "bert2bert":
+        raw["model"] = {"name_or_path": str(tiny_bert_dir())}
+        raw["task"]["params"]["warm_start"] = True
+        raw["train"] |= {"max_steps": 150, "eval_steps": 150}  # a random tiny BERT: no head start
     (tmp / "cfg.yaml").write_text(yaml.safe_dump(raw))
     result = CliRunner().invoke(app, ["train", str(tmp / "cfg.yaml")])
     assert result.exit_code == 0, result.output
@@ -132,7 +137,8 @@ def scores_of(model: Any, tokenizer: Any, params: Params, rows: Any) -> tuple[di
 def test_training_lowers_loss_and_raises_rouge_and_bleu_over_the_untrained_model(cli_run: Path):
     best = load_artifact(cli_run / "best")
     rows = TASK.read_eval(cli_run.parent / "s2s_dev.jsonl", None, best.task_params, [])
-    untrained = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir())
+    start = cli_run / "init" if (cli_run / "init").is_dir() else tiny_t5_dir()
+    untrained = AutoModelForSeq2SeqLM.from_pretrained(start)
     before, _ = scores_of(untrained, best.tokenizer, best.task_params, rows)
     after, texts = scores_of(best.model, best.tokenizer, best.task_params, rows)
     assert after["token_loss"] < 0.6 * before["token_loss"]
@@ -206,6 +212,38 @@ def test_from_scratch_builds_a_t5_and_a_tokenizer_that_knows_target_words(tmp_pa
     assert (plan.model_dir / "config.json").is_file()
     result = train(plan, inputs, build_accelerator(plan.cfg.train))
     assert np.isfinite(result.losses[1])
+
+
+def test_warm_start_copies_the_encoder_into_both_halves(tmp_path: Path):
+    raw = s2s_raw(tmp_path, max_steps=1)
+    raw["model"] = {"name_or_path": str(tiny_bert_dir())}
+    raw["task"]["params"]["warm_start"] = True
+    plan = resolve(validate_config(raw))
+    inputs = prepare_inputs(plan)
+    model = inputs.adapted.model
+    source = AutoModelForMaskedLM.from_pretrained(tiny_bert_dir()).bert.state_dict()
+    for name, weight in source.items():
+        if name.startswith(("embeddings.", "encoder.")):
+            torch.testing.assert_close(model.encoder.state_dict()[name], weight, rtol=0, atol=0)
+            torch.testing.assert_close(model.decoder.bert.state_dict()[name], weight, rtol=0, atol=0)
+    assert model.decoder.config.is_decoder
+    assert model.decoder.config.add_cross_attention
+    config = model.config
+    assert config.decoder_start_token_id == config.pad_token_id == inputs.tokenizer.pad_token_id
+    assert config.eos_token_id == inputs.tokenizer.sep_token_id
+    assert (tmp_path / "run" / "init" / "config.json").is_file()
+    result = train(plan, inputs, build_accelerator(plan.cfg.train))
+    assert np.isfinite(result.losses[1])
+
+
+def test_warm_start_is_refused_with_from_scratch_and_on_an_encoder_decoder(tmp_path: Path):
+    raw = s2s_raw(tmp_path, max_steps=1)
+    raw["task"]["params"] |= {"warm_start": True, "from_scratch": {"architecture": "t5"}}
+    with pytest.raises(ConfigError, match=r"task\.params.*pick one"):
+        resolve(validate_config(raw))
+    raw["task"]["params"].pop("from_scratch")
+    with pytest.raises(TunelabError, match="already an encoder-decoder"):
+        prepare_inputs(resolve(validate_config(raw)))
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
 from tunelab.config import DataConfig
@@ -71,6 +71,11 @@ class Params(BaseModel):
         default=None,
         description="Train a tokenizer and a random-init T5 first (model.name_or_path must be 'scratch').",
     )
+    warm_start: bool = Field(
+        default=False,
+        description="model.name_or_path is an encoder (BERT, MiniLM): start both encoder and decoder from "
+        "it (BERT2BERT, Rothe et al. 2020), built in <output_dir>/init.",
+    )
 
     @field_validator("from_scratch")
     @classmethod
@@ -80,6 +85,14 @@ class Params(BaseModel):
                 f"seq2seq builds architecture t5 (an encoder-decoder), not {scratch.architecture}"
             )
         return scratch
+
+    @model_validator(mode="after")
+    def _one_start(self) -> Params:
+        if self.warm_start and self.from_scratch is not None:
+            raise ValueError(
+                "warm_start starts from a pretrained encoder, from_scratch from random init: pick one"
+            )
+        return self
 
 
 def _read_pairs(path: Path, params: Params, problems: Problems) -> dict[str, list[str]]:
@@ -239,7 +252,8 @@ def check_model(config: Any, params: Params) -> None:
     if not getattr(config, "is_encoder_decoder", False):
         raise ConfigError(
             f"model.name_or_path: a {config.model_type} model is not an encoder-decoder; seq2seq needs one "
-            "such as T5 (or model.name_or_path: scratch with task.params.from_scratch)"
+            "such as T5, an encoder with task.params.warm_start: true, or model.name_or_path: scratch with "
+            "task.params.from_scratch"
         )
     if config.decoder_start_token_id != config.pad_token_id:
         raise ConfigError(

@@ -12,6 +12,9 @@ task loads them with ``AutoTokenizer``. Two kinds:
 Both use the same five special tokens; ``[CLS] text [SEP]`` is added to every encoding (Llama uses
 ``[CLS]`` as BOS and ``[SEP]`` as EOS; T5 uses ``[SEP]`` as EOS and ``[PAD]`` as its decoder start),
 so a pretrained dir fine-tunes on any tunelab task unchanged.
+
+``init_encoder_decoder`` builds the other kind of seq2seq start: BERT2BERT (Rothe et al., 2020), an
+encoder-decoder whose two halves both start from one pretrained encoder (e.g. the shipped MiniLM).
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from typing import Any
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoConfig,
+    AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
+    EncoderDecoderModel,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
@@ -33,6 +39,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from tunelab.errors import TunelabError
 from tunelab.io import atomic_dir
 
 SPECIALS = {
@@ -165,6 +172,38 @@ def init_from_scratch(scratch: Any, texts: list[str], dest: Path, seed: int) -> 
     )
     torch.manual_seed(seed)
     model = build_model(scratch, tokenizer)
+    with atomic_dir(dest) as tmp:
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+    return dest
+
+
+def init_encoder_decoder(encoder_dir: Path, dest: Path, seed: int) -> Path:
+    """BERT2BERT from ``encoder_dir``: encoder and decoder both start from its weights, saved to ``dest``.
+
+    transformers' ``EncoderDecoderModel`` turns the decoder copy causal and adds cross-attention and an
+    LM head (seeded init; the head's projection is tied to the word embeddings). What it leaves unset,
+    and tunelab sets here, are the token ids: the decoder starts from pad (what seq2seq's collator
+    shifts in) and stops at [SEP], as the encoder's tokenizer ends every target. The encoder's
+    tokenizer is saved beside the model. An existing ``dest`` is reused (resume keeps its start).
+    """
+    if (dest / "config.json").is_file():
+        return dest
+    if AutoConfig.from_pretrained(encoder_dir).is_encoder_decoder:
+        raise TunelabError(f"{encoder_dir} is already an encoder-decoder; train it without warm_start")
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    if tokenizer.pad_token_id is None or tokenizer.sep_token_id is None:
+        raise TunelabError(f"{encoder_dir}: warm_start needs a BERT-style tokenizer with [PAD] and [SEP]")
+    torch.manual_seed(seed)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(str(encoder_dir), str(encoder_dir))
+    ids = {
+        "decoder_start_token_id": tokenizer.pad_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+    }
+    for key, value in ids.items():
+        setattr(model.config, key, value)
+        setattr(model.generation_config, key, value)
     with atomic_dir(dest) as tmp:
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp, safe_serialization=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -19,7 +19,7 @@ from tunelab.methods.losses import model_logits, smoothed_cross_entropy
 from tunelab.methods.spec import Adapted, LossFn, model_loss
 from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
-from tunelab.training.scratch import corpus_texts, init_from_scratch
+from tunelab.training.scratch import corpus_texts, init_encoder_decoder, init_from_scratch
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     scratch = getattr(plan.task_params, "from_scratch", None)
     if scratch is not None:  # plan.model_dir is <output_dir>/init: tokenizer and random init built here
         init_from_scratch(scratch, corpus_texts(data.train), plan.model_dir, cfg.train.seed)
+    if getattr(plan.task_params, "warm_start", False):  # plan.model_dir is the encoder it starts from
+        built = init_encoder_decoder(plan.model_dir, cfg.train.output_dir / "init", cfg.train.seed)
+        plan = replace(plan, model_dir=built)
     tokenizer = load_tokenizer(plan)
     set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
     model = load_model(plan, data.labels, params)
