@@ -53,7 +53,9 @@ def score(model_dir: Path, run: Path, n_prompts: int) -> dict[str, object]:
     for messages in dev["messages"][:n_prompts]:
         prompt = chat_prompt(tokenizer, messages[:-1])
         job = GenerationJob(prompt=prompt, max_new_tokens=64, temperature=0, add_special_tokens=False)
-        replies.append({"prompt": messages[-2]["content"], "reply": generate(model, tokenizer, job).text})
+        reply = generate(model, tokenizer, job).text
+        turns = {"prompt": messages[-2]["content"], "reference": messages[-1]["content"]}
+        replies.append({**turns, "reply": reply})
     return {
         "token_loss": metrics["token_loss"],
         "perplexity": metrics["perplexity"],
