@@ -214,6 +214,25 @@ def test_from_scratch_builds_a_t5_and_a_tokenizer_that_knows_target_words(tmp_pa
     assert np.isfinite(result.losses[1])
 
 
+def test_no_repeat_ngram_size_blocks_the_untrained_models_loops():
+    tokenizer = AutoTokenizer.from_pretrained(tiny_t5_dir())
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir()).eval()
+    model.generation_config.eos_token_id = None  # never stop, never emit pad: 16 tokens to loop in
+    model.generation_config.suppress_tokens = [tokenizer.pad_token_id]
+    batch = TASK.collator(tokenizer, Params())(features_of(toy_pairs(2, seed=5), tokenizer))
+
+    def bigrams(params: Params) -> list[list[tuple[int, ...]]]:
+        out = TASK.generate(model, batch, params)
+        ids, lengths = out["generated_ids"], out["generated_length"]
+        rows = [row[:n].tolist() for row, n in zip(ids, lengths, strict=True)]
+        return [list(zip(row, row[1:], strict=False)) for row in rows]
+
+    loose = bigrams(Params(max_target_length=16))
+    assert all(len(set(row)) < len(row) for row in loose), "the random T5 loops: what the option must stop"
+    for row in bigrams(Params(max_target_length=16, no_repeat_ngram_size=2)):
+        assert len(set(row)) == len(row)
+
+
 def test_warm_start_copies_the_encoder_into_both_halves(tmp_path: Path):
     raw = s2s_raw(tmp_path, max_steps=1)
     raw["model"] = {"name_or_path": str(tiny_bert_dir())}

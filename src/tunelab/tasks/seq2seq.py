@@ -62,6 +62,9 @@ class Params(BaseModel):
         default=64, ge=2, le=2048, description="Target tokens in training; also the generation cap."
     )
     num_beams: int = Field(default=1, ge=1, le=16, description="Beam width of generation; 1 = greedy.")
+    no_repeat_ngram_size: int = Field(
+        default=0, ge=0, le=16, description="Generation never repeats an n-gram of this size; 0 = off."
+    )
     lead_words: int | None = Field(
         default=None,
         ge=1,
@@ -181,7 +184,8 @@ def collator(tokenizer: Any, params: Params) -> Any:
 def generate(model: Any, batch: Mapping[str, torch.Tensor], params: Params) -> dict[str, torch.Tensor]:
     """Generated target ids (decoder start dropped) and each row's length up to its EOS, (B, L) / (B,).
 
-    Decoding is deterministic (greedy, or beam search with ``num_beams``), capped at
+    Decoding is deterministic (greedy, or beam search with ``num_beams``; ``no_repeat_ngram_size``
+    blocks repeated n-grams, the loops an under-trained decoder falls into), capped at
     ``max_target_length`` new tokens, so evaluation and ``tunelab predict`` give the same text.
     """
     out = model.generate(
@@ -189,6 +193,7 @@ def generate(model: Any, batch: Mapping[str, torch.Tensor], params: Params) -> d
         attention_mask=batch["attention_mask"],
         max_new_tokens=params.max_target_length,
         num_beams=params.num_beams,
+        no_repeat_ngram_size=params.no_repeat_ngram_size,
         do_sample=False,
     )
     ids = out[:, 1:]  # (B, L): position 0 is the decoder start token
