@@ -76,7 +76,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "max_length": 128,
         "lm_max_length": 64,
         "setfit_ks": (8, 16, 64),
-        "pet_ks": (),  # each text is 5 sequences of ~105 tokens: ~4 min a run here
+        "pet_ks": (8, 16, 64),  # each text is 5 sequences of ~105 tokens: ~4 min a run on one core
         "setfit_seeds": 1,
         "pet_seeds": 1,
         "pairs": 1,
@@ -90,7 +90,7 @@ SIZES: dict[str, dict[str, Any]] = {
 # ``--small``: what fits ~30 minutes on a machine shared with other jobs (smaller test sets, fewer K/seeds).
 SMALL: dict[str, dict[str, Any]] = {
     "rt": {"eval": 100, "pet_ks": (8,), "setfit_seeds": 1, "full_rows": 1000},
-    "bbc": {"eval": 50, "setfit_ks": (8, 16), "full_rows": 300},
+    "bbc": {"eval": 50, "setfit_ks": (8, 16), "pet_ks": (), "full_rows": 300},
 }
 
 
@@ -248,6 +248,9 @@ def main() -> None:
     )
     parser.add_argument("--datasets", default="rt,bbc", help="comma-separated: rt, bbc")
     parser.add_argument("--small", action="store_true", help="the SMALL sizes (a shared machine)")
+    parser.add_argument(
+        "--approaches", default="embed-sim,setfit,finetune,lm-prompt,pet-lora", help="comma-separated rows"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-root", type=Path, default=ROOT / "data")
     parser.add_argument("--out", type=Path, default=BENCH / "out" / "fewshot.json")
@@ -261,7 +264,10 @@ def main() -> None:
     results = []
     args = sys.argv[1:]
     a.out.parent.mkdir(parents=True, exist_ok=True)
+    wanted = set(a.approaches.split(","))
     for dataset, approach, k, seed in plan_rows(a.datasets.split(","), a.small):
+        if approach not in wanted:
+            continue
         t0 = time.time()
         cmd = [sys.executable, __file__, *args, "--worker", json.dumps([dataset, approach, k, seed])]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
