@@ -44,12 +44,18 @@ def test_masks_are_dynamic_but_evaluation_masks_are_fixed(make_config, tmp_path:
     assert scores[0]["n_tokens"] > 0
 
 
-def test_perplexity_falls_on_a_learnable_corpus(make_config, tmp_path: Path):
+TINY_SCRATCH = {"vocab_size": 200, "min_frequency": 1, "hidden_size": 32, "layers": 2, "heads": 2}
+
+
+@pytest.mark.parametrize("architecture", [None, "modernbert"])
+def test_perplexity_falls_on_a_learnable_corpus(make_config, tmp_path: Path, architecture: str | None):
+    """On the tiny BERT fixture, and on a ModernBERT built from scratch (its sparse MLM head in training)."""
+    sections = toy_lm(tmp_path)
+    if architecture is not None:
+        sections["model"] = {"name_or_path": "scratch"}
+        sections["task"]["params"]["from_scratch"] = {**TINY_SCRATCH, "architecture": architecture}
     cfg = make_config(
-        **{
-            **toy_lm(tmp_path),
-            "train": {"num_train_epochs": 6, "metric_for_best_model": "perplexity", "lr": 5e-3},
-        }
+        **{**sections, "train": {"num_train_epochs": 6, "metric_for_best_model": "perplexity", "lr": 5e-3}}
     )
     plan = resolve(cfg)
     assert not plan.higher_is_better

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 
 from tunelab.tasks.lm_pretrain import ScratchParams
 from tunelab.training.scratch import init_from_scratch, train_tokenizer
@@ -60,3 +65,25 @@ def test_init_from_scratch_builds_llama_for_clm(tmp_path: Path):
     tok = AutoTokenizer.from_pretrained(dest)
     assert model.config.model_type == "llama"
     assert model.config.bos_token_id == tok.cls_token_id
+
+
+def test_modernbert_scratch_dir_fine_tunes_without_segment_ids(tmp_path: Path):
+    sizes = {"hidden_size": 32, "layers": 2, "heads": 2, "max_position_embeddings": 64, "dropout": 0.0}
+    scratch = ScratchParams(architecture="modernbert", tokenizer="char", vocab_size=500, **sizes)
+    dest = init_from_scratch(scratch, ZH, tmp_path / "init", seed=0)
+    tok = AutoTokenizer.from_pretrained(dest)
+    batch = tok(["北京很好", "书"], return_tensors="pt", padding=True)
+    assert "token_type_ids" not in batch  # ModernBERT has no segment embeddings
+    mlm = AutoModelForMaskedLM.from_pretrained(dest)
+    assert mlm.config.model_type == "modernbert"
+    assert mlm.config.intermediate_size == 64  # GeGLU default: 2 * hidden_size
+    assert mlm.config.mlp_dropout == 0.0
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[0, 2] = labels[1, 1] = 7
+    with torch.no_grad():
+        assert mlm(**batch).logits.shape == (2, batch["input_ids"].shape[1], len(tok))
+        assert mlm(**batch, labels=labels).logits.shape == (2, len(tok))  # sparse: masked tokens only
+        tagger = AutoModelForTokenClassification.from_pretrained(dest, num_labels=7)
+        assert tagger(**batch).logits.shape == (2, batch["input_ids"].shape[1], 7)
+        classifier = AutoModelForSequenceClassification.from_pretrained(dest, num_labels=2)
+        assert classifier(**batch).logits.shape == (2, 2)

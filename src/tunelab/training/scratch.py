@@ -33,6 +33,8 @@ from transformers import (
     EncoderDecoderModel,
     LlamaConfig,
     LlamaForCausalLM,
+    ModernBertConfig,
+    ModernBertForMaskedLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     T5Config,
@@ -114,6 +116,7 @@ def _t5(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
         num_decoder_layers=scratch.layers,
         num_heads=scratch.heads,
         feed_forward_proj="relu",
+        dropout_rate=scratch.dropout,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.sep_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
@@ -121,15 +124,47 @@ def _t5(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
     return T5ForConditionalGeneration(config)
 
 
+def _modernbert(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    """A ModernBERT encoder (Warner et al., 2024): pre-norm, rotary positions, GeGLU, no biases.
+
+    Why not BERT for pretraining from scratch on a CPU: post-norm BERT sits on the unigram plateau
+    for thousands of steps, while pre-norm trains stably at a high learning rate. ``sparse_prediction``
+    runs the MLM head only on the masked ~15% of tokens (the head is about half of a tiny model's
+    compute). Every layer attends globally: sliding windows save nothing on blocks of a few hundred
+    tokens.
+    """
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=scratch.hidden_size,
+        num_hidden_layers=scratch.layers,
+        num_attention_heads=scratch.heads,
+        intermediate_size=scratch.intermediate_size or 2 * scratch.hidden_size,
+        max_position_embeddings=scratch.max_position_embeddings,
+        global_attn_every_n_layers=1,
+        sparse_prediction=True,
+        embedding_dropout=scratch.dropout,
+        attention_dropout=scratch.dropout,
+        mlp_dropout=scratch.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    return ModernBertForMaskedLM(config)
+
+
 def build_model(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
-    """Random-init ``BertForMaskedLM`` (``architecture: bert``), ``LlamaForCausalLM`` (``llama``) or
-    ``T5ForConditionalGeneration`` (``t5``).
+    """Random-init ``BertForMaskedLM`` (``architecture: bert``), ``ModernBertForMaskedLM``
+    (``modernbert``), ``LlamaForCausalLM`` (``llama``) or ``T5ForConditionalGeneration`` (``t5``).
 
     ``scratch`` is the task's ``from_scratch`` params: hidden_size, layers, heads, intermediate_size,
-    max_position_embeddings. Vocabulary size and special ids come from ``tokenizer``.
+    max_position_embeddings, dropout. Vocabulary size and special ids come from ``tokenizer``.
     """
     if scratch.architecture == "t5":
         return _t5(scratch, tokenizer)
+    if scratch.architecture == "modernbert":
+        return _modernbert(scratch, tokenizer)
     common = {
         "vocab_size": len(tokenizer),
         "hidden_size": scratch.hidden_size,
@@ -140,7 +175,8 @@ def build_model(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedM
         "pad_token_id": tokenizer.pad_token_id,
     }
     if scratch.architecture == "bert":
-        return BertForMaskedLM(BertConfig(**common))
+        dropout = {"hidden_dropout_prob": scratch.dropout, "attention_probs_dropout_prob": scratch.dropout}
+        return BertForMaskedLM(BertConfig(**common, **dropout))
     config = LlamaConfig(
         **common,
         num_key_value_heads=scratch.heads,
@@ -170,6 +206,8 @@ def init_from_scratch(scratch: Any, texts: list[str], dest: Path, seed: int) -> 
     tokenizer = train_tokenizer(
         texts, scratch.tokenizer, scratch.vocab_size, scratch.min_frequency, scratch.max_position_embeddings
     )
+    if scratch.architecture == "modernbert":  # it has no segment embeddings: never feed token_type_ids
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
     torch.manual_seed(seed)
     model = build_model(scratch, tokenizer)
     with atomic_dir(dest) as tmp:
