@@ -124,7 +124,9 @@ def _t5(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
     return T5ForConditionalGeneration(config)
 
 
-def _modernbert(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+def _modernbert(
+    common: dict[str, Any], dropout: float, tokenizer: PreTrainedTokenizerFast
+) -> PreTrainedModel:
     """A ModernBERT encoder (Warner et al., 2024): pre-norm, rotary positions, GeGLU, no biases.
 
     Why not BERT for pretraining from scratch on a CPU: post-norm BERT sits on the unigram plateau
@@ -134,18 +136,12 @@ def _modernbert(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedM
     tokens.
     """
     config = ModernBertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=scratch.hidden_size,
-        num_hidden_layers=scratch.layers,
-        num_attention_heads=scratch.heads,
-        intermediate_size=scratch.intermediate_size or 2 * scratch.hidden_size,
-        max_position_embeddings=scratch.max_position_embeddings,
+        **common,
         global_attn_every_n_layers=1,
         sparse_prediction=True,
-        embedding_dropout=scratch.dropout,
-        attention_dropout=scratch.dropout,
-        mlp_dropout=scratch.dropout,
-        pad_token_id=tokenizer.pad_token_id,
+        embedding_dropout=dropout,
+        attention_dropout=dropout,
+        mlp_dropout=dropout,
         cls_token_id=tokenizer.cls_token_id,
         sep_token_id=tokenizer.sep_token_id,
         bos_token_id=tokenizer.cls_token_id,
@@ -163,17 +159,18 @@ def build_model(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedM
     """
     if scratch.architecture == "t5":
         return _t5(scratch, tokenizer)
-    if scratch.architecture == "modernbert":
-        return _modernbert(scratch, tokenizer)
+    ffn_factor = 2 if scratch.architecture == "modernbert" else 4  # GeGLU has 3 matrices, not 2
     common = {
         "vocab_size": len(tokenizer),
         "hidden_size": scratch.hidden_size,
         "num_hidden_layers": scratch.layers,
         "num_attention_heads": scratch.heads,
-        "intermediate_size": scratch.intermediate_size or 4 * scratch.hidden_size,
+        "intermediate_size": scratch.intermediate_size or ffn_factor * scratch.hidden_size,
         "max_position_embeddings": scratch.max_position_embeddings,
         "pad_token_id": tokenizer.pad_token_id,
     }
+    if scratch.architecture == "modernbert":
+        return _modernbert(common, scratch.dropout, tokenizer)
     if scratch.architecture == "bert":
         dropout = {"hidden_dropout_prob": scratch.dropout, "attention_probs_dropout_prob": scratch.dropout}
         return BertForMaskedLM(BertConfig(**common, **dropout))
