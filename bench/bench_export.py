@@ -11,8 +11,9 @@ the run's recorded config exactly as training built it).
 2. Each variant is then measured in a fresh worker subprocess, one after another: load time, dev
    accuracy/macro-F1, median latency of a forward at batch 1 and 32 (the first dev rows, padded; 2
    warm-up runs, ``--repeats`` timed, torch/ORT threads fixed), weight files on disk, and the worker's
-   peak RSS (``ru_maxrss``; every worker tokenises the dev split the same light way, so the
-   differences are the models and runtimes).
+   peak RSS (``ru_maxrss`` from ``os.wait4``, ``harness.run``; every worker tokenises the dev split the
+   same light way, so the differences are the models and runtimes), with the cores other processes
+   used meanwhile.
 
 Baselines measured the plain way in the same run: ``hf-fp32`` is ``AutoModelForSequenceClassification
 .from_pretrained(best/)``; ``hf-int8-per-tensor`` is ``torch.ao.quantization.quantize_dynamic`` with
@@ -24,14 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+import harness
 
 # name -> extra `tunelab export` flags (None: measured from the source run, not exported)
 EXPORTS: dict[str, list[str] | None] = {
@@ -80,7 +78,7 @@ def load_variant(name: str, run: Path, out: Path, threads: int):
         from tunelab.export.onnx import OrtClassifier, ort_session
 
         return OrtClassifier(ort_session(out / name / "model.onnx", threads)), [out / name / "model.onnx"]
-    from tunelab.export.artifact import load_artifact
+    from tunelab.inference.artifact import load_artifact
 
     return load_artifact(out / name).model, weight_files(out / name)
 
@@ -108,7 +106,6 @@ def worker(name: str, run: Path, out: Path, threads: int, repeats: int) -> dict:
         "size_mb": weights_size_mb(files) if files else None,
         "latency_ms_b1": latency[1],
         "latency_ms_b32": latency[32],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "n_dev": len(split.features),
     }
 
@@ -119,14 +116,15 @@ def run_export(name: str, flags: list[str], args: argparse.Namespace) -> dict:
     cmd += [*flags, "--threads", str(args.threads)]
     if "--prune" in flags:
         cmd += ["--prune-amount", str(args.prune_amount), "--recovery-steps", str(args.recovery_steps)]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    (args.out / f"{name}.export.log").write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        raise SystemExit(f"export {name} failed:\n{done.stderr[-3000:]}")
+    done = harness.require_ok(harness.run(cmd, args.out / f"{name}.export.log"), f"export {name}")
     record = json.loads((dest / "tunelab_run.json").read_text())["export"]
-    return {"export_wall_s": wall, "command": " ".join(cmd[2:]), "record": record}
+    return {
+        "export_wall_s": done["wall_s"],
+        "export_peak_rss_mb": done["peak_rss_mb"],
+        "export_foreign_cores": done["foreign_cores"],
+        "command": " ".join(cmd[2:]),
+        "record": record,
+    }
 
 
 COLUMNS = (
@@ -141,6 +139,7 @@ COLUMNS = (
     "load s",
     "export wall s",
     "pruned: dev acc before recovery",
+    "other cores (measure / export)",
 )
 
 
@@ -158,12 +157,15 @@ def cells(row: dict, base: dict) -> list[str]:
         f"{row['load_s']:.2f}",
         f"{row['export_wall_s']:.0f}" if "export_wall_s" in row else "-",
         f"{pruned['dev_before_recovery']['accuracy']:.4f}" if pruned else "-",
+        f"{row['foreign_cores']:.2f}"
+        + (f" / {row['export_foreign_cores']:.2f}" if "export_foreign_cores" in row else ""),
     ]
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], prov: dict, code_after: dict) -> str:
     base = next(r for r in rows if r["variant"] == "hf-fp32")
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [*harness.provenance_lines(prov, code_after), f"- {harness.CONTENTION_NOTE}", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cells(row, base)) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -171,7 +173,7 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=BENCH / "out" / "export")
+    parser.add_argument("--out", type=Path, default=harness.OUT / "export")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--prune-amount", type=float, default=0.5)
@@ -183,19 +185,17 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.run, args.out, args.threads, args.repeats)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
+    prov = harness.provenance(threads=args.threads, packages=("onnxruntime",), with_files=True)
     rows = []
     for name in args.variants.split(","):
         exported = run_export(name, EXPORTS[name], args) if EXPORTS[name] is not None else {}
         cmd = [sys.executable, __file__, "--run", str(args.run), "--out", str(args.out), "--worker", name]
         cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"worker {name} failed:\n{done.stderr[-3000:]}")
-        row = {**json.loads(done.stdout.strip().splitlines()[-1]), **exported}
+        row = harness.run_worker(cmd, args.out / f"{name}.measure.log", f"worker {name}") | exported
         rows.append(row)
         print(f"{name}: acc {row['accuracy']:.4f}, b32 {row['latency_ms_b32']:.1f} ms", file=sys.stderr)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2, default=str))
-    print(markdown(rows))
+    print(markdown(rows, prov, harness.source_state(with_files=True)))
 
 
 if __name__ == "__main__":

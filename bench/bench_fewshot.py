@@ -1,7 +1,7 @@
 """Few-shot and zero-shot accuracy vs K on Rotten Tomatoes and BBC News, against a full-data fine-tune.
 
-Rows per dataset, each run in its own process (so peak RSS is its own), all scored on the same
-seeded test subset:
+Rows per dataset, each run in its own process (``harness.run_worker``: peak RSS from ``os.wait4`` is its
+own, with the cores other processes used meanwhile), all scored on the same seeded test subset:
 
 - K=0 ``lm-prompt``: SmolLM2-135M-Instruct scores each label's verbalizer after a prompt
   (``prompt_classification``, no training).
@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+import harness
+from harness import ROOT
+
 DATASETS: dict[str, dict[str, Any]] = {
     "rt": {
         "asset": "rotten-tomatoes",
@@ -146,10 +144,6 @@ def run_config(
     )
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker(dataset: str, approach: str, k: int | None, seed: int, a: argparse.Namespace) -> dict[str, Any]:
     """Train (unless K=0) and score the test subset; the row's figures."""
     import torch
@@ -186,7 +180,6 @@ def worker(dataset: str, approach: str, k: int | None, seed: int, a: argparse.Na
         "n_test": len(inputs.test),
         "train_s": train_s,
         "eval_s": eval_s,
-        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -215,7 +208,7 @@ def plan_rows(datasets: list[str], small: bool) -> list[tuple[str, str, int | No
     return rows
 
 
-def render(results: list[dict[str, Any]], command: str) -> str:
+def render(results: list[dict[str, Any]], prov: dict[str, Any], code_after: dict[str, Any]) -> str:
     """Markdown table: one line per (dataset, approach, K), means over seeds."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in results:
@@ -223,11 +216,12 @@ def render(results: list[dict[str, Any]], command: str) -> str:
             (r["dataset"], r["approach"], "full" if r["k"] is None else str(r["k"])), []
         ).append(r)
     lines = [
-        f"Command: `{command}`",
+        *harness.provenance_lines(prov, code_after),
+        f"- {harness.CONTENTION_NOTE} (the most over a row's seeds)",
         "",
         "| dataset | K | approach | seeds | train rows | test rows | accuracy | macro-F1 | train s | eval s "
-        "| peak RSS (MB) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak RSS (MB) | other cores |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (dataset, approach, k), runs in groups.items():
         acc = [r["accuracy"] for r in runs]
@@ -237,7 +231,7 @@ def render(results: list[dict[str, Any]], command: str) -> str:
             f"| {statistics.mean(acc):.3f}{spread} | {statistics.mean(r['macro_f1'] for r in runs):.3f} "
             f"| {statistics.mean(r['train_s'] for r in runs):.0f} "
             f"| {statistics.mean(r['eval_s'] for r in runs):.0f} "
-            f"| {max(r['peak_rss_mb'] for r in runs):.0f} |"
+            f"| {max(r['peak_rss_mb'] for r in runs):.0f} | {max(r['foreign_cores'] for r in runs):.2f} |"
         )
     return "\n".join(lines)
 
@@ -253,10 +247,9 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-root", type=Path, default=ROOT / "data")
-    parser.add_argument("--out", type=Path, default=BENCH / "out" / "fewshot.json")
+    parser.add_argument("--out", type=Path, default=harness.OUT / "fewshot.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     a = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.worker:
         dataset, approach, k, seed = json.loads(a.worker)
         print(json.dumps(worker(dataset, approach, k, seed, a)))  # noqa: T201  (the parent reads stdout)
@@ -264,22 +257,20 @@ def main() -> None:
     results = []
     args = sys.argv[1:]
     a.out.parent.mkdir(parents=True, exist_ok=True)
+    prov = harness.provenance(threads=a.threads, with_files=True)
     wanted = set(a.approaches.split(","))
     for dataset, approach, k, seed in plan_rows(a.datasets.split(","), a.small):
         if approach not in wanted:
             continue
-        t0 = time.time()
+        name = f"{dataset}/{approach}/K={k}/seed {seed}"
         cmd = [sys.executable, __file__, *args, "--worker", json.dumps([dataset, approach, k, seed])]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            sys.exit(f"{dataset}/{approach}/K={k}/seed {seed} failed:\n{proc.stderr[-3000:]}")
+        log = harness.OUT / "fewshot" / f"{dataset}-{approach}-k{k}-s{seed}.log"
         row = {"dataset": dataset, "approach": approach, "k": k, "seed": seed}
-        row |= json.loads(proc.stdout.strip().splitlines()[-1])
+        row |= harness.run_worker(cmd, log, name)
         results.append(row)
-        print(f"{row} ({time.time() - t0:.0f} s)", file=sys.stderr)  # noqa: T201
+        print(f"{name}: accuracy {row['accuracy']:.3f} ({row['wall_s']:.0f} s)", file=sys.stderr)  # noqa: T201
         a.out.write_text(json.dumps(results, indent=2))
-    command = "flock -x /tmp/tunelab-cpu.lock python bench/bench_fewshot.py " + " ".join(args)
-    print(render(results, command))  # noqa: T201
+    print(render(results, prov, harness.source_state(with_files=True)))  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -1,34 +1,32 @@
 """Adaptation methods side by side on one dataset: trainable params, samples/s, peak RSS, dev metric.
 
-Variants (each in its own process, so peak RSS is its own): tunelab ``full``, ``freeze`` head-only
-(``trainable_layers: 0``), ``lora``, ``ia3``, ``prefix_tuning``, and plain peft + ``transformers.Trainer``
-LoRA with the same LoRA config, rows, tokenisation and hyperparameters. A variant tunelab refuses at
-validation is recorded with its reason. Rows come from tunelab's data layer, so every variant sees
-the same train/dev split.
+Variants (each in its own process, ``harness.run_worker``, so peak RSS is its own): tunelab ``full``,
+``freeze`` head-only (``trainable_layers: 0``), ``lora``, ``ia3``, ``prefix_tuning``, and plain peft +
+``transformers.Trainer`` LoRA with the same LoRA config, rows, tokenisation and hyperparameters. A
+variant tunelab refuses at validation is recorded with its reason. Rows come from tunelab's data
+layer, so every variant sees the same train/dev split.
 
     flock -x /tmp/tunelab-cpu.lock python bench/bench_methods.py --datasets rt --out bench/methods.json
 
 ``--datasets rt,wnut16``: WNUT-16 (entity F1, 3 epochs) runs the same variants through
 ``token_classification``.
 samples/s is the loop's own figure over the whole run (tunelab: the training-only time it logs; HF:
-``train_samples_per_second``); the dev metric is computed after training, outside the timing.
+``train_samples_per_second``); the dev metric is computed after training, outside the timing. Each
+row also shows the cores other processes used while it ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+import harness
+from harness import BENCH, ROOT
+
 LORA = {"r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1}
 # method name, methods list, learning rate: small-parameter methods need larger rates (peft's guides).
 VARIANTS: dict[str, tuple[list[dict[str, Any]], float]] = {
@@ -95,10 +93,6 @@ def config(dataset: str, data_dir: Path, out: Path, methods: list[dict], lr: flo
     )
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def tunelab_worker(dataset: str, variant: str, data_dir: Path, a: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -138,7 +132,6 @@ def tunelab_worker(dataset: str, variant: str, data_dir: Path, a: argparse.Names
         "total": total,
         "samples_per_s": speed[-1],
         "metric": metrics[DATASETS[dataset]["metric"]],
-        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -241,7 +234,6 @@ def hf_worker(dataset: str, data_dir: Path, a: argparse.Namespace) -> dict[str, 
         "total": total,
         "samples_per_s": out.metrics["train_samples_per_second"],
         "metric": hf_metric(dataset, pred.predictions, pred.label_ids, list(data.labels)),
-        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -255,24 +247,27 @@ def prepared(dataset: str, root: Path) -> Path:
     return out
 
 
-def render(results: dict[str, dict[str, dict]], command: str) -> str:
+def render(results: dict[str, dict[str, dict]], prov: dict, code_after: dict) -> str:
     lines = [
-        f"Command: `{command}`",
+        *harness.provenance_lines(prov, code_after),
+        f"- {harness.CONTENTION_NOTE}",
         "",
-        "| dataset | variant | lr | trainable params | samples/s | peak RSS (MB) | dev metric |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| dataset | variant | lr | trainable params | samples/s | peak RSS (MB) | dev metric "
+        "| other cores |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for dataset, rows in results.items():
         metric = DATASETS[dataset]["metric"]
         for variant, r in rows.items():
             lr = variant_lr(dataset, "lora" if variant == "hf-peft-lora" else variant)
             if "refused" in r:
-                lines.append(f"| {dataset} | {variant} | {lr:g} | refused: {r['refused']} | | | |")
+                lines.append(f"| {dataset} | {variant} | {lr:g} | refused: {r['refused']} | | | | |")
                 continue
             share = 100 * r["trainable"] / r["total"]
             lines.append(
                 f"| {dataset} | {variant} | {lr:g} | {r['trainable']:,} ({share:.2f}%) "
-                f"| {r['samples_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {metric} {r['metric']:.3f} |"
+                f"| {r['samples_per_s']:.1f} | {r['peak_rss_mb']:.0f} | {metric} {r['metric']:.3f} "
+                f"| {r['foreign_cores']:.2f} |"
             )
     return "\n".join(lines)
 
@@ -290,7 +285,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH / "methods.json")
     parser.add_argument("--worker", nargs=2, metavar=("DATASET", "VARIANT"), help=argparse.SUPPRESS)
     a = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.worker:
         dataset, variant = a.worker
         data_dir = prepared(dataset, a.data_root)
@@ -302,23 +296,18 @@ def main() -> None:
         print(json.dumps(result))  # noqa: T201  (the parent reads the worker's result from stdout)
         return
     results: dict[str, dict[str, dict]] = {}
+    prov = harness.provenance(threads=a.threads, with_files=True)
     for dataset in a.datasets.split(","):
         if dataset not in DATASETS:
             sys.exit(f"--datasets: unknown {dataset!r}; choose from {', '.join(DATASETS)}")
         for variant in a.variants.split(","):
-            t0 = time.time()
             cmd = [sys.executable, __file__, "--worker", dataset, variant, *sys.argv[1:]]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                sys.exit(f"{dataset}/{variant} failed:\n{proc.stderr[-3000:]}")
-            results.setdefault(dataset, {})[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(
-                f"{dataset}/{variant}: {results[dataset][variant]} ({time.time() - t0:.0f} s)",
-                file=sys.stderr,
-            )  # noqa: T201
+            log = harness.OUT / "methods" / f"{dataset}-{variant}.log"
+            row = harness.run_worker(cmd, log, f"{dataset}/{variant}")
+            results.setdefault(dataset, {})[variant] = row
+            print(f"{dataset}/{variant}: done in {row['wall_s']:.0f} s", file=sys.stderr)  # noqa: T201
     a.out.write_text(json.dumps(results, indent=2))
-    command = "flock -x /tmp/tunelab-cpu.lock python bench/bench_methods.py " + " ".join(sys.argv[1:])
-    print(render(results, command))  # noqa: T201
+    print(render(results, prov, harness.source_state(with_files=True)))  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
     flock -x /tmp/tunelab-cpu.lock python bench/bench_moe.py [--datasets rt,bbc]
 
-Each training row is one `python -m tunelab.cli train` subprocess (peak RSS from ``os.wait4``),
-1 epoch, torch threads = 2, on the same rows per dataset (same seed, sizes and split). Rows:
+Each training row is one `python -m tunelab.cli train` subprocess (``harness.run``: peak RSS from
+``os.wait4``), 1 epoch, torch threads = 2, on the same rows per dataset (same seed, sizes and split).
+Rows:
 ``dense`` (plain full fine-tuning, the HF baseline), ``moe-balanced`` (1 shared + 8 routed experts of
 1/4 FFN width, top-2, α1 = 0.01 + aux-free bias γ = 0.001), ``moe-unbalanced`` (same, no balancing)
 and ``moe-copy-exact`` (4 routed full-FFN copies, top-2, balanced: equal to dense at step 0).
@@ -14,26 +15,25 @@ of best/ on dev (worst layer) and the last logged training window.
 The dispatch overhead is a separate in-process micro-benchmark: forward+backward of one 32x64 batch,
 median of 20 after 3 warm-ups, for dense MiniLM, the upcycled MoE, and a FLOP-equivalent dense MiniLM
 whose FFN width equals the MoE's active width (shared + top-k experts = 3/4 of 1536).
-Results go into bench/RESULTS.md between the bench_moe markers (the rest of the file is kept).
+Results go into bench/RESULTS.md between the ``bench:moe`` markers (the rest of the file is kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-OUT = BENCH / "out" / "moe"
-START, END = "<!-- bench_moe:start -->", "<!-- bench_moe:end -->"
+import harness
+from harness import ROOT
+
+OUT = harness.OUT / "moe"
+THREADS = 2
 MOE = {
     "n_shared_experts": 1,
     "n_routed_experts": 8,
@@ -91,19 +91,12 @@ def config_for(dataset: str, variant: str, data_dir: Path) -> dict:
 
 
 def run_training(dataset: str, variant: str, data_dir: Path) -> dict:
-    """One `tunelab train` subprocess; returns its wall time and peak RSS."""
+    """One `tunelab train` subprocess; its wall time, peak RSS and the contention meanwhile."""
     cfg_path = OUT / f"{dataset}-{variant}.yaml"
     cfg_path.write_text(yaml.safe_dump(config_for(dataset, variant, data_dir)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
     cmd = [sys.executable, "-m", "tunelab.cli", "train", str(cfg_path), "--overwrite"]
-    log = open(OUT / f"{dataset}-{variant}.log", "w")  # noqa: SIM115
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    log.close()
-    if status != 0:
-        raise SystemExit(f"{dataset}/{variant} failed; see {log.name}")
-    return {"wall_s": time.time() - t0, "peak_rss_mb": usage.ru_maxrss / 1024}
+    row = harness.run(cmd, OUT / f"{dataset}-{variant}.log", env=harness.child_env(THREADS))
+    return harness.require_ok(row, f"{dataset}/{variant}")
 
 
 def param_counts(model) -> tuple[int, int]:
@@ -119,7 +112,7 @@ def param_counts(model) -> tuple[int, int]:
 
 
 def summarise(dataset: str, variant: str, run: dict) -> dict:
-    from tunelab.export.artifact import load_artifact
+    from tunelab.inference.artifact import load_artifact
 
     out = OUT / f"{dataset}-{variant}"
     metrics = json.loads((out / "best" / "metrics.json").read_text())
@@ -137,6 +130,7 @@ def summarise(dataset: str, variant: str, run: dict) -> dict:
         "samples_per_s": statistics.mean(speeds),
         "peak_rss_mb": run["peak_rss_mb"],
         "wall_s": run["wall_s"],
+        "foreign_cores": run["foreign_cores"],
         "dev_max_mean_load": router.get("max_mean_load"),
         "dev_dead_experts": router.get("dead_experts"),
         "train_max_mean_load_last": last_train[-1]["train/moe/max_mean_load"] if last_train else None,
@@ -152,10 +146,10 @@ def dispatch_overhead() -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from tunelab.assets import resolve_model
     from tunelab.methods.moe import Params, upcycle
+    from tunelab.models.load import resolve_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     path = resolve_model("minilm-l6")
     config = AutoConfig.from_pretrained(path, num_labels=2)
     dense = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
@@ -182,18 +176,28 @@ def dispatch_overhead() -> dict:
                 times.append((time.perf_counter() - t0) * 1000)
         return statistics.median(times)
 
-    ms = {"dense": time_model(dense), "flop_equivalent_dense": time_model(flop_eq), "moe": time_model(moe)}
+    with harness.measure() as m:
+        ms = {
+            "dense": time_model(dense),
+            "flop_equivalent_dense": time_model(flop_eq),
+            "moe": time_model(moe),
+        }
     ratio = ms["moe"] / ms["flop_equivalent_dense"]
-    return {**ms, "active_ffn_width": active_width, "moe_over_flop_eq": ratio}
+    return {
+        **ms,
+        "active_ffn_width": active_width,
+        "moe_over_flop_eq": ratio,
+        "foreign_cores": m["foreign_cores"],
+    }
 
 
-def markdown(rows: list[dict], overhead: dict, command: str) -> str:
+def markdown(rows: list[dict], overhead: dict, prov: dict, code_after: dict) -> str:
     lines = [
-        START,
-        "# MoE benchmark: dense MiniLM vs DeepSeekMoE-upcycled MiniLM",
+        "## MoE benchmark: dense MiniLM vs DeepSeekMoE-upcycled MiniLM",
         "",
-        f"Command: `{command}` (under `flock -x /tmp/tunelab-cpu.lock`, torch threads 2, "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}). MoE = 1 shared + 8 routed experts of 1/4 FFN width "
+        *harness.provenance_lines(prov, code_after),
+        "",
+        "MoE = 1 shared + 8 routed experts of 1/4 FFN width "
         "(384 of 1536), top-2, partition upcycling, upcycle_noise 0.01, normalised softmax gates. "
         "Balanced = α1 0.01 + aux-free bias γ 0.001; unbalanced = neither. moe-copy-exact = 4 routed "
         "full-FFN copies, top-2, balanced, equal to dense at step 0. RT: 2,000 train / 500 dev, "
@@ -201,8 +205,9 @@ def markdown(rows: list[dict], overhead: dict, command: str) -> str:
         "400 cap), len 128, bs 16; 1 epoch, lr 1e-4. Accuracy on dev.",
         "",
         "| data | variant | dev acc | active / total params | samples/s | peak RSS MB | "
-        "dev max/mean load (worst layer) | dev dead experts | train max/mean load (last window) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "dev max/mean load (worst layer) | dev dead experts | train max/mean load (last window) "
+        "| other cores |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         load = "-" if r["dev_max_mean_load"] is None else f"{r['dev_max_mean_load']:.2f}"
@@ -211,14 +216,17 @@ def markdown(rows: list[dict], overhead: dict, command: str) -> str:
         lines.append(
             f"| {r['dataset']} | {r['variant']} | {r['accuracy']:.4f} | "
             f"{r['active_params'] / 1e6:.2f}M / {r['total_params'] / 1e6:.2f}M | {r['samples_per_s']:.1f} | "
-            f"{r['peak_rss_mb']:.0f} | {load} | {dead} | {train_load} |"
+            f"{r['peak_rss_mb']:.0f} | {load} | {dead} | {train_load} | {r['foreign_cores']:.2f} |"
         )
     lines += [
         "",
         "Dispatch overhead (forward+backward of one 32x64 batch, median of 20, ms): "
         f"dense MiniLM {overhead['dense']:.1f}, FLOP-equivalent dense (FFN width "
         f"{overhead['active_ffn_width']}) {overhead['flop_equivalent_dense']:.1f}, MoE {overhead['moe']:.1f} "
-        f"-> MoE / FLOP-equivalent = {overhead['moe_over_flop_eq']:.2f}x.",
+        f"-> MoE / FLOP-equivalent = {overhead['moe_over_flop_eq']:.2f}x "
+        f"(other cores {overhead['foreign_cores']:.2f}).",
+        "",
+        f"({harness.CONTENTION_NOTE}.)",
         "",
         "Per-layer router health on dev (max/mean load, dead, entropy nats, bias norm):",
         "",
@@ -231,24 +239,14 @@ def markdown(rows: list[dict], overhead: dict, command: str) -> str:
                 for i, x in enumerate(r["router_layers"])
             )
             lines.append(f"- {r['dataset']} {r['variant']}: {cells}")
-    lines.append(END)
-    return "\n".join(lines) + "\n"
-
-
-def write_results(section: str) -> None:
-    path = BENCH / "RESULTS.md"
-    text = path.read_text() if path.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) + 1 :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="rt,bbc")
     args = parser.parse_args()
+    prov = harness.provenance(threads=THREADS, with_files=True)
     sys.path.insert(0, str(ROOT / "src"))
     from tunelab.assets import prepare_dataset
 
@@ -265,7 +263,9 @@ def main() -> None:
     overhead = dispatch_overhead()
     print(json.dumps(overhead), flush=True)
     (OUT / "results.json").write_text(json.dumps({"rows": rows, "overhead": overhead}, indent=2))
-    write_results(markdown(rows, overhead, "python bench/bench_moe.py --datasets " + args.datasets))
+    section = markdown(rows, overhead, prov, harness.source_state(with_files=True))
+    harness.write_section("moe", section)
+    print(section)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ eval RNG is forked from a fixed seed) the same masked positions.
 Beside tunelab's perplexity (exp of the loss summed over every predicted token / their count) the
 plain Hugging Face way is shown: ``exp(mean of per-batch mean losses)`` as ``run_mlm.py`` and
 ``Trainer.evaluate`` report it, which over-weights tokens of batches with few masked positions.
+The JSON also holds this process's peak RSS, wall time and the cores other processes used meanwhile,
+and the provenance (``harness.provenance``: date, command, CPU model and flags, versions, git state).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 from pathlib import Path
 
 import torch
+
+import harness
 
 
 def score(model_dir: Path, run: Path, threads: int) -> dict[str, float]:
@@ -33,7 +36,8 @@ def score(model_dir: Path, run: Path, threads: int) -> dict[str, float]:
     from tunelab.config import load_config
     from tunelab.data import load_text_data
     from tunelab.evaluation import evaluate
-    from tunelab.tasks.lm_pretrain import TASK, LanguageModel
+    from tunelab.models.architectures import LanguageModel
+    from tunelab.tasks.lm_pretrain import TASK
     from tunelab.tasks.spec import tokenize_dataset
 
     torch.set_num_threads(threads)
@@ -64,18 +68,23 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    from tunelab.assets import resolve_model
     from tunelab.config import load_config
+    from tunelab.models.load import resolve_model
 
+    prov = harness.provenance(threads=args.threads)
     cfg = load_config(args.run / "run_config.yaml")
     start = (
         args.run / "init" if cfg.model.name_or_path == "scratch" else resolve_model(cfg.model.name_or_path)
     )
+    with harness.measure() as m:
+        before = score(start, args.run, args.threads)
+        after = score(args.run / "best", args.run, args.threads)
     out = {
         "run": str(args.run),
-        "before": {"model": str(start), **score(start, args.run, args.threads)},
-        "after": {"model": str(args.run / "best"), **score(args.run / "best", args.run, args.threads)},
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "before": {"model": str(start), **before},
+        "after": {"model": str(args.run / "best"), **after},
+        **harness.process_figures(m),
+        "provenance": prov,
     }
     print(json.dumps(out, indent=2))  # noqa: T201
 

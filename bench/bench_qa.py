@@ -4,34 +4,31 @@
     python bench/bench_qa.py --run RUN_DIR      # score a run trained already (same data split)
 
 Prepares ``bbc-squad`` (split by article), trains ``examples/qa_bbc.yaml`` with ``tunelab train`` in a
-subprocess (wall time and peak RSS from ``os.wait4``), reads the best checkpoint's dev EM/F1 and the
-last evaluation's (the last one involves no checkpoint choice on dev), and scores the sliding-window
-lexical-overlap baseline on the same dev questions (its no-answer cut-off fitted on the train
-questions). Writes the "QA" section of bench/RESULTS.md between its markers.
+subprocess (``harness.run``: wall time and peak RSS from ``os.wait4``), reads the best checkpoint's
+dev EM/F1 and the last evaluation's (the last one involves no checkpoint choice on dev), and scores the
+sliding-window lexical-overlap baseline on the same dev questions (its no-answer cut-off fitted on the
+train questions). Writes the "QA" section of bench/RESULTS.md between its ``bench:qa`` markers.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-OUT = BENCH / "out" / "qa"
-BEGIN, END = "<!-- qa:begin -->", "<!-- qa:end -->"
+import harness
+from harness import ROOT
+
+OUT = harness.OUT / "qa"
+THREADS = 2
 KEYS = ("exact_match", "f1", "HasAns_exact_match", "HasAns_f1", "NoAns_exact_match", "NoAns_f1")
 
 
-def run_train(overrides: list[str]) -> tuple[float, float, Path]:
-    """``tunelab train`` in a subprocess: (wall seconds, peak RSS MB, run dir)."""
+def run_train(overrides: list[str]) -> tuple[dict, Path]:
+    """``tunelab train`` in a subprocess: (``harness.run``'s measures, run dir)."""
     run = OUT / "run"
     data = OUT / "bbc-squad"
     cmd = [
@@ -46,31 +43,30 @@ def run_train(overrides: list[str]) -> tuple[float, float, Path]:
         "--overwrite",
         *overrides,
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
-    start = time.perf_counter()
-    with open(OUT / "train.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"training failed; see {OUT / 'train.log'}")
-    return wall, usage.ru_maxrss / 1024, run
+    row = harness.run(cmd, OUT / "train.log", env=harness.child_env(THREADS))
+    return harness.require_ok(row, "training"), run
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, help="a trained run dir to score instead of training one")
+    args, overrides = parser.parse_known_args()
     sys.path.insert(0, str(ROOT / "src"))
     from tunelab.assets import prepare_dataset
     from tunelab.data.squad import read_qa
     from tunelab.tasks.qa.baseline import baseline_report
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", type=Path, help="a trained run dir to score instead of training one")
-    args, overrides = parser.parse_known_args()
+    given = ["--run", f"runs/{args.run.name}"] if args.run else overrides  # no machine paths in RESULTS.md
+    prov = harness.provenance(harness.command_line(given), threads=THREADS, with_files=True)
     OUT.mkdir(parents=True, exist_ok=True)
     counts = prepare_dataset("bbc-squad", OUT / "bbc-squad")
     if args.run is None:
-        wall, rss, run = run_train(overrides)
-        process = f"training process: {wall:.0f} s wall, peak RSS {rss:.0f} MB"
+        measured, run = run_train(overrides)
+        process = (
+            f"training process: {measured['wall_s']:.0f} s wall, {measured['child_cpu_s']:.0f} s CPU, "
+            f"peak RSS {measured['peak_rss_mb']:.0f} MB; other processes used "
+            f"{measured['foreign_cores']:.2f} cores meanwhile (above 0.1 the time is disturbed)"
+        )
     else:
         run, process = args.run, f"run trained separately ({args.run.name}; its time and RSS: see the notes)"
     model = json.loads((run / "best" / "metrics.json").read_text())["dev"]
@@ -82,8 +78,6 @@ def main() -> None:
     (OUT / "results.json").write_text(
         json.dumps({"model": model, "last_eval": last_eval, "baseline": base, "process": process})
     )
-    given = f"--run runs/{run.name}" if args.run else " ".join(overrides)  # no machine paths in RESULTS.md
-    command = f"flock -s /tmp/tunelab-cpu.lock python bench/bench_qa.py {given}"
     rows = [
         ("MiniLM fine-tuned (tunelab train), best checkpoint by dev F1", model),
         (f"MiniLM fine-tuned, last evaluation (step {last['step']}, no choice on dev)", last_eval),
@@ -95,25 +89,18 @@ def main() -> None:
     keys = ("num_train_epochs", "lr", "batch_size", "eval_steps")
     settings = ", ".join(f"{k} {train_cfg[k]}" for k in keys)
     setup = f"examples/qa_bbc.yaml on minilm-l6 ({settings})"
-    section = f"""{BEGIN}
-## QA: extractive QA on bbc-squad (hand-written questions over BBC articles)
+    provenance = "\n".join(harness.provenance_lines(prov, harness.source_state(with_files=True)))
+    section = f"""## QA: extractive QA on bbc-squad (hand-written questions over BBC articles)
 
-- command: `{command.strip()}` (date {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)
+{provenance}
 - data: `tunelab data prepare bbc-squad`: {split} (no article in both)
 - model: {setup}; best checkpoint by dev F1
 - {process}
 
 | system (dev split) | EM | F1 | HasAns EM | HasAns F1 | NoAns EM | NoAns F1 |
 |---|---|---|---|---|---|---|
-{table}
-{END}"""
-    results = BENCH / "RESULTS.md"
-    text = results.read_text(encoding="utf-8")
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    results.write_text(text, encoding="utf-8")
+{table}"""
+    harness.write_section("qa", section)
     print(section)
 
 

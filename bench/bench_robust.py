@@ -11,8 +11,8 @@
     synonym resource ships).
 
 Each training row is one ``python -m tunelab.cli train`` subprocess (1 epoch, torch threads ``--threads``, the
-same seed and rows); peak RSS comes from ``os.wait4``. Dev = 1,000 rows of the prepared test.csv
-(never trained on). Results go into bench/RESULTS.md between the bench_robust markers.
+same seed and rows); peak RSS comes from ``os.wait4`` (``harness.run``). Dev = 1,000 rows of the prepared
+test.csv (never trained on). Results go into bench/RESULTS.md between the ``bench:robust`` markers.
 """
 
 from __future__ import annotations
@@ -21,19 +21,17 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-OUT = BENCH / "out" / "robust"
-START, END = "<!-- bench_robust:start -->", "<!-- bench_robust:end -->"
+import harness
+from harness import ROOT
+
+OUT = harness.OUT / "robust"
 DEV_ROWS, MAX_LENGTH, BATCH = 1000, 64, 32
 KD_TRAIN, ADV_TRAIN = 2000, 1000  # sized for a shared 2-core CPU
 KD_EPOCHS, KD_LR = 3, 5e-4  # a 2-layer student needs more than one pass to learn at all (1 epoch: 0.589)
@@ -51,28 +49,22 @@ ATTACKS = {
 ATTACKED_EVAL_EPS = 0.1  # white-box FGM on the clean dev rows, against each trained model
 
 
-def cli_env() -> dict[str, str]:
-    """Environment of a tunelab CLI subprocess: this checkout's source; threads from ``--threads``."""
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-
-
-def run(cmd: list[str], log_name: str) -> dict:
-    """A tunelab CLI subprocess; returns wall time and peak RSS."""
-    env = cli_env()
-    with open(OUT / f"{log_name}.log", "w") as log:
-        t0 = time.time()
-        proc = subprocess.Popen([sys.executable, "-m", "tunelab.cli", *cmd], env=env, stdout=log, stderr=log)
-        _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{log_name} failed; see {OUT / log_name}.log")
-    return {"wall_s": time.time() - t0, "peak_rss_mb": usage.ru_maxrss / 1024}
+def run(cmd: list[str], log_name: str, stdout: Path | None = None) -> dict:
+    """A tunelab CLI subprocess (threads from ``--threads``); its wall time, peak RSS and contention."""
+    row = harness.run(
+        [sys.executable, "-m", "tunelab.cli", *cmd],
+        OUT / f"{log_name}.log",
+        env=harness.child_env(),
+        stdout=stdout,
+    )
+    return harness.require_ok(row, log_name)
 
 
 def make_student(dest: Path) -> Path:
     """MiniLM truncated to its first STUDENT_LAYERS layers (transformers keeps the first N on load)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from tunelab.assets import resolve_model
+    from tunelab.models.load import resolve_model
 
     src = resolve_model("minilm-l6")
     AutoModel.from_pretrained(src, num_hidden_layers=STUDENT_LAYERS).save_pretrained(dest)
@@ -155,16 +147,9 @@ def config(
 
 def evaluate(model_dir: Path, data: Path, name: str) -> float:
     """Accuracy of ``tunelab eval`` on ``data``."""
-    env = cli_env()
-    out = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "eval", str(model_dir), "--data", str(data)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    (OUT / f"eval-{name}.json").write_text(out.stdout)
-    return float(json.loads(out.stdout)["accuracy"])
+    result = OUT / f"eval-{name}.json"
+    run(["eval", str(model_dir), "--data", str(data)], f"eval-{name}", stdout=result)
+    return float(json.loads(result.read_text())["accuracy"])
 
 
 def attacked_accuracy(model_dir: Path, data: Path, epsilon: float) -> float:
@@ -205,7 +190,9 @@ def train_row(name: str, cfg: Path) -> dict:
     metrics = json.loads((OUT / name / "best" / "metrics.json").read_text())
     return {
         "name": name,
-        **stats,
+        "wall_s": stats["wall_s"],
+        "peak_rss_mb": stats["peak_rss_mb"],
+        "foreign_cores": stats["foreign_cores"],
         "samples_per_s": float(np.mean(speeds)),
         "accuracy": metrics["dev"]["accuracy"],
     }
@@ -227,7 +214,9 @@ def bench(teacher: Path, data_dir: Path) -> dict:
         name = f"adv-{attack}"
         row = train_row(name, config(name, "minilm-l6", ADV_TRAIN, methods, data_dir, clean))
         row["perturbed_accuracy"] = evaluate(OUT / name / "best", noisy, name)
-        row["attacked_accuracy"] = attacked_accuracy(OUT / name / "best", clean, ATTACKED_EVAL_EPS)
+        with harness.measure() as m:
+            row["attacked_accuracy"] = attacked_accuracy(OUT / name / "best", clean, ATTACKED_EVAL_EPS)
+        row["attacked_foreign_cores"] = m["foreign_cores"]
         adv_rows.append(row)
     return {
         "teacher_accuracy": evaluate(teacher, clean, "teacher"),
@@ -237,29 +226,28 @@ def bench(teacher: Path, data_dir: Path) -> dict:
     }
 
 
-def markdown(result: dict, command: str) -> str:
+def markdown(result: dict, prov: dict, code_after: dict) -> str:
     lines = [
-        START,
         "## Distillation and robustness (Rotten Tomatoes, MiniLM)",
         "",
-        f"Command: `{command}` (under `flock -x /tmp/tunelab-cpu.lock`, "
-        f"torch threads {os.environ['OMP_NUM_THREADS']}, "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}). Dev = {DEV_ROWS} seeded rows of the prepared "
+        *harness.provenance_lines(prov, code_after),
+        "",
+        f"Dev = {DEV_ROWS} seeded rows of the prepared "
         f"test.csv, len {MAX_LENGTH}, bs {BATCH}, warmup 10%, seed 42. Peak RSS is the training "
-        "subprocess's.",
+        f"subprocess's; {harness.CONTENTION_NOTE} (the FGM-attacked scoring runs in this process).",
         "",
         f"**Distillation**: student = MiniLM's first {STUDENT_LAYERS} layers, {KD_TRAIN} training rows, "
         f"{KD_EPOCHS} epochs, lr {KD_LR:g}; "
         f"teacher = the shipped-MiniLM sentiment run (dev accuracy here {result['teacher_accuracy']:.3f}). "
         "KD: α 0.5, T 2, teacher logits cached before training (the cache build is inside the KD wall time).",
         "",
-        "| student | dev accuracy | samples/s | wall s | peak RSS MB |",
-        "|---|---|---|---|---|",
+        "| student | dev accuracy | samples/s | wall s | peak RSS MB | other cores |",
+        "|---|---|---|---|---|---|",
     ]
     for row in result["distill"]:
         lines.append(
             f"| {row['name']} | {row['accuracy']:.3f} | {row['samples_per_s']:.1f} | {row['wall_s']:.0f} "
-            f"| {row['peak_rss_mb']:.0f} |"
+            f"| {row['peak_rss_mb']:.0f} | {row['foreign_cores']:.2f} |"
         )
     lines += [
         "",
@@ -271,28 +259,16 @@ def markdown(result: dict, command: str) -> str:
         f"FGM step of ε {ATTACKED_EVAL_EPS} against the model being scored.",
         "",
         "| attack | clean dev accuracy | perturbed dev accuracy | FGM-attacked dev accuracy | samples/s "
-        "| wall s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
+        "| wall s | peak RSS MB | other cores (training / FGM scoring) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["adversarial"]:
         lines.append(
             f"| {row['name']} | {row['accuracy']:.3f} | {row['perturbed_accuracy']:.3f} "
             f"| {row['attacked_accuracy']:.3f} | {row['samples_per_s']:.1f} | {row['wall_s']:.0f} "
-            f"| {row['peak_rss_mb']:.0f} |"
+            f"| {row['peak_rss_mb']:.0f} | {row['foreign_cores']:.2f} / {row['attacked_foreign_cores']:.2f} |"
         )
-    lines.append(END)
     return "\n".join(lines)
-
-
-def write_results(section: str) -> None:
-    path = BENCH / "RESULTS.md"
-    text = path.read_text(encoding="utf-8")
-    if START in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
 
 
 def main() -> None:
@@ -302,14 +278,14 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every training subprocess
     torch.set_num_threads(args.threads)  # the in-process FGM-attacked scoring
+    prov = harness.provenance(threads=args.threads, with_files=True)
     OUT.mkdir(parents=True, exist_ok=True)
     data_dir = OUT / "data"
     if not (data_dir / "train.csv").is_file():
         run(["data", "prepare", "rotten-tomatoes", str(data_dir)], "prepare")
     result = bench(args.teacher, data_dir)
     (OUT / "results.json").write_text(json.dumps(result, indent=2))
-    command = " ".join(["python", "bench/bench_robust.py", *sys.argv[1:]])
-    write_results(markdown(result, command))
+    harness.write_section("robust", markdown(result, prov, harness.source_state(with_files=True)))
     print(json.dumps(result, indent=2))
 
 

@@ -8,18 +8,21 @@ Run it from the directory where the run's relative data paths resolve, after ``t
 weights of its latest checkpoint (``checkpoints/step-N/model.safetensors``, loaded into the init
 architecture). Both are scored by ``tunelab.evaluation.evaluate`` on the run's test split with the run's
 fitted task params (greedy generation, same token budget), which also scores the lead baseline (the
-first N words of each article) on the same rows. Prints one JSON object with a few example outputs.
+first N words of each article) on the same rows. Prints one JSON object with a few example outputs,
+this process's peak RSS, the cores other processes used during each scoring, and the provenance
+(``harness.provenance``: date, command, CPU model and flags, versions, git state).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+import harness
 
 
 def trained_model(run: Path) -> tuple[Any, str]:
@@ -27,7 +30,7 @@ def trained_model(run: Path) -> tuple[Any, str]:
     from safetensors.torch import load_file
     from transformers import AutoModelForSeq2SeqLM
 
-    from tunelab.export.artifact import load_artifact
+    from tunelab.inference.artifact import load_artifact
     from tunelab.training.checkpoint import list_checkpoints
 
     if (run / "best" / "config.json").is_file():
@@ -42,21 +45,22 @@ def trained_model(run: Path) -> tuple[Any, str]:
 
 
 def main() -> None:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from tunelab.config import load_config
-    from tunelab.evaluation import evaluate
-    from tunelab.evaluation.predict import predict_outputs
-    from tunelab.tasks import TASKS
-    from tunelab.tasks.seq2seq import generated_texts, lead
-    from tunelab.tasks.spec import Predicted, tokenize_dataset
-
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--show", type=int, default=5)
     args = parser.parse_args()
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from tunelab.config import load_config
+    from tunelab.evaluation import evaluate
+    from tunelab.inference.predict import predict_outputs
+    from tunelab.tasks import TASKS
+    from tunelab.tasks.seq2seq import generated_texts, lead
+    from tunelab.tasks.spec import Predicted, tokenize_dataset
+
     torch.set_num_threads(args.threads)
+    prov = harness.provenance(threads=args.threads)
 
     cfg = load_config(args.run / "run_config.yaml")
     task = TASKS.get(cfg.task.name)
@@ -70,12 +74,13 @@ def main() -> None:
     init = AutoModelForSeq2SeqLM.from_pretrained(args.run / "init", dtype=torch.float32)
     out: dict[str, Any] = {"n_test": len(rows), "lead_words": params.lead_words, "trained_from": name}
     for label, model in (("init", init), ("trained", trained)):
-        start = time.perf_counter()
-        scores = evaluate(
-            model, task, features, collator, [], 64, params=params, examples=rows, tokenizer=tokenizer
-        )
+        with harness.measure() as m:
+            scores = evaluate(
+                model, task, features, collator, [], 64, params=params, examples=rows, tokenizer=tokenizer
+            )
         out[label] = {k: round(v, 3) if isinstance(v, float) else v for k, v in scores.items()}
-        out[f"{label}_eval_seconds"] = round(time.perf_counter() - start, 1)
+        out[f"{label}_eval_seconds"] = round(m["wall_s"], 1)
+        out[f"{label}_foreign_cores"] = round(m["foreign_cores"], 2)
     shown = features.select(range(args.show))
     outputs = predict_outputs(trained, task, shown, collator, args.show, params=params)
     texts = generated_texts(Predicted(outputs.arrays, shown, None, [], params, tokenizer))
@@ -84,6 +89,8 @@ def main() -> None:
         {"gold": gold, "generated": text, "lead": first}
         for gold, text, first in zip(rows["target"][: args.show], texts, leads, strict=True)
     ]
+    out["peak_rss_mb"] = round(harness.peak_rss_mb())  # the per-model times and contention are above
+    out["provenance"] = prov
     print(json.dumps(out, indent=2))  # noqa: T201
 
 

@@ -9,21 +9,21 @@ Each server runs as its own process (torch threads = 2) and `wrk` (Debian packag
 second process: closed loop, N keep-alive connections, each POSTing one review text per request
 (`{"inputs": text}`), texts rotating through the rotten-tomatoes test split. Per server and
 concurrency: a warm-up run, then a measured run; requests/s, p50 / p99 latency from wrk's latency
-distribution, non-2xx count, and the server's peak RSS (VmHWM). Before the load, 256 test texts are
-classified through each server to check accuracy and label agreement with the pipeline.
+distribution, non-2xx count, the server's peak RSS (VmHWM), and the cores processes other than the
+server and wrk used during the measured run (``harness.run`` with the server as one of its own).
+Before the load, 256 test texts are classified through each server to check accuracy and label
+agreement with the pipeline.
 
 --extra LABEL=DIR adds a `tunelab serve` row (batching on) for another model dir, e.g. the int8
-output of `tunelab export --quantize int8`. Results: markdown on stdout; raw JSON in bench/out/.
+output of `tunelab export --quantize int8`. Results: markdown on stdout; raw JSON and logs in
+bench/out/.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import json
-import os
-import platform
 import re
 import socket
 import subprocess
@@ -35,9 +35,11 @@ from typing import Any
 
 import httpx
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
+import harness
+from harness import BENCH
+
 KEY = "bench-key"
+THREADS = 2
 
 
 def free_port() -> int:
@@ -56,12 +58,12 @@ def test_rows(tmp: Path) -> list[tuple[str, str]]:
 
 
 def start(kind: str, model: str, port: int, log: Path, settings: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
+    env = harness.child_env(THREADS)
     if kind == "pipeline":
         cmd = [sys.executable, str(BENCH / "pipeline_server.py"), model, str(port)]
     else:
         cmd = [sys.executable, "-m", "tunelab.cli", "serve", model, "--port", str(port)]
-        env |= {"TUNELAB_SERVE_API_KEY": KEY, "TUNELAB_SERVE_TORCH_THREADS": "2"}
+        env |= {"TUNELAB_SERVE_API_KEY": KEY, "TUNELAB_SERVE_TORCH_THREADS": str(THREADS)}
         env |= {f"TUNELAB_SERVE_{name.upper()}": value for name, value in settings.items()}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
@@ -117,7 +119,8 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, Any]:
+def run_wrk(url: str, script: Path, connections: int, seconds: int, server: int, log: Path) -> dict[str, Any]:
+    """One wrk run against ``url``: its figures, and the cores used by others than wrk and ``server``."""
     cmd = [
         "wrk",
         "-t1",
@@ -130,7 +133,9 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str,
         str(script),
         url,
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    stdout = log.with_suffix(".out")
+    measured = harness.require_ok(harness.run(cmd, log, stdout=stdout, own_pids=[server]), "wrk")
+    out = stdout.read_text()
     pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.M))
     if "99" not in pct:
         raise RuntimeError(f"wrk reported no latency distribution (no request finished?):\n{out}")
@@ -143,13 +148,9 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str,
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": errors.group(1) if errors else "",
+        "foreign_cores": measured["foreign_cores"],
         "raw": out,
     }
-
-
-def peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
 
 
 def main() -> None:
@@ -173,8 +174,9 @@ def main() -> None:
     for spec in args.extra:
         label, model = spec.split("=", 1)
         servers.append((f"tunelab serve, batching on, {label}", "tunelab", model, batched))
-    out_dir = BENCH / "out"
+    out_dir = harness.OUT
     out_dir.mkdir(exist_ok=True)
+    prov = harness.provenance(threads=THREADS, packages=("fastapi", "uvicorn"), with_files=True)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -194,12 +196,13 @@ def main() -> None:
                     reference = labels
                 accuracy = sum(a == b for a, b in zip(labels, gold, strict=True)) / len(gold)
                 for connections in levels:
-                    run_wrk(url, script, connections, args.warmup)
-                    measured = run_wrk(url, script, connections, args.duration)
+                    wrk_log = out_dir / f"serve_{len(results)}.wrk.log"
+                    run_wrk(url, script, connections, args.warmup, proc.pid, wrk_log)
+                    measured = run_wrk(url, script, connections, args.duration, proc.pid, wrk_log)
                     row = {"server": name, "connections": connections, "accuracy": accuracy, **measured}
                     results.append({**row, "labels": labels})
                     print(f"{name} c={connections}: {measured['rps']:.1f} req/s", file=sys.stderr)
-                rss = peak_rss_mb(proc.pid)
+                rss = harness.peak_rss_mb(proc.pid)
                 for r in results:
                     if r["server"] == name:
                         r["peak_rss_mb"] = rss
@@ -213,31 +216,23 @@ def main() -> None:
             else None
         )
     (out_dir / "serve_results.json").write_text(json.dumps(results, indent=2))
-    print(report(results, args))
+    print(report(results, prov, harness.source_state(with_files=True)))
 
 
-def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    import torch
-    import transformers
-
+def report(results: list[dict[str, Any]], prov: dict[str, Any], code_after: dict[str, Any]) -> str:
     lines = [
-        f"- command: `python bench/bench_serve.py --connections {args.connections} --duration {args.duration}"
-        + "".join(f" --extra {e}" for e in args.extra)
-        + "`",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; load average at the end: "
-        f"{os.getloadavg()[0]:.2f}",
-        f"- versions: python {platform.python_version()}, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}",
+        *harness.provenance_lines(prov, code_after),
+        f"- {harness.CONTENTION_NOTE}; wrk and the server under test are not counted",
         "",
         "| server | connections | requests/s | p50 (ms) | p99 (ms) | requests | non-2xx | peak RSS (MB) "
-        "| accuracy (256 test rows) | agrees with pipeline |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| accuracy (256 test rows) | agrees with pipeline | other cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['server']} | {r['connections']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['requests']} | {r['non_2xx']} | {r['peak_rss_mb']:.0f} | "
-            f"{r['accuracy']:.3f} | {r['agree_with_pipeline']:.3f} |"
+            f"{r['accuracy']:.3f} | {r['agree_with_pipeline']:.3f} | {r['foreign_cores']:.2f} |"
         )
     return "\n".join(lines)
 

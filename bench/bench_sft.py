@@ -10,18 +10,21 @@ generation path (64 new tokens at most).
 
 Beside tunelab's ``token_loss`` (summed over every response token of the split / their count) the
 plain Hugging Face way is shown: the mean of per-batch mean losses, as ``Trainer.evaluate`` reports
-it, which over-weights tokens of batches with short responses.
+it, which over-weights tokens of batches with short responses. The JSON also holds this process's
+peak RSS, the cores other processes used meanwhile, and the provenance (``harness.provenance``: date,
+command, CPU model and flags, versions, git state).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
 import torch
+
+import harness
 
 
 def score(model_dir: Path, run: Path, n_prompts: int) -> dict[str, object]:
@@ -29,10 +32,10 @@ def score(model_dir: Path, run: Path, n_prompts: int) -> dict[str, object]:
     from torch.utils.data import DataLoader
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunelab.assets import resolve_model
     from tunelab.config import load_config
     from tunelab.evaluation import evaluate
-    from tunelab.evaluation.generate import GenerationJob, generate
+    from tunelab.inference.generate import GenerationJob, generate
+    from tunelab.models.load import resolve_model
     from tunelab.tasks.causal_lm import TASK, chat_prompt
     from tunelab.tasks.spec import tokenize_dataset
 
@@ -75,11 +78,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from tunelab.config import load_config
 
+    prov = harness.provenance(threads=args.threads)
     base = load_config(args.run / "run_config.yaml").model.name_or_path
-    before = score(Path(base), args.run, args.prompts)
-    after = score(args.run / "best", args.run, args.prompts)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"before": before, "after": after, "peak_rss_mb": round(peak_mb)}, indent=2))  # noqa: T201
+    with harness.measure() as m:
+        before = score(Path(base), args.run, args.prompts)
+        after = score(args.run / "best", args.run, args.prompts)
+    out = {
+        "before": before,
+        "after": after,
+        **harness.process_figures(m),
+        "provenance": prov,
+    }
+    print(json.dumps(out, indent=2))  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -21,29 +21,25 @@ module attributes with pure observers (first ``send_to_device`` of the loop, ``s
 the same points with a TrainerCallback / Trainer subclass (bench/hf_trainer_baseline.py).
 Variant ``tunelab-cli`` runs the literal console script with no hooks (only self-reported numbers).
 
-Results: a markdown table on stdout and in bench/RESULTS.md (text below the "manual notes" marker
-in an existing RESULTS.md is kept). Raw per-variant JSON and logs go to bench/out/.
+Results: a markdown table on stdout and in bench/RESULTS.md, between the ``bench:train`` markers
+(``harness.write_section``; the rest of the file is kept). Raw per-variant JSON and logs go to bench/out/.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import harness
+from harness import BENCH, rel
+
 T_PROCESS_START = time.time()
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 HF_SCRIPT = BENCH / "hf_trainer_baseline.py"
-NOTES_MARKER = "<!-- manual notes below this line are kept when bench_train.py rewrites the file -->"
 
 # name -> (framework, group_by_length, HF optim or None for default)
 VARIANTS: dict[str, tuple[str, bool, str | None]] = {
@@ -98,7 +94,7 @@ def tunelab_worker(timings_path: Path, cli_args: list[str]) -> None:
     timings = new_timings(T_PROCESS_START)
 
     import tunelab.evaluation as evaluation
-    import tunelab.export.artifact as artifact
+    import tunelab.models.artifact as artifact
     import tunelab.tasks.classification as classification
     import tunelab.training.loop as loop
 
@@ -155,7 +151,7 @@ def tunelab_worker(timings_path: Path, cli_args: list[str]) -> None:
     loop.build_optimizer = build_optimizer
     loop.save_checkpoint = timed("checkpoint", loop.save_checkpoint)
     evaluation.evaluate = timed("eval", evaluation.evaluate)
-    artifact.save_artifact = timed("save_best", artifact.save_artifact)
+    artifact.save_model = timed("save_best", artifact.save_model)
     classification.load_labeled_data = load_labeled_data
 
     def dump() -> None:
@@ -202,53 +198,6 @@ def common_overrides(a: argparse.Namespace) -> list[str]:
     return out
 
 
-def busy_cpu_seconds() -> float:
-    """CPU seconds spent busy (all cores, all processes) since boot, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
-    """Wait (up to ``max_wait`` s) until other processes use < ``threshold`` cores; returns that usage."""
-    deadline = time.time() + max_wait
-    while True:
-        b0, t0 = busy_cpu_seconds(), time.time()
-        time.sleep(3)
-        load = (busy_cpu_seconds() - b0) / (time.time() - t0)
-        if load < threshold or time.time() >= deadline:
-            return load
-        print(
-            f"  machine busy ({load:.2f} cores used by other processes); waiting...",
-            file=sys.stderr,
-            flush=True,
-        )
-        time.sleep(10)
-
-
-def run_once(cmd: list[str], log_path: Path, env: dict[str, str], max_wait_idle: float) -> dict:
-    """One subprocess: wall time, its own rusage, and how much CPU everything else used meanwhile."""
-    idle_before = wait_for_quiet(max_wait_idle) if max_wait_idle > 0 else None
-    busy0 = busy_cpu_seconds()
-    t0 = time.time()
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child alone
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.time() - t0
-    child_cpu = usage.ru_utime + usage.ru_stime
-    return {
-        "cmd": cmd,
-        "exit": proc.returncode,
-        "wall_s": wall,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-        "child_cpu_s": child_cpu,
-        # average cores used by other processes during the run (contention makes OpenMP crawl)
-        "foreign_cores": max(0.0, busy_cpu_seconds() - busy0 - child_cpu) / wall,
-        "foreign_cores_before": idle_before,
-    }
-
-
 def run_variant(name: str, a: argparse.Namespace, common: list[str], env: dict[str, str], rep: int) -> dict:
     framework, grouped, optim = VARIANTS[name]
     out_dir = a.out / name  # overwritten by each repeat
@@ -282,10 +231,8 @@ def run_variant(name: str, a: argparse.Namespace, common: list[str], env: dict[s
     for attempt in range(1, a.retries + 2):
         print(f"[{name} r{rep}] attempt {attempt}: {' '.join(cmd)}", file=sys.stderr, flush=True)
         timings_path.unlink(missing_ok=True)
-        row = run_once(cmd, log_path, env, a.max_wait_idle)
-        row.update(
-            variant=name, rep=rep, framework=framework, grouped=grouped, attempts=attempt, log=rel(log_path)
-        )
+        row = harness.run(cmd, log_path, env=env, max_wait_idle=a.max_wait_idle)
+        row.update(variant=name, rep=rep, framework=framework, grouped=grouped, attempts=attempt)
         if row["exit"] != 0 or row["foreign_cores"] <= a.max_foreign_cores or attempt > a.retries:
             break
         print(
@@ -372,61 +319,6 @@ def tunelab_outputs(out_dir: Path) -> dict:
     return out
 
 
-def source_state() -> dict:
-    """Commit, uncommitted src/ changes and a hash of every src/ file: the code the tunelab runs used."""
-
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return out.stdout.strip()
-
-    files = {
-        str(path.relative_to(ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted((ROOT / "src").rglob("*.py"))
-    }
-    dirty = git("status", "--porcelain", "--", "src").splitlines()
-    return {
-        "commit": git("rev-parse", "--short", "HEAD") or "?",
-        "src_changes": ", ".join(line[3:] for line in dirty) or "none",
-        "src_sha256": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12],
-        "files": files,
-    }
-
-
-def changed_files(before: dict, after: dict) -> list[str]:
-    a, b = before["files"], after["files"]
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("tunelab", "torch", "transformers", "accelerate", "datasets", "tokenizers"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "-"
-    return out
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu}), no GPU, Linux {platform.release()}"
-
-
-def rel(path: Path) -> str:
-    """``path`` relative to the repo root when it is inside it."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def sps_range(values: list[float], spec: str = ".1f") -> str:
     return f"{format(min(values), spec)}-{format(max(values), spec)}" if values else "-"
 
@@ -459,29 +351,11 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def render(
-    rows: list[dict], a: argparse.Namespace, command: str, started: str, load: tuple, src: tuple[dict, dict]
-) -> str:
-    v = versions()
-    src0, src1 = src
-    src_line = (
-        f"- code: git {src0['commit']}, uncommitted src/ changes: {src0['src_changes']} "
-        f"(src/*.py sha256 {src0['src_sha256']}"
-        + (
-            ")"
-            if src0["src_sha256"] == src1["src_sha256"]
-            else f", CHANGED during the run to {src1['src_sha256']} at git {src1['commit']}, files: "
-            f"{', '.join(changed_files(src0, src1))}: check whether they touch the training path)"
-        )
-    )
+def render(rows: list[dict], a: argparse.Namespace, prov: dict, code_after: dict) -> str:
     lines = [
-        "# Training benchmark: tunelab vs plain Hugging Face Trainer",
+        "## Training benchmark: tunelab vs plain Hugging Face Trainer",
         "",
-        f"- command: `{command}`",
-        f"- date: {started} (load average before the run: {' / '.join(f'{x:.2f}' for x in load)})",
-        f"- machine: {machine()}",
-        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        src_line,
+        *harness.provenance_lines(prov, code_after),
         f"- setup: {a.config} with max_train_samples={a.train_samples}, max_eval_samples={a.eval_samples}, "
         f"epochs={a.epochs}, batch_size={a.batch_size}, max_length={a.max_length}, lr={a.lr}, "
         f"linear schedule, warmup_ratio={a.warmup_ratio}, weight_decay={a.weight_decay}, max_grad_norm=1.0, "
@@ -645,35 +519,21 @@ def main() -> None:
         p.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     a.out.mkdir(parents=True, exist_ok=True)
 
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH", "")]))
-    command = "python bench/bench_train.py" + "".join(f" {x}" for x in sys.argv[1:])
-    started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    load = os.getloadavg()
+    env = harness.child_env(offline=True)
+    prov = harness.provenance(with_files=True)
     common = common_overrides(a)
-    src_before = source_state()
     rows = [run_variant(name, a, common, env, rep) for rep in range(a.repeats) for name in names]
-    src_after = source_state()
+    code_after = harness.source_state(with_files=True)
+    threads = sorted({r["torch_threads"] for r in rows if r.get("torch_threads")})
+    prov["machine"]["torch_threads"] = f"{threads} (torch's default, not set)"
     (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
-    meta = {
-        "command": command,
-        "started": started,
-        "load": load,
-        "src_before": src_before,
-        "src_after": src_after,
-    }
+    meta = {**prov, "code_after": code_after}
     (a.out / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
-    report = render(rows, a, command, started, load, (src_before, src_after))
+    report = render(rows, a, prov, code_after)
     print(report)
-    notes = ""
-    if a.results.exists():
-        old = a.results.read_text(encoding="utf-8")
-        if NOTES_MARKER in old:
-            notes = old[old.index(NOTES_MARKER) + len(NOTES_MARKER) :]
-    a.results.write_text(report + "\n" + NOTES_MARKER + notes, encoding="utf-8")
-    print(f"wrote {a.results}", file=sys.stderr)
+    harness.write_section("train", report, a.results)
+    print(f"wrote the bench:train section of {a.results}", file=sys.stderr)
     if any(r.get("exit") != 0 for r in rows):
         sys.exit(1)
 

@@ -3,23 +3,27 @@
 The splits are rebuilt from the run's recorded config exactly as training built them (seeded), so the
 model and the baseline are scored on the same rows; the baseline learns from the same train split.
 Useful when a run was stopped before its own final report (``tunelab train`` scores test only at the end).
+The JSON also holds this process's peak RSS, the cores other processes used meanwhile, and the
+provenance (``harness.provenance``: date, command, CPU model and flags, versions, git state).
 
     PYTHONPATH=src python bench/ner_heldout.py runs/ner_wnut16
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
-from tunelab.config import validate_config
-from tunelab.evaluation import evaluate
-from tunelab.export.artifact import load_artifact
-from tunelab.tasks.spec import tokenize_dataset
+import harness
 
 
 def main(run: Path) -> dict:
+    from tunelab.config import validate_config
+    from tunelab.evaluation import evaluate
+    from tunelab.inference.artifact import load_artifact
+    from tunelab.tasks.spec import tokenize_dataset
+
     art = load_artifact(run / "best")
     cfg = validate_config(art.info["config"])
     data = art.task.load_data(cfg.data, art.task_params, cfg.train.seed)
@@ -34,4 +38,10 @@ def main(run: Path) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1])), indent=2))  # noqa: T201
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the run dir (its best/ and recorded config are read)")
+    args = parser.parse_args()
+    prov = harness.provenance()
+    with harness.measure() as m:
+        result = main(args.run)
+    print(json.dumps(result | harness.process_figures(m) | {"provenance": prov}, indent=2))  # noqa: T201

@@ -8,7 +8,7 @@ on the request's inputs. No batching across requests, no limits, no auth.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from typing import Any
 
 import torch
@@ -18,16 +18,19 @@ from transformers import pipeline
 
 
 def main() -> None:
-    model_dir, port = sys.argv[1], int(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", help="a saved text-classification model dir")
+    parser.add_argument("port", type=int)
+    args = parser.parse_args()
     torch.set_num_threads(2)
-    pipe = pipeline("text-classification", model=model_dir, device=-1)
+    pipe = pipeline("text-classification", model=args.model_dir, device=-1)
     app = FastAPI()
 
     @app.post("/v1/predict")
     def predict(body: dict[str, Any]) -> Any:
         return pipe(body["inputs"])
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from tunelab.assets import hub_offline
+
+# Before transformers is imported below: huggingface_hub reads the offline variables once, at import.
+hub_offline()
+
+# ruff: noqa: E402
 import random
 from collections.abc import Callable
 from pathlib import Path

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.assets import prepare_dataset, resolve_model
+from tunelab.assets import prepare_dataset
+from tunelab.models.load import resolve_model
 
 
 def test_bbc_news_is_deduplicated_and_split_stratified(tmp_path: Path):
@@ -28,7 +29,7 @@ def test_bbc_news_is_deduplicated_and_split_stratified(tmp_path: Path):
 
 
 def test_peoples_daily_words_join_compounds_and_surname_given_name_pairs():
-    from tunelab.assets import _char_bio, _pd_words
+    from tunelab.assets.chinese import _char_bio, _pd_words
 
     words = _pd_words("[中国/ns 政府/n]nt  江/nr  泽民/nr  李/nr  鹏/nr  克林顿/nr  访问/v  北京/ns")
     assert words == [("中国政府", "ORG"), ("江泽民", "PER"), ("李鹏", "PER"), ("克林顿", "PER"),

@@ -116,7 +116,7 @@ def test_predict_refuses_a_directory_that_is_not_a_model(tmp_path: Path):
 def test_predict_refuses_a_non_classifier_hf_dir(tiny_backbone_dir: Path):
     result = CliRunner().invoke(app, ["predict", str(tiny_backbone_dir), "--text", "hi"])
     assert result.exit_code == 1
-    assert "not a sequence classifier" in result.output
+    assert "must be one of: *ForSequenceClassification (classification)" in result.output
 
 
 def test_train_refuses_bad_config_before_loading_anything(config_file: Path, tmp_path: Path):

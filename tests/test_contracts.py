@@ -19,7 +19,7 @@ from tunelab.tasks import TASKS
 from tunelab.training.plan import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-HELPERS = {"spec", "losses"}
+HELPERS = {"spec", "losses", "schemas"}
 
 
 def test_task_registry_lists_every_module():
@@ -65,3 +65,65 @@ def test_importing_config_and_cli_does_not_import_torch():
 def test_every_task_has_toy_data() -> None:
     """Task-wide tests (the method contract matrix) need tiny data for every registered task."""
     assert sorted(TOY_TASKS) == sorted(TASKS.names())
+
+
+SRC = ROOT / "src" / "tunelab"
+
+
+def _own_files(kind: str, names: list[str], spec_of) -> dict[str, set[Path]]:
+    """name -> the files of the module (or package) that defines that task / method."""
+    out = {}
+    for name in names:
+        functions = [f for f in vars(spec_of(name)).values() if callable(f) and hasattr(f, "__module__")]
+        modules = {f.__module__ for f in functions if f.__module__.startswith(f"tunelab.{kind}.")}
+        files = set()
+        for module in modules - {f"tunelab.{kind}.spec"}:
+            path = SRC.joinpath(*module.split(".")[1:])
+            files |= set(path.rglob("*.py")) if path.is_dir() else {path.with_suffix(".py")}
+            package = path.parent / "__init__.py"  # a package's modules share its name (qa/, moe/)
+            if package.parent != SRC / kind:
+                files |= set(package.parent.rglob("*.py"))
+        out[name] = files
+    return out
+
+
+def test_only_models_calls_from_pretrained():
+    """Every model, tokenizer and config load goes through tunelab.models (one place to secure)."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in SRC.rglob("*.py")
+        if SRC / "models" not in path.parents
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "from_pretrained" in line
+    ]
+    assert not offenders, offenders
+
+
+def test_no_task_or_method_name_is_compared_outside_its_own_module():
+    """Capabilities live on the specs: no ``name == "moe"`` / ``task in ("qa", ...)`` elsewhere."""
+    import ast
+
+    owners = _own_files("tasks", TASKS.names(), TASKS.get) | _own_files(
+        "methods", METHODS.names(), METHODS.get
+    )
+    registries = {SRC / "tasks" / "__init__.py", SRC / "methods" / "__init__.py"}
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if path in registries:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Compare):
+                continue
+            operands = [node.left, *node.comparators]
+            literals = [
+                c.value
+                for operand in operands
+                for c in ([operand] if isinstance(operand, ast.Constant) else getattr(operand, "elts", []))
+                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            ]
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: {name!r}"
+                for name in literals
+                if name in owners and path not in owners[name]
+            ]
+    assert not offenders, offenders

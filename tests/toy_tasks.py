@@ -167,7 +167,7 @@ def tiny_llama_dir() -> Path:
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from tunelab.assets import resolve_model
+    from tunelab.models.load import resolve_model
 
     out = Path(tempfile.mkdtemp(prefix="tunelab-tiny-llama-"))
     atexit.register(shutil.rmtree, out, ignore_errors=True)
@@ -233,8 +233,8 @@ def causal_lm(tmp: Path) -> Sections:
 def _scratch_dir(architecture: str) -> Path:
     """A random-init model (1 layer per stack, hidden 32) with a WordPiece tokenizer trained on the toy
     pairs, built by tunelab's own ``from_scratch`` path and saved HF-style once per test process."""
+    from tunelab.models.scratch import init_from_scratch
     from tunelab.tasks.lm_pretrain import ScratchParams
-    from tunelab.training.scratch import init_from_scratch
 
     out = Path(tempfile.mkdtemp(prefix=f"tunelab-tiny-{architecture}-"))
     atexit.register(shutil.rmtree, out, ignore_errors=True)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -24,6 +23,14 @@ logger = logging.getLogger("tunelab")
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
+@app.callback()
+def _process_start() -> None:
+    # tunelab never downloads: switch the hub off before any library that reads it is imported.
+    from tunelab.assets import hub_offline
+
+    hub_offline()
+
+
 def _fail(exc: TunelabError) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(code=2 if isinstance(exc, ConfigError) else 1)
@@ -38,7 +45,7 @@ def _setup_logging(rank: int = 0) -> None:
 
     setup_logging("INFO", rank)
     datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # unannotated in transformers
 
 
 @app.command(context_settings=OVERRIDES)
@@ -66,156 +73,16 @@ def train(
 ) -> None:
     """Fine-tune as CONFIG says; override any key with --key.path VALUE (e.g. --train.lr 3e-5)."""
     try:
-        _train(config, ctx.args, resume, resume_from, overwrite)
+        from tunelab.workflows import train_run
+
+        result = train_run(config, ctx.args, resume, resume_from, overwrite, on_start=_setup_logging)
     except TunelabError as exc:
         _fail(exc)
-
-
-def _train(
-    config: Path, overrides: list[str], resume: bool, resume_from: Path | None, overwrite: bool
-) -> None:
-    from tunelab.config import dump_config, load_config
-    from tunelab.training.checkpoint import latest_checkpoint
-    from tunelab.training.plan import resolve
-
-    plan = resolve(load_config(config, overrides))  # every config error before any data or weights
-    cfg = plan.cfg
-    from functools import partial
-
-    from tunelab.evaluation import evaluate
-    from tunelab.export.merge import save_run_model
-    from tunelab.io import atomic_write
-    from tunelab.training import build_accelerator, prepare_inputs
-    from tunelab.training import train as run_training
-
-    accelerator = build_accelerator(cfg.train)
-    _setup_logging(accelerator.process_index)
-    out = cfg.train.output_dir
-    if resume and resume_from is None:
-        resume_from = latest_checkpoint(out)
-        if resume_from is None:
-            raise TunelabError(f"--resume: no checkpoint in {out / 'checkpoints'}; train without --resume")
-    if accelerator.is_main_process and resume_from is None and out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise TunelabError(
-                f"{out} is not empty; pass --resume to continue it or --overwrite to start over"
-            )
-        shutil.rmtree(out)
-    accelerator.wait_for_everyone()
-    inputs = prepare_inputs(plan)
-    if accelerator.is_main_process:
-        atomic_write(out / "run_config.yaml", dump_config(cfg))
-    info = {
-        "task": plan.task.name,
-        "task_params": inputs.task_params.model_dump(mode="json"),
-        "labels": inputs.labels,
-        "columns": {
-            "text": cfg.data.text_column,
-            "text_pair": cfg.data.text_pair_column,
-            "label": cfg.data.label_column,
-        },
-        "seed": cfg.train.seed,
-        "config": cfg.model_dump(mode="json"),
-    }
-
-    def on_best(model: Any, metrics: Any, step: int) -> None:
-        if accelerator.is_main_process:
-            save_run_model(
-                model, inputs.tokenizer, out / "best", {**info, "step": step, "dev_metrics": metrics}
-            )
-
-    evaluate_dev = partial(
-        evaluate,
-        task=plan.task,
-        features=inputs.dev,
-        collator=inputs.collator,
-        labels=inputs.labels,
-        batch_size=cfg.train.eval_batch_size,
-        accelerator=accelerator,
-        params=inputs.task_params,
-        examples=inputs.examples["dev"],
-        tokenizer=inputs.tokenizer,
-    )
-    if cfg.data.k_shot == 0:  # zero-shot: the model scores labels as loaded; it is saved, not trained
-        on_best(inputs.adapted.model, evaluate_dev(inputs.adapted.model), 0)
-        if accelerator.is_main_process:
-            _final_report(out, inputs, cfg.train.eval_batch_size)
-        return
-    result = run_training(
-        plan, inputs, accelerator, evaluate=evaluate_dev, on_best=on_best, resume_from=resume_from
-    )
     if result.stopped == "interrupted":
-        logger.warning(
-            "interrupted at step %d; checkpoint %s; continue with: tunelab train %s --resume",
-            result.step,
-            result.checkpoint,
-            config,
-        )
         raise typer.Exit(code=128 + (result.signal_number or 2))
-    logger.info(
-        "training %s at step %d; best %s=%s at step %s",
-        result.stopped,
-        result.step,
-        cfg.train.metric_for_best_model,
-        result.best_metric,
-        result.best_step,
-    )
-    if accelerator.is_main_process:
-        _final_report(out, inputs, cfg.train.eval_batch_size)
-
-
-def _final_report(out: Path, inputs: Any, batch_size: int) -> None:
-    """Write metrics.json + PNGs into best/: dev metrics as recorded when it was saved, test scored now."""
-    from rich.console import Console
-
-    from tunelab.evaluation import evaluate
-    from tunelab.evaluation.report import metrics_table, write_report
-    from tunelab.export.artifact import load_artifact
-    from tunelab.training.tracking import read_history
-
-    best = load_artifact(out / "best")
-    metrics = {"dev": best.info["dev_metrics"]}  # the loop scored these exact weights on dev already
-    if inputs.test is not None:
-        metrics["test"] = evaluate(
-            best.model,
-            best.task,
-            inputs.test,
-            inputs.collator,
-            best.labels,
-            batch_size,
-            params=best.task_params,
-            examples=inputs.examples["test"],
-            tokenizer=best.tokenizer,
-        )
-    report = dict(metrics)
-    if any(m["name"] == "moe" for m in best.info["config"]["methods"]):
-        report["router_dev"] = _moe_router_report(best, inputs.dev, inputs.collator, batch_size)
-    write_report(best.path, report, best.labels, read_history(out))
-    Console(stderr=True).print(metrics_table(metrics))
-    logger.info("model, metrics.json and plots in %s", best.path)
-
-
-def _moe_router_report(best: Any, features: Any, collator: Any, batch_size: int) -> dict[str, Any]:
-    """Router health of the best MoE model on dev (loads, max/mean, dead, entropy) + load heatmap PNG."""
-    from torch.utils.data import DataLoader
-
-    from tunelab.methods.moe.stats import plot_load_heatmap, router_report
-
-    report = router_report(best.model, DataLoader(features, batch_size=batch_size, collate_fn=collator))
-    plot_load_heatmap(report, best.path / "expert_load_dev.png")
-    return report
 
 
 COMBINE_HELP = "How several models combine: logits (mean) | probs (mean probability) | vote (majority)."
-
-
-def _load_models(model_dirs: list[Path], combine: str) -> Any:
-    """One saved model, or the ensemble of several (same task, labels and tokenizer)."""
-    from tunelab.evaluation.ensemble import ensemble_of
-    from tunelab.export.artifact import load_artifact
-
-    arts = [load_artifact(path) for path in model_dirs]
-    return arts[0] if len(arts) == 1 else ensemble_of(arts, combine)  # type: ignore[arg-type]
 
 
 @app.command("eval")
@@ -233,41 +100,13 @@ def eval_command(
     """Score a saved model (or an ensemble of several) on a labelled file; metrics JSON goes to stdout."""
     _setup_logging()
     try:
-        from rich.console import Console
+        from tunelab.workflows import evaluate_file, load_models
 
-        from tunelab.data import Columns
-        from tunelab.evaluation import evaluate
-        from tunelab.evaluation.report import metrics_table, write_report
-        from tunelab.tasks.spec import tokenize_dataset
-
-        art = _load_models(model_dir, combine)
-        cols = Columns(
-            text=text_column or art.columns.text,
-            label=label_column or art.columns.label or "label",
-            text_pair=art.columns.text_pair,
-        )
-        rows = art.task.read_eval(data, cols, art.task_params, art.labels)
-        features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
-        collator = art.task.collator(art.tokenizer, art.task_params)
-        metrics = {
-            "eval": evaluate(
-                art.model,
-                art.task,
-                features,
-                collator,
-                art.labels,
-                batch_size,
-                params=art.task_params,
-                examples=rows,
-                tokenizer=art.tokenizer,
-            )
-        }
+        art = load_models(model_dir, combine)
+        metrics = evaluate_file(art, data, batch_size, text_column, label_column, report_dir)
     except TunelabError as exc:
         _fail(exc)
-    if report_dir is not None:
-        write_report(report_dir, metrics, art.labels)
-    Console(stderr=True).print(metrics_table(metrics))
-    typer.echo(json.dumps(metrics["eval"], indent=2))
+    typer.echo(json.dumps(metrics, indent=2))
 
 
 @app.command()
@@ -299,25 +138,12 @@ def predict(
     """
     _setup_logging()
     try:
-        from tunelab.data import load_records
-        from tunelab.evaluation.generate import GenerationOptions
-        from tunelab.evaluation.predict import predict_records
+        from tunelab.inference.generate import GenerationOptions
+        from tunelab.inference.predict import predict_records
+        from tunelab.workflows import load_models, prediction_records
 
-        art = _load_models(model_dir, combine)
-        fields = {name: name for name in art.task.input_fields}
-        if "text" in fields:
-            fields["text"] = text_column or art.columns.text
-        if file is not None and not text:
-            records = load_records(file, fields)
-        elif len(fields) > 1:
-            raise TunelabError(
-                f"task {art.task.name} takes {', '.join(fields)} per input: give a table --file"
-            )
-        else:
-            lines = list(text) if text else [line.rstrip("\n") for line in sys.stdin if line.strip()]
-            records = [{next(iter(fields)): line} for line in lines]
-        if not records:
-            raise TunelabError("no input: give --text, --file, or lines on stdin")
+        art = load_models(model_dir, combine)
+        records = prediction_records(art, text or [], file, text_column, sys.stdin if not text else [])
         generation = GenerationOptions(max_new_tokens, temperature, top_p, top_k, tuple(stop or ()), seed)
         if stream and art.task.generation_prompt is None:
             raise TunelabError(f"--stream: task {art.task.name} does not generate text; drop --stream")
@@ -405,10 +231,8 @@ def export_command(
         record = export_model(model_dir, to, opts)
     except TunelabError as exc:
         _fail(exc)
-    Console(stderr=True).print(parity_table(record["parity"]))
-    typer.echo(
-        json.dumps({"output": str(to), "steps": record["steps"], "parity": record["parity"]}, indent=2)
-    )
+    Console(stderr=True).print(parity_table(record.parity))
+    typer.echo(json.dumps({"output": str(to), "steps": record.steps, "parity": record.parity}, indent=2))
 
 
 @data_app.command("prepare")
@@ -437,7 +261,7 @@ def data_back_translate(
 ) -> None:
     """Augment a training CSV: its rows plus each row with COLUMN back-translated (same label)."""
     try:
-        from tunelab.data.back_translation import BackTranslator, back_translate_csv
+        from tunelab.inference.back_translation import BackTranslator, back_translate_csv
 
         translator = BackTranslator(forward, backward, max_new_tokens, temperature, seed)
         added = back_translate_csv(src, dest, translator, column)

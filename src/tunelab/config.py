@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +22,11 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
+    """``model:``: where the starting weights come from, and whether their code may run.
+
+    Resolved to a local directory by ``models.load.resolve_model``; hub downloads never happen.
+    """
+
     name_or_path: str = Field(
         description=(
             "Shipped model asset name (see `tunelab assets`), a local HF directory, or `scratch` with "
@@ -34,9 +39,22 @@ class ModelConfig(_Section):
     )
 
 
+AugmentOp = Literal["swap", "delete", "insert", "synonym"]
+
+
+def _default_augment_ops() -> list[AugmentOp]:
+    return ["swap", "delete", "insert"]
+
+
 class AugmentConfig(_Section):
-    ops: list[Literal["swap", "delete", "insert", "synonym"]] = Field(
-        default_factory=lambda: ["swap", "delete", "insert"],
+    """``data.augment:``: EDA-style text edits applied to training examples as batches are drawn.
+
+    Edits are redrawn every epoch from the run seed, so a run stays reproducible; dev and test rows are
+    never augmented. The synonym operation needs a user-supplied ``synonyms_file``.
+    """
+
+    ops: list[AugmentOp] = Field(
+        default_factory=_default_augment_ops,
         min_length=1,
         description="EDA operations; one is drawn per augmented example.",
     )
@@ -65,6 +83,12 @@ class AugmentConfig(_Section):
 
 
 class DataConfig(_Section):
+    """``data:``: the input files, which columns hold text and label, and how rows are sampled.
+
+    Every subset (``max_*_samples``, ``k_shot``, the dev split of train) is drawn with ``train.seed``,
+    so the same config always trains and evaluates on the same rows.
+    """
+
     train_file: Path = Field(description="Training data: .csv, .jsonl/.json or .parquet.")
     dev_file: Path | None = Field(
         default=None,
@@ -96,6 +120,11 @@ class DataConfig(_Section):
 
 
 class TaskConfig(_Section):
+    """``task:``: which task (registry name) the model learns, with its still-unvalidated params.
+
+    ``params`` is checked against the task spec's pydantic model in ``training/plan.py``.
+    """
+
     name: str = Field(default="classification", description="Task name from the task registry.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Task options, validated by the task spec."
@@ -103,6 +132,11 @@ class TaskConfig(_Section):
 
 
 class MethodConfig(_Section):
+    """One entry of ``methods:``: an adaptation method (registry name) and its unvalidated params.
+
+    ``params`` is checked against the method spec's pydantic model in ``training/plan.py``.
+    """
+
     name: str = Field(description="Adaptation method name from the method registry.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Method options, validated by the method spec."
@@ -110,6 +144,12 @@ class MethodConfig(_Section):
 
 
 class TrainConfig(_Section):
+    """``train:``: the training loop's output, optimizer, schedule, precision, evaluation and saving.
+
+    Invariant: at most one of ``warmup_steps`` / ``warmup_ratio`` is set. ``metric_for_best_model``
+    stays None here and is filled with the task's main metric when the run is planned.
+    """
+
     output_dir: Path = Field(
         default=Path("runs/default"), description="Run directory (checkpoints, logs, best/)."
     )
@@ -169,17 +209,28 @@ class TrainConfig(_Section):
 
 
 class RunConfig(_Section):
-    model: ModelConfig
-    data: DataConfig
-    task: TaskConfig = Field(default_factory=TaskConfig)
+    """The whole run: one YAML file (plus overrides) validated into this frozen tree.
+
+    Unknown keys are errors at every level (``extra="forbid"``) so a typo never silently falls back to
+    a default; ``dump_config`` writes it back with every default explicit.
+    """
+
+    model: ModelConfig = Field(description="The pretrained model (or scratch architecture) to start from.")
+    data: DataConfig = Field(description="Training, dev and test files, their columns and sampling.")
+    task: TaskConfig = Field(
+        default_factory=TaskConfig, description="What the model learns to do: task name and its params."
+    )
     methods: list[MethodConfig] = Field(
         default_factory=lambda: [MethodConfig(name="full")],
         description="Adaptation methods, applied in order.",
     )
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="The training loop: output dir, steps, optimizer, evaluation, saving.",
+    )
 
 
-class _YamlLoader(yaml.SafeLoader):
+class _YamlLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stubs: SafeLoader is Any
     """SafeLoader that also reads ``3e-5`` as a float (YAML 1.2; PyYAML's 1.1 rules need ``3.0e-5``)."""
 
 
@@ -264,11 +315,11 @@ def format_loc(loc: tuple[Any, ...]) -> str:
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names of the pydantic model that owns the unknown key at ``loc``."""
-    current: Any = model
+    current: type[BaseModel] = model
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        field = current.model_fields.get(part) if isinstance(current, type) else None
+        field = current.model_fields.get(part)
         if field is None:
             return []
         annotation = field.annotation
@@ -326,4 +377,5 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
 
 def dump_config(cfg: RunConfig) -> str:
     """The fully resolved config as YAML (every default made explicit)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    # PyYAML ships no stubs; without a stream, safe_dump returns the text.
+    return cast(str, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

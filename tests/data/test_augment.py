@@ -21,9 +21,9 @@ from tunelab.data.augment import (
     synonym_replace,
     text_units,
 )
-from tunelab.data.back_translation import BackTranslator, back_translate_csv
 from tunelab.data.batching import epoch_batches
 from tunelab.errors import CheckpointError, DataError
+from tunelab.inference.back_translation import BackTranslator, back_translate_csv
 
 WORDS = ["the", "plot", "was", "dull", "and", "far", "too", "long"]
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.assets import QA_DIR, prepare_dataset
+from tunelab.assets import prepare_dataset
+from tunelab.assets.bbc import QA_DIR
 from tunelab.data.squad import read_qa
 
 

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tunelab.cli import app
-from tunelab.export.artifact import load_artifact
 from tunelab.export.pipeline import ExportOptions, export_model
+from tunelab.inference.artifact import load_artifact
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sentiment.yaml"
 
@@ -25,9 +25,9 @@ def test_int8_export_of_minilm_keeps_accuracy(tmp_path: Path, rt_overrides):
         tmp_path / "run", tmp_path / "int8", ExportOptions(quantize="int8", latency_repeats=3)
     )
 
-    report = record["parity"]
+    report = record.parity
     assert report["before"]["metrics"]["accuracy"] > 0.7
     assert report["metric_drop"] <= 0.02
     assert report["size_ratio"] < 0.7
     reloaded = load_artifact(tmp_path / "int8")
-    assert reloaded.info["dev_metrics"]["accuracy"] == report["after"]["metrics"]["accuracy"]
+    assert reloaded.info.dev_metrics["accuracy"] == report["after"]["metrics"]["accuracy"]

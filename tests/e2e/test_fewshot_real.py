@@ -9,9 +9,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from tunelab.assets import prepare_dataset, resolve_model
+from tunelab.assets import prepare_dataset
 from tunelab.config import validate_config
 from tunelab.evaluation import evaluate
+from tunelab.models.load import resolve_model
 from tunelab.tasks import prompt_classification as pc
 from tunelab.tasks.spec import load_with_labels
 from tunelab.training import prepare_inputs, resolve

@@ -10,10 +10,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
-from tunelab.assets import resolve_model
 from tunelab.cli import app
 from tunelab.methods.moe import Params, upcycle
 from tunelab.methods.moe.layer import moe_layers
+from tunelab.models.load import resolve_model
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sentiment_moe.yaml"
 

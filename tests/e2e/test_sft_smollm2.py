@@ -9,7 +9,7 @@ import pytest
 from tunelab.assets import prepare_dataset
 from tunelab.config import load_config
 from tunelab.evaluation import evaluate
-from tunelab.evaluation.generate import GenerationJob, generate
+from tunelab.inference.generate import GenerationJob, generate
 from tunelab.tasks.causal_lm import chat_prompt
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 

@@ -14,7 +14,7 @@ from tunelab.cli import app
 from tunelab.config import dump_config
 from tunelab.errors import CheckpointError
 from tunelab.evaluation.ensemble import combine_logits, ensemble_of
-from tunelab.export.artifact import load_artifact
+from tunelab.inference.artifact import load_artifact
 
 
 @pytest.fixture

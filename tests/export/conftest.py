@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from tunelab.cli import app
 from tunelab.config import RunConfig, dump_config
-from tunelab.export.artifact import Artifact
 from tunelab.export.parity import latency_batch
 from tunelab.export.pipeline import ExportOptions
+from tunelab.inference.artifact import Artifact
 from tunelab.tasks.spec import tokenize_dataset
 
 TEXTS = ["the movie was good", "an awful plot", "it was quite fine and dull", "weak story"]

@@ -13,15 +13,18 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import safe_open
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from tunelab.data import Columns
 from tunelab.errors import CheckpointError, ExportError
 from tunelab.export import merge
-from tunelab.export.artifact import load_artifact
 from tunelab.export.pipeline import export_model
-from tunelab.tasks.spec import label_maps
+from tunelab.inference.artifact import load_artifact
+from tunelab.models.artifact import save_model
+from tunelab.models.load import label_maps
+from tunelab.models.run_info import RunInfo
 
 
 @pytest.fixture
-def lora_model(make_config, tiny_backbone_dir: Path) -> tuple[PeftModel, Any, dict[str, Any]]:
+def lora_model(make_config, tiny_backbone_dir: Path) -> tuple[PeftModel, Any, RunInfo]:
     """A LoRA model with non-zero LoRA weights (init_lora_weights=False), its tokenizer and run info."""
     labels = ["negative", "positive"]
     id2label, label2id = label_maps(labels)
@@ -36,20 +39,20 @@ def lora_model(make_config, tiny_backbone_dir: Path) -> tuple[PeftModel, Any, di
         modules_to_save=["classifier", "pooler"],  # the MLM backbone has no pooler
         init_lora_weights=False,
     )
-    info = {
-        "task": "classification",
-        "task_params": {"max_length": 32},
-        "labels": labels,
-        "columns": {"text": "text", "label": "label"},
-        "config": make_config().model_dump(mode="json"),
-    }
+    info = RunInfo(
+        task="classification",
+        task_params={"max_length": 32},
+        labels=labels,
+        columns=Columns(text="text", label="label"),
+        config=make_config(),
+    )
     return get_peft_model(base, config), AutoTokenizer.from_pretrained(tiny_backbone_dir), info
 
 
 @pytest.fixture
 def adapter_dir(lora_model, tiny_backbone_dir: Path, tmp_path: Path) -> Path:
     model, tokenizer, info = lora_model
-    merge.save_adapter(model, tokenizer, tmp_path / "adapter", info, base_model=str(tiny_backbone_dir))
+    save_model(model, tokenizer, tmp_path / "adapter", info)
     return tmp_path / "adapter"
 
 
@@ -68,14 +71,14 @@ def test_merge_outputs_equal_adapter_and_differ_from_base(
     out = tmp_path / "merged"
     record = export_model(adapter_dir, out, dataclasses.replace(fast, merge=True, dtype=dtype))
 
-    assert record["steps"] == ["merged"]
-    assert record["merged"]["max_logit_diff"] <= merge.MERGE_ATOL[dtype]
+    assert record.steps == ["merged"]
+    assert record.merged["max_logit_diff"] <= merge.MERGE_ATOL[dtype]
     assert not (out / "adapter_config.json").exists()
     with safe_open(str(out / "model.safetensors"), "pt") as weights:
         assert weights.get_tensor(next(iter(weights.keys()))).dtype == merge.DTYPES[dtype]
     merged = load_artifact(out)
     assert not isinstance(merged.model, PeftModel)
-    assert "adapter" not in merged.info
+    assert merged.info.adapter is None
     with torch.no_grad():
         merged_logits = merged.model(**batch).logits
     torch.testing.assert_close(merged_logits, adapter_logits, rtol=0, atol=atol)
@@ -105,6 +108,6 @@ def test_adapter_without_the_bases_missing_modules_is_refused(
 ):
     model, tokenizer, info = lora_model
     model.peft_config["default"].modules_to_save = {"classifier"}
-    merge.save_adapter(model, tokenizer, tmp_path / "a", info, base_model=str(tiny_backbone_dir))
+    save_model(model, tokenizer, tmp_path / "a", info)
     with pytest.raises(CheckpointError, match=r"no weights for \['bert\.pooler.*modules_to_save"):
         load_artifact(tmp_path / "a")

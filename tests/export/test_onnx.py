@@ -11,8 +11,8 @@ import torch
 
 from tunelab.errors import ExportError
 from tunelab.export import onnx as onnx_export
-from tunelab.export.artifact import load_artifact
 from tunelab.export.pipeline import export_model
+from tunelab.inference.artifact import load_artifact
 
 
 def test_onnx_export_matches_eager_on_dynamic_shapes(
@@ -27,8 +27,8 @@ def test_onnx_export_matches_eager_on_dynamic_shapes(
     out = tmp_path / "onnx"
     record = export_model(tiny_run, out, dataclasses.replace(fast, onnx=True))
 
-    assert record["steps"] == ["onnx"]
-    assert record["onnx"]["max_logit_diff"] <= onnx_export.ONNX_ATOL
+    assert record.steps == ["onnx"]
+    assert record.onnx["max_logit_diff"] <= onnx_export.ONNX_ATOL
     assert {"model.onnx", "model.safetensors", "config.json", "tokenizer.json", "README.md"} <= {
         p.name for p in out.iterdir()
     }

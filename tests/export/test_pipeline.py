@@ -10,9 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 from tunelab.cli import app
+from tunelab.config import validate_config
 from tunelab.errors import ExportError
 from tunelab.export.model_card import UNKNOWN, card_metadata
 from tunelab.export.pipeline import ExportOptions, check_options
+from tunelab.models.run_info import ExportInfo, RunInfo
 
 
 def export(*args: str):
@@ -87,13 +89,15 @@ def test_check_options_reports_every_problem(tmp_path: Path):
 
 
 def test_card_metadata_for_shipped_model():
-    info = {
-        "task": "classification",
-        "labels": ["negative", "positive"],
-        "config": {"model": {"name_or_path": "minilm-l6"}, "data": {"train_file": "nowhere/train.csv"}},
-        "dev_metrics": {"accuracy": 0.81234, "macro_f1": 0.8},
-        "export": {"steps": ["int8"]},
-    }
+    info = RunInfo(
+        task="classification",
+        labels=["negative", "positive"],
+        config=validate_config(
+            {"model": {"name_or_path": "minilm-l6"}, "data": {"train_file": "nowhere/train.csv"}}
+        ),
+        dev_metrics={"accuracy": 0.81234, "macro_f1": 0.8},
+        export=ExportInfo(source="run/best", steps=["int8"], parity={}),
+    )
     meta = card_metadata(info)
     assert meta["license"] == "apache-2.0"
     assert meta["language"] == ["en"]

@@ -12,8 +12,8 @@ from transformers import AutoModelForSequenceClassification
 
 from tunelab.errors import ExportError
 from tunelab.export import prune
-from tunelab.export.artifact import load_artifact
 from tunelab.export.pipeline import export_model
+from tunelab.inference.artifact import load_artifact
 from tunelab.methods.moe import Params, upcycle
 
 HEAD = ("classifier",)
@@ -24,8 +24,8 @@ def test_pruning_magnitude_keeps_zeros_and_neurons_shrink_the_model(tiny_run: Pa
     out = tmp_path / "pruned"
     record = export_model(tiny_run, out, dataclasses.replace(fast, prune="magnitude", prune_amount=0.5))
 
-    pruned = record["pruned"]
-    assert record["steps"] == ["pruned-magnitude+recovered"]
+    pruned = record.pruned
+    assert record.steps == ["pruned-magnitude+recovered"]
     assert pruned["linear_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert len(pruned["recovery"]["losses"]) >= 1
     reloaded = load_artifact(out).model
@@ -37,18 +37,18 @@ def test_pruning_magnitude_keeps_zeros_and_neurons_shrink_the_model(tiny_run: Pa
     original = dict(before.named_modules())[name].weight
     kept = layer.weight != 0
     assert not torch.equal(layer.weight[kept], original[kept])
-    assert record["parity"]["after"]["metrics"]["accuracy"] >= 0.5
+    assert record.parity["after"]["metrics"]["accuracy"] >= 0.5
 
     out = tmp_path / "neurons"
     record = export_model(tiny_run, out, dataclasses.replace(fast, prune="neurons", prune_amount=0.5))
 
-    assert record["pruned"]["intermediate_size"] == 32
-    assert record["pruned"]["parameters"]["after"] < record["pruned"]["parameters"]["before"]
+    assert record.pruned["intermediate_size"] == 32
+    assert record.pruned["parameters"]["after"] < record.pruned["parameters"]["before"]
     assert json.loads((out / "config.json").read_text())["intermediate_size"] == 32
     plain = AutoModelForSequenceClassification.from_pretrained(out)
     assert plain.bert.encoder.layer[0].intermediate.dense.out_features == 32
-    assert sum(p.numel() for p in plain.parameters()) == record["pruned"]["parameters"]["after"]
-    assert record["parity"]["after"]["size_mb"] < record["parity"]["before"]["size_mb"]
+    assert sum(p.numel() for p in plain.parameters()) == record.pruned["parameters"]["after"]
+    assert record.parity["after"]["size_mb"] < record.parity["before"]["size_mb"]
 
 
 def test_ffn_pruning_removes_dead_neurons_without_changing_outputs(tiny_backbone_dir: Path):

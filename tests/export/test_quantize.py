@@ -12,10 +12,10 @@ from safetensors.torch import save_file
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from transformers import AutoConfig
 
-from tunelab.errors import CheckpointError
-from tunelab.export.artifact import load_artifact
+from tunelab.errors import CheckpointError, ExportError
 from tunelab.export.pipeline import export_model
-from tunelab.export.quantize import WEIGHTS_FILE, int8_state_dict, load_int8, quantize_int8, save_int8
+from tunelab.inference.artifact import load_artifact
+from tunelab.models.int8 import WEIGHTS_FILE, int8_state_dict, load_int8, quantize_int8, save_int8
 from tunelab.tasks import TASKS
 
 
@@ -25,7 +25,7 @@ def test_int8_export_keeps_accuracy_shrinks_and_reloads_identically(
     out = tmp_path / "int8"
     record = export_model(tiny_run, out, dataclasses.replace(fast, quantize="int8"))
 
-    report = record["parity"]
+    report = record.parity
     assert report["before"]["metrics"]["accuracy"] > 0.7  # the fixture run learned something
     assert report["metric_drop"] <= 0.05
     assert report["after"]["size_mb"] < 0.8 * report["before"]["size_mb"]
@@ -51,6 +51,15 @@ def test_int8_export_keeps_accuracy_shrinks_and_reloads_identically(
         logits = reloaded.model(**batch).logits
         torch.testing.assert_close(logits, fresh(**batch).logits, rtol=0, atol=0)
         assert 0 < (logits - fp32.model(**batch).logits).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("again", [{}, {"onnx": True}, {"prune": "magnitude", "quantize": "int8"}])
+def test_an_int8_export_is_refused_as_a_float_source(tiny_run: Path, tmp_path: Path, fast, again):
+    """Its packed int8 layers cannot be saved as float weights, exported to ONNX or pruned."""
+    export_model(tiny_run, tmp_path / "int8", dataclasses.replace(fast, quantize="int8"))
+    with pytest.raises(ExportError, match="already an int8 export"):
+        export_model(tmp_path / "int8", tmp_path / "again", dataclasses.replace(fast, **again))
+    assert not (tmp_path / "again").exists()
 
 
 def test_int8_reader_refuses_incomplete_file(tiny_backbone_dir: Path, tmp_path: Path):

@@ -19,13 +19,14 @@ import torch
 from toy_tasks import TOY_TASKS, toy_methods
 from tunelab.config import validate_config
 from tunelab.errors import ConfigError
-from tunelab.export.artifact import load_artifact
-from tunelab.export.merge import save_run_model
+from tunelab.inference.artifact import load_artifact
 from tunelab.methods import METHODS
 from tunelab.methods.freeze import in_head
-from tunelab.methods.spec import Target
+from tunelab.models.artifact import save_model
 from tunelab.tasks import TASKS
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
+from tunelab.training.plan import method_target
+from tunelab.workflows import run_info
 
 PAIRS = [(task, method) for task in TASKS.names() for method in METHODS.names()]
 
@@ -37,7 +38,7 @@ def declared_refusal(task_name: str, method_name: str) -> str | None:
         return None
     methods = toy_methods(method_name)
     params = spec.params.model_validate(methods[0].get("params") or {})
-    target = Target(task_name, task.model_class.__name__, tuple(m["name"] for m in methods))
+    target = method_target(task, [METHODS.get(m["name"]) for m in methods])
     return spec.refuses(params, target)
 
 
@@ -58,13 +59,7 @@ def save_teacher(tiny_backbone_dir: Path, tmp_path: Path, task: str) -> Path:
     (tmp_path / "teacher-run").mkdir()
     plan = resolve(toy_config(tiny_backbone_dir, tmp_path / "teacher-run", task, "full"))
     inputs = prepare_inputs(plan)
-    info = {
-        "task": plan.task.name,
-        "task_params": inputs.task_params.model_dump(mode="json"),
-        "labels": inputs.labels,
-        "config": plan.cfg.model_dump(mode="json"),
-    }
-    save_run_model(inputs.adapted.model, inputs.tokenizer, tmp_path / "teacher", info)
+    save_model(inputs.adapted.model, inputs.tokenizer, tmp_path / "teacher", run_info(plan, inputs))
     return tmp_path / "teacher"
 
 
@@ -127,14 +122,7 @@ def test_one_step_trains_what_it_should_and_round_trips(tiny_backbone_dir, tmp_p
     else:
         assert changed, "nothing trained"
 
-    info = {
-        "task": plan.task.name,
-        "task_params": plan.task_params.model_dump(mode="json"),
-        "labels": inputs.labels,
-        "columns": {"text": "text", "label": "label"},
-        "config": plan.cfg.model_dump(mode="json"),
-    }
-    save_run_model(model, inputs.tokenizer, tmp_path / "best", info)
+    save_model(model, inputs.tokenizer, tmp_path / "best", run_info(plan, inputs))
     loaded = load_artifact(tmp_path / "best")
     batch = inputs.collator([inputs.dev[i] for i in range(4)])
     forward = {key: value for key, value in batch.items() if key not in plan.task.target_keys}

@@ -13,9 +13,12 @@ from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
 from tunelab.cli import app
-from tunelab.export.artifact import load_artifact, save_artifact
+from tunelab.config import validate_config
+from tunelab.inference.artifact import load_artifact
 from tunelab.methods.moe import Params, upcycle
 from tunelab.methods.moe.layer import moe_layers
+from tunelab.models.artifact import save_model
+from tunelab.models.run_info import RunInfo
 from tunelab.serving.predictor import load_predictor
 
 MOE = {"n_routed_experts": 4, "top_k": 2, "granularity": 2, "aux_loss_alpha": 0.01, "bias_update_speed": 0.01}
@@ -88,15 +91,17 @@ def test_saved_moe_reloads_with_identical_outputs(tmp_path: Path, tiny_backbone_
     params = Params(**MOE)
     model = _tiny_moe(tiny_backbone_dir, params)
     moe_layers(model)[1].router.bias.copy_(torch.tensor([0.1, -0.1, 0.0, 0.2]))
-    info = {
-        "task": "classification",
-        "labels": ["negative", "positive"],
-        "columns": {"text": "text"},
-        "config": {"methods": [{"name": "moe", "params": params.model_dump()}]},
-    }
+    config = validate_config(
+        {
+            "model": {"name_or_path": str(tiny_backbone_dir)},
+            "data": {"train_file": "train.csv"},
+            "methods": [{"name": "moe", "params": params.model_dump()}],
+        }
+    )
+    info = RunInfo(task="classification", labels=["negative", "positive"], config=config)
     from transformers import AutoTokenizer
 
-    save_artifact(model, AutoTokenizer.from_pretrained(tiny_backbone_dir), tmp_path / "m", info)
+    save_model(model, AutoTokenizer.from_pretrained(tiny_backbone_dir), tmp_path / "m", info)
     reloaded = load_artifact(tmp_path / "m").model
     ids = torch.randint(5, 100, (2, 7))
     with torch.no_grad():

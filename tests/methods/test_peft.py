@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from tunelab.cli import app
 from tunelab.config import dump_config
 from tunelab.errors import ConfigError
-from tunelab.export.artifact import load_artifact
+from tunelab.inference.artifact import load_artifact
 from tunelab.methods.peft import rank_budget
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 from tunelab.training.tracking import read_history
@@ -66,7 +66,10 @@ def test_trained_lora_run_saves_an_adapter_that_merges_to_equal_logits(make_conf
     ("methods", "message"),
     [
         ([{"name": "lora"}, {"name": "ia3"}], r"lora and ia3 each decide the trainable parameters; keep one"),
-        ([{"name": "moe"}, {"name": "lora"}], r"methods\[1\]\.name: lora cannot train .*moe adds router"),
+        (
+            [{"name": "moe"}, {"name": "lora"}],
+            r"methods\[1\]\.name: lora cannot train .*moe adds weights the base does not have; train moe",
+        ),
         ([{"name": "adalora", "params": {"tinit_ratio": 0.5, "tfinal_ratio": 0.5}}], r"budget phase"),
     ],
     ids=["two-peft", "moe-lora", "adalora-schedule"],

@@ -22,7 +22,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from tunelab.export.artifact import save_artifact
+from tunelab.models.artifact import save_model
+from tunelab.models.run_info import RunInfo
 from tunelab.serving.predictor import EncoderPredictor, load_predictor
 
 KEY = "test-key-0123456789"
@@ -40,13 +41,8 @@ def classifier_dir(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFac
     model = BertForSequenceClassification.from_pretrained(
         tiny_backbone_dir, num_labels=2, id2label={0: "negative", 1: "positive"}
     )
-    info = {
-        "task": "classification",
-        "task_params": {"max_length": 32},
-        "labels": ["negative", "positive"],
-        "columns": {"text": "text"},
-    }
-    save_artifact(model, BertTokenizerFast.from_pretrained(tiny_backbone_dir), out, info)
+    info = RunInfo(task="classification", task_params={"max_length": 32}, labels=["negative", "positive"])
+    save_model(model, BertTokenizerFast.from_pretrained(tiny_backbone_dir), out, info)
     return out
 
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
-from tunelab.evaluation.predict import predict_records
+from tunelab.inference.predict import predict_records
 from tunelab.serving.app import create_app
 from tunelab.serving.predictor import EncoderPredictor
 from tunelab.serving.settings import ServeSettings

@@ -10,8 +10,9 @@ import pytest
 import torch
 from transformers import BertForQuestionAnswering, BertTokenizerFast
 
-from tunelab.evaluation.predict import predict_records
-from tunelab.export.artifact import save_artifact
+from tunelab.inference.predict import predict_records
+from tunelab.models.artifact import save_model
+from tunelab.models.run_info import RunInfo
 from tunelab.serving.app import create_app
 from tunelab.serving.predictor import EncoderPredictor, load_predictor
 from tunelab.serving.settings import ServeSettings
@@ -29,8 +30,8 @@ def qa_predictor(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFacto
     torch.manual_seed(0)
     model = BertForQuestionAnswering.from_pretrained(tiny_backbone_dir)
     params = {"max_length": 24, "doc_stride": 6, "max_answer_length": 4, "version_2_with_negative": False}
-    info = {"task": "qa", "task_params": params, "labels": [], "columns": {}}
-    save_artifact(model, BertTokenizerFast.from_pretrained(tiny_backbone_dir), out, info)
+    info = RunInfo(task="qa", task_params=params)
+    save_model(model, BertTokenizerFast.from_pretrained(tiny_backbone_dir), out, info)
     predictor = load_predictor(str(out))
     assert isinstance(predictor, EncoderPredictor)
     return predictor

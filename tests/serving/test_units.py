@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tunelab.errors import ServingError
-from tunelab.evaluation.generate import StopScanner, cut_at_stop
+from tunelab.inference.generate import StopScanner, cut_at_stop
 from tunelab.serving.access import mask_pii
 from tunelab.serving.batcher import Batcher, Closed, QueueFull
 from tunelab.serving.settings import ServeSettings, check_exposure

@@ -12,12 +12,14 @@ from transformers import AutoTokenizer
 from toy_tasks import TOY_TASKS, toy_rows, write_csv
 from tunelab.config import validate_config
 from tunelab.evaluation import evaluate
-from tunelab.evaluation.predict import predict_records
-from tunelab.export.artifact import load_artifact
-from tunelab.export.merge import save_run_model
+from tunelab.inference.artifact import load_artifact
+from tunelab.inference.predict import predict_records
+from tunelab.models.architectures import mean_pool
+from tunelab.models.artifact import save_model
 from tunelab.tasks import embedding_classification as ec
-from tunelab.tasks.spec import load_with_labels, mean_pool
+from tunelab.tasks.spec import load_with_labels
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
+from tunelab.workflows import run_info
 
 LABELS = ["a", "a", "a", "b", "b", "c"]
 
@@ -108,12 +110,7 @@ def test_k_shot_training_lifts_accuracy_above_chance_and_round_trips(tiny_backbo
     after = evaluate(inputs.adapted.model, batch_size=16, params=inputs.task_params, **scored)
 
     assert after["accuracy"] >= max(0.75, before["accuracy"] + 0.2), (before["accuracy"], after["accuracy"])
-    info = {
-        "task": plan.task.name,
-        "task_params": inputs.task_params.model_dump(mode="json"),
-        "labels": inputs.labels,
-    }
-    save_run_model(inputs.adapted.model, inputs.tokenizer, tmp_path / "best", info)
+    save_model(inputs.adapted.model, inputs.tokenizer, tmp_path / "best", run_info(plan, inputs))
     loaded = load_artifact(tmp_path / "best")
     live = dataclasses.replace(loaded, model=inputs.adapted.model.eval())
     records = [{"text": text} for text, _ in toy_rows(6, seed=11)]

@@ -16,12 +16,13 @@ from tunelab.cli import app
 from tunelab.config import validate_config
 from tunelab.errors import ConfigError
 from tunelab.evaluation import evaluate
-from tunelab.evaluation.predict import predict_records
-from tunelab.export.artifact import load_artifact
-from tunelab.export.merge import save_run_model
+from tunelab.inference.artifact import load_artifact
+from tunelab.inference.predict import predict_records
+from tunelab.models.artifact import save_model
 from tunelab.tasks import prompt_classification as pc
 from tunelab.tasks.spec import load_with_labels
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
+from tunelab.workflows import run_info
 
 LABELS = ["negative", "positive"]
 TEXTS = ["the plot was awful", "a lovely and superb movie, the actor was great", "fine"]
@@ -140,12 +141,7 @@ def test_k_shot_training_lifts_accuracy_above_chance_and_round_trips(llama_dir, 
     after = evaluate(inputs.adapted.model, batch_size=16, params=inputs.task_params, **scored)
 
     assert after["accuracy"] >= max(0.8, before["accuracy"] + 0.25), (before["accuracy"], after["accuracy"])
-    info = {
-        "task": plan.task.name,
-        "task_params": inputs.task_params.model_dump(mode="json"),
-        "labels": LABELS,
-    }
-    save_run_model(inputs.adapted.model, inputs.tokenizer, tmp_path / "best", info)
+    save_model(inputs.adapted.model, inputs.tokenizer, tmp_path / "best", run_info(plan, inputs))
     records = [{"text": text} for text in TEXTS]
     loaded = load_artifact(tmp_path / "best")
     live = dataclasses.replace(loaded, model=inputs.adapted.model.eval())

@@ -22,8 +22,9 @@ from tunelab.cli import app
 from tunelab.config import validate_config
 from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.evaluation import evaluate
-from tunelab.evaluation.predict import predict_outputs, predict_records
-from tunelab.export.artifact import load_artifact
+from tunelab.inference.artifact import load_artifact
+from tunelab.inference.generate import generate_ids
+from tunelab.inference.predict import predict_outputs, predict_records
 from tunelab.tasks.seq2seq import TASK, Params, generated_texts
 from tunelab.tasks.spec import IGNORE_INDEX, Predicted, tokenize_dataset
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
@@ -222,7 +223,7 @@ def test_no_repeat_ngram_size_blocks_the_untrained_models_loops():
     batch = TASK.collator(tokenizer, Params())(features_of(toy_pairs(2, seed=5), tokenizer))
 
     def bigrams(params: Params) -> list[list[tuple[int, ...]]]:
-        out = TASK.generate(model, batch, params)
+        out = generate_ids(model, batch, TASK.generation(params))
         ids, lengths = out["generated_ids"], out["generated_length"]
         rows = [row[:n].tolist() for row, n in zip(ids, lengths, strict=True)]
         return [list(zip(row, row[1:], strict=False)) for row in rows]

@@ -18,9 +18,10 @@ from tunelab.cli import app
 from tunelab.config import DataConfig
 from tunelab.data.tagging import load_tagged_data, read_tagged_file
 from tunelab.errors import DataError
-from tunelab.evaluation.predict import predict_records
-from tunelab.export.artifact import load_artifact
-from tunelab.tasks.spec import IGNORE_INDEX, Predicted, label_maps, tokenize_dataset
+from tunelab.inference.artifact import load_artifact
+from tunelab.inference.predict import predict_records
+from tunelab.models.load import label_maps
+from tunelab.tasks.spec import IGNORE_INDEX, Predicted, tokenize_dataset
 from tunelab.tasks.token_classification import (
     TASK,
     Params,
@@ -258,7 +259,7 @@ def test_train_eval_predict_round_trip(make_config, tmp_path: Path):
 
 def test_token_logits_of_different_lengths_gather_the_same_at_any_batch_size(tiny_backbone_dir, tokenizer):
     """Ragged token logits pad to one array; rows match whatever batch they were padded in."""
-    from tunelab.evaluation.predict import predict_outputs
+    from tunelab.inference.predict import predict_outputs
     from tunelab.tasks.spec import OUTPUT_PAD, load_with_labels
 
     model = load_with_labels(TASK, tiny_backbone_dir, LABELS).eval()

@@ -40,8 +40,14 @@ class TaskData:
 
 @dataclass(frozen=True)
 class Columns:
+    """Names of the table columns that hold the input text, the label and the optional second text.
+
+    From ``data.text_column``, ``data.label_column`` and ``data.text_pair_column``; ``label`` is None
+    for unlabelled input (texts to predict).
+    """
+
     text: str
-    label: str | None
+    label: str | None = None
     text_pair: str | None = None
 
 

@@ -74,7 +74,7 @@ def random_insert(units: list[str], n: int, rng: np.random.Generator, synonyms: 
     for _ in range(n):
         word = units[rng.integers(len(units))]
         options = synonyms.get(word.lower()) or [word]
-        units.insert(int(rng.integers(len(units) + 1)), options[rng.integers(len(options))])
+        units.insert(int(rng.integers(len(units) + 1)), options[int(rng.integers(len(options)))])
     return units
 
 
@@ -84,7 +84,7 @@ def synonym_replace(units: list[str], n: int, rng: np.random.Generator, synonyms
     candidates = [i for i, u in enumerate(units) if synonyms.get(u.lower())]
     for i in rng.permutation(candidates)[:n] if candidates else []:
         options = synonyms[units[i].lower()]
-        units[i] = options[rng.integers(len(options))]
+        units[i] = options[int(rng.integers(len(options)))]
     return units
 
 
@@ -98,7 +98,8 @@ def text_units(text: str, unit: str) -> list[str]:
         import jieba
 
         jieba.setLogLevel(logging.WARNING)  # it logs its dictionary load at INFO
-        return jieba.lcut(text)
+        words: list[str] = jieba.lcut(text)
+        return words
     return text.split()
 
 
@@ -148,6 +149,11 @@ class AugmentingCollator:
         self.base, self.tokenize, self.cfg, self.seed, self.synonyms = base, tokenize, cfg, seed, synonyms
 
     def __call__(self, rows: list[dict[str, Any]]) -> Any:
+        """The batch of ``rows``: augmented and re-tokenised when they carry ``text``, then padded.
+
+        The augmentation RNG is seeded by the run seed and the rows' ``row`` ids, so a batch of the
+        same rows is augmented the same way whatever process builds it.
+        """
         if not rows or "text" not in rows[0]:
             return self.base(rows)
         rng = np.random.default_rng([self.seed, *(int(r["row"]) for r in rows)])

@@ -20,6 +20,7 @@ class Problems:
     rows: set[str] = field(default_factory=set)
 
     def add(self, where: str, message: str) -> None:
+        """Record ``message`` about the row at ``where`` (``file:line`` or a JSON path)."""
         self.messages.append(f"{where}: {message}")
         self.rows.add(where)
 

@@ -6,11 +6,40 @@ import logging
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def holdout_split(
+    rows: Sequence[T], stratify: Sequence[str] | None = None, test_size: float = 0.2, seed: int = 0
+) -> tuple[list[T], list[T]]:
+    """Seeded (train, test) rows in sklearn's shuffled order, label proportions kept when ``stratify``.
+
+    The shuffled order is part of the result: the shipped datasets are written in it, so changing
+    it (e.g. sorting) would change every prepared file.
+    """
+    train, test = train_test_split(rows, test_size=test_size, random_state=seed, stratify=stratify)
+    return train, test
+
+
+def three_way_split(
+    n: int, stratify: Sequence[str] | None = None, seed: int = 0
+) -> tuple[list[int], list[int], list[int]]:
+    """Seeded 80/10/10 (train, dev, test) indices of ``n`` rows, stratified when labels are given.
+
+    Two holdout splits (80/20, then the 20 halved) rather than one shuffle cut in three, so dev and
+    test each keep the label proportions.
+    """
+    train, rest = holdout_split(list(range(n)), stratify, 0.2, seed)
+    rest_labels = [stratify[i] for i in rest] if stratify is not None else None
+    dev, test = holdout_split(rest, rest_labels, 0.5, seed)
+    return train, dev, test
 
 
 def stratified_split(labels: Sequence[str], ratio: float, seed: int) -> tuple[list[int], list[int]]:
@@ -19,7 +48,6 @@ def stratified_split(labels: Sequence[str], ratio: float, seed: int) -> tuple[li
     Falls back to a plain seeded split (with a warning) when some label has fewer than two rows,
     because stratification is impossible then.
     """
-    indices = np.arange(len(labels))
     counts = Counter(labels)
     stratify: Sequence[str] | None = labels
     if min(counts.values()) < 2 or round(len(labels) * ratio) < len(counts):
@@ -27,8 +55,8 @@ def stratified_split(labels: Sequence[str], ratio: float, seed: int) -> tuple[li
             "some labels are too rare to stratify the dev split; using a plain random split", stacklevel=2
         )
         stratify = None
-    train, dev = train_test_split(indices, test_size=ratio, random_state=seed, stratify=stratify)
-    return sorted(train.tolist()), sorted(dev.tolist())
+    train, dev = holdout_split(list(range(len(labels))), stratify, ratio, seed)
+    return sorted(train), sorted(dev)
 
 
 def subsample(n_rows: int, limit: int | None, seed: int) -> list[int]:

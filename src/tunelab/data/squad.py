@@ -24,8 +24,11 @@ QAColumns = dict[str, list[Any]]
 COLUMNS = ("id", "question", "context", "answers")
 
 
-def _squad_records(path: Path, document: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """(location, flat record, context) per question of a SQuAD document, locations as JSON paths."""
+def _squad_records(path: Path, document: Any) -> Iterator[tuple[str, dict[str, Any], object]]:
+    """(location, flat record, context) per question of a SQuAD document, locations as JSON paths.
+
+    Records and contexts are yielded as read: ``read_qa`` checks them and reports every bad question.
+    """
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise DataError(f"{path}: expected a SQuAD object with a 'data' list (data[].paragraphs[].qas[])")
     for a, article in enumerate(document["data"]):
@@ -41,7 +44,7 @@ def _squad_records(path: Path, document: Any) -> Iterator[tuple[str, dict[str, A
                 answers = [] if impossible else qa.get("answers", [])
                 if not isinstance(answers, list) or not all(isinstance(x, dict) for x in answers):
                     raise DataError(f"{where}.qas[{q}]: 'answers' must be a list of {{text, answer_start}}")
-                record = {
+                record: dict[str, Any] = {
                     "id": qa.get("id"),
                     "question": qa.get("question"),
                     "answers": {
@@ -53,8 +56,11 @@ def _squad_records(path: Path, document: Any) -> Iterator[tuple[str, dict[str, A
                 yield f"{where}.qas[{q}]", record, context
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """(file:line, record, context) per line of a flat JSONL file; empty answers mean unanswerable."""
+def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any], object]]:
+    """(file:line, record, context) per line of a flat JSONL file; empty answers mean unanswerable.
+
+    As :func:`_squad_records`, the context is yielded unchecked (it may be missing or not a string).
+    """
     table = read_table(path)
     for i in range(len(table.lines)):
         row = {name: values[i] for name, values in table.columns.items()}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from accelerate import Accelerator
 
-from tunelab.evaluation.predict import predict_outputs
+from tunelab.inference.predict import predict_outputs
 from tunelab.tasks.spec import Predicted, TaskSpec
+
+if TYPE_CHECKING:  # accelerate enters at training and batched inference; evaluation only passes it on
+    from accelerate import Accelerator
 
 
 def evaluate(

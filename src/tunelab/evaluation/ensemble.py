@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from transformers.utils import ModelOutput
+from transformers.utils.generic import ModelOutput
 
 from tunelab.errors import CheckpointError
 from tunelab.tasks.spec import logits_output
@@ -49,8 +49,14 @@ class Ensemble(nn.Module):
         self.how = how
 
     def forward(self, **batch: Any) -> ModelOutput:
-        stacked = torch.stack([member(**batch).logits.float() for member in self.members])
-        return ModelOutput(logits=combine_logits(stacked, self.how))
+        """Every member on ``batch``, their fp32 logits combined as ``how`` says (``combine_logits``).
+
+        Members share task, labels and tokenizer (``ensemble_of`` checks), so their logits line up; the
+        output has a transformers model's ``logits`` field, so prediction and metrics run on it as is.
+        """
+        stacked = torch.stack([member(**batch).logits.float() for member in self.members])  # [M, ..., C]
+        logits = combine_logits(stacked, self.how)
+        return ModelOutput(logits=logits)  # type: ignore[no-untyped-call]  # __init__ unannotated in HF
 
 
 def _signature(art: Any) -> dict[str, Any]:
@@ -66,7 +72,7 @@ def _signature(art: Any) -> dict[str, Any]:
 def ensemble_of(artifacts: Sequence[Any], how: Combine) -> Any:
     """One loaded artifact (the first member's metadata) whose model is the ensemble of all members.
 
-    ``artifacts`` are ``export.artifact.Artifact`` instances (passed in: evaluation sits below export).
+    ``artifacts`` are ``inference.artifact.Artifact`` instances.
     """
     if how not in COMBINE:
         raise CheckpointError(f"--combine: {how!r} is not supported; choose one of: {', '.join(COMBINE)}")

@@ -10,16 +10,16 @@ nobody stated.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tunelab.assets import MODELS
+from tunelab.models.run_info import RunInfo
+from tunelab.tasks import TASKS
 
 UNKNOWN = "unknown: not a shipped asset; state its licence before publishing"
-PIPELINE_TAGS = {"classification": "text-classification"}
 
 
 def base_model_license(name_or_path: str) -> str:
@@ -39,39 +39,38 @@ def _spdx(license_text: str) -> str:
     return first.lower() if first[0].isupper() and "-" in first else "other"
 
 
-def card_metadata(info: Mapping[str, Any]) -> dict[str, Any]:
-    """Front-matter dict from an export's ``tunelab_run.json`` content."""
-    cfg = info.get("config") or {}
-    base = (cfg.get("model") or {}).get("name_or_path", UNKNOWN)
-    data = cfg.get("data") or {}
+def card_metadata(info: RunInfo) -> dict[str, Any]:
+    """Front-matter dict from an export's run record."""
+    cfg = info.config
+    base = cfg.model.name_or_path if cfg is not None else UNKNOWN
+    data = [cfg.data.train_file, cfg.data.dev_file, cfg.data.test_file] if cfg is not None else []
     base_license = base_model_license(base)
-    metrics = info.get("dev_metrics") or {}
-    export = info.get("export") or {}
+    metrics = info.dev_metrics or {}
+    steps = info.export.steps if info.export is not None else []
+    task = TASKS.get(info.task)
     return {
         "license": _spdx(base_license),
         "language": ["en"] if base in MODELS else [],
         "base_model": base,
-        "pipeline_tag": PIPELINE_TAGS.get(info["task"], info["task"]),
-        "tags": ["tunelab", *export.get("steps", [])],
-        "datasets": [
-            str(f) for f in (data.get("train_file"), data.get("dev_file"), data.get("test_file")) if f
-        ],
+        "pipeline_tag": task.pipeline_tag or task.name,
+        "tags": ["tunelab", *steps],
+        "datasets": [str(f) for f in data if f],
         "metrics": [
             {"name": name, "type": name, "value": round(float(metrics[name]), 4), "split": "dev"}
             for name in ("accuracy", "macro_f1")
             if name in metrics
         ],
         "tunelab": {
-            "task": info["task"],
-            "labels": list(info["labels"]),
+            "task": info.task,
+            "labels": list(info.labels),
             "base_model_license": base_license,
-            "data_license": data_license(str(data["train_file"])) if data.get("train_file") else UNKNOWN,
-            "export": export.get("steps", []),
+            "data_license": data_license(str(data[0])) if data else UNKNOWN,
+            "export": steps,
         },
     }
 
 
-def render_model_card(info: Mapping[str, Any], parity_markdown: str) -> str:
+def render_model_card(info: RunInfo, parity_markdown: str) -> str:
     """The full README.md text: front matter, intended use, limitations, export parity table."""
     meta = card_metadata(info)
     labels = ", ".join(meta["tunelab"]["labels"])
@@ -79,11 +78,11 @@ def render_model_card(info: Mapping[str, Any], parity_markdown: str) -> str:
     steps = ", ".join(meta["tunelab"]["export"]) or "none (plain copy)"
     return (
         f"---\n{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---\n\n"
-        f"# {meta['base_model']} fine-tuned for {info['task']} ({labels})\n\n"
+        f"# {meta['base_model']} fine-tuned for {info.task} ({labels})\n\n"
         "Trained and exported with tunelab. Load it with `tunelab eval`, `tunelab predict` or "
         "`tunelab serve` on this directory.\n\n"
         "## Intended use\n\n"
-        f"Single-label {info['task']} of short texts ({language}) into: {labels}. It was fine-tuned on the "
+        f"Single-label {info.task} of short texts ({language}) into: {labels}. It was fine-tuned on the "
         "data listed above and is meant for texts like them.\n\n"
         "## Limitations\n\n"
         "- Scores are on the dev split listed above only; measure on your own data before relying on it.\n"

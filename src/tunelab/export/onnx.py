@@ -74,6 +74,10 @@ class OrtClassifier(nn.Module):
         self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     def forward(self, **batch: torch.Tensor) -> Any:
+        """Run the graph on the inputs it declares (as int64, on CPU); returns ``.logits`` like HF.
+
+        Extra batch keys (e.g. targets) are ignored; the logits come back as a CPU tensor.
+        """
         feed = {name: batch[name].cpu().numpy().astype(np.int64) for name in self.inputs}
         return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
 

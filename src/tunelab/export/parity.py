@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import torch
 from rich.table import Table
 
 from tunelab.evaluation import evaluate
-from tunelab.tasks.spec import TaskSpec
+from tunelab.tasks.spec import Collate, TaskSpec
 
 LATENCY_BATCHES = (1, 32)
 WEIGHT_SUFFIXES = (".safetensors", ".onnx")
@@ -55,9 +55,7 @@ class EvalSplit:
     params: Any
 
 
-def latency_batch(
-    features: Any, collator: Callable[[list[dict]], dict], size: int, task: TaskSpec
-) -> dict[str, torch.Tensor]:
+def latency_batch(features: Any, collator: Collate, size: int, task: TaskSpec) -> dict[str, torch.Tensor]:
     """The first ``size`` dev rows (cycled if the split is smaller), padded, without the task's targets."""
     rows = [
         {k: v for k, v in features[i % len(features)].items() if k not in task.target_keys}

@@ -12,15 +12,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from tunelab.config import validate_config
+from tunelab.config import RunConfig
 from tunelab.data import TaskData
 from tunelab.errors import CheckpointError, ExportError
-from tunelab.export import merge, model_card, prune, quantize
-from tunelab.export.artifact import Artifact, load_artifact, write_run_info
+from tunelab.export import merge, model_card, prune
 from tunelab.export.parity import (
     EvalSplit,
     Measurement,
@@ -31,10 +30,17 @@ from tunelab.export.parity import (
     scored_metrics,
     weight_files,
 )
+from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.io import atomic_dir
+from tunelab.models import int8
+from tunelab.models.adapter import is_adapter_dir
+from tunelab.models.run_info import ExportInfo, write_run_info
 from tunelab.tasks.spec import tokenize_dataset
 from tunelab.training import TrainInputs
 from tunelab.training.setup import task_adapted
+
+if TYPE_CHECKING:
+    from tunelab.models.protocols import SavesPretrained
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +49,16 @@ PROBE_ROWS = 4
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """What ``tunelab export`` was asked to do (CLI flags, one field each)."""
+    """What ``tunelab export`` was asked to do (CLI flags, one field each).
+
+    Values arrive unchecked from the command line, hence plain ``str``: ``check_options`` refuses any
+    outside the choices noted below, listing every problem at once.
+    """
 
     merge: bool = False
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    quantize: Literal["int8"] | None = None
-    prune: Literal["magnitude", "neurons"] | None = None
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (merge.DTYPES)
+    quantize: str | None = None  # int8
+    prune: str | None = None  # magnitude | neurons (prune.PRUNE_METHODS)
     prune_amount: float = 0.3
     recovery_steps: int = 100
     recovery_lr: float | None = None
@@ -90,15 +100,20 @@ def check_options(opts: ExportOptions, dest: Path) -> None:
         raise ExportError("export refused:\n" + "\n".join(problems))
 
 
-def run_splits(art: Artifact) -> TaskData:
-    """The run's train/dev splits rebuilt from its recorded config exactly as training built them."""
-    if "config" not in art.info:
+def run_config(art: Artifact) -> RunConfig:
+    """The training config recorded with the model; a plain HF directory has none."""
+    if art.info.config is None:
         raise CheckpointError(
             f"{art.path}: no training config recorded (not a tunelab run); pass --eval-data FILE, "
             "and pruning needs a tunelab run"
         )
-    cfg = validate_config(art.info["config"])
-    data = art.task.load_data(cfg.data, art.task_params, cfg.train.seed)
+    return art.info.config
+
+
+def run_splits(art: Artifact) -> TaskData:
+    """The run's train/dev splits rebuilt from its recorded config exactly as training built them."""
+    cfg = run_config(art)
+    data: TaskData = art.task.load_data(cfg.data, art.task_params, cfg.train.seed)
     if data.labels != art.labels:
         raise CheckpointError(
             f"{cfg.data.train_file}: labels {data.labels} differ from the model's {art.labels}; "
@@ -127,7 +142,7 @@ def _prune_and_recover(
     else:
         record["intermediate_size"] = prune.prune_ffn_neurons(model, opts.prune_amount)
     record["dev_before_recovery"] = score(model)
-    cfg = validate_config(art.info["config"])
+    cfg = run_config(art)
     inputs = TrainInputs(
         adapted=task_adapted(art.task, art.task_params, model),
         tokenizer=art.tokenizer,
@@ -151,7 +166,7 @@ def _prune_and_recover(
     }
 
 
-def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any]:
+def export_model(source: Path, dest: Path, opts: ExportOptions) -> ExportInfo:
     """Run the requested export steps on the model at ``source`` and write it to ``dest`` atomically.
 
     Returns the ``export`` record written into ``tunelab_run.json`` (steps, per-step details, parity).
@@ -159,18 +174,26 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
     check_options(opts, dest)
     torch.set_num_threads(opts.threads)
     art = load_artifact(source)
-    if opts.merge and not merge.is_adapter_dir(art.path):
+    if opts.merge and not is_adapter_dir(art.path):
         raise ExportError(
             f"--merge: {art.path} has no adapter to merge (no adapter_config.json); it is already a full "
             "model, so export it without --merge"
         )
-    if merge.is_adapter_dir(art.path) and not opts.merge:
+    if is_adapter_dir(art.path) and not opts.merge:
         raise ExportError(f"{art.path}: an adapter artifact; export it with --merge to get a full model")
+    source_export = art.info.export
+    if source_export is not None and source_export.quantized and (opts.quantize is None or opts.prune):
+        # Its dynamic int8 layers hold packed weights: save_pretrained and pruning cannot handle them.
+        raise ExportError(
+            f"{art.path}: already an int8 export, which can only be re-quantized (--quantize int8, no "
+            f"--prune); export the float model it came from instead ({source_export.source})"
+        )
     needs_run_data = opts.prune is not None or opts.eval_data is None
     data = run_splits(art) if needs_run_data else None
     if opts.eval_data is not None:
         examples = art.task.read_eval(opts.eval_data, art.columns, art.task_params, art.labels)
     else:
+        assert data is not None, "without --eval-data the run's splits are loaded"
         examples = data.dev
     dev = EvalSplit(_features(art, examples), examples, art.task_params)
     collator = art.task.collator(art.tokenizer, art.task_params)
@@ -187,24 +210,22 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
     if opts.merge:
         model, diff = merge.merge_verified(model, probe, opts.dtype)
         steps.append("merged")
-        record["merged"] = {
-            "dtype": opts.dtype,
-            "max_logit_diff": diff,
-            "base_model": art.info["adapter"]["base_model"],
-        }
+        base_model = art.info.adapter.base_model if art.info.adapter is not None else None
+        record["merged"] = {"dtype": opts.dtype, "max_logit_diff": diff, "base_model": base_model}
     if opts.prune is not None:
+        assert data is not None, "pruning loads the run's splits"
         record["pruned"] = _prune_and_recover(model, art, opts, data, score)
         steps.append(f"pruned-{opts.prune}+recovered")
     if opts.quantize == "int8":
-        model = quantize.quantize_int8(model)
+        model = int8.quantize_int8(model)
         steps.append("int8")
-        record["quantized"] = {"method": quantize.METHOD, "weights_file": quantize.WEIGHTS_FILE}
+        record["quantized"] = {"method": int8.METHOD, "weights_file": int8.WEIGHTS_FILE}
 
     with atomic_dir(dest) as tmp:
         if opts.quantize == "int8":
-            quantize.save_int8(model, tmp)
+            int8.save_int8(model, tmp)
         else:
-            model.save_pretrained(tmp, safe_serialization=True)
+            cast("SavesPretrained", model).save_pretrained(tmp, safe_serialization=True)
         art.tokenizer.save_pretrained(tmp)
         files = weight_files(tmp)
         evaluated = model
@@ -220,9 +241,8 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> dict[str, Any
             evaluated, files = onnx_export.OrtClassifier(session), [path]
         after = measured(evaluated, files)
         report = parity_report(before, after, art.task.metric_names[0])
-        export = {"source": str(art.path), "steps": steps, **record, "parity": report}
-        info = {k: v for k, v in art.info.items() if k not in ("adapter", "versions", "git_sha")}
-        info = {**info, "dev_metrics": after.metrics, "export": export}
+        export = ExportInfo(source=str(art.path), steps=steps, **record, parity=report)
+        info = art.info.model_copy(update={"adapter": None, "dev_metrics": after.metrics, "export": export})
         write_run_info(tmp, info)
         card = model_card.render_model_card(info, parity_markdown(report))
         (tmp / "README.md").write_text(card, encoding="utf-8")

@@ -8,7 +8,7 @@ afterwards. The model keeps its shape: the saving is in compressibility, not in 
 FFN-neuron pruning removes the same number of intermediate neurons from every layer (lowest
 ``||W_in[i, :]|| * ||W_out[:, i]||`` first, a cheap importance proxy) with transformers'
 ``prune_linear_layer``, so the result is a plain, smaller HF model with a smaller
-``intermediate_size`` that ``from_pretrained`` loads as is.
+``intermediate_size`` that loads as a plain Hugging Face model.
 
 Attention heads are not offered: transformers 5 removed ``prune_heads``, and BERT-style configs derive
 the head size from ``hidden_size / num_attention_heads``, so a model with fewer heads of the original
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -36,6 +36,9 @@ from tunelab.errors import ExportError
 from tunelab.methods import METHODS
 from tunelab.training import Plan, TrainInputs, build_accelerator, train
 from tunelab.training.setup import task_adapted
+
+if TYPE_CHECKING:
+    from tunelab.models.protocols import Configured
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def make_permanent(model: nn.Module) -> None:
     """Fold every pruning mask into its weight so the model saves as a plain state dict."""
     for module in model.modules():
         if prune.is_pruned(module) and hasattr(module, "weight_orig"):
-            prune.remove(module, "weight")
+            prune.remove(module, "weight")  # type: ignore[no-untyped-call]  # unannotated in torch
 
 
 def linear_sparsity(model: nn.Module, head_modules: tuple[str, ...]) -> float:
@@ -80,7 +83,18 @@ def linear_sparsity(model: nn.Module, head_modules: tuple[str, ...]) -> float:
     return zeros / max(sum(w.numel() for w in weights), 1)
 
 
-def _encoder_layers(model: nn.Module) -> list[nn.Module]:
+class _HasDense(Protocol):
+    dense: nn.Linear
+
+
+class _EncoderLayer(Protocol):
+    """A BERT-style encoder layer: FFN input projection ``intermediate.dense``, output ``output.dense``."""
+
+    intermediate: _HasDense
+    output: _HasDense
+
+
+def _encoder_layers(model: nn.Module) -> list[_EncoderLayer]:
     layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
     if layers is None or not all(
         isinstance(getattr(getattr(layer, "intermediate", None), "dense", None), nn.Linear)
@@ -92,14 +106,15 @@ def _encoder_layers(model: nn.Module) -> list[nn.Module]:
             f"output); {type(model).__name__} is not one (an MoE model's FFNs are experts). "
             "Use --prune magnitude"
         )
-    return list(layers)
+    return cast("list[_EncoderLayer]", list(layers))  # the structure checked above
 
 
 @torch.no_grad()
 def prune_ffn_neurons(model: nn.Module, amount: float) -> int:
     """Remove ``amount`` of the FFN neurons in every layer (same count each); returns the new width."""
     layers = _encoder_layers(model)
-    width = model.config.intermediate_size
+    config = cast("Configured", model).config
+    width: int = config.intermediate_size
     keep = max(1, round(width * (1.0 - amount)))
     for layer in layers:
         w_in, w_out = layer.intermediate.dense.weight, layer.output.dense.weight  # (I, H), (H, I)
@@ -107,7 +122,7 @@ def prune_ffn_neurons(model: nn.Module, amount: float) -> int:
         index = importance.topk(keep).indices.sort().values
         layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, index, dim=0)
         layer.output.dense = prune_linear_layer(layer.output.dense, index, dim=1)
-    model.config.intermediate_size = keep
+    config.intermediate_size = keep
     return keep
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,14 +31,28 @@ from tunelab.methods.spec import (
     MethodSpec,
     StepOutput,
     Target,
+    companion_params,
     step_only_apply,
 )
 
 
 class Params(BaseModel):
+    """Options of adversarial training (validated from ``methods[i].params``).
+
+    ``epsilon`` bounds each example's perturbation in L2 over its attended tokens; ``alpha`` and
+    ``steps`` drive the ascent of ``pgd`` and ``freelb`` (``fgm`` takes one step of size ``epsilon``).
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    attack: Literal["fgm", "pgd", "freelb"] = Field("fgm", description="fgm | pgd | freelb.")
+    attack: Literal["fgm", "pgd", "freelb"] = Field(
+        "fgm",
+        description=(
+            "fgm: one normalised gradient step on the embeddings (Miyato et al. 2017); pgd: several "
+            "projected steps (Madry et al. 2018); freelb: gradients accumulated over the steps "
+            "(Zhu et al. 2020)."
+        ),
+    )
     # Word-embedding outputs have per-token norms ~1 (MiniLM, BERT): one FGM step of ε 1 flips 96% of a
     # trained MiniLM's sentiment predictions and training on such inputs collapses to the majority class
     # (bench/RESULTS.md), while ε 0.1 flips 31%.
@@ -52,9 +66,23 @@ class Params(BaseModel):
     )
 
 
+class _NoSync(Protocol):
+    """A DDP-style wrapper whose ``no_sync()`` defers the gradient all-reduce within its block."""
+
+    def no_sync(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which backward passes accumulate gradients locally, without all-reducing."""
+
+
 def input_embeddings(model: nn.Module) -> nn.Module:
     """The token embedding module of a (possibly DDP- or peft-wrapped) model."""
-    return getattr(model, "module", model).get_input_embeddings()
+    unwrapped: Any = getattr(model, "module", model)  # a transformers or peft model: untyped here
+    embeddings: nn.Module = unwrapped.get_input_embeddings()
+    return embeddings
+
+
+def _embedding_dim(model: nn.Module) -> int:
+    """Width E of the token embeddings, the last dimension of every perturbation (B, T, E)."""
+    return cast(nn.Embedding, input_embeddings(model)).embedding_dim
 
 
 @contextlib.contextmanager
@@ -67,9 +95,9 @@ def perturbed(embeddings: nn.Module, delta: torch.Tensor) -> Iterator[None]:
         handle.remove()
 
 
-def _quiet(model: nn.Module, quiet: bool) -> Any:
+def _quiet(model: nn.Module, quiet: bool) -> contextlib.AbstractContextManager[None]:
     """DDP's no_sync for passes whose gradients must not be all-reduced yet (a no-op without DDP)."""
-    return model.no_sync() if quiet and hasattr(model, "no_sync") else contextlib.nullcontext()
+    return cast(_NoSync, model).no_sync() if quiet and hasattr(model, "no_sync") else contextlib.nullcontext()
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +127,7 @@ def _fgm_pgd(
     """Clean pass (its gradient gives the direction), ascent, adversarial pass; mean of both losses."""
     ids = batch["input_ids"]
     mask = batch["attention_mask"].unsqueeze(-1).float()
-    dim = input_embeddings(adapted.model).embedding_dim
+    dim = _embedding_dim(adapted.model)
     delta = torch.zeros(*ids.shape, dim, device=ids.device, requires_grad=True)
     with _quiet(adapted.model, True):
         clean = _loss(adapted, batch, delta)
@@ -124,7 +152,7 @@ def _freelb(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backw
     """K ascent steps; each back-propagates loss/K, so parameter gradients average over the ascent."""
     ids = batch["input_ids"]
     mask = batch["attention_mask"].unsqueeze(-1).float()
-    dim = input_embeddings(adapted.model).embedding_dim
+    dim = _embedding_dim(adapted.model)
     delta = torch.zeros(*ids.shape, dim, device=ids.device)
     if p.init_magnitude > 0:
         delta = p.init_magnitude * normalized(torch.empty_like(delta).uniform_(-1, 1), mask)
@@ -142,7 +170,7 @@ def _freelb(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backw
 
 def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
     """Run the configured attack for one micro-batch."""
-    params: Params = adapted.companions["adversarial"].params
+    params: Params = companion_params(adapted, "adversarial")
     if params.attack == "freelb":
         return _freelb(adapted, batch, backward, params)
     return _fgm_pgd(adapted, batch, backward, params)

@@ -9,6 +9,8 @@ from tunelab.methods.spec import Adapted, MethodSpec
 
 
 class Params(BaseModel):
+    """Options of full fine-tuning: none (``methods[i].params`` must be empty); every parameter trains."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

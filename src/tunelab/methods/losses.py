@@ -19,7 +19,7 @@ IGNORE_INDEX = -100  # transformers' convention for positions without a label
 
 def model_logits(outputs: object) -> torch.Tensor:
     """``outputs.logits``, or a clear error for heads that have none (e.g. QA start/end logits)."""
-    logits = getattr(outputs, "logits", None)
+    logits: torch.Tensor | None = getattr(outputs, "logits", None)
     if logits is None:
         raise ConfigError(
             f"{type(outputs).__name__} has no `logits`; distill, rdrop and train.label_smoothing need a task "

@@ -18,7 +18,7 @@ refusals at validation for what peft cannot do with our transformers:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from peft import (
@@ -36,6 +36,7 @@ from torch import nn
 
 from tunelab.errors import ConfigError
 from tunelab.methods.spec import Adapted, MethodSpec, OptimizerStepContext, Target
+from tunelab.models.adapter import peft_wrapping
 
 # transformers head class suffix -> peft task type (peft wraps forward and saving per task type).
 TASK_TYPES = {
@@ -51,7 +52,7 @@ HEAD_FEEDERS = ("pooler",)
 
 
 def task_type(class_name: str) -> TaskType | None:
-    """peft's task type for a transformers model class name (Auto class or concrete), None if generic."""
+    """The peft task type for a transformers model class name (Auto class or concrete), None if generic."""
     return next((t for suffix, t in TASK_TYPES.items() if class_name.endswith(suffix)), None)
 
 
@@ -61,15 +62,20 @@ def modules_to_save(model: nn.Module, head_modules: tuple[str, ...]) -> list[str
     return [name for name in (*head_modules, *HEAD_FEEDERS) if name in present]
 
 
-def applier(config_class: type[PeftConfig], name: str, **fixed: Any) -> Callable:
-    """The method's ``apply``: its params (named as peft names them; tunelab's own are marked
-    ``exclude=True``) plus the task wiring and ``fixed`` into ``config_class``, then ``get_peft_model``;
-    peft's refusals are keyed to the method."""
+def applier(
+    config_class: type[PeftConfig], name: str, **fixed: Any
+) -> Callable[[nn.Module, BaseModel, tuple[str, ...]], Adapted]:
+    """The method's ``apply``: its params into ``config_class``, then ``get_peft_model``.
+
+    The params are named as peft names them (tunelab's own are marked ``exclude=True``) and join the
+    task wiring and ``fixed`` in the config; peft's refusals are keyed to the method.
+    """
 
     def apply(model: nn.Module, params: BaseModel, head_modules: tuple[str, ...]) -> Adapted:
         config = config_class(**params.model_dump(), **fixed, **_common(model, head_modules))
         try:
-            return Adapted(model=get_peft_model(model, config))
+            with peft_wrapping():
+                return Adapted(model=get_peft_model(model, config))
         except ValueError as exc:
             raise ConfigError(f"methods.{name}: peft refused the config: {exc}") from None
 
@@ -83,12 +89,16 @@ def _common(model: nn.Module, head_modules: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def refuses_moe(params: Any, target: Target) -> str | None:
-    """Adapters are saved as deltas over the unchanged base; MoE upcycling adds weights the base lacks."""
-    if "moe" in target.methods:
+def refuses_restructuring(params: Any, target: Target) -> str | None:
+    """Refuse a restructuring neighbour: adapters are saved as deltas over the unchanged base.
+
+    A restructuring method (e.g. MoE upcycling) adds weights the base lacks.
+    """
+    if target.restructuring:
+        names = " and ".join(target.restructuring)
         return (
-            "an adapter artifact stores only adapter weights over the unchanged base model, and moe adds "
-            "router/expert weights the base does not have; train moe with full"
+            f"an adapter artifact stores only adapter weights over the unchanged base model, and {names} "
+            f"adds weights the base does not have; train {names} with full"
         )
     return None
 
@@ -99,12 +109,14 @@ def refuses_unless(served: tuple[TaskType, ...], why: str) -> Callable[[Any, Tar
     def refuses(params: Any, target: Target) -> str | None:
         if task_type(target.model_class) not in served:
             return why.format(model_class=target.model_class)
-        return refuses_moe(params, target)
+        return refuses_restructuring(params, target)
 
     return refuses
 
 
 class _Params(BaseModel):
+    """Base of the peft methods' params: unknown keys and later mutation are refused."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -150,7 +162,7 @@ class AdaLoraParams(_Params):
 
     @model_validator(mode="after")
     def _budget_phase(self) -> AdaLoraParams:
-        """peft needs steps between the initial and final phases; the budget only shrinks."""
+        """Check the schedule: peft needs steps between the initial and final phases; budgets only shrink."""
         if self.tinit_ratio + self.tfinal_ratio >= 1.0:
             raise ValueError("tinit_ratio + tfinal_ratio must leave steps for the budget phase (sum < 1)")
         if self.target_r > self.init_r:
@@ -158,22 +170,52 @@ class AdaLoraParams(_Params):
         return self
 
 
+class _RankAllocator(Protocol):
+    """peft's AdaLoRA ``RankAllocator``: importance averages per parameter name."""
+
+    ipt: dict[str, torch.Tensor]
+    exp_avg_ipt: dict[str, torch.Tensor]
+    exp_avg_unc: dict[str, torch.Tensor]
+
+
+class _AdaLoraTuner(Protocol):
+    """peft's ``AdaLoraModel`` (the peft model's ``base_model``)."""
+
+    rankallocator: _RankAllocator
+
+    def update_and_allocate(self, global_step: int) -> None:
+        """Update importances from the current gradients and mask ranks to the step's budget."""
+
+
+class _AdaLoraPeftModel(Protocol):
+    """A ``PeftModel`` wrapping AdaLoRA: the parts of it that tunelab reads and writes."""
+
+    peft_config: dict[str, AdaLoraConfig]
+    base_model: _AdaLoraTuner
+
+
+def _adalora(model: nn.Module) -> _AdaLoraPeftModel:
+    """``model`` as the AdaLoRA ``PeftModel`` it is (``nn.Module`` attributes are untyped)."""
+    return cast(_AdaLoraPeftModel, model)
+
+
 def rank_budget(model: nn.Module) -> int:
     """Ranks currently kept over all AdaLoRA modules (the initial ranks until a budget is allocated)."""
-    config = model.peft_config["default"]
+    config = _adalora(model).peft_config["default"]
     if config.rank_pattern:
         return int(sum(sum(kept) for kept in config.rank_pattern.values()))
-    return sum(m.r["default"] for m in model.modules() if hasattr(m, "lora_E"))
+    return sum(cast(dict[str, int], m.r)["default"] for m in model.modules() if hasattr(m, "lora_E"))
 
 
 def adalora_step(adapted: Adapted, params: AdaLoraParams, ctx: OptimizerStepContext) -> dict[str, float]:
     """Score importances from this step's gradients and mask ranks to the current budget (peft's call)."""
-    model = getattr(adapted.model, "module", adapted.model)  # DDP-wrapped on several processes
-    config = model.peft_config["default"]
+    model: nn.Module = getattr(adapted.model, "module", adapted.model)  # DDP-wrapped on several processes
+    peft_model = _adalora(model)
+    config = peft_model.peft_config["default"]
     config.total_step = ctx.total_steps
     config.tinit = int(params.tinit_ratio * ctx.total_steps)
     config.tfinal = int(params.tfinal_ratio * ctx.total_steps)
-    model.base_model.update_and_allocate(ctx.step - 1)  # peft counts steps from 0
+    peft_model.base_model.update_and_allocate(ctx.step - 1)  # peft counts steps from 0
     return {"adalora_rank_budget": float(rank_budget(model))}
 
 
@@ -185,8 +227,10 @@ class AdaLoraState(nn.Module):
     """
 
     def run_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        allocator = model.base_model.rankallocator
-        pattern = model.peft_config["default"].rank_pattern or {}
+        """Importance averages and the allocated rank pattern (as bool masks) of the AdaLoRA model."""
+        peft_model = _adalora(model)
+        allocator = peft_model.base_model.rankallocator
+        pattern = peft_model.peft_config["default"].rank_pattern or {}
         return {
             **{f"exp_avg_ipt/{n}": t.contiguous() for n, t in allocator.exp_avg_ipt.items()},
             **{f"exp_avg_unc/{n}": t.contiguous() for n, t in allocator.exp_avg_unc.items()},
@@ -194,7 +238,8 @@ class AdaLoraState(nn.Module):
         }
 
     def restore(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-        allocator = model.base_model.rankallocator
+        """Put the checkpointed averages and rank pattern back into peft's allocator and config."""
+        allocator = _adalora(model).base_model.rankallocator
         parts: dict[str, dict[str, torch.Tensor]] = {"exp_avg_ipt": {}, "exp_avg_unc": {}, "rank_pattern": {}}
         for key, tensor in tensors.items():
             kind, name = key.split("/", 1)
@@ -204,14 +249,16 @@ class AdaLoraState(nn.Module):
             n: torch.zeros_like(t) for n, t in parts["exp_avg_ipt"].items()
         }  # recomputed each step
         if parts["rank_pattern"]:
-            model.peft_config["default"].rank_pattern = {
+            _adalora(model).peft_config["default"].rank_pattern = {
                 n: t.tolist() for n, t in parts["rank_pattern"].items()
             }
 
 
 def apply_adalora(model: nn.Module, params: BaseModel, head_modules: tuple[str, ...]) -> Adapted:
-    """peft's AdaLoRA (``total_step`` is a placeholder peft requires; ``adalora_step`` sets the plan's
-    count before any use), with its allocator state as a checkpointed companion."""
+    """The AdaLoRA ``apply``: peft's AdaLoRA with its allocator state as a checkpointed companion.
+
+    ``total_step`` is a placeholder peft requires; ``adalora_step`` sets the plan's count before any use.
+    """
     adapted = applier(AdaLoraConfig, "adalora", total_step=1)(model, params, head_modules)
     return Adapted(model=adapted.model, companions={"adalora": AdaLoraState()})
 
@@ -238,16 +285,20 @@ class PromptParams(_Params):
     num_virtual_tokens: int = Field(20, gt=0, description="Soft-prompt length.")
 
 
-LORA = MethodSpec("lora", LoraParams, applier(LoraConfig, "lora"), group="trainable", refuses=refuses_moe)
+LORA = MethodSpec(
+    "lora", LoraParams, applier(LoraConfig, "lora"), group="trainable", refuses=refuses_restructuring
+)
 ADALORA = MethodSpec(
     "adalora",
     AdaLoraParams,
     apply_adalora,
     on_optimizer_step=adalora_step,
     group="trainable",
-    refuses=refuses_moe,
+    refuses=refuses_restructuring,
 )
-IA3 = MethodSpec("ia3", IA3Params, applier(IA3Config, "ia3"), group="trainable", refuses=refuses_moe)
+IA3 = MethodSpec(
+    "ia3", IA3Params, applier(IA3Config, "ia3"), group="trainable", refuses=refuses_restructuring
+)
 # Prefix tuning: peft's path for non-LM heads needs ``past_key_values`` in the backbone's forward.
 PREFIX = MethodSpec(
     "prefix_tuning",

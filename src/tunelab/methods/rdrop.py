@@ -19,12 +19,15 @@ from tunelab.methods.spec import (
     Backward,
     MethodSpec,
     StepOutput,
+    companion_params,
     refuses_without_logits,
     step_only_apply,
 )
 
 
 class Params(BaseModel):
+    """Options of the R-Drop method (validated from ``methods[i].params``)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     alpha: float = Field(1.0, ge=0, description="Weight of the symmetric KL between the two dropout passes.")
@@ -32,7 +35,8 @@ class Params(BaseModel):
 
 def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
     """One forward of the doubled batch: task loss on both halves + α·symmetric KL between them."""
-    alpha = adapted.companions["rdrop"].params.alpha
+    params: Params = companion_params(adapted, "rdrop")
+    alpha = params.alpha
     doubled = {k: torch.cat([v, v]) for k, v in batch.items()}
     out = adapted.model(**doubled)
     hard = adapted.loss(out, doubled)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from pydantic import BaseModel
 from torch import nn
+
+from tunelab.config import RunConfig
 
 Backward = Callable[[torch.Tensor], None]
 LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
@@ -16,7 +19,7 @@ LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
 
 def model_loss(outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The model's own loss: transformers computes it when the batch carries ``labels``."""
-    return outputs.loss
+    return cast(torch.Tensor, outputs.loss)
 
 
 @dataclass
@@ -45,9 +48,11 @@ class RunState(Protocol):
     so a resumed run continues exactly; both calls get the unwrapped trained model.
     """
 
-    def run_state(self, model: nn.Module) -> dict[str, torch.Tensor]: ...
+    def run_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors to checkpoint: name -> contiguous tensor (written with safetensors)."""
 
-    def restore(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None: ...
+    def restore(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        """Put back the tensors :meth:`run_state` returned (as read from the checkpoint), in place."""
 
 
 class ParamsCompanion(nn.Module):
@@ -56,6 +61,14 @@ class ParamsCompanion(nn.Module):
     def __init__(self, params: Any) -> None:
         super().__init__()
         self.params = params
+
+
+def companion_params(adapted: Adapted, key: str) -> Any:
+    """The params a step-only method keeps as companion ``key`` (see :func:`step_only_apply`).
+
+    ``Adapted.companions`` is typed as plain modules; this is where a step reads its own params back.
+    """
+    return cast(ParamsCompanion, adapted.companions[key]).params
 
 
 def step_only_apply(key: str) -> Callable[[nn.Module, Any, tuple[str, ...]], Adapted]:
@@ -108,13 +121,18 @@ def default_step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: 
 class Target:
     """What a method will be applied to, known before any weight loads (for refusals at validation).
 
-    ``model_class`` is the task's transformers Auto class name (e.g. ``AutoModelForSequenceClassification``);
-    ``methods`` lists every configured method name in order, so a method can refuse a neighbour.
+    ``model_class`` is the task's model class name (e.g. ``AutoModelForSequenceClassification``);
+    ``methods`` lists every configured method name in order and ``restructuring`` those among them
+    that change the module structure (``MethodSpec.rebuild``), so a method can refuse a neighbour.
+    ``why_no_logits`` and ``own_architecture`` are the task's capabilities (``TaskSpec``).
     """
 
     task: str
     model_class: str
     methods: tuple[str, ...]
+    restructuring: tuple[str, ...] = ()
+    why_no_logits: str | None = None
+    own_architecture: bool = False
 
 
 SEQ2SEQ_CLASS = "AutoModelForSeq2SeqLM"  # encoder-decoders: embeddings and hidden states split in two
@@ -122,13 +140,8 @@ SEQ2SEQ_CLASS = "AutoModelForSeq2SeqLM"  # encoder-decoders: embeddings and hidd
 
 def refuses_without_logits(params: Any, target: Target) -> str | None:
     """For methods that compare one logits tensor per batch (soft targets, two-pass KL)."""
-    if target.model_class == "AutoModelForQuestionAnswering":
-        return "it compares one logits tensor per batch, and QA heads give separate start/end logits"
-    if target.task == "prompt_classification":
-        return (
-            "it compares one logits tensor per batch, and prompt_classification's label scores are "
-            "verbalizer log-likelihoods read from a causal LM's vocabulary logits"
-        )
+    if target.why_no_logits is not None:
+        return f"it compares one logits tensor per batch, and for task {target.task!r} {target.why_no_logits}"
     return None
 
 
@@ -146,7 +159,11 @@ class MethodSpec:
     train). ``refuses(params, target)`` returns why the method cannot serve ``target``, or None;
     ``training.plan.resolve`` reports it before any weight loads. ``prepare(adapted, params,
     train_features, collator)``, if set, runs once after the training split is tokenised and before
-    the first step (e.g. distillation's offline teacher-logit cache).
+    the first step (e.g. distillation's offline teacher-logit cache). ``conflicts(params, cfg)`` lists
+    what the method cannot take from the rest of the run config, each as ``params.key: why`` (e.g. a
+    teacher-logit cache beside data augmentation). ``report(model, dev_batches, model_dir)``, if set,
+    writes the method's own health report of the best model beside its metrics and returns its
+    sections for ``metrics.json`` (e.g. MoE's router load per expert).
     """
 
     name: str
@@ -158,3 +175,5 @@ class MethodSpec:
     group: str | None = None
     refuses: Callable[[Any, Target], str | None] | None = None
     prepare: Callable[[Adapted, Any, Any, Any], None] | None = None
+    conflicts: Callable[[Any, RunConfig], list[str]] | None = None
+    report: Callable[[nn.Module, Iterable[Mapping[str, torch.Tensor]], Path], dict[str, Any]] | None = None

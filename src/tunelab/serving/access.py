@@ -43,7 +43,8 @@ def log_inputs(request_id: str | None, texts: Sequence[str]) -> None:
 
 def request_id_of(scope: Scope) -> str:
     """The client's X-Request-ID when it is a short safe token (it lands in logs), else a new uuid."""
-    for key, value in scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]  # ASGI: (lower-cased name, value) pairs
+    for key, value in headers:
         if key == b"x-request-id":
             candidate = value.decode("latin-1")
             if _REQUEST_ID.fullmatch(candidate):
@@ -60,6 +61,12 @@ class AccessLogMiddleware:
         self.routes = routes  # known paths; anything else is counted as "unmatched" (bounded labels)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: run the request with an id, then log and count it whatever happened.
+
+        The id goes into ``scope["state"]`` (error bodies echo it) and the ``X-Request-ID`` response
+        header. An exception escaping the app is logged by type only and answered with a 500
+        ``ErrorBody`` if no response has started; the access line never holds the request body.
+        """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -42,7 +42,7 @@ def _model_calls(predictor: Predictor) -> dict[str, tuple[Any, int | None]]:
         calls: dict[str, tuple[Any, int | None]] = {
             "embed": (lambda texts: list(predictor.embed(texts)), None)
         }
-        if predictor.task is not None:
+        if predictor.schema is not None:
             calls["predict"] = (predictor.predict, None)
         return calls
     return {"generate": (lambda jobs: [predictor.generate(job) for job in jobs], 1)}
@@ -126,6 +126,9 @@ def app_from_env() -> FastAPI:
     uvicorn binds the socket itself, so the factory cannot see the address: it insists on an API key
     (or an explicit TUNELAB_SERVE_ALLOW_UNAUTHENTICATED) instead of trusting TUNELAB_SERVE_HOST.
     """
+    from tunelab.assets import hub_offline
+
+    hub_offline()  # a worker process starts here, not in the CLI
     return app_from_settings(load_settings(), bind_host=None)
 
 

@@ -102,8 +102,11 @@ class Batcher(Generic[In, Out]):
         return [p.future for p in pending]
 
     async def wait(self, futures: list[asyncio.Future[Out]], timeout: float) -> list[Out]:
-        """Results of ``futures`` in order; on timeout (``asyncio.TimeoutError``) or cancellation the
-        still-queued ones are cancelled, so the dispatcher skips them instead of running them."""
+        """Results of ``futures`` in order, waiting at most ``timeout`` seconds.
+
+        On timeout (``asyncio.TimeoutError``) or cancellation the still-queued ones are cancelled, so
+        the dispatcher skips them instead of running them; the exception is re-raised.
+        """
         try:
             return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
         except BaseException:

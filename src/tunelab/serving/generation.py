@@ -3,7 +3,7 @@
 Generation runs one request at a time in the batcher's worker thread (``max_batch_size`` 1 for
 generation: padding prompts of different lengths together costs more than it saves on CPU), so the
 same bounded queue, 429 and drain apply. Streaming uses transformers' ``AsyncTextIteratorStreamer``;
-``StopScanner`` (``tunelab.evaluation.generate``, shared with ``tunelab predict --stream``) holds back
+``StopScanner`` (``tunelab.inference.generate``, shared with ``tunelab predict --stream``) holds back
 just enough text that a stop string split across pieces never leaks.
 """
 
@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from transformers import AsyncTextIteratorStreamer
 
-from tunelab.evaluation.generate import GenerationJob, StopScanner
+from tunelab.inference.generate import GenerationJob, StopScanner
 from tunelab.serving.predictor import GeneratorPredictor
 from tunelab.serving.routes import ERRORS, Context
 from tunelab.serving.schemas import (
@@ -211,7 +211,7 @@ def _error_event(code: int, kind: str, message: str, request: Request) -> str:
 
 async def _until(streamer: AsyncTextIteratorStreamer, deadline: float) -> AsyncIterator[str]:
     """The streamer's pieces, raising ``asyncio.TimeoutError`` once ``deadline`` passes."""
-    iterator = streamer.__aiter__()
+    iterator = aiter(streamer)
     while True:
         try:
             yield await asyncio.wait_for(iterator.__anext__(), max(deadline - time.monotonic(), 0.001))

@@ -1,30 +1,36 @@
 """Predictors: a loaded model plus the blocking calls the batcher runs in its worker thread.
 
 Which predictor a directory gets follows its ``config.json``: a ``*ForCausalLM`` generates text
-(OpenAI-style routes); a tunelab artifact or HF sequence classifier predicts labels and embeds with
-its backbone; any other encoder (e.g. the shipped ``minilm-l6``) only embeds. Everything here is
+(OpenAI-style routes); a tunelab artifact, or a plain HF directory a task declares
+(``TaskSpec.hf_architecture``), predicts with its task's ``/v1/predict`` schema and embeds with its
+backbone; any other encoder (e.g. the shipped ``minilm-l6``) only embeds. Everything here is
 synchronous on purpose: the event loop never runs torch, the batcher's single worker thread does.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from tunelab.assets import resolve_model
-from tunelab.errors import CheckpointError, TunelabError
-from tunelab.evaluation.generate import Generation, GenerationJob, generate
-from tunelab.evaluation.predict import predict_records
-from tunelab.export.artifact import RUN_FILE, Artifact, load_artifact, resolve_artifact_dir
+from tunelab.errors import ServingError, TunelabError
+from tunelab.inference.artifact import Artifact, load_artifact, plain_hf_task
+from tunelab.inference.generate import Generation, GenerationJob, generate
+from tunelab.inference.predict import predict_records
+from tunelab.models.adapter import is_adapter_dir
+from tunelab.models.architectures import mean_pool
+from tunelab.models.artifact import resolve_model_dir
+from tunelab.models.load import load_causal_lm, load_config, load_encoder, resolve_model
+from tunelab.models.run_info import RUN_FILE
 from tunelab.tasks.causal_lm import chat_prompt
-from tunelab.tasks.spec import mean_pool
+from tunelab.tasks.schemas import ServeSchema
+
+if TYPE_CHECKING:
+    from tunelab.models.protocols import HasBaseModel
 
 
 def _count_tokens(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
@@ -41,9 +47,9 @@ class EncoderPredictor:
     artifact: Artifact | None = None
 
     @property
-    def task(self) -> str | None:
-        """Task name for ``/v1/predict``, or None when the model has no task head."""
-        return self.artifact.task.name if self.artifact is not None else None
+    def schema(self) -> ServeSchema | None:
+        """The task's ``/v1/predict`` schema, or None when the model has no task head."""
+        return self.artifact.task.serve_schema if self.artifact is not None else None
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as the model sees it (special tokens included)."""
@@ -98,21 +104,29 @@ def _model_id(name_or_path: str, path: Path) -> str:
 
 def load_predictor(name_or_path: str, device: str = "cpu") -> Predictor:
     """Load the model dir (or shipped model name) and pick the predictor its config calls for."""
-    path = resolve_artifact_dir(resolve_model(name_or_path))  # a run dir serves its best/
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{path}: no config.json; give a tunelab model dir or a Hugging Face model dir")
-    if not any(path.glob("*.safetensors")):
-        raise CheckpointError(f"{path}: no .safetensors weights; tunelab only loads safetensors models")
-    archs = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    path = resolve_model_dir(resolve_model(name_or_path))  # a run dir serves its best/
     model_id = _model_id(name_or_path, path)
+    if is_adapter_dir(path):
+        raise ServingError(
+            f"{path}: an adapter artifact (a PEFT run's best/); merge it into a full model first: "
+            f"tunelab export {path} --merge --to MERGED, then serve MERGED"
+        )
+    archs = load_config(path).architectures or []
+    has_record = (path / RUN_FILE).is_file()
     if any(a.endswith("ForCausalLM") for a in archs):
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        return GeneratorPredictor(model_id, tok, model.to(device).eval())
-    if (path / RUN_FILE).is_file() or any(a.endswith("ForSequenceClassification") for a in archs):
+        if has_record:  # the run's exact model (e.g. MoE-upcycled layers), not a plain reload
+            art = load_artifact(path, device)
+            return GeneratorPredictor(model_id, art.tokenizer, art.model)
+        model, tok = load_causal_lm(path)
+        return GeneratorPredictor(model_id, tok, model.to(device))
+    if has_record or plain_hf_task(path) is not None:
         art = load_artifact(path, device)
-        return EncoderPredictor(model_id, art.tokenizer, art.model.base_model, art)
-    model = AutoModel.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    return EncoderPredictor(model_id, tok, model.to(device).eval())
+        if art.task.serve_schema is None:
+            raise ServingError(
+                f"{path}: task {art.task.name!r} declares no /v1/predict schema, so tunelab serve cannot "
+                "serve it; predict with `tunelab predict` instead"
+            )
+        encoder = cast("HasBaseModel", art.model).base_model
+        return EncoderPredictor(model_id, art.tokenizer, encoder, art)
+    model, tok = load_encoder(path)
+    return EncoderPredictor(model_id, tok, model.to(device))

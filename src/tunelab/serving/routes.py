@@ -18,7 +18,6 @@ from tunelab.serving.batcher import Batcher, Closed, QueueFull
 from tunelab.serving.metrics import ServeMetrics
 from tunelab.serving.predictor import EncoderPredictor, Predictor
 from tunelab.serving.schemas import (
-    PREDICT_SCHEMAS,
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -151,8 +150,8 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         return ModelList(data=[ModelCard(id=predictor.model_id, created=ctx.runtime.started)])
 
     if isinstance(predictor, EncoderPredictor):
-        if predictor.task is not None:
-            schema = PREDICT_SCHEMAS[predictor.task]
+        schema = predictor.schema
+        if schema is not None:
 
             async def predict(body: Any, request: Request) -> Any:
                 """Task predictions for one input or a list (Hugging Face inference style)."""

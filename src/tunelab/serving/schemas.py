@@ -6,9 +6,8 @@ surface the message, plus the request id that ties it to the access log line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
@@ -22,6 +21,8 @@ class _Body(BaseModel):
 
 
 class ErrorDetail(BaseModel):
+    """The error object inside every 4xx/5xx body, shaped like OpenAI's so its clients show ``message``."""
+
     message: str = Field(description="What went wrong and, for client errors, what to change.")
     type: str = Field(description="Error class, e.g. invalid_request_error, rate_limit_error.")
     code: int = Field(description="The HTTP status code.")
@@ -29,142 +30,14 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """Every error response's body: ``{"error": {...}}``, as OpenAI returns it."""
+
     error: ErrorDetail
 
 
-class PredictRequest(_Body):
-    inputs: str | Texts = Field(description="One text or a list of texts (Hugging Face inference style).")
-
-
-class LabelScore(BaseModel):
-    label: str
-    score: float
-
-
-class ClassificationPrediction(BaseModel):
-    label: str = Field(description="The most probable label.")
-    score: float = Field(description="Its probability.")
-    scores: list[LabelScore] = Field(description="Every label's probability, highest first.")
-    labels: list[str] | None = Field(
-        default=None, description="Multi-label models only: every label at or above the threshold."
-    )
-
-
-class ClassificationResponse(BaseModel):
-    model: str
-    predictions: list[ClassificationPrediction] = Field(description="One per input, in input order.")
-
-
-def classification_response(model: str, predictions: Sequence[dict[str, Any]]) -> ClassificationResponse:
-    """Map the classification task's postprocess output to the response schema."""
-    out = []
-    for pred in predictions:
-        ranked = sorted(pred["probabilities"].items(), key=lambda kv: -kv[1])
-        out.append(
-            ClassificationPrediction(
-                label=pred["label"],
-                score=pred["probabilities"][pred["label"]],
-                scores=[LabelScore(label=name, score=p) for name, p in ranked],
-                labels=pred.get("labels"),
-            )
-        )
-    return ClassificationResponse(model=model, predictions=out)
-
-
-class Entity(BaseModel):
-    type: str = Field(description="Entity type, e.g. person.")
-    text: str = Field(description="The entity's text, equal to inputs[start:end].")
-    start: int = Field(description="Character offset of the first character in the input.")
-    end: int = Field(description="Character offset just past the last character.")
-    score: float = Field(description="Mean probability of the entity's word tags.")
-
-
-class EntitiesPrediction(BaseModel):
-    entities: list[Entity] = Field(description="Entities in text order.")
-
-
-class TokenClassificationResponse(BaseModel):
-    model: str
-    predictions: list[EntitiesPrediction] = Field(description="One per input, in input order.")
-
-
-def token_classification_response(
-    model: str, predictions: Sequence[dict[str, Any]]
-) -> TokenClassificationResponse:
-    """Map the token classification task's postprocess output to the response schema."""
-    return TokenClassificationResponse(
-        model=model, predictions=[EntitiesPrediction.model_validate(p) for p in predictions]
-    )
-
-
-def text_records(body: PredictRequest) -> list[dict[str, Any]]:
-    """``inputs`` (one text or a list) -> raw records of a text task."""
-    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-    return [{"text": text} for text in texts]
-
-
-class QAInput(_Body):
-    question: str = Field(min_length=1, description="The question.")
-    context: str = Field(min_length=1, description="The text that may hold the answer; any length.")
-
-
-class QARequest(_Body):
-    inputs: QAInput | Annotated[list[QAInput], Field(min_length=1)] = Field(
-        description="One {question, context} pair or a list of them."
-    )
-
-
-class QAPrediction(BaseModel):
-    answer: str = Field(description="The answer, equal to context[start:end]; empty when no_answer.")
-    start: int | None = Field(description="Character offset of the answer in the context; null if none.")
-    end: int | None = Field(description="Character offset just past the answer; null if none.")
-    score: float = Field(description="Probability of this answer among the n best spans and no-answer.")
-    no_answer: bool = Field(description="True when the context holds no answer (SQuAD v2).")
-
-
-class QAResponse(BaseModel):
-    model: str
-    predictions: list[QAPrediction] = Field(description="One per input, in input order.")
-
-
-def qa_records(body: QARequest) -> list[dict[str, Any]]:
-    """``inputs`` (one pair or a list) -> raw records of the QA task."""
-    items = [body.inputs] if isinstance(body.inputs, QAInput) else body.inputs
-    return [{"question": item.question, "context": item.context} for item in items]
-
-
-def qa_response(model: str, predictions: Sequence[dict[str, Any]]) -> QAResponse:
-    """Map the QA task's postprocess output to the response schema (the n-best list stays internal)."""
-    return QAResponse(model=model, predictions=[QAPrediction.model_validate(p) for p in predictions])
-
-
-@dataclass(frozen=True)
-class PredictSchema:
-    """One task's ``/v1/predict``: request body, its raw records, response body and its builder.
-
-    ``records`` turns a validated request into the task's raw input records (``TaskSpec.input_fields``);
-    ``build`` turns the task's ``postprocess`` output into the response.
-    """
-
-    request: type[BaseModel]
-    records: Callable[[Any], list[dict[str, Any]]]
-    response: type[BaseModel]
-    build: Callable[[str, Sequence[dict[str, Any]]], BaseModel]
-
-
-# Task name -> its /v1/predict schema: one entry per task.
-PREDICT_SCHEMAS: dict[str, PredictSchema] = {
-    "classification": PredictSchema(
-        PredictRequest, text_records, ClassificationResponse, classification_response
-    ),
-    "token_classification": PredictSchema(
-        PredictRequest, text_records, TokenClassificationResponse, token_classification_response
-    ),
-    "qa": PredictSchema(QARequest, qa_records, QAResponse, qa_response),
-}
-
-
 class EmbeddingRequest(_Body):
+    """``POST /v1/embeddings``, OpenAI's request: one text or a batch, float or base64 vectors."""
+
     input: str | Texts = Field(description="One text or a list of texts.")
     model: str | None = Field(default=None, description="Ignored beyond a check: one model per process.")
     encoding_format: Literal["float", "base64"] = Field(
@@ -174,18 +47,24 @@ class EmbeddingRequest(_Body):
 
 
 class Embedding(BaseModel):
+    """One input's sentence embedding, at ``index`` of the request's inputs."""
+
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str
 
 
 class Usage(BaseModel):
+    """Token counts of a request, as OpenAI reports them (``completion_tokens`` is 0 for embeddings)."""
+
     prompt_tokens: int
     completion_tokens: int = 0
     total_tokens: int
 
 
 class EmbeddingResponse(BaseModel):
+    """``POST /v1/embeddings`` answer: one embedding per input, in input order."""
+
     object: Literal["list"] = "list"
     data: list[Embedding]
     model: str
@@ -193,6 +72,8 @@ class EmbeddingResponse(BaseModel):
 
 
 class StreamOptions(_Body):
+    """OpenAI's ``stream_options``: ``include_usage`` adds a final usage chunk to a stream."""
+
     include_usage: bool = False
 
 
@@ -210,16 +91,22 @@ class _Sampling(_Body):
 
 
 class CompletionRequest(_Sampling):
+    """``POST /v1/completions``: continue a raw prompt (OpenAI's legacy completions API)."""
+
     prompt: str = Field(description="Raw prompt text (no chat template applied).")
     max_tokens: int = Field(default=16, ge=1, description="New tokens to generate at most.")
 
 
 class ChatMessage(_Body):
+    """One turn of a chat; the list is rendered with the model's chat template."""
+
     role: Literal["system", "user", "assistant"]
     content: str
 
 
 class ChatCompletionRequest(_Sampling):
+    """``POST /v1/chat/completions``: answer a conversation (OpenAI's chat API)."""
+
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: int | None = Field(default=None, ge=1, description="Default: the server's max_new_tokens.")
     max_completion_tokens: int | None = Field(
@@ -231,6 +118,8 @@ FinishReason = Literal["stop", "length"]
 
 
 class CompletionChoice(BaseModel):
+    """The generated text of a completion; ``n`` is always 1, so ``index`` is 0."""
+
     index: int = 0
     text: str
     finish_reason: FinishReason | None
@@ -246,46 +135,62 @@ class _Generated(BaseModel):
 
 
 class CompletionResponse(_Generated):
+    """``POST /v1/completions`` answer (non-streaming)."""
+
     object: Literal["text_completion"] = "text_completion"
     choices: list[CompletionChoice]
     usage: Usage | None = None
 
 
 class AssistantMessage(BaseModel):
+    """The assistant's reply in a chat completion."""
+
     role: Literal["assistant"] = "assistant"
     content: str
 
 
 class ChatChoice(BaseModel):
+    """The reply of a chat completion and why generation ended."""
+
     index: int = 0
     message: AssistantMessage
     finish_reason: FinishReason
 
 
 class ChatCompletionResponse(_Generated):
+    """``POST /v1/chat/completions`` answer (non-streaming)."""
+
     object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
     usage: Usage
 
 
 class ChatDelta(BaseModel):
+    """What one streamed chunk adds: the role in the first chunk, then text pieces."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
 
 
 class ChatChunkChoice(BaseModel):
+    """A streamed chat chunk's content; ``finish_reason`` is set only in the finish chunk."""
+
     index: int = 0
     delta: ChatDelta
     finish_reason: FinishReason | None = None
 
 
 class ChatCompletionChunk(_Generated):
+    """One server-sent event of a streamed chat completion (``stream: true``)."""
+
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
 
 
 class ModelCard(BaseModel):
+    """The served model as ``GET /v1/models`` lists it (one model per process)."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -293,11 +198,15 @@ class ModelCard(BaseModel):
 
 
 class ModelList(BaseModel):
+    """``GET /v1/models`` answer: the one model this process serves."""
+
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
 
 class Status(BaseModel):
+    """``/health`` and ``/ready`` answer."""
+
     status: str
 
 
@@ -315,7 +224,7 @@ ERROR_TYPES = {
 
 
 def error_response(
-    status: int, message: str, request_id: str | None, headers: dict[str, str] | None = None
+    status: int, message: str, request_id: str | None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """The one error response: ``ErrorBody`` JSON with the status, a type and the request id."""
     detail = ErrorDetail(

@@ -27,7 +27,8 @@ def hash_key(key: str) -> bytes:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]  # ASGI: (lower-cased name, value) pairs
+    for key, value in headers:
         if key == name:
             return value.decode("latin-1")
     return None
@@ -61,6 +62,11 @@ class ApiKeyMiddleware:
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: pass authorised and open requests on, answer the rest with a 401 ``ErrorBody``.
+
+        Non-HTTP scopes, ``OPEN_PATHS`` and a server without keys pass unchecked. The 401 says whether
+        a key was missing or wrong and carries ``WWW-Authenticate: Bearer``.
+        """
         if scope["type"] != "http" or not self.digests or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
@@ -90,6 +96,11 @@ class BodyLimitMiddleware:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: refuse an oversized body with a 413 ``ErrorBody`` before the app reads past it.
+
+        A declared Content-Length over the limit is refused without reading; otherwise ``receive`` is
+        wrapped to count bytes and raise ``BodyTooLarge`` once the limit is crossed.
+        """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

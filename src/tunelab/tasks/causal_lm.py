@@ -33,14 +33,20 @@ from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData
 from tunelab.data.conversations import load_conversation_data, load_conversation_file
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.tasks.lm_pretrain import is_causal, metrics, row_token_loss
+from tunelab.models.architectures import is_causal
 from tunelab.tasks.lm_pretrain import loss_terms as token_loss_terms
+from tunelab.tasks.lm_pretrain import metrics, row_token_loss
 from tunelab.tasks.spec import IGNORE_INDEX, Batch, Features, Predicted, TaskSpec, without_columns
 
 logger = logging.getLogger(__name__)
 
 
 class Params(BaseModel):
+    """Options of the causal_lm (SFT) task (validated from ``task.params``).
+
+    Only the length cap and packing are choices: the prompt format is the model's own chat template.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_length: int = Field(
@@ -98,7 +104,8 @@ def _labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[in
     tok = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # (T, 2) char start/end per token
     bounds = np.asarray(spans, dtype=np.int64).reshape(-1, 2)  # (S, 2)
     inside = ((tok[:, None, 0] < bounds[None, :, 1]) & (tok[:, None, 1] > bounds[None, :, 0])).any(axis=1)
-    return np.where(inside, np.asarray(ids), IGNORE_INDEX).tolist()
+    labels: list[int] = np.where(inside, np.asarray(ids), IGNORE_INDEX).tolist()
+    return labels
 
 
 def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[str, int]) -> Features:
@@ -148,7 +155,10 @@ def train_collator(tokenizer: Any, params: Params) -> Any:
     """
     if not params.packing:
         return collator(tokenizer, params)
-    flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    # transformers leaves this __init__ unannotated; `unused-ignore`: only the strict flags report it.
+    flatten = DataCollatorWithFlattening(  # type: ignore[no-untyped-call, unused-ignore]
+        return_position_ids=True, separator_id=IGNORE_INDEX
+    )
 
     def pack(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {**flatten(rows), "use_cache": False}
@@ -178,7 +188,7 @@ def generation_prompt(record: Mapping[str, Any], tokenizer: Any, params: Params)
 
 def refuse_postprocess(predicted: Predicted) -> list[dict[str, Any]]:
     """Predictions of this task are generated text (``generation_prompt``), not a forward's outputs."""
-    raise TunelabError("causal_lm predictions are generated: use tunelab.evaluation.predict.predict_records")
+    raise TunelabError("causal_lm predictions are generated: use tunelab.inference.predict.predict_records")
 
 
 def check_model(config: Any, params: Params) -> None:
@@ -209,4 +219,5 @@ TASK = TaskSpec(
     train_collator=train_collator,
     count_targets=count_targets,
     generation_prompt=generation_prompt,
+    pipeline_tag="text-generation",
 )

@@ -24,12 +24,18 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData, load_labeled_data, load_labeled_file
 from tunelab.errors import ConfigError
+from tunelab.tasks.schemas import ServeSchema, TextsRequest, text_records
 from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type for a sigmoid/BCE head
 
 
 class Params(BaseModel):
+    """Options of the classification task (validated from ``task.params``).
+
+    ``fit`` makes the label order and the class weights explicit, so a saved run reproduces its loss.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     labels: list[str] | None = Field(
@@ -183,7 +189,8 @@ def loss_terms(outputs: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.T
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for large logits."""
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -271,6 +278,47 @@ def _multi_label_metrics(
     }
 
 
+class LabelScore(BaseModel):
+    """One label and its probability."""
+
+    label: str
+    score: float
+
+
+class ClassificationPrediction(BaseModel):
+    """The prediction for one input text: best label, its probability and every label's."""
+
+    label: str = Field(description="The most probable label.")
+    score: float = Field(description="Its probability.")
+    scores: list[LabelScore] = Field(description="Every label's probability, highest first.")
+    labels: list[str] | None = Field(
+        default=None, description="Multi-label models only: every label at or above the threshold."
+    )
+
+
+class ClassificationResponse(BaseModel):
+    """``/v1/predict`` response of a classification model: the model id and one prediction per input."""
+
+    model: str
+    predictions: list[ClassificationPrediction] = Field(description="One per input, in input order.")
+
+
+def classification_response(model: str, predictions: Sequence[dict[str, Any]]) -> ClassificationResponse:
+    """Map the classification task's postprocess output to the response schema."""
+    out = []
+    for pred in predictions:
+        ranked = sorted(pred["probabilities"].items(), key=lambda kv: -kv[1])
+        out.append(
+            ClassificationPrediction(
+                label=pred["label"],
+                score=pred["probabilities"][pred["label"]],
+                scores=[LabelScore(label=name, score=p) for name, p in ranked],
+                labels=pred.get("labels"),
+            )
+        )
+    return ClassificationResponse(model=model, predictions=out)
+
+
 TASK = TaskSpec(
     name="classification",
     params=Params,
@@ -287,4 +335,9 @@ TASK = TaskSpec(
     loss=loss,
     fit=fit,
     model_config=model_config,
+    few_shot=True,
+    augmentable=True,
+    serve_schema=ServeSchema(TextsRequest, text_records, ClassificationResponse, classification_response),
+    hf_architecture="ForSequenceClassification",
+    pipeline_tag="text-classification",
 )

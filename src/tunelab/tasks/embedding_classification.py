@@ -22,7 +22,6 @@ itself implements; tunelab trains them under its own loop and methods.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -30,21 +29,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, BertPreTrainedModel
-from transformers.utils import ModelOutput
 
 from tunelab.config import DataConfig
 from tunelab.data import TaskData, load_labeled_data
-from tunelab.errors import ConfigError
+from tunelab.models.architectures import MeanPoolingClassifier
 from tunelab.tasks import classification
-from tunelab.tasks.spec import Batch, Features, TaskSpec, mean_pool
+from tunelab.tasks.spec import Batch, Features, TaskSpec
 
 PAIR = "pair_"  # prefix of the second text's columns in a training pair row
-HEAD_CONFIG = ("label_descriptions", "similarity_scale", "head_lr_multiplier")  # model_config's keys
 
 
 class Params(BaseModel):
+    """Options of the embedding_classification task (validated from ``task.params``).
+
+    ``descriptions`` and ``scale`` set the zero-shot head; ``pairs_per_example`` and
+    ``head_lr_multiplier`` shape the two SetFit-style training stages (module docstring).
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     labels: list[str] | None = Field(
@@ -63,95 +64,6 @@ class Params(BaseModel):
     head_lr_multiplier: float = Field(
         default=100.0, gt=0, description="How many times faster the head learns than the encoder."
     )
-
-
-@dataclass
-class EmbeddingOutput(ModelOutput):
-    """Head logits (B, C) and the normalised sentence embeddings (B, H) they were computed from."""
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    embeddings: torch.Tensor | None = None
-
-
-class MeanPoolingClassifier(BertPreTrainedModel):
-    """A BERT encoder, mean pooling + L2 norm, and a linear head on the detached embedding.
-
-    ``config.label_descriptions`` (from the task params) initialise a head the checkpoint lacks, so a
-    fresh model is the zero-shot classifier and a saved one keeps its trained head.
-    """
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        **targets: Any,
-    ) -> EmbeddingOutput:
-        """Embed and classify; ``targets`` (labels, pair targets) are the task loss's, not the model's."""
-        hidden = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            inputs_embeds=inputs_embeds,
-        ).last_hidden_state
-        assert attention_mask is not None, "mean pooling needs the attention mask"
-        embeddings = mean_pool(hidden, attention_mask)  # (B, H), unit norm
-        multiplier = self.config.head_lr_multiplier
-        logits = F.linear(
-            embeddings.detach(), self.classifier.weight * multiplier, self.classifier.bias * multiplier
-        )
-        return EmbeddingOutput(logits=logits, embeddings=embeddings)
-
-    @classmethod
-    def from_pretrained(cls, path: Any, *args: Any, **kwargs: Any) -> Any:
-        """Load the encoder (and the head if saved); a missing head starts at the label descriptions."""
-        model_type = AutoConfig.from_pretrained(path).model_type
-        if model_type != "bert":
-            raise ConfigError(
-                f"model.name_or_path: embedding_classification pools a BERT encoder, not a {model_type} "
-                "model; use e.g. minilm-l6"
-            )
-        want_info = kwargs.pop("output_loading_info", False)
-        head = {key: kwargs.pop(key) for key in HEAD_CONFIG if key in kwargs}
-        labels = {key: kwargs.pop(key) for key in ("num_labels", "id2label", "label2id") if key in kwargs}
-        config = BertConfig.from_pretrained(path, **labels)
-        for key, value in head.items():  # not BertConfig fields: from_pretrained would pass them to __init__
-            setattr(config, key, value)
-        model, info = super().from_pretrained(path, *args, config=config, output_loading_info=True, **kwargs)
-        if any(key.startswith("classifier.") for key in info["missing_keys"]):
-            init_head(model, AutoTokenizer.from_pretrained(path))
-        return (model, info) if want_info else model
-
-    @classmethod
-    def from_config(cls, config: Any) -> MeanPoolingClassifier:
-        """Random-init model of ``config`` (artifact skeletons)."""
-        return cls(config)
-
-
-@torch.no_grad()
-def init_head(model: MeanPoolingClassifier, tokenizer: Any) -> None:
-    """Head rows = ``scale`` * embedding of each label's description (default: its name), bias 0.
-
-    Stored divided by the head multiplier, which the forward applies.
-    """
-    cfg = model.config
-    was_training = model.training
-    model.eval()
-    names = [cfg.id2label[i] for i in range(cfg.num_labels)]
-    texts = [cfg.label_descriptions.get(name, name) for name in names]
-    enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-    embeddings = model(**enc).embeddings  # (C, H)
-    model.train(was_training)
-    model.classifier.weight.copy_(embeddings * cfg.similarity_scale / cfg.head_lr_multiplier)
-    model.classifier.bias.zero_()
 
 
 def contrastive_pairs(labels: Sequence[str], per_example: int, seed: int) -> list[tuple[int, int, float]]:
@@ -266,4 +178,7 @@ TASK = TaskSpec(
     loss=loss,
     fit=fit,
     model_config=model_config,
+    few_shot=True,
+    zero_shot=True,
+    own_architecture=True,
 )

@@ -7,7 +7,7 @@ different masked positions (RoBERTa, Liu et al. 2019). Dev perplexity is ``exp``
 predicted token over the whole dev split, with masks drawn from a fixed seed so evaluations compare.
 
 ``from_scratch`` asks training to first train a tokenizer on the corpus and build a small random-init
-BERT or Llama (``training/scratch.py``); the saved ``best/`` is a plain HF directory that every other
+BERT or Llama (``tunelab.models.scratch``); the saved ``best/`` is a plain HF directory that every other
 task fine-tunes directly (the MLM head is dropped, a fresh task head is added).
 """
 
@@ -20,27 +20,23 @@ from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    DataCollatorForLanguageModeling,
-)
+from transformers import DataCollatorForLanguageModeling
 from transformers.modeling_outputs import MaskedLMOutput, Seq2SeqLMOutput
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-)
 
 from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData, load_text_data, load_text_file
 from tunelab.errors import ConfigError, TunelabError
+from tunelab.models.architectures import LanguageModel, is_causal
+from tunelab.models.scratch import corpus_texts, init_from_scratch
 from tunelab.tasks.spec import IGNORE_INDEX, Batch, Features, Predicted, TaskSpec
-
-_CAUSAL_TYPES = frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 
 class ScratchParams(BaseModel):
+    """The tokenizer and small random-init model to build before training (``task.params.from_scratch``).
+
+    Shared by lm_pretrain (bert, modernbert, llama) and seq2seq (t5); ``tunelab.models.scratch`` builds it.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     architecture: Literal["bert", "modernbert", "llama", "t5"] = Field(
@@ -78,6 +74,11 @@ class ScratchParams(BaseModel):
 
 
 class Params(BaseModel):
+    """Options of the lm_pretrain task (validated from ``task.params``).
+
+    The objective must match a from-scratch architecture (encoders mlm, llama clm; t5 is seq2seq's).
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     objective: Literal["mlm", "clm"] = Field(
@@ -235,32 +236,20 @@ def refuse_predictions(predicted: Predicted) -> list[dict[str, Any]]:
     )
 
 
-def is_causal(config: Any) -> bool:
-    """Decoder-only model types (Llama, GPT-2...) train as causal LMs; encoders (BERT...) as masked LMs."""
-    return config.model_type in _CAUSAL_TYPES or bool(getattr(config, "is_decoder", False))
+def from_scratch(params: Any) -> bool:
+    """Whether the run builds its own tokenizer and random-init model (``from_scratch`` set)."""
+    return params.from_scratch is not None
 
 
-class LanguageModel:
-    """The LM head class for a checkpoint: ``AutoModelForCausalLM`` for decoders, else ``...ForMaskedLM``.
+def init_model(params: Any, data: TaskData, base: Path, dest: Path, seed: int) -> Path:
+    """A from-scratch run's start: tokenizer trained on the train texts + random init, built at ``dest``.
 
-    The task has one ``model_class``; which Auto class fits is a property of the checkpoint (a MiniLM
-    dir has no LM head and is a ``BertModel``), so the choice is made from its config.
+    ``text`` (and seq2seq's ``target``) columns are the corpus, so the decoder's vocabulary is learned
+    too. Without ``from_scratch`` the run starts from ``base`` as loaded.
     """
-
-    @staticmethod
-    def _auto(config: Any) -> Any:
-        return AutoModelForCausalLM if is_causal(config) else AutoModelForMaskedLM
-
-    @classmethod
-    def from_pretrained(cls, path: Any, **kwargs: Any) -> Any:
-        """Load ``path`` with the fitting Auto class (label kwargs are harmless for LM heads)."""
-        config = AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
-        return cls._auto(config).from_pretrained(path, **kwargs)
-
-    @classmethod
-    def from_config(cls, config: Any) -> Any:
-        """Random-init model of ``config`` (artifact skeletons)."""
-        return cls._auto(config).from_config(config)
+    if params.from_scratch is None:
+        return base
+    return init_from_scratch(params.from_scratch, corpus_texts(data.train), dest, seed)
 
 
 def check_model(config: Any, params: Params) -> None:
@@ -289,4 +278,6 @@ TASK = TaskSpec(
     loss_terms=loss_terms,
     check_model=check_model,
     count_targets=count_targets,
+    from_scratch=from_scratch,
+    init_model=init_model,
 )

@@ -27,14 +27,19 @@ from transformers import AutoModelForCausalLM
 from tunelab.config import DataConfig
 from tunelab.data import TaskData, load_labeled_data
 from tunelab.errors import ConfigError
+from tunelab.models.architectures import is_causal
 from tunelab.tasks import classification
-from tunelab.tasks.lm_pretrain import is_causal
 from tunelab.tasks.spec import Batch, Features, TaskSpec
 
 SCORE_KEYS = ("class_labels", "score_weights")  # batch keys the forward must not see at evaluation
 
 
 class Params(BaseModel):
+    """Options of the prompt_classification task (validated from ``task.params``).
+
+    ``fit`` makes ``labels`` and every label's verbalizer explicit, so a saved model scores the same words.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     labels: list[str] | None = Field(
@@ -222,4 +227,9 @@ TASK = TaskSpec(
     loss=loss,
     fit=fit,
     check_model=check_model,
+    few_shot=True,
+    zero_shot=True,
+    why_no_logits=(
+        "its label scores are verbalizer log-likelihoods read from a causal LM's vocabulary logits"
+    ),
 )

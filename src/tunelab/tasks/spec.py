@@ -22,11 +22,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel
+
+from tunelab.models.load import label_maps, load_pretrained
+from tunelab.tasks.schemas import ServeSchema
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +94,24 @@ def count_labelled_tokens(batch: Mapping[str, torch.Tensor], params: Any) -> tor
     return (batch["labels"] != IGNORE_INDEX).sum()
 
 
+class TaskLoss(Protocol):
+    """A task's training loss; the trainer binds ``params`` and ``label_smoothing`` by name."""
+
+    def __call__(
+        self, outputs: Any, batch: Mapping[str, torch.Tensor], params: Any, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        """The scalar loss of one micro-batch, a mean over its targets."""
+        ...
+
+
+class CountTargets(Protocol):
+    """Targets a collated training batch's loss averages over; the loop binds ``params`` by name."""
+
+    def __call__(self, batch: Mapping[str, torch.Tensor], params: Any) -> torch.Tensor:
+        """A 0-d integer tensor: rows (sample-level tasks) or labelled tokens (token-level ones)."""
+        ...
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task as plain functions; behaviour comes from composition, not subclassing.
@@ -97,7 +119,7 @@ class TaskSpec:
     Attributes:
         name: registry name.
         params: pydantic model validating ``task.params`` (``labels``: label order, or None).
-        model_class: transformers Auto class whose ``from_pretrained`` builds backbone + head.
+        model_class: transformers Auto class (or tunelab's own model class) that builds backbone + head.
         head_modules: names of freshly initialised head modules (methods keep them trainable).
         metric_names: metrics ``metrics`` returns; ``train.metric_for_best_model`` must be one of them.
         load_data: (data config, params, seed) -> ``tunelab.data.TaskData`` of raw examples; every
@@ -119,7 +141,7 @@ class TaskSpec:
             Methods compute their hard loss through it, so e.g. class weights hold under every method.
         fit: (params, train examples, label names) -> params with data-dependent values made explicit
             (e.g. balanced class weights), so the saved run records and reproduces them; None: as is.
-        model_config: params -> extra config for ``from_pretrained`` (e.g. ``problem_type``), saved in
+        model_config: params -> extra model config values (e.g. ``problem_type``), saved in
             the model's config.json so every reader of the model sees it.
         check_model: (loaded model's config, params) -> None; raises ConfigError when the model cannot
             serve these params (e.g. a causal-LM objective on an encoder).
@@ -129,11 +151,31 @@ class TaskSpec:
             (rows for sample-level tasks, labelled tokens for token-level ones). The loop weights each
             micro-batch by it, so gradient accumulation and several ranks give the global mean.
         generation_prompt: (raw record, tokenizer, params) -> prompt text, for tasks whose predictions
-            are generated continuations (``tunelab.evaluation.generate``); None: forward + postprocess.
-        generate: (model, batch without targets, params) -> named per-row tensors of generated output
-            (token ids, lengths), gathered beside ``outputs`` at evaluation and prediction, for tasks
-            whose predictions are generated from tokenised inputs (seq2seq). A batch without targets
-            (prediction) then skips the forward. None: forward only.
+            are generated continuations (``tunelab.inference.generate``); None: forward + postprocess.
+        generation: params -> decoding options (``max_new_tokens``, ``num_beams``...) for tasks whose
+            predictions are generated from tokenised inputs (seq2seq): evaluation and prediction then
+            gather ``generated_ids`` / ``generated_length`` (``tunelab.inference.generate``) beside
+            ``outputs``, and a batch without targets (prediction) skips the forward. None: forward only.
+        from_scratch: params -> whether the run builds its own tokenizer and model (``model.name_or_path:
+            scratch``) instead of loading a pretrained one. None: never.
+        init_model: (params, raw ``TaskData``, base model dir, dest, seed) -> the directory the run
+            starts from: ``dest`` after building a model there (from scratch, or warm-started from the
+            base), else the base dir unchanged. Built once; a resumed run reuses ``dest``. None: the base.
+
+    Capabilities, read by planning, export and serving instead of comparing task names:
+
+    Attributes:
+        few_shot: one label per row, so ``data.k_shot`` can sample k rows per label.
+        zero_shot: the untrained model already scores labels (``data.k_shot: 0`` trains nothing).
+        augmentable: one label per text, so word edits (``data.augment``) keep the label true.
+        serve_schema: the ``/v1/predict`` request/response of this task; None: not served there.
+        hf_architecture: suffix of the ``architectures`` of a plain Hugging Face directory (no
+            ``tunelab_run.json``) that this task loads, e.g. ``ForSequenceClassification``.
+        pipeline_tag: the Hugging Face Hub pipeline tag written into exported model cards.
+        why_no_logits: None when the model gives one logits tensor per batch that soft-target methods
+            (distillation, R-Drop) can compare; else why not (shown in their refusal).
+        own_architecture: the model class is tunelab's own, so a saved directory of it loads only
+            through tunelab's artifact reader, not as the transformers class its config names.
     """
 
     name: str
@@ -153,29 +195,24 @@ class TaskSpec:
         cross_entropy_terms
     )
     target_keys: tuple[str, ...] = ("labels",)
-    loss: Callable[[Any, Mapping[str, torch.Tensor], Any, float], torch.Tensor] | None = None
+    loss: TaskLoss | None = None
     fit: Callable[[Any, Any, Sequence[str]], Any] | None = None
     model_config: Callable[[Any], dict[str, Any]] | None = None
     check_model: Callable[[Any, Any], None] | None = None
     train_collator: Callable[[Any, Any], Collate] | None = None
-    count_targets: Callable[[Mapping[str, torch.Tensor], Any], torch.Tensor] = count_rows
+    count_targets: CountTargets = count_rows
     generation_prompt: Callable[[Mapping[str, Any], Any, Any], str] | None = None
-    generate: Callable[[Any, Mapping[str, torch.Tensor], Any], dict[str, torch.Tensor]] | None = None
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the non-padding token vectors, L2-normalised (sentence-transformers' sentence embedding).
-
-    (B, T, H), (B, T) -> (B, H); unit norm, so a dot product is the cosine similarity.
-    """
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
-
-
-def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
-    """``id2label`` and ``label2id`` as transformers configs store them."""
-    return dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+    generation: Callable[[Any], dict[str, Any]] | None = None
+    from_scratch: Callable[[Any], bool] | None = None
+    init_model: Callable[[Any, Any, Path, Path, int], Path] | None = None
+    few_shot: bool = False
+    zero_shot: bool = False
+    augmentable: bool = False
+    serve_schema: ServeSchema | None = None
+    hf_architecture: str | None = None
+    pipeline_tag: str | None = None
+    why_no_logits: str | None = None
+    own_architecture: bool = False
 
 
 def has_column(data: Any, name: str) -> bool:
@@ -193,30 +230,22 @@ def without_columns(collate: Collate, names: Sequence[str]) -> Collate:
     return collate_model_columns
 
 
+def model_config_overrides(task: TaskSpec, params: Any) -> dict[str, Any]:
+    """The config values ``task`` sets on its model for ``params`` (saved in config.json); may be empty."""
+    return task.model_config(params if params is not None else task.params()) if task.model_config else {}
+
+
 def load_with_labels(
-    task: TaskSpec, model_dir: Any, labels: Sequence[str], params: Any = None, **kwargs: Any
+    task: TaskSpec, model_dir: Path, labels: Sequence[str], params: Any = None, **kwargs: Any
 ) -> Any:
-    """``task.model_class`` from ``model_dir`` with a head sized for ``labels``, in fp32.
+    """``task.model_class`` from ``model_dir`` with a fresh head sized for ``labels``, in fp32.
 
-    Label-free tasks (QA, language modelling) pass no labels and keep the class's own head size.
-    A freshly initialised head is what fine-tuning starts from, so transformers' "newly initialized"
-    warning is silenced here. ``kwargs`` go to ``from_pretrained`` (e.g. ``trust_remote_code``), after
-    the task's ``model_config(params)``.
+    The task's config overrides for ``params`` are applied; ``kwargs`` go to ``models.load_pretrained``
+    (e.g. ``trust_remote_code``).
     """
-    from transformers import logging as hf_logging
-
-    extra = task.model_config(params if params is not None else task.params()) if task.model_config else {}
-    kwargs = {**extra, **kwargs}
-
-    if labels:
-        id2label, label2id = label_maps(labels)
-        kwargs = {**kwargs, "num_labels": len(labels), "id2label": id2label, "label2id": label2id}
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return task.model_class.from_pretrained(model_dir, dtype=torch.float32, **kwargs)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    return load_pretrained(
+        task.model_class, model_dir, labels, **model_config_overrides(task, params), **kwargs
+    )
 
 
 def tokenize_dataset(task: TaskSpec, params: Any, tokenizer: Any, data: Any, labels: Sequence[str]) -> Any:

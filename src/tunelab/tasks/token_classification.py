@@ -29,6 +29,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData
 from tunelab.data.tagging import load_tagged_data, read_tagged_file
+from tunelab.tasks.schemas import ServeSchema, TextsRequest, text_records
 from tunelab.tasks.spec import (
     IGNORE_INDEX,
     Batch,
@@ -48,6 +49,11 @@ _WORD = re.compile(rf"[{_CJK}]|[@#]?[^\W{_CJK}]+(?:['’\-.][^\W{_CJK}]+)*|[^\w\
 
 
 class Params(BaseModel):
+    """Options of the token_classification (NER) task (validated from ``task.params``).
+
+    ``scheme`` decides which tags and transitions are valid data and how seqeval groups entities.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     labels: list[str] | None = Field(
@@ -228,7 +234,7 @@ def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
 
 
 def _entity_scores(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict[str, Any]:
-    """seqeval micro P/R/F1, macro F1 and per-type P/R/F1/support."""
+    """Entity scores by seqeval: micro P/R/F1, macro F1 and per-type P/R/F1/support."""
     strict = {"mode": "strict", "scheme": IOBES} if scheme == "BIOES" else {}
     report = classification_report(gold, pred, output_dict=True, zero_division=0, **strict)
     micro, macro = report.pop("micro avg"), report.pop("macro avg")
@@ -272,6 +278,38 @@ def metrics(predicted: Predicted) -> dict[str, Any]:
     return out
 
 
+class Entity(BaseModel):
+    """One predicted entity: its type, text and character span in the input."""
+
+    type: str = Field(description="Entity type, e.g. person.")
+    text: str = Field(description="The entity's text, equal to inputs[start:end].")
+    start: int = Field(description="Character offset of the first character in the input.")
+    end: int = Field(description="Character offset just past the last character.")
+    score: float = Field(description="Mean probability of the entity's word tags.")
+
+
+class EntitiesPrediction(BaseModel):
+    """The entities found in one input text."""
+
+    entities: list[Entity] = Field(description="Entities in text order.")
+
+
+class TokenClassificationResponse(BaseModel):
+    """``/v1/predict`` response of a token classification model: the model id and one result per input."""
+
+    model: str
+    predictions: list[EntitiesPrediction] = Field(description="One per input, in input order.")
+
+
+def token_classification_response(
+    model: str, predictions: Sequence[dict[str, Any]]
+) -> TokenClassificationResponse:
+    """Map the token classification task's postprocess output to the response schema."""
+    return TokenClassificationResponse(
+        model=model, predictions=[EntitiesPrediction.model_validate(p) for p in predictions]
+    )
+
+
 TASK = TaskSpec(
     name="token_classification",
     params=Params,
@@ -285,4 +323,8 @@ TASK = TaskSpec(
     postprocess=postprocess,
     metrics=metrics,
     count_targets=count_labelled_tokens,
+    serve_schema=ServeSchema(
+        TextsRequest, text_records, TokenClassificationResponse, token_classification_response
+    ),
+    pipeline_tag="token-classification",
 )

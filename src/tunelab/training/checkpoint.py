@@ -11,6 +11,7 @@ import dataclasses
 import json
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def save_checkpoint(
     output_dir: Path,
     state: TrainerState,
     keep: int,
-    run_states: dict[str, RunState] | None = None,
+    run_states: Mapping[str, RunState] | None = None,
     model: torch.nn.Module | None = None,
 ) -> Path:
     """Write a checkpoint for ``state.step`` atomically (all ranks call this) and prune old ones.
@@ -96,6 +97,7 @@ def save_checkpoint(
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
         for key, companion in (run_states or {}).items():
+            assert model is not None, "run states are read from the unwrapped model"
             save_file(companion.run_state(model), str(_run_state_file(tmp, key)))
         atomic_write(tmp / STATE_FILE, json.dumps(dataclasses.asdict(state), indent=2))
         publish_dir(tmp, dest)
@@ -134,11 +136,15 @@ def load_checkpoint(
     accelerator: Accelerator,
     path: Path,
     config: dict[str, Any],
-    run_states: dict[str, RunState] | None = None,
+    run_states: Mapping[str, RunState] | None = None,
     model: torch.nn.Module | None = None,
 ) -> TrainerState:
-    """Restore accelerate's state and the methods' run states from ``path`` and return the loop state;
-    refuse a changed config."""
+    """Restore accelerate's state and the methods' run states from ``path``; return the loop state.
+
+    A config that differs from the checkpoint's outside ``RESUMABLE_CHANGES`` is refused with a
+    ``CheckpointError`` before anything is restored: the resumed run would not continue the original.
+    ``run_states`` are restored into the unwrapped ``model``, which they require.
+    """
     state = read_state(path)
     diffs = config_differences(state.config, config)
     if diffs:
@@ -151,5 +157,6 @@ def load_checkpoint(
         file = _run_state_file(path, key)
         if not file.is_file():
             raise CheckpointError(f"{path}: {file.name} is missing; the checkpoint predates method {key!r}")
+        assert model is not None, "run states are restored into the unwrapped model"
         companion.restore(model, load_file(str(file)))
     return state

@@ -21,7 +21,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import send_to_device
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import epoch_batches, shard_batches
@@ -173,6 +173,182 @@ class _MetricWindow:
         return means
 
 
+class _Run:
+    """One run of the loop: the prepared model/optimizer/scheduler, the loop state and its outputs.
+
+    ``train`` drives it; each method here is one phase of an optimizer step, so the loop itself reads
+    top to bottom on one screen.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        inputs: TrainInputs,
+        accelerator: Accelerator,
+        evaluate: Evaluate | None,
+        on_best: OnBest | None,
+        resume_from: Path | None,
+    ) -> None:
+        cfg = self.cfg = plan.cfg.train
+        self.plan, self.inputs, self.accelerator = plan, inputs, accelerator
+        self.evaluate, self.on_best = evaluate, on_best
+        config_dict = plan.cfg.model_dump(mode="json")
+        self.lengths = [len(ids) for ids in inputs.train["input_ids"]]
+        per_epoch = steps_per_epoch(
+            len(self.lengths), cfg.batch_size, cfg.gradient_accumulation_steps, accelerator.num_processes
+        )
+        self.total_steps = cfg.max_steps or cfg.num_train_epochs * per_epoch
+
+        model = inputs.adapted.model
+        optimizer = build_optimizer(model, cfg, inputs.adapted.lr_scale, inputs.adapted.lr_start)
+        scheduler = build_scheduler(optimizer, cfg, self.total_steps)
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
+        inputs.adapted.model = self.model
+        custom_steps = [spec.step for spec, _ in plan.methods if spec.step is not default_step]
+        self.step_fn = custom_steps[0] if custom_steps else default_step  # plan.resolve allows one
+        self.step_hooks = [(s.on_optimizer_step, p) for s, p in plan.methods if s.on_optimizer_step]
+        task_params = inputs.task_params if inputs.task_params is not None else plan.task_params
+        self.count_targets = partial(plan.task.count_targets, params=task_params)
+
+        companions = inputs.adapted.companions.items()
+        self.run_states = {k: c for k, c in companions if isinstance(c, RunState)}
+        self.unwrapped = accelerator.unwrap_model(self.model)
+        self.state = TrainerState(config=config_dict)
+        if resume_from is not None:
+            self.state = load_checkpoint(
+                accelerator, resume_from, config_dict, self.run_states, self.unwrapped
+            )
+            logger.info(
+                "resumed from %s at step %d (epoch %d)", resume_from, self.state.step, self.state.epoch
+            )
+        self.tracker = Tracker(cfg.output_dir, enabled=accelerator.is_main_process)
+        self.result = TrainResult(
+            step=self.state.step, stopped="completed", best_metric=None, best_step=None, checkpoint=None
+        )
+        self.last_saved: int | None = self.state.step if resume_from is not None else None
+        self.last_eval: int | None = None
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # keeps DataLoader off the global RNG
+        # Logged values cover the whole window since the last log: mean loss, training-only time.
+        self.window_time, self.window_samples, self.window_steps = 0.0, 0, 0
+        self.window_loss = torch.zeros((), device=accelerator.device)
+        self.window_metrics = _MetricWindow()
+
+    def epoch_groups(self) -> list[list[list[int]]]:
+        """This rank's micro-batches of the current epoch, grouped per optimizer step."""
+        cfg, acc = self.cfg, self.accelerator
+        batches = shard_batches(
+            epoch_batches(self.lengths, cfg.batch_size, cfg.seed, self.state.epoch, cfg.group_by_length),
+            acc.process_index,
+            acc.num_processes,
+        )
+        ga = cfg.gradient_accumulation_steps
+        return [batches[i : i + ga] for i in range(0, len(batches), ga)]
+
+    def optimizer_step(self, group: list[list[int]]) -> None:
+        """Forward + backward every micro-batch of ``group``, clip, step, schedule, run method hooks."""
+        loss, samples = _accumulate(
+            self.inputs,
+            self.step_fn,
+            self.accelerator,
+            self.model,
+            group,
+            self.generator,
+            self.window_metrics,
+            self.count_targets,
+        )
+        self.window_samples += samples
+        self.window_loss += loss
+        self.window_steps += 1
+        if self.cfg.max_grad_norm is not None:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state.step += 1
+        self.state.step_in_epoch += 1
+        reduce_sum = partial(self.accelerator.reduce, reduction="sum")
+        context = OptimizerStepContext(self.state.step, self.total_steps, reduce_sum)
+        for hook, params in self.step_hooks:
+            self.window_metrics.add(hook(self.inputs.adapted, params, context))
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def log(self, step_start: float, progress: Progress, bar: TaskID) -> None:
+        """Every ``logging_steps``: mean loss, lr, samples/s and method metrics since the last log."""
+        due = self.state.step % self.cfg.logging_steps == 0 or self.state.step == self.total_steps
+        if due:  # read back first: the device sync belongs to the timed window
+            mean_loss = self.accelerator.reduce(self.window_loss / self.window_steps, reduction="sum").item()
+        self.window_time += time.perf_counter() - step_start
+        if due:
+            speed = self.window_samples / self.window_time if self.window_time > 0 else 0.0
+            lr = self.scheduler.get_last_lr()[0]
+            self.result.losses[self.state.step] = mean_loss
+            scalars = {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_s": speed}
+            self.tracker.log(self.state.step, {**scalars, **self.window_metrics.pop()})
+            progress.update(bar, loss=mean_loss, lr=lr, speed=speed)
+            self.window_time, self.window_samples, self.window_steps = 0.0, 0, 0
+            self.window_loss.zero_()
+        progress.update(bar, completed=self.state.step)
+
+    def after_step(self, steps_in_epoch: int, stop: _StopFlag) -> bool:
+        """Epoch bookkeeping, evaluation, stop signal and checkpoint; True when the run ends here."""
+        cfg, state = self.cfg, self.state
+        end_of_epoch = state.step_in_epoch == steps_in_epoch
+        if end_of_epoch:
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+        due_eval = (end_of_epoch and cfg.eval_steps is None) or (
+            cfg.eval_steps is not None and state.step % cfg.eval_steps == 0
+        )
+        finished = state.step >= self.total_steps
+        if (due_eval or (finished and self.last_eval != state.step)) and self.run_eval():
+            self.result.stopped = "early_stopping"
+        signum = _agreed_signal(self.accelerator, stop.signum)  # read after eval: a signal during it counts
+        if signum is not None:
+            self.result.stopped, self.result.signal_number = "interrupted", signum
+        if state.step % cfg.save_steps == 0 or finished or self.result.stopped != "completed":
+            self.checkpoint()
+        return finished or self.result.stopped != "completed"
+
+    def run_eval(self) -> bool:
+        """Evaluate, keep best; True when early stopping says stop."""
+        if self.evaluate is None:
+            return False
+        state = self.state
+        self.last_eval = state.step
+        self.model.eval()
+        metrics = dict(self.evaluate(self.model))
+        self.model.train()
+        self.tracker.log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
+        value = float(metrics[self.plan.selection_metric])
+        logger.info("step %d eval: %s", state.step, _summary(metrics))
+        if _improved(value, state.best_metric, self.plan.higher_is_better):
+            state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
+            if self.on_best is not None:
+                self.on_best(self.accelerator.unwrap_model(self.model), metrics, state.step)
+        else:
+            state.evals_without_improvement += 1
+        patience = self.cfg.early_stopping_patience
+        return patience is not None and state.evals_without_improvement >= patience
+
+    def checkpoint(self) -> None:
+        """A resumable checkpoint of this step, unless one was just written."""
+        if self.last_saved != self.state.step:
+            self.result.checkpoint = save_checkpoint(
+                self.accelerator,
+                self.cfg.output_dir,
+                self.state,
+                self.cfg.save_total_limit,
+                self.run_states,
+                self.unwrapped,
+            )
+            self.last_saved = self.state.step
+
+    def finish(self) -> TrainResult:
+        """Close the tracker and report how the run ended."""
+        self.tracker.close()
+        result, state = self.result, self.state
+        result.step, result.best_metric, result.best_step = state.step, state.best_metric, state.best_step
+        return result
+
+
 def train(
     plan: Plan,
     inputs: TrainInputs,
@@ -184,154 +360,25 @@ def train(
     """Train ``inputs.adapted.model`` as ``plan`` says; see module docstring for the contract.
 
     ``evaluate(model) -> metrics`` runs at each evaluation point; ``on_best(model, metrics, step)`` is
-    called when ``train.metric_for_best_model`` improves. Both arrive from the CLI so this layer
-    never imports evaluation or export.
+    called when ``train.metric_for_best_model`` improves. Both arrive from the caller (``workflows``)
+    so this layer never imports evaluation or saving.
     """
-    cfg = plan.cfg.train
-    config_dict = plan.cfg.model_dump(mode="json")
-    out_dir = cfg.output_dir
-    lengths = [len(ids) for ids in inputs.train["input_ids"]]
-    per_epoch = steps_per_epoch(
-        len(lengths), cfg.batch_size, cfg.gradient_accumulation_steps, accelerator.num_processes
-    )
-    total_steps = cfg.max_steps or cfg.num_train_epochs * per_epoch
-
-    model = inputs.adapted.model
-    optimizer = build_optimizer(model, cfg, inputs.adapted.lr_scale, inputs.adapted.lr_start)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    inputs.adapted.model = model
-    custom_steps = [spec.step for spec, _ in plan.methods if spec.step is not default_step]
-    step_fn = custom_steps[0] if custom_steps else default_step  # plan.resolve allows at most one
-    step_hooks = [(spec.on_optimizer_step, params) for spec, params in plan.methods if spec.on_optimizer_step]
-    task_params = inputs.task_params if inputs.task_params is not None else plan.task_params
-    count_targets = partial(plan.task.count_targets, params=task_params)
-
-    run_states = {k: c for k, c in inputs.adapted.companions.items() if isinstance(c, RunState)}
-    unwrapped = accelerator.unwrap_model(model)
-    state = TrainerState(config=config_dict)
-    if resume_from is not None:
-        state = load_checkpoint(accelerator, resume_from, config_dict, run_states, unwrapped)
-        logger.info("resumed from %s at step %d (epoch %d)", resume_from, state.step, state.epoch)
-
-    tracker = Tracker(out_dir, enabled=accelerator.is_main_process)
+    run = _Run(plan, inputs, accelerator, evaluate, on_best, resume_from)
     stop = _StopFlag()
-    result = TrainResult(
-        step=state.step, stopped="completed", best_metric=None, best_step=None, checkpoint=None
-    )
-    last_saved: int | None = state.step if resume_from is not None else None
-    last_eval: int | None = None
-    evaluate_each_epoch = cfg.eval_steps is None
-
-    def checkpoint() -> None:
-        nonlocal last_saved
-        if last_saved != state.step:
-            result.checkpoint = save_checkpoint(
-                accelerator, out_dir, state, cfg.save_total_limit, run_states, unwrapped
-            )
-            last_saved = state.step
-
-    def run_eval() -> bool:
-        """Evaluate, keep best; True when early stopping says stop."""
-        nonlocal last_eval
-        if evaluate is None:
-            return False
-        last_eval = state.step
-        model.eval()
-        metrics = dict(evaluate(model))
-        model.train()
-        tracker.log(state.step, {f"eval/{k}": v for k, v in metrics.items()})
-        value = float(metrics[cfg.metric_for_best_model])
-        logger.info("step %d eval: %s", state.step, _summary(metrics))
-        if _improved(value, state.best_metric, plan.higher_is_better):
-            state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
-            if on_best is not None:
-                on_best(accelerator.unwrap_model(model), metrics, state.step)
-        else:
-            state.evals_without_improvement += 1
-        patience = cfg.early_stopping_patience
-        return patience is not None and state.evals_without_improvement >= patience
-
-    generator = torch.Generator().manual_seed(cfg.seed)  # keeps DataLoader off the global RNG
-    model.train()
-    # Logged values cover the whole window since the last log: mean loss, training-only time.
-    window_time, window_samples, window_steps = 0.0, 0, 0
-    window_loss = torch.zeros((), device=accelerator.device)
-    window_metrics = _MetricWindow()
+    run.model.train()
     with stop.installed(), _progress(accelerator.is_main_process) as progress:
         bar = progress.add_task(
-            "train", total=total_steps, completed=state.step, loss=float("nan"), lr=0.0, speed=0.0
+            "train", total=run.total_steps, completed=run.state.step, loss=float("nan"), lr=0.0, speed=0.0
         )
-        while state.step < total_steps and result.stopped == "completed":
-            batches = shard_batches(
-                epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length),
-                accelerator.process_index,
-                accelerator.num_processes,
-            )
-            ga = cfg.gradient_accumulation_steps
-            groups = [batches[i : i + ga] for i in range(0, len(batches), ga)]
-            for group in groups[state.step_in_epoch :]:
+        while run.state.step < run.total_steps and run.result.stopped == "completed":
+            groups = run.epoch_groups()
+            for group in groups[run.state.step_in_epoch :]:
                 step_start = time.perf_counter()
-                loss, samples = _accumulate(
-                    inputs, step_fn, accelerator, model, group, generator, window_metrics, count_targets
-                )
-                window_samples += samples
-                window_loss += loss
-                window_steps += 1
-                if cfg.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                state.step += 1
-                state.step_in_epoch += 1
-                context = OptimizerStepContext(
-                    state.step, total_steps, partial(accelerator.reduce, reduction="sum")
-                )
-                for hook, params in step_hooks:
-                    window_metrics.add(hook(inputs.adapted, params, context))
-                optimizer.zero_grad(set_to_none=True)
-
-                if state.step % cfg.logging_steps == 0 or state.step == total_steps:
-                    mean_loss = accelerator.reduce(window_loss / window_steps, reduction="sum").item()
-                    window_time += time.perf_counter() - step_start
-                    speed = window_samples / window_time if window_time > 0 else 0.0
-                    lr = scheduler.get_last_lr()[0]
-                    result.losses[state.step] = mean_loss
-                    tracker.log(
-                        state.step,
-                        {
-                            "train/loss": mean_loss,
-                            "train/lr": lr,
-                            "train/samples_per_s": speed,
-                            **window_metrics.pop(),
-                        },
-                    )
-                    progress.update(bar, loss=mean_loss, lr=lr, speed=speed)
-                    window_time, window_samples, window_steps = 0.0, 0, 0
-                    window_loss.zero_()
-                else:
-                    window_time += time.perf_counter() - step_start
-                progress.update(bar, completed=state.step)
-
-                end_of_epoch = state.step_in_epoch == len(groups)
-                if end_of_epoch:
-                    state.epoch, state.step_in_epoch = state.epoch + 1, 0
-                due_eval = (end_of_epoch and evaluate_each_epoch) or (
-                    cfg.eval_steps is not None and state.step % cfg.eval_steps == 0
-                )
-                finished = state.step >= total_steps
-                if (due_eval or (finished and last_eval != state.step)) and run_eval():
-                    result.stopped = "early_stopping"
-                signum = _agreed_signal(accelerator, stop.signum)
-                if signum is not None:
-                    result.stopped, result.signal_number = "interrupted", signum
-                if state.step % cfg.save_steps == 0 or finished or result.stopped != "completed":
-                    checkpoint()
-                if finished or result.stopped != "completed":
+                run.optimizer_step(group)
+                run.log(step_start, progress, bar)
+                if run.after_step(len(groups), stop):
                     break
-    tracker.close()
-    result.step, result.best_metric, result.best_step = state.step, state.best_metric, state.best_step
-    return result
+    return run.finish()
 
 
 def _summary(metrics: Mapping[str, Any]) -> str:

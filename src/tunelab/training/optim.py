@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -25,13 +26,13 @@ def param_groups(
     lr: float,
     lr_scale: Mapping[str, float] | None = None,
     lr_start: Mapping[str, int] | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """One group per (decay, lr scale, start step), in first-seen order.
 
     Decay matrices only: biases and norm weights (1-D tensors) are not decayed (nanoGPT's rule).
     """
     scale, start = lr_scale or {}, lr_start or {}
-    groups: dict[tuple[float, float, int], dict] = {}
+    groups: dict[tuple[float, float, int], dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -80,13 +81,20 @@ def build_scheduler(
     same schedule as the others (it is not restarted).
     """
     name = "constant_with_warmup" if cfg.lr_scheduler_type == "constant" else cfg.lr_scheduler_type
-    schedule = get_scheduler(
-        name, optimizer, num_warmup_steps=num_warmup_steps(cfg, total_steps), num_training_steps=total_steps
+    # get_scheduler has no return annotation; every schedule named above is a LambdaLR (see lr_lambdas).
+    schedule = cast(
+        LambdaLR,
+        get_scheduler(
+            name,
+            optimizer,
+            num_warmup_steps=num_warmup_steps(cfg, total_steps),
+            num_training_steps=total_steps,
+        ),
     )
     starts = [group.get("start_step", 0) for group in optimizer.param_groups]
     if not any(starts):
         return schedule
-    base = schedule.lr_lambdas[0]  # type: ignore[attr-defined]
+    base = schedule.lr_lambdas[0]
     return LambdaLR(optimizer, [partial(_held_until, base, start) for start in starts])
 
 

@@ -6,17 +6,18 @@ errors keyed by their full path, e.g. ``methods[0].params.r``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tunelab.assets import resolve_model
 from tunelab.config import RunConfig, format_validation_error
 from tunelab.errors import AssetError, ConfigError
 from tunelab.methods import METHODS
 from tunelab.methods.spec import MethodSpec, Target, default_step
+from tunelab.models.load import resolve_model
 from tunelab.tasks import TASKS
 from tunelab.tasks.spec import TaskSpec
 
@@ -35,9 +36,16 @@ class Plan:
     model_dir: Path
 
     @property
+    def selection_metric(self) -> str:
+        """The dev metric that selects best/ (``train.metric_for_best_model``, filled in by ``resolve``)."""
+        metric = self.cfg.train.metric_for_best_model
+        assert metric is not None, "resolve() sets train.metric_for_best_model"
+        return metric
+
+    @property
     def higher_is_better(self) -> bool:
         """Loss-like metrics and perplexity improve downwards, every other metric upwards."""
-        return not self.cfg.train.metric_for_best_model.endswith(LOWER_IS_BETTER)
+        return not self.selection_metric.endswith(LOWER_IS_BETTER)
 
 
 def _validate(model: type[BaseModel], raw: dict[str, Any], prefix: str, problems: list[str]) -> Any:
@@ -48,37 +56,47 @@ def _validate(model: type[BaseModel], raw: dict[str, Any], prefix: str, problems
         return None
 
 
-AUGMENTABLE_TASKS = ("classification",)  # one label per text: word edits keep the label true
-FEW_SHOT_TASKS = ("classification", "prompt_classification", "embedding_classification")  # k rows per label
-ZERO_SHOT_TASKS = ("prompt_classification", "embedding_classification")  # score labels untrained (k_shot 0)
+def _names(kind: str) -> str:
+    """The task names that have capability ``kind`` (a ``TaskSpec`` flag), for error messages."""
+    return ", ".join(name for name in TASKS.names() if getattr(TASKS.get(name), kind))
 
 
-def _task_problems(cfg: RunConfig, task: TaskSpec, methods: list[tuple[MethodSpec, Any]]) -> list[str]:
-    """Data/train options the task cannot take, alone or with the configured methods."""
+def _task_problems(cfg: RunConfig, task: TaskSpec) -> list[str]:
+    """Data options the task cannot take (its ``TaskSpec`` capabilities say which it can)."""
     problems: list[str] = []
-    if cfg.data.k_shot is not None and task.name not in FEW_SHOT_TASKS:
+    if cfg.data.k_shot is not None and not task.few_shot:
         problems.append(
             f"data.k_shot: task {task.name!r} does not read one label per row; "
-            f"k_shot supports: {', '.join(FEW_SHOT_TASKS)}"
+            f"k_shot supports: {_names('few_shot')}"
         )
-    elif cfg.data.k_shot == 0 and task.name not in ZERO_SHOT_TASKS:
+    elif cfg.data.k_shot == 0 and not task.zero_shot:
         problems.append(
             f"data.k_shot: 0 means no training, and task {task.name!r} would predict with an untrained head; "
-            f"zero-shot tasks: {', '.join(ZERO_SHOT_TASKS)}"
+            f"zero-shot tasks: {_names('zero_shot')}"
         )
-    if cfg.data.augment is not None:
-        if task.name not in AUGMENTABLE_TASKS:
-            problems.append(
-                f"data.augment: task {task.name!r} labels tokens or spans, which word edits would misalign; "
-                f"augmentation supports: {', '.join(AUGMENTABLE_TASKS)}"
-            )
-        problems += [
-            f"methods[{i}].params.cache_dir: the teacher cache holds the unaugmented rows, and data.augment "
-            "changes them every epoch; set cache_dir: null (live teacher) or turn augmentation off"
-            for i, (spec, params) in enumerate(methods)
-            if spec.name == "distill" and params is not None and params.cache_dir is not None
-        ]
+    if cfg.data.augment is not None and not task.augmentable:
+        problems.append(
+            f"data.augment: task {task.name!r} labels tokens or spans, which word edits would misalign; "
+            f"augmentation supports: {_names('augmentable')}"
+        )
     return problems
+
+
+def _method_conflicts(cfg: RunConfig, methods: list[tuple[MethodSpec, Any]]) -> list[str]:
+    """What each method cannot take from the rest of the config (``MethodSpec.conflicts``)."""
+    return [
+        f"methods[{i}].{problem}"
+        for i, (spec, params) in enumerate(methods)
+        if spec.conflicts is not None and params is not None
+        for problem in spec.conflicts(params, cfg)
+    ]
+
+
+def _from_scratch(task: TaskSpec | None, params: Any) -> bool:
+    """Whether the (validated) task params ask for a model built by tunelab (``TaskSpec.from_scratch``)."""
+    if task is None or params is None or task.from_scratch is None:
+        return False
+    return task.from_scratch(params)
 
 
 def resolve(cfg: RunConfig) -> Plan:
@@ -108,7 +126,8 @@ def resolve(cfg: RunConfig) -> Plan:
             "micro-batch's forward and backward, and two cannot be chained); keep one"
         )
     if task is not None:
-        problems += _task_problems(cfg, task, methods)
+        problems += _task_problems(cfg, task)
+    problems += _method_conflicts(cfg, methods)
 
     problems += combination_problems(methods, task)
     if task is not None:
@@ -122,7 +141,7 @@ def resolve(cfg: RunConfig) -> Plan:
                 f"{task.name!r}; choose one of: {', '.join(allowed)}"
             )
     model_dir = Path()
-    scratch = getattr(task_params, "from_scratch", None) is not None
+    scratch = _from_scratch(task, task_params)
     if scratch or cfg.model.name_or_path == SCRATCH:
         model_dir = cfg.train.output_dir / "init"
         if not (scratch and cfg.model.name_or_path == SCRATCH):
@@ -153,9 +172,21 @@ def combination_problems(methods: list[tuple[MethodSpec, Any]], task: TaskSpec |
             problems.append(f"methods: {' and '.join(names)} each decide the {group} parameters; keep one")
     if task is None:
         return problems
-    target = Target(task.name, task.model_class.__name__, tuple(spec.name for spec, _ in methods))
+    target = method_target(task, [spec for spec, _ in methods])
     for i, (spec, params) in enumerate(methods):
         reason = spec.refuses(params, target) if spec.refuses and params is not None else None
         if reason:
             problems.append(f"methods[{i}].name: {spec.name} cannot train task {task.name!r}: {reason}")
     return problems
+
+
+def method_target(task: TaskSpec, methods: Sequence[MethodSpec]) -> Target:
+    """What the methods are applied to: the task's capabilities and every configured method."""
+    return Target(
+        task=task.name,
+        model_class=task.model_class.__name__,
+        methods=tuple(spec.name for spec in methods),
+        restructuring=tuple(spec.name for spec in methods if spec.rebuild is not None),
+        why_no_logits=task.why_no_logits,
+        own_architecture=task.own_architecture,
+    )

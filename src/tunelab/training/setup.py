@@ -5,21 +5,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import torch
 from accelerate.utils import set_seed
-from transformers import AutoTokenizer
 
 from tunelab.config import AugmentConfig
 from tunelab.data import TaskData
 from tunelab.data.augment import AugmentingCollator, load_synonyms
 from tunelab.methods.losses import model_logits, smoothed_cross_entropy
 from tunelab.methods.spec import Adapted, LossFn, model_loss
+from tunelab.models.load import load_tokenizer
 from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
 from tunelab.training.plan import Plan
-from tunelab.training.scratch import corpus_texts, init_encoder_decoder, init_from_scratch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +48,9 @@ class TrainInputs:
     )
 
 
-def load_tokenizer(plan: Plan) -> Any:
-    """The model directory's tokenizer (fast, Rust-backed), offline."""
-    return AutoTokenizer.from_pretrained(plan.model_dir, trust_remote_code=plan.cfg.model.trust_remote_code)
-
-
 def load_model(plan: Plan, labels: list[str], params: Any) -> torch.nn.Module:
     """Pretrained backbone + a fresh task head sized for ``labels``, in fp32 (autocast handles precision)."""
-    model = load_with_labels(
+    model: PreTrainedModel = load_with_labels(
         plan.task, plan.model_dir, labels, params, trust_remote_code=plan.cfg.model.trust_remote_code
     )
     if plan.cfg.train.gradient_checkpointing:
@@ -112,13 +109,12 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         f" / {len(data.test)} test" if data.test is not None else "",
         data.labels,
     )
-    scratch = getattr(plan.task_params, "from_scratch", None)
-    if scratch is not None:  # plan.model_dir is <output_dir>/init: tokenizer and random init built here
-        init_from_scratch(scratch, corpus_texts(data.train), plan.model_dir, cfg.train.seed)
-    if getattr(plan.task_params, "warm_start", False):  # plan.model_dir is the encoder it starts from
-        built = init_encoder_decoder(plan.model_dir, cfg.train.output_dir / "init", cfg.train.seed)
-        plan = replace(plan, model_dir=built)
-    tokenizer = load_tokenizer(plan)
+    if plan.task.init_model is not None:  # e.g. a from-scratch or warm-started model, built once in init/
+        start = plan.task.init_model(
+            plan.task_params, data, plan.model_dir, cfg.train.output_dir / "init", cfg.train.seed
+        )
+        plan = replace(plan, model_dir=start)
+    tokenizer = load_tokenizer(plan.model_dir, trust_remote_code=cfg.model.trust_remote_code)
     set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
     model = load_model(plan, data.labels, params)
     if plan.task.check_model is not None:

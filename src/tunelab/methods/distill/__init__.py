@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tunelab.config import RunConfig
 from tunelab.data.batching import eval_order
 from tunelab.errors import ConfigError
 from tunelab.methods.distill import cache, teacher
@@ -94,19 +95,34 @@ class Distiller(nn.Module):
         return teacher.ensemble_logits(list(self.teachers), batch)
 
 
+def _distiller(adapted: Adapted) -> Distiller:
+    """The :class:`Distiller` that :func:`apply` put in ``adapted.companions["distill"]``."""
+    return cast(Distiller, adapted.companions["distill"])
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (attributes such as the projection live there)."""
     return getattr(model, "module", model)
 
 
+class _SavesSelectively(Protocol):
+    """A transformers model: ``save_pretrained`` leaves out the state-dict keys listed here."""
+
+    _keys_to_ignore_on_save: set[str] | list[str] | None
+
+
 def _attach_projection(model: nn.Module, params: Params, teacher_model: nn.Module) -> None:
     """Learned student -> teacher hidden projections, trained with the student but never saved with it."""
+    student_config: Any = model.config  # transformers configs: attribute bags, untyped here
+    teacher_config: Any = teacher_model.config
     proj = nn.ModuleList(
-        nn.Linear(model.config.hidden_size, teacher_model.config.hidden_size) for _ in params.hidden_layers
+        nn.Linear(student_config.hidden_size, teacher_config.hidden_size) for _ in params.hidden_layers
     )
     model.add_module(PROJECTION, proj)
     ignored = set(getattr(model, "_keys_to_ignore_on_save", None) or ())
-    model._keys_to_ignore_on_save = ignored | {f"{PROJECTION}.{k}" for k in proj.state_dict()}
+    cast(_SavesSelectively, model)._keys_to_ignore_on_save = ignored | {
+        f"{PROJECTION}.{k}" for k in proj.state_dict()
+    }
 
 
 def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Adapted:
@@ -123,8 +139,9 @@ def prepare(adapted: Adapted, params: Params, features: Any, collator: Any) -> N
     """With ``cache_dir``: load or build the teacher-logit cache of the training rows; drop the teachers."""
     if params.cache_dir is None:
         return
-    distiller: Distiller = adapted.companions["distill"]
-    top_k = params.cache_top_k or adapted.model.config.num_labels
+    distiller = _distiller(adapted)
+    student_config: Any = adapted.model.config  # a transformers config, untyped here
+    top_k: int = params.cache_top_k or student_config.num_labels
     path = cache.cache_path(
         Path(params.cache_dir).expanduser(),
         teacher.fingerprint(distiller.paths),
@@ -155,7 +172,7 @@ def _hidden_mse(
 
 def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
     """α·hard + (1−α)·T²·KL (+ β·hidden MSE), one backward; α = 1 skips the teacher entirely."""
-    distiller: Distiller = adapted.companions["distill"]
+    distiller = _distiller(adapted)
     p = distiller.params
     device = batch["input_ids"].device
     distiller.to(device)  # the loop moves only the student; a no-op once there
@@ -192,12 +209,14 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
 
 
 def refuses(params: Params, target: Target) -> str | None:
-    """Tasks whose logits a teacher cannot give or whose model class a teacher cannot be loaded as;
-    hidden-state matching needs one stack of hidden states."""
-    if target.task == "embedding_classification":
+    """Refuse tasks whose logits a teacher cannot give or whose model class a teacher cannot load as.
+
+    Hidden-state matching also needs one stack of hidden states (not an encoder-decoder's two).
+    """
+    if target.own_architecture:
         return (
             "a teacher loads as the transformers architecture its config.json names, and "
-            "embedding_classification's MeanPoolingClassifier is tunelab's own class"
+            f"{target.task}'s {target.model_class} is tunelab's own class"
         )
     if params.hidden_layers and target.model_class == SEQ2SEQ_CLASS:
         return (
@@ -206,4 +225,22 @@ def refuses(params: Params, target: Target) -> str | None:
     return refuses_without_logits(params, target)
 
 
-SPEC = MethodSpec(name="distill", params=Params, apply=apply, step=step, prepare=prepare, refuses=refuses)
+def conflicts(params: Params, cfg: RunConfig) -> list[str]:
+    """The teacher-logit cache holds the unaugmented rows, and augmentation changes them every epoch."""
+    if params.cache_dir is not None and cfg.data.augment is not None:
+        return [
+            "params.cache_dir: the teacher cache holds the unaugmented rows, and data.augment changes them "
+            "every epoch; set cache_dir: null (live teacher) or turn augmentation off"
+        ]
+    return []
+
+
+SPEC = MethodSpec(
+    name="distill",
+    params=Params,
+    apply=apply,
+    step=step,
+    prepare=prepare,
+    refuses=refuses,
+    conflicts=conflicts,
+)

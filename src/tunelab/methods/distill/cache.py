@@ -47,7 +47,17 @@ def cache_path(cache_dir: Path, teacher_fp: str, features: Iterable[list[int]], 
 
 
 class TeacherCache(nn.Module):
-    """Top-k teacher logits looked up by row content; buffers move with ``.to(device)``."""
+    """Top-k teacher logits looked up by row content; buffers move with ``.to(device)``.
+
+    Buffers: ``keys`` (R,) int64 row hashes, ``counts`` (R,) entries per row (1, or the row's attended
+    tokens), ``offsets`` (R,) first entry of each row, ``values`` (n, k) fp32 logits, ``indices`` (n, k).
+    """
+
+    keys: torch.Tensor
+    counts: torch.Tensor
+    offsets: torch.Tensor
+    values: torch.Tensor
+    indices: torch.Tensor
 
     def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
         super().__init__()

@@ -1,23 +1,23 @@
 """Teachers for distillation: saved Hugging Face model directories, frozen, checked against the student.
 
-Methods sit below ``export`` in the layer order, so a teacher is read here as what every full tunelab
+Methods sit below ``inference`` in the layer order, so a teacher is read as what every full tunelab
 artifact is underneath: an HF directory (a run's ``best/`` or an export) whose ``config.json`` names
-its architecture. Adapter artifacts must be merged first (``tunelab export --merge``).
+its architecture (``models.load.load_by_architecture``). Adapter artifacts must be merged first
+(``tunelab export --merge``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 from torch import nn
 
 from tunelab.errors import CheckpointError, ConfigError
+from tunelab.models.load import load_by_architecture
 
 _BUF = 1 << 20
 
@@ -39,19 +39,9 @@ def teacher_dir(path: Path) -> Path:
 
 def load_teacher(path: Path) -> nn.Module:
     """The frozen, eval-mode model saved in ``path`` (safetensors only, never remote code)."""
-    path = teacher_dir(path)
-    if not any(path.glob("*.safetensors")):
-        raise CheckpointError(
-            f"{path}: no .safetensors weights; tunelab loads teachers from safetensors only"
-        )
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    arch = (config.get("architectures") or [None])[0]
-    model_class = getattr(transformers, arch, None) if isinstance(arch, str) else None
-    if model_class is None:
-        raise CheckpointError(f"{path}: config.json names no transformers architecture (got {arch!r})")
-    model = model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+    model = load_by_architecture(teacher_dir(path))
     model.requires_grad_(False)
-    return model.eval()
+    return model
 
 
 def id2label(config: Any) -> list[str]:
@@ -65,17 +55,18 @@ def check_compatible(teachers: Sequence[nn.Module], paths: Sequence[Path], stude
     The KL compares label i of the teacher with label i of the student, and the teacher reads the
     student's input ids: both must mean the same thing.
     """
-    student_config = student.config
+    student_config: Any = student.config  # transformers configs: attribute bags, untyped here
     for teacher, path in zip(teachers, paths, strict=True):
-        theirs, ours = id2label(teacher.config), id2label(student_config)
+        teacher_config: Any = teacher.config
+        theirs, ours = id2label(teacher_config), id2label(student_config)
         if theirs != ours:
             raise ConfigError(
                 f"methods.distill.params.teacher: {path} has labels {theirs} but the student has {ours}; "
                 "a teacher must be trained on the same labels in the same order (set task.params.labels)"
             )
-        if teacher.config.vocab_size != student_config.vocab_size:
+        if teacher_config.vocab_size != student_config.vocab_size:
             raise ConfigError(
-                f"methods.distill.params.teacher: {path} has a vocabulary of {teacher.config.vocab_size} "
+                f"methods.distill.params.teacher: {path} has a vocabulary of {teacher_config.vocab_size} "
                 f"tokens, the student {student_config.vocab_size}; teacher and student must share a tokenizer"
             )
 

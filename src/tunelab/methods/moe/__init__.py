@@ -10,9 +10,14 @@ optimizer-step hook), ``stats`` (router health and heatmap).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
 from torch import nn
 
-from tunelab.methods.moe import hooks
+from tunelab.methods.moe import hooks, stats
 from tunelab.methods.moe.params import Params
 from tunelab.methods.moe.upcycle import upcycle
 from tunelab.methods.spec import SEQ2SEQ_CLASS, Adapted, MethodSpec, Target
@@ -44,6 +49,15 @@ def refuses(params: Params, target: Target) -> str | None:
     return None
 
 
+def report(
+    model: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], model_dir: Path
+) -> dict[str, Any]:
+    """Router health of the best model on dev (loads, max/mean, dead, entropy) + load heatmap PNG."""
+    health = stats.router_report(model, batches)
+    stats.plot_load_heatmap(health, model_dir / "expert_load_dev.png")
+    return {"router_dev": health}
+
+
 SPEC = MethodSpec(
     name="moe",
     refuses=refuses,
@@ -52,4 +66,5 @@ SPEC = MethodSpec(
     step=hooks.step,
     on_optimizer_step=hooks.on_optimizer_step,
     rebuild=rebuild,
+    report=report,
 )

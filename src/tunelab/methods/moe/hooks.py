@@ -121,6 +121,7 @@ def on_optimizer_step(adapted: Adapted, params: Params, ctx: OptimizerStepContex
         metrics[f"moe/layer{i}_max_mean_load"] = stats["max_mean_load"]
         metrics[f"moe/layer{i}_bias_norm"] = float(layer.router.bias.norm())
         if esft_now:
+            assert params.esft_top_p is not None  # esft_now implies ESFT scoring, i.e. esft_top_p is set
             keep = esft_selection(ctx.all_reduce_sum(layer.step_gates.clone()), params.esft_top_p)
             layer.esft_keep.copy_(keep)
             layer.esft_selected.fill_(True)

@@ -30,7 +30,8 @@ class Expert(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Expert output for tokens x (T, H) -> (T, H)."""
         hidden = self.act(self.gate(x)) * self.up(x) if self.gate is not None else self.act(self.up(x))
-        return self.down(hidden)
+        out: torch.Tensor = self.down(hidden)
+        return out
 
 
 def dispatch(
@@ -68,6 +69,12 @@ class MoEFeedForward(nn.Module):
     accumulate masked per-expert token counts and gate sums over an optimizer step (for the
     aux-free bias update, load statistics and ESFT scoring); they are not saved with the model.
     """
+
+    # Buffers registered in __init__: (N,) fp32 per routed expert, and the saved ESFT selection.
+    step_counts: torch.Tensor
+    step_gates: torch.Tensor
+    esft_keep: torch.Tensor  # (N,) bool
+    esft_selected: torch.Tensor  # () bool
 
     def __init__(
         self,

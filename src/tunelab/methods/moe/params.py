@@ -38,7 +38,7 @@ class Params(BaseModel):
         False,
         description=(
             "Mixtral-compatible gating (top-K of logits, then softmax over the K). Default False is "
-            "DeepSeek's softmax-then-top-K (MOE.md §4)."
+            "DeepSeek's softmax-then-top-K (DeepSeekMoE, arXiv 2401.06066)."
         ),
     )
     norm_topk_prob: bool = Field(

@@ -81,6 +81,8 @@ class Router(nn.Module):
     receives a gradient; ``balance.bias_update`` moves it between optimizer steps.
     """
 
+    bias: torch.Tensor  # (N,) fp32 buffer, registered in __init__
+
     def __init__(self, hidden_size: int, cfg: RouterConfig, init_std: float = 0.02) -> None:
         super().__init__()
         self.cfg = cfg

@@ -52,9 +52,10 @@ def router_report(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.T
         mask = batch["attention_mask"].bool()
         for i, layer in enumerate(layers):
             counts[i] += layer_counts(layer, mask).cpu()
+            assert layer.last_routing is not None  # set by the forward above (layer_counts checked it)
             entropy_sum[i] += float(routing_entropy(layer.last_routing, mask))
         n_batches += 1
-    report = []
+    report: list[dict[str, Any]] = []
     for i, layer in enumerate(layers):
         report.append(
             {

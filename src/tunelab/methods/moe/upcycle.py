@@ -19,6 +19,8 @@ Hand-written: no library upcycles encoder FFNs into DeepSeekMoE layers.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -29,26 +31,40 @@ from tunelab.methods.moe.router import Router, RouterConfig
 
 
 class _DenseFFN:
-    """The dense FFN's pieces at one site and how to put a MoE layer in its place."""
+    """The dense FFN's pieces at one site and how to put a MoE layer in its place.
+
+    ``owner`` is a module :func:`_kind` recognised, so the pieces below exist and the projections are
+    ``nn.Linear`` (the ``cast`` calls restate for the type checker what ``_kind`` checked at runtime).
+    """
+
+    up: nn.Linear
+    gate: nn.Linear | None
+    down: nn.Linear
+    act: nn.Module
 
     def __init__(self, owner: nn.Module, kind: str) -> None:
         self.owner, self.kind = owner, kind
         if kind == "bert":  # BertLayer-like: intermediate(dense, act) -> output(dense, dropout, LayerNorm)
-            self.up, self.gate = owner.intermediate.dense, None
-            self.down, self.act = owner.output.dense, owner.intermediate.intermediate_act_fn
+            inter, out = self._child("intermediate"), self._child("output")
+            self.up, self.gate = cast(nn.Linear, inter.dense), None
+            self.down, self.act = cast(nn.Linear, out.dense), cast(nn.Module, inter.intermediate_act_fn)
         else:  # LlamaMLP-like: down(act(gate(x)) * up(x))
             self.up, self.gate, self.down, self.act = (
-                owner.up_proj,
-                owner.gate_proj,
-                owner.down_proj,
-                owner.act_fn,
+                cast(nn.Linear, owner.up_proj),
+                cast(nn.Linear, owner.gate_proj),
+                cast(nn.Linear, owner.down_proj),
+                cast(nn.Module, owner.act_fn),
             )
+
+    def _child(self, name: str) -> nn.Module:
+        """The owner's submodule ``name`` (``intermediate`` or ``output`` of a BERT layer)."""
+        return cast(nn.Module, getattr(self.owner, name))
 
     def replace(self, parent: nn.Module, attr: str, moe: MoEFeedForward) -> None:
         """Swap the dense FFN for ``moe`` (BERT keeps BertOutput's dropout, residual and LayerNorm)."""
         if self.kind == "bert":
             self.owner.intermediate = moe
-            self.owner.output.dense = nn.Identity()
+            self._child("output").dense = nn.Identity()
         else:
             setattr(parent, attr, moe)
 
@@ -103,6 +119,7 @@ def _slice_expert(dense: _DenseFFN, neurons: torch.Tensor) -> Expert:
     with torch.no_grad():
         for mine, theirs in ((expert.up, dense.up), (expert.gate, dense.gate)):
             if mine is not None:
+                assert theirs is not None  # the expert is gated exactly when the dense FFN is
                 mine.weight.copy_(theirs.weight[neurons])
                 if up_bias:
                     mine.bias.copy_(theirs.bias[neurons])

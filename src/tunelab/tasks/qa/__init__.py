@@ -8,9 +8,9 @@ example, or no answer (SQuAD v2); ``squad_metric`` scores EM/F1 with the officia
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import datasets
 import numpy as np
@@ -25,6 +25,7 @@ from tunelab.data.squad import QAColumns, read_qa
 from tunelab.tasks.qa.features import padded_offsets, tokenize_windows, training_labels
 from tunelab.tasks.qa.spans import best_answers
 from tunelab.tasks.qa.squad_metric import best_thresholds, squad_scores
+from tunelab.tasks.schemas import RequestBody, ServeSchema
 from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec, without_columns
 
 FEATURE_ONLY = ("example_id", "offset_mapping")  # feature columns the model does not take
@@ -32,6 +33,11 @@ TARGETS = ("start_positions", "end_positions")
 
 
 class Params(BaseModel):
+    """Options of the qa (extractive question answering) task (validated from ``task.params``).
+
+    Windows of ``max_length`` tokens overlap by ``doc_stride``, which must stay under half a window.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_length: int = Field(
@@ -117,6 +123,7 @@ def collator(tokenizer: Any, params: Params) -> Any:
 
 
 def outputs(out: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The QA ``outputs``: start and end logits per window token, (B, T) each."""
     return {"start_logits": out.start_logits, "end_logits": out.end_logits}
 
 
@@ -158,6 +165,49 @@ def metrics(predicted: Predicted) -> dict[str, Any]:
     return out
 
 
+class QAInput(RequestBody):
+    """One question and the context to find its answer in."""
+
+    question: str = Field(min_length=1, description="The question.")
+    context: str = Field(min_length=1, description="The text that may hold the answer; any length.")
+
+
+class QARequest(RequestBody):
+    """``/v1/predict`` of a question answering model: one {question, context} pair or a list."""
+
+    inputs: QAInput | Annotated[list[QAInput], Field(min_length=1)] = Field(
+        description="One {question, context} pair or a list of them."
+    )
+
+
+class QAPrediction(BaseModel):
+    """The answer to one question: a span of its context, or no answer (SQuAD v2)."""
+
+    answer: str = Field(description="The answer, equal to context[start:end]; empty when no_answer.")
+    start: int | None = Field(description="Character offset of the answer in the context; null if none.")
+    end: int | None = Field(description="Character offset just past the answer; null if none.")
+    score: float = Field(description="Probability of this answer among the n best spans and no-answer.")
+    no_answer: bool = Field(description="True when the context holds no answer (SQuAD v2).")
+
+
+class QAResponse(BaseModel):
+    """``/v1/predict`` response of a question answering model: the model id and one answer per input."""
+
+    model: str
+    predictions: list[QAPrediction] = Field(description="One per input, in input order.")
+
+
+def qa_records(body: QARequest) -> list[dict[str, Any]]:
+    """``inputs`` (one pair or a list) -> raw records of the QA task."""
+    items = [body.inputs] if isinstance(body.inputs, QAInput) else body.inputs
+    return [{"question": item.question, "context": item.context} for item in items]
+
+
+def qa_response(model: str, predictions: Sequence[dict[str, Any]]) -> QAResponse:
+    """Map the QA task's postprocess output to the response schema (the n-best list stays internal)."""
+    return QAResponse(model=model, predictions=[QAPrediction.model_validate(p) for p in predictions])
+
+
 TASK = TaskSpec(
     name="qa",
     params=Params,
@@ -174,4 +224,7 @@ TASK = TaskSpec(
     outputs=outputs,
     loss_terms=loss_terms,
     target_keys=TARGETS,
+    serve_schema=ServeSchema(QARequest, qa_records, QAResponse, qa_response),
+    why_no_logits="its QA head gives separate start/end logits",
+    pipeline_tag="question-answering",
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -107,7 +107,7 @@ def answer(question: str, context: str, window: int, max_answer_words: int, min_
     stems = [_stem(m.group()) for m in matches]
     kinds = sorted(q_words)
     which = np.array([[s == k for s in stems] for k in kinds], dtype=np.int64)  # (Q, W)
-    hit = which.any(axis=0)  # (W,)
+    hit = cast(np.ndarray, which.any(axis=0))  # (W,); numpy's stub also admits a scalar (axis=None)
     width = min(window, len(hit))
     counts = np.concatenate([np.zeros((len(kinds), 1), np.int64), which.cumsum(axis=1)], axis=1)
     distinct = ((counts[:, width:] - counts[:, :-width]) > 0).sum(axis=0)  # question words per window start

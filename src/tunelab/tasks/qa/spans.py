@@ -24,7 +24,9 @@ def feature_candidates(
     """Valid spans of every feature at once.
 
     Args:
-        start_logits, end_logits: (F, L), positions beyond a feature's length hold any value.
+        start_logits: (F, L) start score per feature and token; positions beyond a feature's
+            length hold any value.
+        end_logits: (F, L) end score, as ``start_logits``.
         offsets: (F, L, 2) character spans, ``NO_SPAN`` outside the context (and on padding).
         n_best: k start and k end positions per feature.
         max_answer_length: longest span, in tokens.
@@ -49,7 +51,8 @@ def feature_candidates(
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
     shifted = np.exp(scores - scores.max())
-    return shifted / shifted.sum()
+    probs: np.ndarray = shifted / shifted.sum()
+    return probs
 
 
 def best_answers(
@@ -92,7 +95,8 @@ def best_answers(
             for j, p in zip(order, probs[:-1], strict=True)
         ]
         diff = null - float(score[order[0]]) if len(order) else None
-        answered = bool(spans) and (null_threshold is None or diff <= null_threshold)
+        # spans is non-empty exactly when diff is set (both come from a non-empty ``order``).
+        answered = bool(spans) and diff is not None and (null_threshold is None or diff <= null_threshold)
         best = spans[0] if answered else {"text": "", "start": None, "end": None, "score": float(probs[-1])}
         out.append(
             {

@@ -29,6 +29,7 @@ def normalize_answer(text: str) -> str:
 
 
 def exact(gold: str, pred: str) -> float:
+    """1.0 when the normalised prediction equals the normalised gold answer, else 0.0."""
     return float(normalize_answer(gold) == normalize_answer(pred))
 
 
@@ -77,20 +78,26 @@ def best_thresholds(
     scored set itself, so it is an upper bound, not a held-out figure.
     """
     out: dict[str, float] = {}
-    order = sorted(range(len(golds)), key=lambda i: -math.inf if null_diffs[i] is None else null_diffs[i])
+    order = sorted(range(len(golds)), key=lambda i: _diff_or_lowest(null_diffs[i]))
     for name, score in (("exact_match", exact), ("f1", f1)):
         current = best = float(sum(1 for answers in golds if not answers))  # everything answered ""
         thresh = min((d for d in null_diffs if d is not None), default=0.0) - 1.0
         for i in order:
-            if null_diffs[i] is None:
+            diff = null_diffs[i]
+            if diff is None:
                 continue
             refs = [a for a in golds[i] if normalize_answer(a)]
             current += max(score(a, span_predictions[i]) for a in refs) if refs else -1.0
             if current > best:
-                best, thresh = current, float(null_diffs[i])
+                best, thresh = current, float(diff)
         out[f"best_{name}"] = 100.0 * best / max(len(golds), 1)
         out[f"best_{name}_thresh"] = thresh
     return out
+
+
+def _diff_or_lowest(diff: float | None) -> float:
+    """Sort key of a null-score difference: questions without a span (None) come first."""
+    return -math.inf if diff is None else diff
 
 
 def _mean(em_scores: list[float], f1_scores: list[float], prefix: str) -> dict[str, float]:

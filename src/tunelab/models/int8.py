@@ -25,6 +25,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,6 +34,9 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 from tunelab.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from tunelab.models.protocols import Configured
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +63,10 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     """
     model.float().eval()
     with _torch_ao_deprecations():
-        return quantize_dynamic(
+        quantized = quantize_dynamic(  # type: ignore[no-untyped-call]  # torch.ao leaves it unannotated
             model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
         )
+    return cast(nn.Module, quantized)
 
 
 def int8_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -73,7 +78,7 @@ def int8_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         if owner not in quantized and isinstance(value, torch.Tensor):
             state[key] = value.contiguous()
     for name, module in quantized.items():
-        weight, bias = module._weight_bias()
+        weight, bias = module._weight_bias()  # type: ignore[no-untyped-call]  # unannotated in torch.ao
         state[f"{name}.weight_int8"] = weight.int_repr().contiguous()
         state[f"{name}.weight_scales"] = weight.q_per_channel_scales().contiguous()
         state[f"{name}.weight_zero_points"] = weight.q_per_channel_zero_points().contiguous()
@@ -84,7 +89,7 @@ def int8_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_int8(model: nn.Module, dest: Path) -> None:
     """Write config + ``model_int8.safetensors`` of a ``quantize_int8`` model into the open dir ``dest``."""
-    model.config.save_pretrained(dest)
+    cast("Configured", model).config.save_pretrained(dest)
     save_file(int8_state_dict(model), str(dest / WEIGHTS_FILE), metadata={"format": "pt", "tunelab": METHOD})
 
 

@@ -1,4 +1,7 @@
-"""The one text-generation path: ``tunelab predict`` (plain and ``--stream``) and the server.
+"""The one text-generation path, :func:`generate_tokens`, and the stop-string handling around it.
+
+``tunelab predict`` (plain and ``--stream``), the server, seq2seq evaluation and back-translation all
+decode through :func:`generate_tokens`.
 
 Decoding is transformers' ``model.generate`` (greedy, or seeded sampling with temperature / top-p /
 top-k, ``max_new_tokens``, stop strings through its ``stop_strings`` criterion). What is added here:
@@ -12,10 +15,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+if TYPE_CHECKING:
+    from tunelab.models.protocols import Generates
 
 
 @dataclass
@@ -36,6 +42,12 @@ class GenerationJob:
 
 @dataclass
 class Generation:
+    """A finished continuation: its text (cut at the first stop string) and its token counts.
+
+    ``prompt_tokens`` is the tokenised prompt's length, ``completion_tokens`` the new tokens without a
+    final EOS; the server reports both (``usage`` and its token metrics).
+    """
+
     text: str
     finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_new_tokens reached)
     prompt_tokens: int
@@ -85,6 +97,36 @@ class StopScanner:
         return "" if self.stopped else self.feed("") + self.text[self.sent :]
 
 
+@torch.no_grad()
+def generate_tokens(
+    model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], **decoding: Any
+) -> torch.Tensor:
+    """Token ids that ``model.generate`` decodes from tokenised ``inputs`` (the one call of it).
+
+    (B, T) inputs -> (B, L) ids: a decoder-only model returns prompt + continuation, an
+    encoder-decoder the decoder start token + continuation.
+    """
+    return cast("Generates", model).generate(**inputs, **decoding)
+
+
+def generate_ids(
+    model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], decoding: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    """An encoder-decoder's generated ids (decoder start dropped) and each row's length up to its EOS.
+
+    (B, T) inputs -> ``generated_ids`` (B, L) and ``generated_length`` (B,): the named per-row arrays a
+    generating task (``TaskSpec.generation``) gathers at evaluation and prediction.
+    """
+    enc = {key: inputs[key] for key in ("input_ids", "attention_mask")}
+    ids = generate_tokens(model, enc, **decoding)[:, 1:]  # (B, L): position 0 is the decoder start token
+    config = cast("Generates", model).generation_config
+    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    stops = torch.tensor([i for i in (*eos, config.pad_token_id) if i is not None], device=ids.device)
+    ended = torch.isin(ids, stops)
+    length = torch.where(ended.any(dim=1), ended.int().argmax(dim=1), ids.shape[1])
+    return {"generated_ids": ids, "generated_length": length}
+
+
 def _decoding(job: GenerationJob) -> dict[str, Any]:
     """``generate`` kwargs: greedy, or sampling with every knob explicit (no model default leaks in)."""
     if job.temperature <= 0:
@@ -110,8 +152,9 @@ def _generate(model: torch.nn.Module, tokenizer: Any, job: GenerationJob) -> Gen
     if job.seed is not None:
         torch.manual_seed(job.seed)
     eos = tokenizer.eos_token_id
-    out = model.generate(
-        **enc,
+    out = generate_tokens(
+        model,
+        enc,
         max_new_tokens=job.max_new_tokens,
         **_decoding(job),
         stop_strings=job.stop or None,

@@ -13,7 +13,7 @@ from accelerate.utils import gather_object, send_to_device
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import eval_order
-from tunelab.evaluation.generate import GenerationOptions, generate_records
+from tunelab.inference.generate import GenerationOptions, generate_ids, generate_records
 from tunelab.tasks.spec import OUTPUT_PAD, Predicted, TaskSpec
 
 EVAL_SEED = 1234
@@ -49,7 +49,7 @@ def predict_outputs(
     The forward runs on the unwrapped module, so uneven batch counts per rank cannot deadlock.
     Targets (``task.target_keys``) stay out of the forward; ``task.loss_terms`` scores them, so the
     loss is the mean over every target of the split whatever the batch size or process count.
-    A generating task (``task.generate``, given ``params``) adds its generated arrays; rows without
+    A generating task (``task.generation``, given ``params``) adds its generated arrays; rows without
     targets then skip the forward.
     """
     order = eval_order(_lengths(features))
@@ -70,11 +70,11 @@ def predict_outputs(
             batch = send_to_device(batch, device)
             inputs = {k: v for k, v in batch.items() if k not in task.target_keys}
             named, terms = {}, None
-            if task.generate is None or any(k in batch for k in task.target_keys):
+            if task.generation is None or any(k in batch for k in task.target_keys):
                 out = model(**inputs)
                 named, terms = task.outputs(out, batch), task.loss_terms(out, batch)
-            if task.generate is not None:
-                named = {**named, **task.generate(model, inputs, params)}
+            if task.generation is not None:
+                named = {**named, **generate_ids(model, inputs, task.generation(params))}
             arrays = {name: t.float().cpu().numpy() for name, t in named.items()}
             total, count = (0.0, 0) if terms is None else (float(terms[0]), int(terms[1]))
             pieces.append((rows, arrays, total, count))
@@ -104,7 +104,8 @@ def _assemble(
         shape = np.max([a.shape[1:] for _, a in parts], axis=0) if parts[0][1].ndim > 1 else ()
         full = np.full((n, *shape), OUTPUT_PAD, dtype=np.float32)
         for rows, array in parts:
-            full[(rows, *(slice(0, d) for d in array.shape[1:]))] = array
+            index: tuple[list[int] | slice, ...] = (rows, *(slice(0, d) for d in array.shape[1:]))
+            full[index] = array
         out[name] = full
     return out
 
@@ -117,11 +118,11 @@ def _lengths(features: Any) -> list[int]:
 
 
 class Predictable(Protocol):
-    """What turning raw records into predictions needs; a loaded ``export.artifact.Artifact`` is one."""
+    """What turning raw records into predictions needs; a loaded ``inference.artifact.Artifact`` is one."""
 
     model: torch.nn.Module
     tokenizer: Any
-    task: Any
+    task: TaskSpec
     task_params: Any
     labels: list[str]
 

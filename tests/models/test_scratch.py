@@ -12,8 +12,8 @@ from transformers import (
     AutoTokenizer,
 )
 
+from tunelab.models.scratch import init_from_scratch, train_tokenizer
 from tunelab.tasks.lm_pretrain import ScratchParams
-from tunelab.training.scratch import init_from_scratch, train_tokenizer
 
 ZH = ["中共中央总书记江泽民发表新年讲话。", "这本书的质量还不错，内容很好。", "北京是中国的首都"] * 3
 

@@ -1,4 +1,7 @@
-"""Pretraining from scratch: train a tokenizer on the corpus, build a small BERT, Llama or T5, save as HF.
+"""Models built by tunelab itself: a corpus-trained tokenizer with a random-init model, or a warm start.
+
+The from-scratch start is a tokenizer trained on the corpus plus a random-init BERT, ModernBERT, Llama
+or T5; the warm start is BERT2BERT. Each is saved as a plain HF directory that every task loads.
 
 Tokenizers are trained with Hugging Face ``tokenizers`` and wrapped as a fast HF tokenizer, so every
 task loads them with ``AutoTokenizer``. Two kinds:
@@ -26,8 +29,6 @@ from typing import Any
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
-    AutoConfig,
-    AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
     EncoderDecoderModel,
@@ -43,6 +44,7 @@ from transformers import (
 
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_dir
+from tunelab.models.load import load_config, load_tokenizer
 
 SPECIALS = {
     "pad_token": "[PAD]",
@@ -102,7 +104,9 @@ def train_tokenizer(
         pair=f"{cls} $A {sep} $B:1 {sep}:1",
         special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **SPECIALS)
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # __init__ unannotated in transformers
+        tokenizer_object=tok, model_max_length=max_length, **SPECIALS
+    )
 
 
 def _t5(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
@@ -119,7 +123,9 @@ def _t5(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
         dropout_rate=scratch.dropout,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.sep_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
+        # Not a T5Config field: PreTrainedConfig keeps extra kwargs as attributes, which its
+        # dataclass_transform signature does not show.
+        decoder_start_token_id=tokenizer.pad_token_id,  # type: ignore[call-arg]  # see above
     )
     return T5ForConditionalGeneration(config)
 
@@ -137,7 +143,9 @@ def _modernbert(
     """
     config = ModernBertConfig(
         **common,
-        global_attn_every_n_layers=1,
+        # A legacy kwarg that ModernBertConfig.__post_init__ still turns into layer_types; its
+        # dataclass_transform signature lists fields only.
+        global_attn_every_n_layers=1,  # type: ignore[call-arg]  # see above
         sparse_prediction=True,
         embedding_dropout=dropout,
         attention_dropout=dropout,
@@ -151,8 +159,10 @@ def _modernbert(
 
 
 def build_model(scratch: Any, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
-    """Random-init ``BertForMaskedLM`` (``architecture: bert``), ``ModernBertForMaskedLM``
-    (``modernbert``), ``LlamaForCausalLM`` (``llama``) or ``T5ForConditionalGeneration`` (``t5``).
+    """The random-init model that ``scratch.architecture`` names, sized by ``scratch`` and ``tokenizer``.
+
+    ``BertForMaskedLM`` (``architecture: bert``), ``ModernBertForMaskedLM`` (``modernbert``),
+    ``LlamaForCausalLM`` (``llama``) or ``T5ForConditionalGeneration`` (``t5``).
 
     ``scratch`` is the task's ``from_scratch`` params: hidden_size, layers, heads, intermediate_size,
     max_position_embeddings, dropout. Vocabulary size and special ids come from ``tokenizer``.
@@ -224,9 +234,9 @@ def init_encoder_decoder(encoder_dir: Path, dest: Path, seed: int) -> Path:
     """
     if (dest / "config.json").is_file():
         return dest
-    if AutoConfig.from_pretrained(encoder_dir).is_encoder_decoder:
+    if load_config(encoder_dir).is_encoder_decoder:
         raise TunelabError(f"{encoder_dir} is already an encoder-decoder; train it without warm_start")
-    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    tokenizer = load_tokenizer(encoder_dir)
     if tokenizer.pad_token_id is None or tokenizer.sep_token_id is None:
         raise TunelabError(f"{encoder_dir}: warm_start needs a BERT-style tokenizer with [PAD] and [SEP]")
     torch.manual_seed(seed)

@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 from toy_tasks import TOY_TASKS, tiny_llama_dir
 from tunelab.cli import app
 from tunelab.config import validate_config
-from tunelab.evaluation.generate import Generation, GenerationJob, GenerationOptions, generate, stream
-from tunelab.evaluation.predict import predict_records
-from tunelab.export.artifact import load_artifact
-from tunelab.export.merge import save_run_model
+from tunelab.inference.artifact import load_artifact
+from tunelab.inference.generate import Generation, GenerationJob, GenerationOptions, generate, stream
+from tunelab.inference.predict import predict_records
+from tunelab.models.artifact import save_model
 from tunelab.serving.predictor import load_predictor
 from tunelab.tasks.causal_lm import chat_prompt
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
+from tunelab.workflows import run_info
 
 PROMPTS = ["the movie was good", "awful plot and a dull actor"]
 
@@ -92,14 +93,7 @@ def sft_run(tmp_path_factory) -> Path:
     plan = resolve(cfg)
     inputs = prepare_inputs(plan)
     train(plan, inputs, build_accelerator(plan.cfg.train))
-    info = {
-        "task": plan.task.name,
-        "task_params": inputs.task_params.model_dump(mode="json"),
-        "labels": inputs.labels,
-        "columns": {"text": "text"},
-        "config": plan.cfg.model_dump(mode="json"),
-    }
-    save_run_model(inputs.adapted.model, inputs.tokenizer, tmp / "best", info)
+    save_model(inputs.adapted.model, inputs.tokenizer, tmp / "best", run_info(plan, inputs))
     return tmp / "best"
 
 

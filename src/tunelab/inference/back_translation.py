@@ -10,30 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tunelab.errors import CheckpointError, DataError
+from tunelab.errors import DataError
+from tunelab.inference.generate import generate_tokens
 from tunelab.io import atomic_write
-
-
-def load_seq2seq(path: Path) -> tuple[Any, Any]:
-    """(model, tokenizer) of a local seq2seq directory, safetensors only, never remote code."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
-        raise CheckpointError(f"{path}: not a saved model directory (config.json + *.safetensors)")
-    if not AutoConfig.from_pretrained(path, trust_remote_code=False).is_encoder_decoder:
-        architectures = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures")
-        raise CheckpointError(
-            f"{path}: back-translation needs an encoder-decoder model (got {architectures})"
-        )
-    model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
-    return model.eval(), AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+from tunelab.models.load import load_seq2seq
 
 
 class BackTranslator:
@@ -59,13 +45,15 @@ class BackTranslator:
             list(texts), padding=True, truncation=True, return_tensors="pt", return_token_type_ids=False
         )
         sampling = self.temperature > 0
-        ids = model.generate(
-            **batch,
+        ids = generate_tokens(
+            model,
+            batch,
             max_new_tokens=self.max_new_tokens,
             do_sample=sampling,
             temperature=self.temperature if sampling else None,
         )
-        return tokenizer.batch_decode(ids, skip_special_tokens=True)
+        texts_out: list[str] = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return texts_out
 
     def __call__(self, texts: Sequence[str]) -> list[str]:
         """One paraphrase per text, in order; the same seed gives the same output."""

@@ -1,0 +1,1 @@
+"""Inference: a saved model bound to its task, batched no-grad prediction, and the one generation path."""

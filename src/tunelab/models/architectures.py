@@ -1,0 +1,173 @@
+"""Model classes tunelab defines itself, and the pooling they share.
+
+- ``MeanPoolingClassifier``: a BERT encoder, mean pooling + L2 norm, and a linear head on the detached
+  sentence embedding (the ``embedding_classification`` task's SetFit-style model).
+- ``LanguageModel``: picks the LM head class a checkpoint needs (causal for decoders, masked for
+  encoders), so the ``lm_pretrain`` task can name one model class.
+
+They live here, beside every other loader, because overriding ``from_pretrained`` is loading code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    BertPreTrainedModel,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+from transformers.utils.generic import ModelOutput
+
+from tunelab.errors import ConfigError
+
+HEAD_CONFIG = ("label_descriptions", "similarity_scale", "head_lr_multiplier")  # the head's config keys
+_CAUSAL_TYPES = frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the non-padding token vectors, L2-normalised (sentence-transformers' sentence embedding).
+
+    (B, T, H), (B, T) -> (B, H); unit norm, so a dot product is the cosine similarity.
+    """
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+
+@dataclass
+class EmbeddingOutput(ModelOutput):
+    """Head logits (B, C) and the normalised sentence embeddings (B, H) they were computed from."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    embeddings: torch.Tensor | None = None
+
+
+class MeanPoolingClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # HF __init_subclass__
+    """A BERT encoder, mean pooling + L2 norm, and a linear head on the detached embedding.
+
+    ``config.label_descriptions`` (from the task params) initialise a head the checkpoint lacks, so a
+    fresh model is the zero-shot classifier and a saved one keeps its trained head.
+    """
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()  # type: ignore[no-untyped-call]  # unannotated in transformers
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **targets: Any,
+    ) -> EmbeddingOutput:
+        """Embed and classify; ``targets`` (labels, pair targets) are the task loss's, not the model's."""
+        hidden = self.bert(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+        ).last_hidden_state
+        assert attention_mask is not None, "mean pooling needs the attention mask"
+        embeddings = mean_pool(hidden, attention_mask)  # (B, H), unit norm
+        multiplier = self.config.head_lr_multiplier
+        logits = F.linear(
+            embeddings.detach(), self.classifier.weight * multiplier, self.classifier.bias * multiplier
+        )
+        return EmbeddingOutput(logits=logits, embeddings=embeddings)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Load the encoder (and the head if saved); a missing head starts at the label descriptions.
+
+        Returns the model, or ``(model, loading info)`` with ``output_loading_info=True`` as
+        transformers does (hence ``Any``: the base class annotates only the first form).
+        """
+        path = pretrained_model_name_or_path
+        model_type = AutoConfig.from_pretrained(path).model_type
+        if model_type != "bert":
+            raise ConfigError(
+                f"model.name_or_path: embedding_classification pools a BERT encoder, not a {model_type} "
+                "model; use e.g. minilm-l6"
+            )
+        want_info = kwargs.pop("output_loading_info", False)
+        head = {key: kwargs.pop(key) for key in HEAD_CONFIG if key in kwargs}
+        labels = {key: kwargs.pop(key) for key in ("num_labels", "id2label", "label2id") if key in kwargs}
+        config = BertConfig.from_pretrained(path, **labels)
+        for key, value in head.items():  # not BertConfig fields: from_pretrained would pass them to __init__
+            setattr(config, key, value)
+        model, info = cast(  # output_loading_info=True: a (model, info) pair, not the annotated Self
+            "tuple[MeanPoolingClassifier, dict[str, list[Any]]]",
+            super().from_pretrained(path, *args, config=config, output_loading_info=True, **kwargs),
+        )
+        if any(key.startswith("classifier.") for key in info["missing_keys"]):
+            init_head(model, AutoTokenizer.from_pretrained(path))
+        return (model, info) if want_info else model
+
+    @classmethod
+    def from_config(cls, config: Any) -> MeanPoolingClassifier:
+        """Random-init model of ``config`` (artifact skeletons)."""
+        return cls(config)
+
+
+@torch.no_grad()
+def init_head(model: MeanPoolingClassifier, tokenizer: Any) -> None:
+    """Head rows = ``scale`` * embedding of each label's description (default: its name), bias 0.
+
+    Stored divided by the head multiplier, which the forward applies.
+    """
+    cfg = model.config
+    was_training = model.training
+    model.train(False)
+    id2label = cast("dict[int, str]", cfg.id2label)  # int ids: built by label_maps, keys cast on load
+    names = [id2label[i] for i in range(len(id2label))]
+    texts = [cfg.label_descriptions.get(name, name) for name in names]
+    enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    embeddings = model(**enc).embeddings  # (C, H)
+    model.train(was_training)
+    model.classifier.weight.copy_(embeddings * cfg.similarity_scale / cfg.head_lr_multiplier)
+    model.classifier.bias.zero_()
+
+
+def is_causal(config: Any) -> bool:
+    """Decoder-only model types (Llama, GPT-2...) train as causal LMs; encoders (BERT...) as masked LMs."""
+    return config.model_type in _CAUSAL_TYPES or bool(getattr(config, "is_decoder", False))
+
+
+class LanguageModel:
+    """The LM head class for a checkpoint: ``AutoModelForCausalLM`` for decoders, else ``...ForMaskedLM``.
+
+    The task has one ``model_class``; which Auto class fits is a property of the checkpoint (a MiniLM
+    dir has no LM head and is a ``BertModel``), so the choice is made from its config.
+    """
+
+    @staticmethod
+    def _auto(config: Any) -> Any:
+        return AutoModelForCausalLM if is_causal(config) else AutoModelForMaskedLM
+
+    @classmethod
+    def from_pretrained(cls, path: Any, **kwargs: Any) -> Any:
+        """Load ``path`` with the fitting Auto class (label kwargs are harmless for LM heads)."""
+        config = AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
+        return cls._auto(config).from_pretrained(path, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Any:
+        """Random-init model of ``config`` (artifact skeletons)."""
+        return cls._auto(config).from_config(config)

@@ -1,0 +1,194 @@
+"""Every load of a model, tokenizer or config from a local directory: the only ``from_pretrained`` calls.
+
+Rules that hold for each loader here: weights come from local directories only (the hub is off),
+safetensors only, ``trust_remote_code`` off unless the run's config turned it on, and fp32 weights
+(autocast decides the compute precision later). A directory that is not a model gets a
+``CheckpointError`` naming it, not a traceback from deep inside transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PretrainedConfig,
+)
+from transformers import logging as hf_logging
+
+from tunelab.assets.models import MODELS, ModelAsset, cache_dir, shipped_source
+from tunelab.errors import AssetError, CheckpointError
+from tunelab.io import atomic_dir
+
+__all__ = [
+    "label_maps",
+    "load_by_architecture",
+    "load_causal_lm",
+    "load_config",
+    "load_encoder",
+    "load_pretrained",
+    "load_seq2seq",
+    "load_tokenizer",
+    "resolve_model",
+]
+
+
+def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
+    """``id2label`` and ``label2id`` as transformers configs store them."""
+    return dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+
+
+def _require_weights(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path}: no config.json; give a tunelab model dir or a Hugging Face model dir")
+    if not any(path.glob("*.safetensors")):
+        raise CheckpointError(f"{path}: no .safetensors weights; tunelab only loads safetensors models")
+
+
+def load_config(path: Path, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The directory's ``config.json`` as a transformers config; a damaged file is a clear error."""
+    try:
+        # AutoConfig picks the config class from the file, so transformers types its result as Any.
+        return cast(PretrainedConfig, AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: cannot read config.json ({type(exc).__name__}: {exc})") from None
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
+    """The directory's tokenizer (fast, Rust-backed where the files allow)."""
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def load_pretrained(
+    model_class: Any,
+    path: Path,
+    labels: Sequence[str] = (),
+    *,
+    trust_remote_code: bool = False,
+    output_loading_info: bool = False,
+    **config: Any,
+) -> Any:
+    """``model_class`` from ``path`` with a head sized for ``labels`` (if any), in fp32.
+
+    ``config`` overrides config.json values (e.g. a task's ``problem_type``) and is saved with the
+    model. A freshly initialised head is what fine-tuning starts from, so transformers' "newly
+    initialized" warning is silenced here. Label-free tasks (QA, language modelling) pass no labels
+    and keep the class's own head size.
+    """
+    if labels:
+        id2label, label2id = label_maps(labels)
+        config = {**config, "num_labels": len(labels), "id2label": id2label, "label2id": label2id}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)
+    try:
+        return model_class.from_pretrained(
+            path,
+            dtype=torch.float32,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=output_loading_info,
+            **config,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_causal_lm(path: Path) -> tuple[torch.nn.Module, Any]:
+    """(model in eval mode, tokenizer) of a causal LM directory."""
+    _require_weights(path)
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
+        path, trust_remote_code=False, dtype=torch.float32
+    )
+    return model.eval(), load_tokenizer(path)
+
+
+def load_encoder(path: Path) -> tuple[torch.nn.Module, Any]:
+    """(bare encoder in eval mode, tokenizer) of any transformers directory, e.g. for embeddings."""
+    _require_weights(path)
+    model = AutoModel.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+    return model.eval(), load_tokenizer(path)
+
+
+def load_seq2seq(path: Path) -> tuple[torch.nn.Module, Any]:
+    """(model in eval mode, tokenizer) of an encoder-decoder directory (T5, BART, Marian...)."""
+    _require_weights(path)
+    config = load_config(path)
+    if not config.is_encoder_decoder:
+        raise CheckpointError(f"{path}: needs an encoder-decoder model (got {config.architectures})")
+    model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+    return model.eval(), load_tokenizer(path)
+
+
+def load_by_architecture(path: Path) -> torch.nn.Module:
+    """The transformers class that ``config.json``'s ``architectures`` names, in eval mode.
+
+    For frozen companions such as distillation teachers: a full tunelab model directory is an HF
+    directory underneath, so its architecture name says which class restores its head.
+    """
+    import transformers
+
+    _require_weights(path)
+    architectures = load_config(path).architectures
+    arch = architectures[0] if architectures else None
+    model_class = getattr(transformers, arch, None) if isinstance(arch, str) else None
+    if model_class is None:
+        raise CheckpointError(f"{path}: config.json names no transformers architecture (got {arch!r})")
+    model: torch.nn.Module = model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+    return model.eval()
+
+
+def _convert_gguf(src: Path, gguf_file: str, dest: Path) -> None:
+    """Write a GGUF model as a plain HF dir (fp32 safetensors + tokenizer + chat template), atomically.
+
+    ``save_pretrained`` refuses GGUF-loaded models, so the dequantised weights are moved into a model
+    built from the same config without its ``quantization_config``. Loading GGUF takes ~20 s; the
+    converted dir reloads in well under a second, hence the cache.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    with atomic_dir(dest) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def _converted_model(name: str, asset: ModelAsset, src: Path) -> Path:
+    """The cached HF dir of a GGUF asset, converted on first use (a complete dir has ``config.json``)."""
+    dest = cache_dir() / "models" / name
+    if not (dest / "config.json").is_file():
+        if not (src / asset.gguf_file).is_file():
+            raise AssetError(f"{src}: shipped model {name!r} is incomplete; reinstall {asset.package}")
+        _convert_gguf(src, asset.gguf_file, dest)
+    return dest
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """Local directory for a shipped model name or an existing model directory."""
+    if name_or_path in MODELS:
+        asset, path = shipped_source(name_or_path)
+        if asset.gguf_file:
+            return _converted_model(name_or_path, asset, path)
+        if not (path / "config.json").is_file():
+            raise AssetError(
+                f"{path}: shipped model {name_or_path!r} is incomplete; reinstall {asset.package}"
+            )
+        return path
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    raise AssetError(
+        f"model {name_or_path!r} is neither a shipped model ({', '.join(sorted(MODELS))}) nor an existing "
+        "local directory; hub downloads are disabled, so give a local path"
+    )

@@ -1,0 +1,138 @@
+"""The run record ``tunelab_run.json``: one typed, versioned model, written and read only here.
+
+Every saved model directory carries it (a run's ``best/``, an export): the task and its params, the
+label order, the input columns, the resolved config, the dev metrics of these weights, the adapter's
+base model, what an export did, and the provenance (library versions, git sha). Training writes it,
+export rewrites it, prediction and serving read it; typed fields make a missing or misspelt key an
+error at the boundary instead of a ``KeyError`` three layers later.
+
+Versioning: ``version`` is written into every record. A record without one predates versioning and
+has exactly version 1's fields, so it reads as version 1. Any other version is refused with what to
+do, never half-read.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tunelab import __version__
+from tunelab.config import RunConfig, format_validation_error
+from tunelab.data import Columns
+from tunelab.errors import CheckpointError
+
+RUN_FILE = "tunelab_run.json"
+RUN_INFO_VERSION = 1
+_VERSIONED = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "safetensors", "scikit-learn")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdapterInfo(_Record):
+    """Where an adapter artifact's base weights come from."""
+
+    base_model: str = Field(description="Shipped model name or local directory the adapter applies to.")
+
+
+class ExportInfo(_Record):
+    """What ``tunelab export`` did to the source model, and the parity report of before vs after."""
+
+    source: str = Field(description="The exported model directory.")
+    steps: list[str] = Field(description="Steps in the order applied, e.g. merged, int8, onnx.")
+    merged: dict[str, Any] | None = Field(default=None, description="Merge dtype, logit difference, base.")
+    pruned: dict[str, Any] | None = Field(default=None, description="Pruning method, sparsity, recovery.")
+    quantized: dict[str, Any] | None = Field(default=None, description="int8 method and weights file.")
+    onnx: dict[str, Any] | None = Field(default=None, description="ONNX file and its parity with eager.")
+    parity: dict[str, Any] = Field(description="Dev metrics, size and latency before and after.")
+
+
+class RunInfo(_Record):
+    """The content of ``tunelab_run.json``."""
+
+    version: int = Field(default=RUN_INFO_VERSION, description="Record format version.")
+    task: str = Field(description="Task registry name the model serves.")
+    task_params: dict[str, Any] = Field(default_factory=dict, description="The task's fitted params.")
+    labels: list[str] = Field(default_factory=list, description="Label names in id order.")
+    columns: Columns = Field(default=Columns(text="text", label=None), description="Input columns.")
+    seed: int | None = Field(default=None, description="The run's seed.")
+    config: RunConfig | None = Field(default=None, description="The resolved run config.")
+    step: int | None = Field(default=None, description="Optimizer step of these weights.")
+    dev_metrics: dict[str, Any] | None = Field(default=None, description="Dev metrics of these weights.")
+    adapter: AdapterInfo | None = Field(default=None, description="Set on adapter artifacts.")
+    export: ExportInfo | None = Field(default=None, description="Set on exported models.")
+    versions: dict[str, str] = Field(default_factory=dict, description="Library versions at writing.")
+    git_sha: str | None = Field(default=None, description="tunelab's commit at writing, if known.")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, tunelab and the libraries that shape a model's numbers."""
+    versions = {"python": platform.python_version(), "tunelab": __version__}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_sha() -> str | None:
+    """Commit of the tunelab source tree when it runs from a git checkout, else None."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def write_run_info(dest: Path, info: RunInfo) -> None:
+    """``tunelab_run.json`` = ``info`` plus fresh provenance, into ``dest`` (a temp dir being filled)."""
+    record = info.model_copy(update={"versions": library_versions(), "git_sha": git_sha()})
+    text = json.dumps(record.model_dump(mode="json", exclude_none=True), indent=2)
+    (dest / RUN_FILE).write_text(text, encoding="utf-8")
+
+
+def parse_run_info(raw: Any, where: str) -> RunInfo:
+    """Validate a decoded record; ``where`` names its file in the error."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    version = raw.get("version", RUN_INFO_VERSION)  # unversioned records have version 1's fields
+    if version != RUN_INFO_VERSION:
+        newer = isinstance(version, int) and version > RUN_INFO_VERSION
+        raise CheckpointError(
+            f"{where}: run record version {version!r}; this tunelab {__version__} reads version "
+            f"{RUN_INFO_VERSION} only. "
+            + ("Upgrade tunelab to load it." if newer else "Re-train or re-export it with this tunelab.")
+        )
+    try:
+        return RunInfo.model_validate(raw)
+    except ValidationError as exc:
+        raise CheckpointError(
+            f"{where}: invalid run record:\n{format_validation_error(exc, RunInfo)}"
+        ) from None
+
+
+def read_run_info(model_dir: Path) -> RunInfo | None:
+    """The record of ``model_dir``, or None when it has none (a plain Hugging Face directory)."""
+    path = model_dir / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc}); the model directory is damaged") from None
+    return parse_run_info(raw, str(path))

@@ -1,0 +1,48 @@
+"""What a task declares to be served at ``/v1/predict``: its request/response bodies and their mapping.
+
+Each task that serves sets ``TaskSpec.serve_schema``; the server reads it and needs no per-task code.
+Response bodies follow the Hugging Face inference API's shapes, and every body forbids unknown keys so
+a client's typo is a 422 naming the key, not silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Texts = Annotated[list[str], Field(min_length=1)]
+
+
+class RequestBody(BaseModel):
+    """Base of request bodies: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextsRequest(RequestBody):
+    """``/v1/predict`` of a text task: one text or a list."""
+
+    inputs: str | Texts = Field(description="One text or a list of texts (Hugging Face inference style).")
+
+
+def text_records(body: TextsRequest) -> list[dict[str, Any]]:
+    """``inputs`` (one text or a list) -> raw records of a text task."""
+    texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    return [{"text": text} for text in texts]
+
+
+@dataclass(frozen=True)
+class ServeSchema:
+    """One task's ``/v1/predict``: request body, its raw records, response body and its builder.
+
+    ``records`` turns a validated request into the task's raw input records (``TaskSpec.input_fields``);
+    ``build(model_id, predictions)`` turns the task's ``postprocess`` output into the response.
+    """
+
+    request: type[BaseModel]
+    records: Callable[[Any], list[dict[str, Any]]]
+    response: type[BaseModel]
+    build: Callable[[str, Sequence[dict[str, Any]]], BaseModel]

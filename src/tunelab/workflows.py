@@ -1,0 +1,247 @@
+"""Workflows: train -> final report, and the eval/predict plumbing behind the CLI.
+
+``cli.py`` parses arguments and maps errors to exit codes; what a command *does* lives here, as
+plain functions a script or a test can call without a terminal. This is the only module that wires
+training to evaluation and saving (the loop gets them as callables, so ``training`` never imports
+``evaluation``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import dump_config, load_config
+from tunelab.data import Columns, load_records
+from tunelab.errors import TunelabError
+from tunelab.evaluation import evaluate
+from tunelab.evaluation.ensemble import ensemble_of
+from tunelab.evaluation.report import metrics_table, write_report
+from tunelab.inference.artifact import Artifact, load_artifact
+from tunelab.io import atomic_write
+from tunelab.models.artifact import save_model
+from tunelab.models.run_info import RunInfo
+from tunelab.tasks.spec import tokenize_dataset
+from tunelab.training import TrainInputs, TrainResult, build_accelerator, prepare_inputs, resolve
+from tunelab.training import train as run_training
+from tunelab.training.checkpoint import latest_checkpoint
+from tunelab.training.plan import Plan
+from tunelab.training.tracking import read_history
+
+logger = logging.getLogger(__name__)
+
+
+def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
+    """The run record every model this run saves carries (step and dev metrics added per save)."""
+    cfg = plan.cfg
+    return RunInfo(
+        task=plan.task.name,
+        task_params=inputs.task_params.model_dump(mode="json"),
+        labels=inputs.labels,
+        columns=Columns(
+            text=cfg.data.text_column, label=cfg.data.label_column, text_pair=cfg.data.text_pair_column
+        ),
+        seed=cfg.train.seed,
+        config=cfg,
+    )
+
+
+def _start_dir(out: Path, resume: bool, resume_from: Path | None, overwrite: bool, main: bool) -> Path | None:
+    """The checkpoint to resume from (None: a fresh run); a fresh run needs an empty output dir."""
+    if resume and resume_from is None:
+        resume_from = latest_checkpoint(out)
+        if resume_from is None:
+            raise TunelabError(f"--resume: no checkpoint in {out / 'checkpoints'}; train without --resume")
+    if main and resume_from is None and out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise TunelabError(
+                f"{out} is not empty; pass --resume to continue it or --overwrite to start over"
+            )
+        shutil.rmtree(out)
+    return resume_from
+
+
+def train_run(
+    config: Path,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    resume_from: Path | None = None,
+    overwrite: bool = False,
+    on_start: Any = None,
+) -> TrainResult:
+    """Validate CONFIG, train, keep the best dev model in ``best/``, then score it (dev + test).
+
+    Every config error is raised before any data or weights load. ``on_start(process_index)`` runs
+    once the process group is known (the CLI sets up rank-aware logging there). A zero-shot run
+    (``data.k_shot: 0``) saves the model as loaded after scoring it on dev. An interrupted run returns
+    with ``stopped == "interrupted"`` after its checkpoint is saved.
+    """
+    plan = resolve(load_config(config, list(overrides)))
+    cfg = plan.cfg
+    accelerator = build_accelerator(cfg.train)
+    if on_start is not None:
+        on_start(accelerator.process_index)
+    out = cfg.train.output_dir
+    resume_from = _start_dir(out, resume, resume_from, overwrite, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    inputs = prepare_inputs(plan)
+    if accelerator.is_main_process:
+        atomic_write(out / "run_config.yaml", dump_config(cfg))
+    info = run_info(plan, inputs)
+
+    def on_best(model: Any, metrics: Mapping[str, Any], step: int) -> None:
+        if accelerator.is_main_process:
+            record = info.model_copy(update={"step": step, "dev_metrics": dict(metrics)})
+            save_model(model, inputs.tokenizer, out / "best", record)
+
+    evaluate_dev = partial(
+        evaluate,
+        task=plan.task,
+        features=inputs.dev,
+        collator=inputs.collator,
+        labels=inputs.labels,
+        batch_size=cfg.train.eval_batch_size,
+        accelerator=accelerator,
+        params=inputs.task_params,
+        examples=inputs.examples["dev"],
+        tokenizer=inputs.tokenizer,
+    )
+    if cfg.data.k_shot == 0:  # zero-shot: the model scores labels as loaded; it is saved, not trained
+        on_best(inputs.adapted.model, evaluate_dev(inputs.adapted.model), 0)
+        if accelerator.is_main_process:
+            final_report(plan, out, inputs, cfg.train.eval_batch_size)
+        return TrainResult(step=0, stopped="completed", best_metric=None, best_step=0, checkpoint=None)
+    result = run_training(
+        plan, inputs, accelerator, evaluate=evaluate_dev, on_best=on_best, resume_from=resume_from
+    )
+    if result.stopped == "interrupted":
+        logger.warning(
+            "interrupted at step %d; checkpoint %s; continue with: tunelab train %s --resume",
+            result.step,
+            result.checkpoint,
+            config,
+        )
+        return result
+    logger.info(
+        "training %s at step %d; best %s=%s at step %s",
+        result.stopped,
+        result.step,
+        cfg.train.metric_for_best_model,
+        result.best_metric,
+        result.best_step,
+    )
+    if accelerator.is_main_process:
+        final_report(plan, out, inputs, cfg.train.eval_batch_size)
+    return result
+
+
+def final_report(plan: Plan, out: Path, inputs: TrainInputs, batch_size: int) -> dict[str, Any]:
+    """Write metrics.json + PNGs into best/: dev metrics as recorded when it was saved, test scored now.
+
+    Methods with a ``report`` (e.g. MoE's router health) add their sections, computed on dev.
+    """
+    best = load_artifact(out / "best")
+    metrics = {"dev": best.info.dev_metrics or {}}  # the loop scored these exact weights on dev already
+    if inputs.test is not None:
+        metrics["test"] = evaluate_artifact(
+            best, inputs.test, inputs.examples["test"], inputs.collator, batch_size
+        )
+    report: dict[str, Any] = dict(metrics)
+    for spec, _ in plan.methods:
+        if spec.report is not None:
+            report.update(
+                spec.report(best.model, _batches(inputs.dev, inputs.collator, batch_size), best.path)
+            )
+    write_report(best.path, report, best.labels, read_history(out))
+    _print_table(metrics)
+    logger.info("model, metrics.json and plots in %s", best.path)
+    return report
+
+
+def _batches(features: Any, collator: Any, batch_size: int) -> Iterable[Any]:
+    from torch.utils.data import DataLoader
+
+    return DataLoader(features, batch_size=batch_size, collate_fn=collator)
+
+
+def _print_table(metrics: Mapping[str, Any]) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(metrics_table(metrics))
+
+
+def evaluate_artifact(
+    art: Artifact, features: Any, examples: Any, collator: Any, batch_size: int
+) -> dict[str, Any]:
+    """Metrics of a loaded model on tokenised ``features`` (``examples``: their raw rows)."""
+    return evaluate(
+        art.model,
+        art.task,
+        features,
+        collator,
+        art.labels,
+        batch_size,
+        params=art.task_params,
+        examples=examples,
+        tokenizer=art.tokenizer,
+    )
+
+
+def load_models(model_dirs: Sequence[Path], combine: str) -> Artifact:
+    """One saved model, or the ensemble of several (same task, labels and tokenizer)."""
+    arts = [load_artifact(path) for path in model_dirs]
+    return arts[0] if len(arts) == 1 else ensemble_of(arts, combine)  # type: ignore[arg-type]
+
+
+def evaluate_file(
+    art: Artifact,
+    data: Path,
+    batch_size: int,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    report_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Score ``art`` on a labelled file in its task's input format (columns default to the training ones)."""
+    cols = Columns(
+        text=text_column or art.columns.text,
+        label=label_column or art.columns.label or "label",
+        text_pair=art.columns.text_pair,
+    )
+    rows = art.task.read_eval(data, cols, art.task_params, art.labels)
+    features = tokenize_dataset(art.task, art.task_params, art.tokenizer, rows, art.labels)
+    collator = art.task.collator(art.tokenizer, art.task_params)
+    metrics = {"eval": evaluate_artifact(art, features, rows, collator, batch_size)}
+    if report_dir is not None:
+        write_report(report_dir, metrics, art.labels)
+    _print_table(metrics)
+    return metrics["eval"]
+
+
+def prediction_records(
+    art: Artifact,
+    texts: Sequence[str],
+    file: Path | None,
+    text_column: str | None,
+    stdin: Iterable[str],
+) -> list[dict[str, str]]:
+    """Raw input records from ``--text``, a ``--file`` or stdin lines, in the task's input fields.
+
+    Tasks whose inputs have several fields (e.g. question + context) read them from a table file.
+    """
+    fields = {name: name for name in art.task.input_fields}
+    if "text" in fields:
+        fields["text"] = text_column or art.columns.text
+    if file is not None and not texts:
+        records = load_records(file, fields)
+    elif len(fields) > 1:
+        raise TunelabError(f"task {art.task.name} takes {', '.join(fields)} per input: give a table --file")
+    else:
+        lines = list(texts) if texts else [line.rstrip("\n") for line in stdin if line.strip()]
+        records = [{next(iter(fields)): line} for line in lines]
+    if not records:
+        raise TunelabError("no input: give --text, --file, or lines on stdin")
+    return records
