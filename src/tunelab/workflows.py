@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import dump_config, load_config
-from tunelab.data import Columns, load_records
+from tunelab.data import Columns, columns_of, load_records
 from tunelab.errors import TunelabError
 from tunelab.evaluation import evaluate
 from tunelab.evaluation.ensemble import ensemble_of
@@ -42,9 +42,7 @@ def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
         task=plan.task.name,
         task_params=inputs.task_params.model_dump(mode="json"),
         labels=inputs.labels,
-        columns=Columns(
-            text=cfg.data.text_column, label=cfg.data.label_column, text_pair=cfg.data.text_pair_column
-        ),
+        columns=columns_of(cfg.data),
         seed=cfg.train.seed,
         config=cfg,
     )
@@ -112,28 +110,27 @@ def train_run(
     )
     if cfg.data.k_shot == 0:  # zero-shot: the model scores labels as loaded; it is saved, not trained
         on_best(inputs.adapted.model, evaluate_dev(inputs.adapted.model), 0)
-        if accelerator.is_main_process:
-            final_report(plan, out, inputs, cfg.train.eval_batch_size)
-        return TrainResult(step=0, stopped="completed", best_metric=None, best_step=0, checkpoint=None)
-    result = run_training(
-        plan, inputs, accelerator, evaluate=evaluate_dev, on_best=on_best, resume_from=resume_from
-    )
-    if result.stopped == "interrupted":
-        logger.warning(
-            "interrupted at step %d; checkpoint %s; continue with: tunelab train %s --resume",
-            result.step,
-            result.checkpoint,
-            config,
+        result = TrainResult(step=0, stopped="completed", best_metric=None, best_step=0, checkpoint=None)
+    else:
+        result = run_training(
+            plan, inputs, accelerator, evaluate=evaluate_dev, on_best=on_best, resume_from=resume_from
         )
-        return result
-    logger.info(
-        "training %s at step %d; best %s=%s at step %s",
-        result.stopped,
-        result.step,
-        cfg.train.metric_for_best_model,
-        result.best_metric,
-        result.best_step,
-    )
+        if result.stopped == "interrupted":
+            logger.warning(
+                "interrupted at step %d; checkpoint %s; continue with: tunelab train %s --resume",
+                result.step,
+                result.checkpoint,
+                config,
+            )
+            return result
+        logger.info(
+            "training %s at step %d; best %s=%s at step %s",
+            result.stopped,
+            result.step,
+            cfg.train.metric_for_best_model,
+            result.best_metric,
+            result.best_step,
+        )
     if accelerator.is_main_process:
         final_report(plan, out, inputs, cfg.train.eval_batch_size)
     return result

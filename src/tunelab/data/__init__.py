@@ -51,7 +51,8 @@ class Columns:
     text_pair: str | None = None
 
 
-def _columns(cfg: DataConfig) -> Columns:
+def columns_of(cfg: DataConfig) -> Columns:
+    """The input columns a data config names (what a run records and ``tunelab eval`` defaults to)."""
     return Columns(text=cfg.text_column, label=cfg.label_column, text_pair=cfg.text_pair_column)
 
 
@@ -89,7 +90,7 @@ def load_labeled_data(
     Labels come from ``labels`` when given, else from the training file. ``separator`` set means
     multi-label rows (see ``checks.check_rows``).
     """
-    cols = _columns(cfg)
+    cols = columns_of(cfg)
     problems = Problems()
     train = _extract(read_table(cfg.train_file), cols, labels, problems, separator)
     names = list(labels) if labels is not None else sorted_labels(train["label"])

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from transformers import PretrainedConfig
 
+from tunelab.data import Columns
 from tunelab.errors import CheckpointError
 from tunelab.methods import METHODS
 from tunelab.models.artifact import Rebuild, load_model, resolve_model_dir
@@ -37,18 +39,18 @@ class Artifact:
     info: RunInfo
 
     @property
-    def columns(self) -> Any:
-        """The input columns the model was trained on (``tunelab.data.Columns``)."""
+    def columns(self) -> Columns:
+        """The input columns the model was trained on."""
         return self.info.columns
 
 
 def _plain_hf_tasks() -> list[TaskSpec]:
-    return [TASKS.get(name) for name in TASKS.names() if TASKS.get(name).hf_architecture is not None]
+    return [task for task in map(TASKS.get, TASKS.names()) if task.hf_architecture is not None]
 
 
-def plain_hf_task(path: Path) -> TaskSpec | None:
-    """The task that serves a Hugging Face directory without ``tunelab_run.json``, if any declares it."""
-    architectures = load_config(path).architectures or []
+def plain_hf_task(config: PretrainedConfig) -> TaskSpec | None:
+    """The task that serves a Hugging Face directory of ``config`` without ``tunelab_run.json``, if any."""
+    architectures = config.architectures or []
     for task in _plain_hf_tasks():
         if any(arch.endswith(str(task.hf_architecture)) for arch in architectures):
             return task
@@ -57,8 +59,8 @@ def plain_hf_task(path: Path) -> TaskSpec | None:
 
 def _plain_hf_info(path: Path) -> RunInfo:
     """The run record of an HF directory saved without tunelab (task from its architecture, labels)."""
-    task = plain_hf_task(path)
     config = load_config(path)
+    task = plain_hf_task(config)
     if task is None:
         kinds = ", ".join(f"*{t.hf_architecture} ({t.name})" for t in _plain_hf_tasks())
         raise CheckpointError(

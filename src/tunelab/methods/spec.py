@@ -122,14 +122,13 @@ class Target:
     """What a method will be applied to, known before any weight loads (for refusals at validation).
 
     ``model_class`` is the task's model class name (e.g. ``AutoModelForSequenceClassification``);
-    ``methods`` lists every configured method name in order and ``restructuring`` those among them
-    that change the module structure (``MethodSpec.rebuild``), so a method can refuse a neighbour.
+    ``restructuring`` names the configured methods that change the module structure
+    (``MethodSpec.rebuild``), so a method can refuse such a neighbour.
     ``why_no_logits`` and ``own_architecture`` are the task's capabilities (``TaskSpec``).
     """
 
     task: str
     model_class: str
-    methods: tuple[str, ...]
     restructuring: tuple[str, ...] = ()
     why_no_logits: str | None = None
     own_architecture: bool = False

@@ -23,7 +23,7 @@ from tunelab.errors import CheckpointError
 from tunelab.io import atomic_dir
 from tunelab.models import int8
 from tunelab.models.adapter import ADAPTER_CONFIG, is_adapter_dir, is_peft_model, load_adapter_model
-from tunelab.models.load import load_config
+from tunelab.models.load import load_config, load_saved
 from tunelab.models.run_info import AdapterInfo, RunInfo, write_run_info
 
 if TYPE_CHECKING:
@@ -113,5 +113,4 @@ def load_model(
         return int8.load_int8(path, model_skeleton(path, model_class, rebuilds))
     if rebuilds:
         return load_strict(path, model_skeleton(path, model_class, rebuilds))
-    model: torch.nn.Module = model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
-    return model
+    return load_saved(model_class, path)

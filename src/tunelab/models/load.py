@@ -35,6 +35,7 @@ __all__ = [
     "load_config",
     "load_encoder",
     "load_pretrained",
+    "load_saved",
     "load_seq2seq",
     "load_tokenizer",
     "resolve_model",
@@ -100,20 +101,25 @@ def load_pretrained(
         hf_logging.set_verbosity(verbosity)
 
 
+def load_saved(model_class: Any, path: Path) -> torch.nn.Module:
+    """A saved model of ``model_class`` exactly as stored (no new head, no config overrides), in eval mode.
+
+    The one loader of plain HF directories: serving's causal LMs and encoders, back-translation's
+    seq2seq models, distillation teachers and plain tunelab artifacts all come through here.
+    """
+    _require_weights(path)
+    model: torch.nn.Module = model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+    return model.eval()
+
+
 def load_causal_lm(path: Path) -> tuple[torch.nn.Module, Any]:
     """(model in eval mode, tokenizer) of a causal LM directory."""
-    _require_weights(path)
-    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
-        path, trust_remote_code=False, dtype=torch.float32
-    )
-    return model.eval(), load_tokenizer(path)
+    return load_saved(AutoModelForCausalLM, path), load_tokenizer(path)
 
 
 def load_encoder(path: Path) -> tuple[torch.nn.Module, Any]:
     """(bare encoder in eval mode, tokenizer) of any transformers directory, e.g. for embeddings."""
-    _require_weights(path)
-    model = AutoModel.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
-    return model.eval(), load_tokenizer(path)
+    return load_saved(AutoModel, path), load_tokenizer(path)
 
 
 def load_seq2seq(path: Path) -> tuple[torch.nn.Module, Any]:
@@ -122,8 +128,7 @@ def load_seq2seq(path: Path) -> tuple[torch.nn.Module, Any]:
     config = load_config(path)
     if not config.is_encoder_decoder:
         raise CheckpointError(f"{path}: needs an encoder-decoder model (got {config.architectures})")
-    model = AutoModelForSeq2SeqLM.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
-    return model.eval(), load_tokenizer(path)
+    return load_saved(AutoModelForSeq2SeqLM, path), load_tokenizer(path)
 
 
 def load_by_architecture(path: Path) -> torch.nn.Module:
@@ -140,8 +145,7 @@ def load_by_architecture(path: Path) -> torch.nn.Module:
     model_class = getattr(transformers, arch, None) if isinstance(arch, str) else None
     if model_class is None:
         raise CheckpointError(f"{path}: config.json names no transformers architecture (got {arch!r})")
-    model: torch.nn.Module = model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
-    return model.eval()
+    return load_saved(model_class, path)
 
 
 def _convert_gguf(src: Path, gguf_file: str, dest: Path) -> None:

@@ -111,7 +111,8 @@ def load_predictor(name_or_path: str, device: str = "cpu") -> Predictor:
             f"{path}: an adapter artifact (a PEFT run's best/); merge it into a full model first: "
             f"tunelab export {path} --merge --to MERGED, then serve MERGED"
         )
-    archs = load_config(path).architectures or []
+    config = load_config(path)
+    archs = config.architectures or []
     has_record = (path / RUN_FILE).is_file()
     if any(a.endswith("ForCausalLM") for a in archs):
         if has_record:  # the run's exact model (e.g. MoE-upcycled layers), not a plain reload
@@ -119,7 +120,7 @@ def load_predictor(name_or_path: str, device: str = "cpu") -> Predictor:
             return GeneratorPredictor(model_id, art.tokenizer, art.model)
         model, tok = load_causal_lm(path)
         return GeneratorPredictor(model_id, tok, model.to(device))
-    if has_record or plain_hf_task(path) is not None:
+    if has_record or plain_hf_task(config) is not None:
         art = load_artifact(path, device)
         if art.task.serve_schema is None:
             raise ServingError(

@@ -185,7 +185,6 @@ def method_target(task: TaskSpec, methods: Sequence[MethodSpec]) -> Target:
     return Target(
         task=task.name,
         model_class=task.model_class.__name__,
-        methods=tuple(spec.name for spec in methods),
         restructuring=tuple(spec.name for spec in methods if spec.rebuild is not None),
         why_no_logits=task.why_no_logits,
         own_architecture=task.own_architecture,
