@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+from transformers import BertTokenizerFast
 
-from toy_tasks import toy_rows, write_csv
+from toy_tasks import save_tiny_bert, toy_rows, write_csv
 from tunelab.config import RunConfig, validate_config
 
 
@@ -34,17 +34,7 @@ def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
     fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=64)
     fast.save_pretrained(out)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertForMaskedLM(config).save_pretrained(out)
-    return out
+    return save_tiny_bert(out, tok.get_vocab_size())
 
 
 @pytest.fixture

@@ -182,6 +182,59 @@ def test_load_config_bad_yaml_names_the_file(tmp_path: Path, text: str, message:
         load_config(path)
 
 
+DUPLICATES = [
+    (
+        "model: {name_or_path: m}\ntrain:\n  lr: 1.0e-3\ndata: {train_file: t.csv}\ntrain:\n  seed: 1\n",
+        "key 'train' at line 5 duplicates line 2",
+    ),
+    (
+        "model: {name_or_path: m}\ndata: {train_file: t.csv}\ntrain:\n  lr: 1.0\n  lr: 2.0\n",
+        "key 'lr' at line 5 duplicates line 4",
+    ),
+    (
+        "model: {name_or_path: m}\ndata: {train_file: t.csv}\nmethods:\n- {name: lora, name: full}\n",
+        "key 'name' at line 4 duplicates line 4",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), DUPLICATES, ids=["top-level", "nested", "flow-in-list"])
+def test_load_config_refuses_duplicate_keys_with_both_lines(tmp_path: Path, text: str, message: str) -> None:
+    """PyYAML keeps the last of two equal keys; the first block's settings would vanish silently."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    with pytest.raises(ConfigError, match=rf"^{re.escape(f'{path}: {message}; keep one')}$"):
+        load_config(path)
+
+
+def test_load_config_merge_key_may_be_overridden(tmp_path: Path) -> None:
+    """``<<: *base`` then a key of base is YAML's way to override, not a duplicate."""
+    path = tmp_path / "cfg.yaml"
+    text = "base: &b {lr: 1.0, seed: 3}\nmodel: {name_or_path: m}\ndata: {train_file: t.csv}\n"
+    path.write_text(text + "train:\n  <<: *b\n  lr: 2.0\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError, match=r"(?m)^base: unknown key") as excinfo:
+        load_config(path)
+
+    assert "duplicates" not in str(excinfo.value)
+
+
+def test_override_value_that_is_not_yaml_is_a_config_error(tmp_path: Path) -> None:
+    path = _write_yaml(tmp_path / "run.yaml", _raw())
+
+    with pytest.raises(ConfigError, match=r"^override --train\.lr: '\[1,' is not a YAML value \(expected"):
+        load_config(path, ["--train.lr", "[1,"])
+
+
+def test_load_config_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_bytes(b"model: {name_or_path: m}\n# caf\xe9\n")
+
+    with pytest.raises(ConfigError, match=re.escape(f"{path}:2: not UTF-8 (byte 0xe9 at column 6)")):
+        load_config(path)
+
+
 def test_registry_get_miss_lists_choices() -> None:
     registry = Registry("widget", {"beta": 2, "alpha": 1})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 
 from tunelab.config import dump_config, validate_config
 from tunelab.errors import CheckpointError
-from tunelab.io import atomic_dir, atomic_write, publish_dir, safe_load, temp_dir_for
+from tunelab.io import atomic_dir, atomic_write, publish_dir, read_json, safe_load, temp_dir_for, utf8_error
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -138,6 +139,51 @@ def test_safe_load_refuses_pickled_objects(tmp_path: Path, kind: str) -> None:
 def test_safe_load_missing_file_raises_checkpoint_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="file not found"):
         safe_load(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize(
+    ("content", "after_path"),
+    [
+        (b'{"model_type": "bert",\n', ": not valid JSON (line 2 col 1: Expecting property name enclosed in"),
+        (b'{"a": 1}\n{"b": 2}\n', ": not valid JSON (line 2 col 1: Extra data)"),
+        (b'{\n  "name": "caf\xe9"\n}\n', ":2: not UTF-8 (byte 0xe9 at column 15)"),
+    ],
+    ids=["truncated", "two-objects", "not-utf8"],
+)
+def test_read_json_damaged_file_is_one_checkpoint_error_saying_where(
+    tmp_path: Path, content: bytes, after_path: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+
+    with pytest.raises(CheckpointError, match=f"^{re.escape(f'{path}{after_path}')}") as excinfo:
+        read_json(path)
+
+    assert "\n" not in str(excinfo.value)
+
+
+def test_read_json_reads_a_bom_prefixed_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(b'\xef\xbb\xbf{"a": [1, "\xc3\xa9"]}')
+
+    assert read_json(path) == {"a": [1, "é"]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"plain\nascii\n", None),
+        ("中文\n\u00e9".encode(), None),
+        (b"ok\nab\xffc\n", (2, "not UTF-8 (byte 0xff at column 3); save it as UTF-8")),
+        (b"\xc3(\n", (1, "not UTF-8 (byte 0xc3 at column 1); save it as UTF-8")),
+        (
+            b"\xed\xa0\x80\n",
+            (1, "not UTF-8 (byte 0xed at column 1); save it as UTF-8"),
+        ),  # an encoded surrogate
+    ],
+)
+def test_utf8_error_finds_the_first_bad_byte(raw: bytes, expected: tuple[int, str] | None) -> None:
+    assert utf8_error(raw.decode("utf-8", "surrogateescape")) == expected
 
 
 def _config_dict(**train: Any) -> dict[str, Any]:

@@ -21,6 +21,42 @@ from typing import Any
 
 Sections = dict[str, Any]
 
+
+def save_tiny_bert(out: Path, vocab_size: int) -> Path:
+    """A random-init 2-layer BERT MLM (hidden 32, seed 0) saved into ``out`` beside its tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertForMaskedLM(config).save_pretrained(out)
+    return out
+
+
+def toy_run_config(
+    backbone: Path, sections: Sections, methods: list[dict[str, Any]], output_dir: Path, **train: Any
+) -> Any:
+    """A validated config of the tiny test runs: batch 8, lr 1e-2, one step, seed 7 (``train`` overrides)."""
+    from tunelab.config import validate_config
+
+    defaults = {"batch_size": 8, "lr": 1e-2, "max_steps": 1, "save_steps": 1000, "seed": 7}
+    return validate_config(
+        {
+            "model": {"name_or_path": str(backbone)},
+            **sections,
+            "methods": methods,
+            "train": {"output_dir": str(output_dir), **defaults, **train},
+        }
+    )
+
+
 POSITIVE = ["good", "great", "fine", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "weak"]
 FILLER = ["the", "movie", "plot", "actor", "was", "very", "and", "story", "scene", "quite", "a", "it"]

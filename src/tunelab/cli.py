@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -49,16 +50,32 @@ def _setup_logging(rank: int = 0) -> None:
 
 
 @app.command(context_settings=OVERRIDES)
-def validate(ctx: typer.Context, config: Path) -> None:
-    """Validate CONFIG (and --key.path VALUE overrides) against the schema and registries; load nothing."""
+def validate(
+    ctx: typer.Context,
+    config: Path,
+    data: Annotated[
+        bool, typer.Option("--data", help="Also check every row of the train/dev/test files; loads no model.")
+    ] = False,
+) -> None:
+    """Validate CONFIG (and --key.path VALUE overrides) against the schema and registries; load no model.
+
+    With --data, also read every row of the data files exactly as train does (same file:line errors).
+    """
     try:
         from tunelab.config import load_config
         from tunelab.training.plan import resolve
 
         plan = resolve(load_config(config, ctx.args))
+        if data:
+            from tunelab.workflows import check_data
+
+            _setup_logging()
+            summary = check_data(plan)
     except TunelabError as exc:
         _fail(exc)
     typer.echo(f"{config}: valid (task {plan.task.name}, methods {[s.name for s, _ in plan.methods]})")
+    if data:
+        typer.echo(f"{config}: data valid ({summary})")
 
 
 @app.command(context_settings=OVERRIDES)
@@ -66,7 +83,7 @@ def train(
     ctx: typer.Context,
     config: Path,
     resume: Annotated[
-        bool, typer.Option(help="Continue from the newest checkpoint in train.output_dir.")
+        bool, typer.Option(help="Continue from the newest checkpoint in train.output_dir (none: start).")
     ] = False,
     resume_from: Annotated[Path | None, typer.Option(help="Continue from this checkpoint directory.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing train.output_dir first.")] = False,
@@ -130,10 +147,19 @@ def predict(
     stream: Annotated[
         bool, typer.Option(help="Generating tasks: print the reply as it is decoded (text, not JSONL).")
     ] = False,
+    tokens: Annotated[
+        bool,
+        typer.Option(
+            "--tokens",
+            help="Token-level tasks: inputs are pre-split words (a line: words separated by spaces; "
+            "--file: CoNLL, or JSONL with a 'tokens' list).",
+        ),
+    ] = False,
 ) -> None:
     """Predict with a saved model or an ensemble; inputs from --text, --file or stdin; JSONL to stdout.
 
     Tasks whose inputs have several fields (e.g. question + context) read them from a table --file.
+    Token-level tasks take pre-split words with --tokens (words a segmenter made, e.g. Japanese).
     Generating tasks (causal_lm) answer each input as a user message with the model's chat template.
     """
     _setup_logging()
@@ -143,7 +169,7 @@ def predict(
         from tunelab.workflows import load_models, prediction_records
 
         art = load_models(model_dir, combine)
-        records = prediction_records(art, text or [], file, text_column, sys.stdin if not text else [])
+        records = prediction_records(art, text or [], file, text_column, _stdin() if not text else [], tokens)
         generation = GenerationOptions(max_new_tokens, temperature, top_p, top_k, tuple(stop or ()), seed)
         if stream and art.task.generation_prompt is None:
             raise TunelabError(f"--stream: task {art.task.name} does not generate text; drop --stream")
@@ -159,6 +185,11 @@ def predict(
         typer.echo(json.dumps({**record, **prediction}, ensure_ascii=False))
 
 
+def _stdin() -> TextIO:
+    """Standard input as UTF-8, keeping a bad byte (as a lone surrogate) for a ``<stdin>:line`` error."""
+    return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+
+
 def _write(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -171,6 +202,9 @@ def serve(
     ],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without an API key on purpose (logs a warning).")
+    ] = False,
 ) -> None:
     """Serve a model over HTTP until SIGTERM; other settings from TUNELAB_SERVE_* variables (README)."""
     _setup_logging()
@@ -179,7 +213,8 @@ def serve(
         from tunelab.serving.app import app_from_settings, run
         from tunelab.serving.settings import load_settings
 
-        settings = load_settings(model_dir=model_dir, host=host, port=port)
+        explicit = {"allow_unauthenticated": True} if no_auth else {}  # else the environment decides
+        settings = load_settings(model_dir=model_dir, host=host, port=port, **explicit)
         web = app_from_settings(settings, bind_host=host)
     except TunelabError as exc:
         _fail(exc)

@@ -8,6 +8,7 @@ importable without torch (fast ``tunelab --help``).
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tunelab.errors import ConfigError
+from tunelab.io import read_utf8
 
 
 class _Section(BaseModel):
@@ -230,8 +232,31 @@ class RunConfig(_Section):
     )
 
 
+class _DuplicateKeyError(yaml.YAMLError):  # type: ignore[misc]  # PyYAML ships no stubs: YAMLError is Any
+    """A mapping names one key twice; PyYAML would keep the last value and silently drop the first."""
+
+
 class _YamlLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stubs: SafeLoader is Any
-    """SafeLoader that also reads ``3e-5`` as a float (YAML 1.2; PyYAML's 1.1 rules need ``3.0e-5``)."""
+    """SafeLoader that reads ``3e-5`` as a float (YAML 1.2) and refuses duplicate keys at any depth.
+
+    PyYAML's 1.1 rules need ``3.0e-5``; and two ``train:`` blocks would merge into the last one, so the
+    first block's settings would vanish without a word.
+    """
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """Check keys before PyYAML builds the dict (merge keys ``<<`` may be overridden, as YAML allows)."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):  # PyYAML's own construct_mapping reports it
+                continue
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKeyError(f"key {key!r} at line {line} duplicates line {seen[key]}")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -267,7 +292,11 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
                 raise ConfigError(f"override --{key}: missing value")
             raw = args[i + 1]
             i += 1
-        pairs.append((key, parse_yaml(raw) if raw != "" else ""))
+        try:
+            pairs.append((key, parse_yaml(raw) if raw != "" else ""))
+        except yaml.YAMLError as exc:
+            why = getattr(exc, "problem", None) or exc  # a parser error's one-line reason, without its marks
+            raise ConfigError(f"override --{key}: {raw!r} is not a YAML value ({why})") from None
         i += 1
     return pairs
 
@@ -362,8 +391,11 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     """Read YAML, apply ``--key.path value`` overrides, validate."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    text = read_utf8(path, ConfigError)
     try:
-        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
+        raw = parse_yaml(text) or {}
+    except _DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}; keep one") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):

@@ -1,20 +1,24 @@
-"""Safe file I/O: atomic writes and directories, weights-only loading.
+"""Safe file I/O: atomic writes and directories, weights-only loading, text that says where it breaks.
 
 This is the only module that calls ``torch.load``; everything that writes outputs goes through
 ``atomic_write``/``atomic_dir`` so a crash never leaves a half-written file or model directory.
+Text files are opened with ``open_text`` so a byte that is not UTF-8 becomes a ``file:line`` message
+(``utf8_error``) instead of a ``UnicodeDecodeError`` traceback from wherever the file was read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from tunelab.errors import CheckpointError
+from tunelab.errors import CheckpointError, TunelabError
 
 
 def _fsync_path(path: Path) -> None:
@@ -95,4 +99,61 @@ def safe_load(path: Path, map_location: str = "cpu") -> Any:
         raise CheckpointError(
             f"{path}: refused to load, it holds pickled objects beyond tensors ({exc.__class__.__name__}); "
             "only load files from sources you trust, converted to safetensors"
+        ) from None
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a non-UTF-8 byte
+
+
+def open_text(path: Path) -> TextIO:
+    """``path`` opened to read UTF-8 text without raising on a bad byte; check it with ``utf8_error``.
+
+    A leading BOM (Excel exports) is dropped; ``newline=""`` keeps line endings as written, so the
+    ``csv`` module and physical line numbers agree.
+    """
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def utf8_error(text: str) -> tuple[int, str] | None:
+    """(1-based line within ``text``, message) of the first byte that is not UTF-8, or None.
+
+    ``text`` must come from ``open_text`` (or ``errors="surrogateescape"``), which keeps each bad byte
+    as a lone surrogate; valid UTF-8 never decodes to one, so a match is always a bad byte.
+    """
+    match = _UNDECODABLE.search(text)
+    if match is None:
+        return None
+    start = match.start()
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    byte = ord(match.group()) - 0xDC00
+    line = text.count("\n", 0, start) + 1
+    return line, f"not UTF-8 (byte 0x{byte:02x} at column {column}); save it as UTF-8"
+
+
+def read_utf8(path: Path, error: type[TunelabError]) -> str:
+    """The whole text of ``path``; a byte that is not UTF-8 raises ``error`` naming ``file:line``."""
+    with open_text(path) as fh:
+        text = fh.read()
+    bad = utf8_error(text)
+    if bad is not None:
+        raise error(f"{path}:{bad[0]}: {bad[1]}")
+    return text
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file of a model or run directory; a damaged file is one CheckpointError saying where.
+
+    transformers reports a broken ``config.json`` as a deep traceback; reading it here first names the
+    file, line and column instead.
+    """
+    try:
+        text = read_utf8(path, CheckpointError)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{path}: not valid JSON (line {exc.lineno} col {exc.colno}: {exc.msg}); "
+            "the model directory is damaged: restore it or save the model again"
         ) from None

@@ -9,26 +9,28 @@ training to evaluation and saving (the loop gets them as callables, so ``trainin
 from __future__ import annotations
 
 import logging
+import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tunelab.config import dump_config, load_config
 from tunelab.data import Columns, columns_of, load_records
-from tunelab.errors import TunelabError
+from tunelab.data.tagging import read_word_sentences
+from tunelab.errors import DataError, TunelabError
 from tunelab.evaluation import evaluate
 from tunelab.evaluation.ensemble import ensemble_of
 from tunelab.evaluation.report import metrics_table, write_report
 from tunelab.inference.artifact import Artifact, load_artifact
-from tunelab.io import atomic_write
+from tunelab.io import atomic_write, utf8_error
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
 from tunelab.tasks.spec import tokenize_dataset
-from tunelab.training import TrainInputs, TrainResult, build_accelerator, prepare_inputs, resolve
+from tunelab.training import StopFlag, TrainInputs, TrainResult, build_accelerator, prepare_inputs, resolve
 from tunelab.training import train as run_training
-from tunelab.training.checkpoint import latest_checkpoint
+from tunelab.training.checkpoint import check_resumable, latest_checkpoint
 from tunelab.training.plan import Plan
 from tunelab.training.tracking import read_history
 
@@ -48,19 +50,59 @@ def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
     )
 
 
+def check_data(plan: Plan) -> str:
+    """Read and check every row of the config's train/dev/test files, as ``train`` would; load no model.
+
+    Goes through the task's own ``load_data``, the one reader ``train`` uses, so a file that passes here
+    passes there, and a bad one raises the same DataError (every bad row as ``file:line``, in order).
+    Returns a one-line summary: rows per split as the run would see them, and the labels.
+    """
+    cfg = plan.cfg
+    data = plan.task.load_data(cfg.data, plan.task_params, cfg.train.seed)
+    splits = {"train": data.train, "dev": data.dev, "test": data.test}
+    rows = ", ".join(f"{name} {len(split)}" for name, split in splits.items() if split is not None)
+    shown = ", ".join(data.labels[:20]) + (", ..." if len(data.labels) > 20 else "")
+    return f"rows: {rows}" + (f"; {len(data.labels)} labels: {shown}" if data.labels else "")
+
+
+# What a run writes into train.output_dir, and the hidden temp copies an interrupted atomic write leaves.
+_RUN_ENTRY = re.compile(r"\.?(run_config\.yaml|metrics\.jsonl|tb|checkpoints|best|init)(\.(tmp|old)-\w+)?")
+
+
 def _start_dir(out: Path, resume: bool, resume_from: Path | None, overwrite: bool, main: bool) -> Path | None:
-    """The checkpoint to resume from (None: a fresh run); a fresh run needs an empty output dir."""
+    """The checkpoint to resume from, or None for a fresh run in an empty output dir.
+
+    One rule for ``train`` and ``train --resume``: a dir with a checkpoint is resumed with --resume or
+    replaced with --overwrite. Without a checkpoint there is nothing to resume, and the files of a run
+    killed before its first checkpoint are removed, so both commands start over; anything else (files
+    tunelab did not write, a finished zero-shot run's report) is deleted only with --overwrite.
+    """
     if resume and resume_from is None:
         resume_from = latest_checkpoint(out)
-        if resume_from is None:
-            raise TunelabError(f"--resume: no checkpoint in {out / 'checkpoints'}; train without --resume")
-    if main and resume_from is None and out.exists() and any(out.iterdir()):
-        if not overwrite:
+    if resume_from is not None or not main:
+        return resume_from
+    if not out.exists() or not any(out.iterdir()):
+        if resume:
+            logger.warning("--resume: %s holds no run to resume; starting a new one", out)
+        return None
+    if not overwrite:
+        latest = latest_checkpoint(out)
+        if latest is not None:
             raise TunelabError(
-                f"{out} is not empty; pass --resume to continue it or --overwrite to start over"
+                f"{out} already holds a run (newest checkpoint {latest.name}); "
+                "pass --resume to continue it or --overwrite to start over"
             )
-        shutil.rmtree(out)
-    return resume_from
+        keep = sorted(p.name for p in out.iterdir() if not _RUN_ENTRY.fullmatch(p.name))
+        if (out / "best" / "metrics.json").is_file():
+            keep.append("best/metrics.json (a finished run)")
+        if keep:
+            raise TunelabError(
+                f"{out} has no checkpoint to resume but holds {', '.join(keep)}; "
+                "pass --overwrite to delete it and start over, or choose another train.output_dir"
+            )
+        logger.warning("%s: the run stopped before its first checkpoint; starting over", out)
+    shutil.rmtree(out)
+    return None
 
 
 def train_run(
@@ -73,10 +115,12 @@ def train_run(
 ) -> TrainResult:
     """Validate CONFIG, train, keep the best dev model in ``best/``, then score it (dev + test).
 
-    Every config error is raised before any data or weights load. ``on_start(process_index)`` runs
-    once the process group is known (the CLI sets up rank-aware logging there). A zero-shot run
+    Every config error, a config the resumed checkpoint refuses included, is raised before any data
+    or weights load and before ``run_config.yaml`` is written. ``on_start(process_index)`` runs once
+    the process group is known (the CLI sets up rank-aware logging there). A zero-shot run
     (``data.k_shot: 0``) saves the model as loaded after scoring it on dev. An interrupted run returns
-    with ``stopped == "interrupted"`` after its checkpoint is saved.
+    with ``stopped == "interrupted"`` after its checkpoint is saved; a SIGINT/SIGTERM that arrives after
+    the last step is ignored, so the final report is written and the run ends completed.
     """
     plan = resolve(load_config(config, list(overrides)))
     cfg = plan.cfg
@@ -85,6 +129,8 @@ def train_run(
         on_start(accelerator.process_index)
     out = cfg.train.output_dir
     resume_from = _start_dir(out, resume, resume_from, overwrite, accelerator.is_main_process)
+    if resume_from is not None:
+        check_resumable(resume_from, cfg.model_dump(mode="json"))
     accelerator.wait_for_everyone()
     inputs = prepare_inputs(plan)
     if accelerator.is_main_process:
@@ -108,31 +154,35 @@ def train_run(
         examples=inputs.examples["dev"],
         tokenizer=inputs.tokenizer,
     )
-    if cfg.data.k_shot == 0:  # zero-shot: the model scores labels as loaded; it is saved, not trained
-        on_best(inputs.adapted.model, evaluate_dev(inputs.adapted.model), 0)
-        result = TrainResult(step=0, stopped="completed", best_metric=None, best_step=0, checkpoint=None)
-    else:
-        result = run_training(
-            plan, inputs, accelerator, evaluate=evaluate_dev, on_best=on_best, resume_from=resume_from
-        )
-        if result.stopped == "interrupted":
-            logger.warning(
-                "interrupted at step %d; checkpoint %s; continue with: tunelab train %s --resume",
-                result.step,
-                result.checkpoint,
-                config,
+    stop = StopFlag()
+    with stop.installed():  # through the final report: a finished run is not killed by a late signal
+        if cfg.data.k_shot == 0:  # zero-shot: the model scores labels as loaded; it is saved, not trained
+            on_best(inputs.adapted.model, evaluate_dev(inputs.adapted.model), 0)
+            result = TrainResult(step=0, stopped="completed", best_metric=None, best_step=0, checkpoint=None)
+        else:
+            result = run_training(
+                plan, inputs, accelerator, evaluate_dev, on_best, resume_from=resume_from, stop=stop
             )
-            return result
-        logger.info(
-            "training %s at step %d; best %s=%s at step %s",
-            result.stopped,
-            result.step,
-            cfg.train.metric_for_best_model,
-            result.best_metric,
-            result.best_step,
-        )
-    if accelerator.is_main_process:
-        final_report(plan, out, inputs, cfg.train.eval_batch_size)
+            if result.stopped == "interrupted":
+                logger.warning(
+                    "interrupted at step %d; checkpoint %s; continue with: tunelab train %s --resume",
+                    result.step,
+                    result.checkpoint,
+                    config,
+                )
+                return result
+            logger.info(
+                "training %s at step %d; best %s=%s at step %s",
+                result.stopped,
+                result.step,
+                cfg.train.metric_for_best_model,
+                result.best_metric,
+                result.best_step,
+            )
+        if accelerator.is_main_process:
+            final_report(plan, out, inputs, cfg.train.eval_batch_size)
+    if stop.signum is not None:
+        logger.warning("signal %d arrived after the last step; the finished run ignored it", stop.signum)
     return result
 
 
@@ -218,26 +268,48 @@ def evaluate_file(
     return metrics["eval"]
 
 
+def _stdin_lines(stdin: Iterable[str]) -> Iterator[str]:
+    """Lines of stdin (opened with ``errors="surrogateescape"``); a byte that is not UTF-8 is refused."""
+    for number, line in enumerate(stdin, start=1):
+        bad = utf8_error(line)
+        if bad is not None:
+            raise DataError(f"<stdin>:{number}: {bad[1]}")
+        yield line
+
+
 def prediction_records(
     art: Artifact,
     texts: Sequence[str],
     file: Path | None,
     text_column: str | None,
     stdin: Iterable[str],
-) -> list[dict[str, str]]:
+    tokens: bool = False,
+) -> list[dict[str, Any]]:
     """Raw input records from ``--text``, a ``--file`` or stdin lines, in the task's input fields.
 
     Tasks whose inputs have several fields (e.g. question + context) read them from a table file.
+    With ``tokens`` the inputs are pre-split words, for tasks whose ``/v1/predict`` takes ``tokens``
+    (token classification): lines split at whitespace, or a CoNLL / JSONL file's sentences; each
+    record's ``text`` is then its list of words, tagged as given.
     """
     fields = {name: name for name in art.task.input_fields}
     if "text" in fields:
         fields["text"] = text_column or art.columns.text
-    if file is not None and not texts:
+    if tokens:
+        schema = art.task.serve_schema
+        if schema is None or "tokens" not in schema.request.model_fields:
+            raise TunelabError(f"--tokens: task {art.task.name} takes raw text, not pre-split words; drop it")
+        if file is not None and not texts:
+            sentences = read_word_sentences(file, text_column or "tokens")
+        else:
+            sentences = [line.split() for line in (texts or _stdin_lines(stdin)) if line.strip()]
+        records: list[dict[str, Any]] = [{"text": words} for words in sentences]
+    elif file is not None and not texts:
         records = load_records(file, fields)
     elif len(fields) > 1:
         raise TunelabError(f"task {art.task.name} takes {', '.join(fields)} per input: give a table --file")
     else:
-        lines = list(texts) if texts else [line.rstrip("\n") for line in stdin if line.strip()]
+        lines = list(texts) if texts else [line.rstrip("\n") for line in _stdin_lines(stdin) if line.strip()]
         records = [{next(iter(fields)): line} for line in lines]
     if not records:
         raise TunelabError("no input: give --text, --file, or lines on stdin")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -188,3 +189,24 @@ def test_back_translation_names_a_missing_column(tiny_t5_dir, tmp_path):
     with pytest.raises(DataError, match=r"train.csv:1: no column 'text'"):
         back_translate_csv(src, tmp_path / "out.csv", lambda texts: list(texts), "text")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_synonyms_and_back_translation_sources_report_bytes_that_are_not_utf8(tmp_path):
+    synonyms = tmp_path / "syn.tsv"
+    synonyms.write_bytes(b"dull\tboring\nsl\xf6w\ttardy\n")
+    with pytest.raises(DataError, match=re.escape(f"{synonyms}:2: not UTF-8 (byte 0xf6")):
+        load_synonyms(synonyms)
+    src = tmp_path / "train.csv"
+    src.write_bytes(b"text,label\nfine,pos\ncaf\xe9 bad,neg\n")
+    with pytest.raises(DataError, match=re.escape(f"{src}:3: not UTF-8 (byte 0xe9")):
+        back_translate_csv(src, tmp_path / "out.csv", lambda texts: list(texts), "text")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_back_translated_csv_keeps_rows_and_adds_changed_paraphrases(tmp_path):
+    src = tmp_path / "train.csv"
+    src.write_text("text,label\na good film,pos\nsame,neg\n", encoding="utf-8")
+    dest = tmp_path / "out.csv"
+    added = back_translate_csv(src, dest, lambda texts: [t.replace("good", "fine") for t in texts], "text")
+    assert added == 1
+    assert dest.read_text(encoding="utf-8") == "text,label\na good film,pos\nsame,neg\na fine film,pos\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 
 from tunelab.config import DataConfig
 from tunelab.data import load_labeled_data, load_texts
-from tunelab.data.checks import MAX_REPORTED
-from tunelab.data.readers import read_table
+from tunelab.data.readers import MAX_REPORTED, read_lines, read_table
+from tunelab.data.squad import read_qa
+from tunelab.data.tagging import read_tagged_file
 from tunelab.errors import DataError
 
 
@@ -347,3 +349,138 @@ def test_load_texts_missing_plain_file_raises(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match=re.escape(f"{path}: file not found")):
         load_texts(path, "text")
+
+
+# Bytes that are not UTF-8: every reader names file:line, byte and column (issue 16).
+NOT_UTF8 = [
+    ("train.csv", b"text,label\nok one,pos\nbad \xff here,neg\n", "3: not UTF-8 (byte 0xff at column 5)"),
+    (
+        "train.jsonl",
+        b'{"text": "a"}\n{"text": "b\xff", "label": "neg"}\n',
+        "2: not UTF-8 (byte 0xff at column 12)",
+    ),
+    ("inputs.txt", b"one\ntwo\nbad \xe9t\xe9\n", "3: not UTF-8 (byte 0xe9 at column 5)"),
+    ("squad.json", b'{"data": [\n  {"title": "\xfe"}]}\n', "2: not UTF-8 (byte 0xfe at column 14)"),
+    ("train.conll", b"EU\tB-ORG\n\nrejects\tO\nGer\xe4t\tO\n", "4: not UTF-8 (byte 0xe4 at column 4)"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), NOT_UTF8, ids=[name for name, *_ in NOT_UTF8])
+def test_every_reader_reports_a_byte_that_is_not_utf8_with_file_line(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    read = {
+        ".csv": lambda: read_table(path),
+        ".jsonl": lambda: read_table(path),
+        ".txt": lambda: load_texts(path, "text"),  # what `tunelab predict --file inputs.txt` reads
+        ".json": lambda: read_qa(path),
+        ".conll": lambda: read_tagged_file(path, "BIO", None),
+    }[path.suffix]
+
+    with pytest.raises(DataError, match=re.escape(f"{path}:{message}; save it as UTF-8")):
+        read()
+
+
+def test_read_lines_reports_not_utf8_like_the_table_readers(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(b"good\n\xc3\x28 broken\n")
+
+    texts, problems = read_lines(path)
+
+    assert texts == ["good"]
+    assert problems == [(f"{path}:2", "not UTF-8 (byte 0xc3 at column 1); save it as UTF-8")]
+
+
+def test_csv_not_utf8_inside_a_quoted_field_keeps_later_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_bytes(b'text,label\n"two\nlines \xff",pos\nfine,neg\n,pos\n')
+
+    with pytest.raises(DataError) as excinfo:
+        _load(path, dev=_csv(tmp_path / "dev.csv", _rows(2)))
+
+    assert str(excinfo.value).splitlines()[1:] == [
+        f"{path}:3: not UTF-8 (byte 0xff at column 7); save it as UTF-8",
+        f"{path}:5: empty text in column 'text'",
+    ]
+
+
+def test_problems_of_readers_and_checks_are_reported_in_file_then_line_order(tmp_path: Path) -> None:
+    """Reading finds lines 4 and 3 before the row checks find line 2; the report is still in line order."""
+    train = tmp_path / "train.csv"
+    train.write_bytes(b"text,label\n,pos\ntext,label\nbad \xff,neg\nok,neg\nfine,pos\n")
+    dev = _csv(tmp_path / "dev.csv", [["a", "pos"], ["b", "other"]])
+
+    with pytest.raises(DataError) as excinfo:
+        _load(train, dev=dev)
+
+    assert [line.split(": ")[0] for line in str(excinfo.value).splitlines()[1:]] == [
+        f"{train}:2",
+        f"{train}:3",
+        f"{train}:4",
+        f"{dev}:3",
+    ]
+
+
+@pytest.mark.parametrize("joined", ["text,label\n", "\ufefftext,label\n"], ids=["plain", "with-bom"])
+def test_repeated_header_row_is_refused_not_read_as_a_label(tmp_path: Path, joined: str) -> None:
+    """Two CSVs joined with `cat`: the second header would otherwise become a class called 'label'."""
+    train = tmp_path / "train.csv"
+    train.write_text(f"text,label\na,pos\nb,neg\n{joined}c,pos\nd,neg\n", encoding="utf-8")
+
+    with pytest.raises(DataError, match=_at(train, 4) + "repeats the header row"):
+        _load(train, dev=_csv(tmp_path / "dev.csv", _rows(2)))
+
+
+def test_header_that_is_not_utf8_is_reported_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"t\xe9xt,label\na,pos\n")
+
+    with pytest.raises(DataError, match=_at(path, 1) + re.escape("not UTF-8 (byte 0xe9 at column 2)")):
+        _load(path)
+
+
+def test_duplicate_column_name_in_header_is_refused_at_line_1(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "train.csv", [["a", "b", "pos"]], header=("text", "text", "label"))
+
+    with pytest.raises(
+        DataError, match=_at(path, 1) + r"column 'text' appears twice in the header \(columns 1 and 2\)"
+    ):
+        read_table(path)
+
+
+def test_jsonl_duplicate_key_is_refused_with_file_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        '{"text": "a", "label": "pos"}\n{"text": "b", "label": "pos", "label": "neg"}\n', encoding="utf-8"
+    )
+
+    with pytest.raises(DataError, match=_at(path, 2) + "key 'label' appears twice"):
+        read_table(path)
+
+
+def test_labels_with_surrounding_whitespace_are_stripped_in_every_file_with_one_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    train = _csv(tmp_path / "train.csv", [["a", " pos "], ["b", "neg"], ["c", "pos"], ["d", "neg\t"]])
+    dev = _csv(tmp_path / "dev.csv", [["e", "pos"], ["f", " neg"]])
+
+    with caplog.at_level(logging.WARNING, logger="tunelab.data.checks"):
+        data = _load(train, dev=dev)
+
+    assert data.labels == ["neg", "pos"]
+    assert data.train["label"] == ["pos", "neg", "pos", "neg"]
+    assert data.dev["label"] == ["pos", "neg"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{train}: stripped surrounding whitespace from 2 label cells (first {train}:2: ' pos ')",
+        f"{dev}: stripped surrounding whitespace from 1 label cells (first {dev}:3: ' neg')",
+    ]
+
+
+def test_damaged_parquet_file_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "train.parquet"
+    path.write_bytes(b"PAR1 not really parquet")
+
+    with pytest.raises(DataError, match=re.escape(f"{path}: not a readable Parquet file")):
+        read_table(path)

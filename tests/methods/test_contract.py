@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from toy_tasks import TOY_TASKS, toy_methods
-from tunelab.config import validate_config
+from toy_tasks import TOY_TASKS, toy_methods, toy_run_config
 from tunelab.errors import ConfigError
 from tunelab.inference.artifact import load_artifact
 from tunelab.methods import METHODS
@@ -67,23 +66,7 @@ def toy_config(
     tiny_backbone_dir: Path, tmp_path: Path, task: str, method: str, teacher: Path | None = None, **train: Any
 ) -> Any:
     methods = toy_methods(method) if teacher is None else with_teacher(toy_methods(method), teacher)
-    sections = TOY_TASKS[task](tmp_path)
-    return validate_config(
-        {
-            "model": {"name_or_path": str(tiny_backbone_dir)},
-            **sections,
-            "methods": methods,
-            "train": {
-                "output_dir": str(tmp_path / "run"),
-                "batch_size": 8,
-                "lr": 1e-2,
-                "max_steps": 1,
-                "save_steps": 1000,
-                "seed": 7,
-                **train,
-            },
-        }
-    )
+    return toy_run_config(tiny_backbone_dir, TOY_TASKS[task](tmp_path), methods, tmp_path / "run", **train)
 
 
 def test_declared_incompatibilities():

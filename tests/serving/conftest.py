@@ -24,7 +24,7 @@ from transformers import (
 
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
-from tunelab.serving.predictor import EncoderPredictor, load_predictor
+from tunelab.serving.predictor import Predictor, load_predictor
 
 KEY = "test-key-0123456789"
 CHAT_TEMPLATE = (
@@ -109,7 +109,7 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @dataclass
-class SlowPredictor(EncoderPredictor):
+class SlowPredictor(Predictor):
     """The real classifier predictor, made slow (or failing) to exercise queueing, timeouts and drain."""
 
     delay: float = 0.0
@@ -122,14 +122,16 @@ class SlowPredictor(EncoderPredictor):
         return super().predict(records)
 
 
-def slow(base: EncoderPredictor, delay: float = 0.0, fail: bool = False) -> SlowPredictor:
-    return SlowPredictor(base.model_id, base.tokenizer, base.encoder, base.artifact, delay=delay, fail=fail)
+def slow(base: Predictor, delay: float = 0.0, fail: bool = False) -> SlowPredictor:
+    return SlowPredictor(**vars(base), delay=delay, fail=fail)
 
 
 @pytest.fixture(scope="session")
-def classifier(classifier_dir: Path) -> EncoderPredictor:
+def classifier(classifier_dir: Path) -> Predictor:
     predictor = load_predictor(str(classifier_dir))
-    assert isinstance(predictor, EncoderPredictor)
+    assert predictor.schema is not None
+    assert predictor.encoder is not None
+    assert not predictor.generates
     return predictor
 
 
@@ -164,6 +166,6 @@ def live() -> Any:
 
 
 @pytest.fixture(scope="session")
-def make_slow(classifier: EncoderPredictor) -> Any:
+def make_slow(classifier: Predictor) -> Any:
     """``make_slow(delay=..., fail=...)``: the tiny classifier predictor, slowed down or failing."""
     return lambda delay=0.0, fail=False: slow(classifier, delay, fail)

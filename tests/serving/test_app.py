@@ -19,7 +19,7 @@ from hypothesis import settings as hypothesis_settings
 
 from tunelab.inference.predict import predict_records
 from tunelab.serving.app import create_app
-from tunelab.serving.predictor import EncoderPredictor
+from tunelab.serving.predictor import Predictor
 from tunelab.serving.settings import ServeSettings
 
 LIMITS = {"max_body_bytes": 2048, "max_batch_items": 4, "max_input_tokens": 24, "max_queue_size": 64}
@@ -30,7 +30,7 @@ def make_settings(key: str, **values: Any) -> ServeSettings:
 
 
 @pytest.fixture(scope="module")
-def app(classifier: EncoderPredictor, api_key: str) -> FastAPI:
+def app(classifier: Predictor, api_key: str) -> FastAPI:
     return create_app(make_settings(api_key), classifier)
 
 
@@ -55,20 +55,21 @@ def route_calls(app: FastAPI) -> list[tuple[str, str]]:
     return calls
 
 
-def test_every_route_but_health_requires_the_key(app: FastAPI, url: str, api_key: str):
+OPEN = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}  # probes and API docs
+
+
+def test_every_route_but_health_and_docs_requires_the_key(app: FastAPI, url: str, api_key: str):
     for method, path in route_calls(app):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}):
             status = httpx.request(method, url + path, headers=headers).status_code
-            assert status == (200 if path == "/health" else 401), (method, path, headers)
+            assert status == (200 if path in OPEN else 401), (method, path, headers)
         for headers in ({"Authorization": f"Bearer {api_key}"}, {"X-API-Key": api_key}):
             assert httpx.request(method, url + path, headers=headers).status_code != 401, (method, path)
     body = httpx.get(url + "/nope").json()
     assert body["error"]["code"] == 401  # unknown paths do not reveal what exists
 
 
-def test_predict_matches_the_cli_path_and_is_batch_invariant(
-    client: httpx.Client, classifier: EncoderPredictor
-):
+def test_predict_matches_the_cli_path_and_is_batch_invariant(client: httpx.Client, classifier: Predictor):
     texts = ["good movie", "the plot was dull and weak", "fine"]
     one = client.post("/v1/predict", json={"inputs": texts[0]})
     many = client.post("/v1/predict", json={"inputs": texts})
@@ -100,7 +101,7 @@ def test_embeddings_ignore_padding_and_decode_from_base64(client: httpx.Client):
 def assert_error(response: httpx.Response, status: int, match: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert set(error) == {"message", "type", "code", "request_id"}
+    assert set(error) == {"message", "type", "param", "code", "request_id"}
     assert error["code"] == status
     assert match in error["message"]
     assert error["request_id"] == response.headers["x-request-id"]

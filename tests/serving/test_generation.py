@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from tunelab.serving.app import create_app
-from tunelab.serving.predictor import GeneratorPredictor, load_predictor
+from tunelab.serving.predictor import load_predictor
 from tunelab.serving.settings import ServeSettings
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello the movie"}]
@@ -22,7 +22,9 @@ MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content
 @pytest.fixture(scope="module")
 def lm_app(tiny_llama_dir: Path, api_key: str) -> FastAPI:
     predictor = load_predictor(str(tiny_llama_dir))
-    assert isinstance(predictor, GeneratorPredictor)
+    assert predictor.generates
+    assert predictor.schema is None
+    assert predictor.encoder is None
     settings = ServeSettings(model_dir="tiny", api_key=api_key, max_new_tokens=24, max_input_tokens=64)
     return create_app(settings, predictor)
 
@@ -34,19 +36,25 @@ def lm_url(lm_app: FastAPI, live: Any) -> Iterator[str]:
 
 
 @pytest.fixture
+def name(tiny_llama_dir: Path) -> str:
+    """The served model's id: what ``model`` must say (any other name is a 404)."""
+    return tiny_llama_dir.name
+
+
+@pytest.fixture
 def client(lm_url: str, api_key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=lm_url + "/v1", api_key=api_key, max_retries=0)
 
 
-def test_openai_client_chat_plain_and_streaming_agree(client: openai.OpenAI):
-    plain = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=12, temperature=0)
+def test_openai_client_chat_plain_and_streaming_agree(client: openai.OpenAI, name: str):
+    plain = client.chat.completions.create(model=name, messages=MESSAGES, max_tokens=12, temperature=0)
     assert plain.choices[0].finish_reason == "length"
     assert plain.usage.completion_tokens == 12
     assert plain.usage.prompt_tokens > 5
     assert plain.choices[0].message.content
     chunks = list(
         client.chat.completions.create(
-            model="tiny",
+            model=name,
             messages=MESSAGES,
             max_tokens=12,
             temperature=0,
@@ -61,39 +69,37 @@ def test_openai_client_chat_plain_and_streaming_agree(client: openai.OpenAI):
     assert chunks[-1].usage.completion_tokens == 12
 
 
-def test_stop_string_cuts_output_plain_and_streaming(client: openai.OpenAI):
-    full = client.completions.create(model="tiny", prompt="the movie", max_tokens=16, temperature=0)
+def test_stop_string_cuts_output_plain_and_streaming(client: openai.OpenAI, name: str):
+    full = client.completions.create(model=name, prompt="the movie", max_tokens=16, temperature=0)
     text = full.choices[0].text
     # A word from the middle of the greedy output (the random model also emits stray bytes, which
     # transformers' token-level stop matching cannot see).
     stop = [w for w in re.findall(r"[a-z]{2,}", text) if text.index(w) > 0][0]
-    cut = client.completions.create(
-        model="tiny", prompt="the movie", max_tokens=16, temperature=0, stop=[stop]
-    )
+    cut = client.completions.create(model=name, prompt="the movie", max_tokens=16, temperature=0, stop=[stop])
     assert cut.choices[0].text == text[: text.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
     assert cut.usage.completion_tokens < 16
     streamed = client.completions.create(
-        model="tiny", prompt="the movie", max_tokens=16, temperature=0, stop=stop, stream=True
+        model=name, prompt="the movie", max_tokens=16, temperature=0, stop=stop, stream=True
     )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == cut.choices[0].text
 
 
-def test_sampling_is_reproducible_with_a_seed(client: openai.OpenAI):
+def test_sampling_is_reproducible_with_a_seed(client: openai.OpenAI, name: str):
     def sample(seed: int) -> str:
-        out = client.completions.create(model="tiny", prompt="a", max_tokens=10, temperature=1.5, seed=seed)
+        out = client.completions.create(model=name, prompt="a", max_tokens=10, temperature=1.5, seed=seed)
         return out.choices[0].text
 
     assert sample(1) == sample(1)
     assert len({sample(s) for s in range(4)}) > 1
 
 
-def test_models_list_and_limits(client: openai.OpenAI, lm_url: str, api_key: str, tiny_llama_dir: Path):
-    assert [m.id for m in client.models.list().data] == [tiny_llama_dir.name]
+def test_models_list_and_limits(client: openai.OpenAI, lm_url: str, api_key: str, name: str):
+    assert [m.id for m in client.models.list().data] == [name]
     with pytest.raises(openai.UnprocessableEntityError, match="max_new_tokens=24"):
-        client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=25)
+        client.chat.completions.create(model=name, messages=MESSAGES, max_tokens=25)
     with pytest.raises(openai.UnprocessableEntityError, match="max_input_tokens=64"):
-        client.completions.create(model="tiny", prompt="the movie " * 60, max_tokens=2)
+        client.completions.create(model=name, prompt="the movie " * 60, max_tokens=2)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=lm_url + "/v1", api_key="wrong", max_retries=0).models.list()
     status = httpx.post(lm_url + "/v1/predict", json={"inputs": "x"}, headers={"X-API-Key": api_key})

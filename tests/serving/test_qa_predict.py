@@ -14,7 +14,7 @@ from tunelab.inference.predict import predict_records
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
 from tunelab.serving.app import create_app
-from tunelab.serving.predictor import EncoderPredictor, load_predictor
+from tunelab.serving.predictor import Predictor, load_predictor
 from tunelab.serving.settings import ServeSettings
 
 ITEMS = [
@@ -24,7 +24,7 @@ ITEMS = [
 
 
 @pytest.fixture(scope="module")
-def qa_predictor(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> EncoderPredictor:
+def qa_predictor(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Predictor:
     """A tunelab QA artifact (random head, always answers) on the tiny BERT, windows of 24 tokens."""
     out = tmp_path_factory.mktemp("tiny-qa") / "model"
     torch.manual_seed(0)
@@ -33,12 +33,12 @@ def qa_predictor(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFacto
     info = RunInfo(task="qa", task_params=params)
     save_model(model, BertTokenizerFast.from_pretrained(tiny_backbone_dir), out, info)
     predictor = load_predictor(str(out))
-    assert isinstance(predictor, EncoderPredictor)
+    assert predictor.schema is not None
     return predictor
 
 
 def test_qa_predict_route_matches_cli_path_and_validates_pairs(
-    qa_predictor: EncoderPredictor, live: Any, api_key: str
+    qa_predictor: Predictor, live: Any, api_key: str
 ) -> None:
     app = create_app(ServeSettings(model_dir="tiny", api_key=api_key), qa_predictor)
     with live(app) as url, httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=30) as client:

@@ -117,9 +117,12 @@ def test_bioes_scheme_forbids_unclosed_entities_and_accepts_valid(tmp_path: Path
 
 
 def test_jsonl_rows_need_equal_length_tokens_and_tags(tmp_path: Path):
-    path = _write(tmp_path / "d.jsonl", json.dumps({"tokens": ["a", "b"], "tags": ["O"]}) + "\n")
-    with pytest.raises(DataError, match=r"d.jsonl:1: expected non-empty 'tokens' and 'tags'"):
+    rows = [{"tokens": ["a", "b"], "tags": ["O"]}, {"tokens": "a b", "tags": ["O", "O"]}]
+    path = _write(tmp_path / "d.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError) as err:
         read_tagged_file(path, "BIO", None)
+    assert "d.jsonl:1: 2 tokens but 1 tags; give one tag per token" in str(err.value)
+    assert "d.jsonl:2: expected a non-empty 'tokens' list of non-empty strings" in str(err.value)
 
 
 @pytest.mark.parametrize("mode", ["first", "all"])
@@ -211,8 +214,9 @@ def test_metrics_are_seqeval_entity_scores_with_baseline(tokenizer):
     guess = {(0, 0): "B-pos", (0, 2): "B-pos", (1, 0): "B-pos"}  # one type confusion
     features = _features(tokenizer, tokens, gold)
     logits = _one_hot_logits(features, lambda e, w: guess.get((e, w), "O"))
-    examples = {"tokens": tokens, "tags": gold, "baseline_tags": [["B-pos", "O", "O"], ["O", "O"]]}
-    scores = metrics(Predicted({"logits": logits}, features, examples, LABELS, Params()))
+    examples = {"tokens": tokens, "tags": gold}
+    params = Params(baseline_lexicon={"good": "B-pos"})  # tags good as pos, everything else O
+    scores = metrics(Predicted({"logits": logits}, features, examples, LABELS, params))
     assert scores["precision"] == pytest.approx(2 / 3)
     assert scores["recall"] == pytest.approx(2 / 3)
     assert scores["per_type"]["pos"]["f1"] == pytest.approx(0.8)

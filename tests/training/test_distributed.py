@@ -31,9 +31,9 @@ def _no_dropout_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-def _run(tmp: Path, name: str, raw: dict, nproc: int) -> tuple[dict[int, float], list[dict]]:
+def _run(tmp: Path, name: str, raw: dict, nproc: int, *args: str) -> tuple[dict[int, float], list[dict]]:
     out = tmp / name
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     cfg = out / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "output_dir": str(out / "run")}}))
     cmd = [
@@ -44,7 +44,7 @@ def _run(tmp: Path, name: str, raw: dict, nproc: int) -> tuple[dict[int, float],
         f"--master_port={_free_port()}",
     ]
     done = subprocess.run(
-        [*cmd, str(WORKER), str(cfg), str(out)], capture_output=True, text=True, timeout=300
+        [*cmd, str(WORKER), str(cfg), str(out), *args], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
@@ -133,3 +133,31 @@ def test_two_processes_train_and_gather_ragged_tokens_like_one(tmp_path: Path, t
     assert double_dev[-1]["n_examples"] == single_dev[-1]["n_examples"] == 16
     assert double_dev[-1]["loss"] == pytest.approx(single_dev[-1]["loss"], abs=1e-4)
     assert double_dev[-1]["f1"] == pytest.approx(single_dev[-1]["f1"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_resume_a_log_window_that_spans_the_checkpoint(
+    tmp_path: Path, tiny_backbone_dir: Path, toy_data
+):
+    """Stopped at step 4 while logging every 3: each rank's share of the open window is checkpointed, so
+    the first log after the resume (step 6, averaging steps 4-6) equals the uninterrupted run's."""
+    model = _no_dropout_copy(tiny_backbone_dir, tmp_path / "model")
+    base = {
+        "model": {"name_or_path": str(model)},
+        "data": {"train_file": str(toy_data["train"]), "dev_file": str(toy_data["dev"])},
+        "task": {"params": {"max_length": 32}},
+        "train": {
+            "max_steps": 9,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "logging_steps": 3,
+            "eval_steps": 1,
+            "group_by_length": False,
+            "seed": 3,
+        },
+    }
+    full, _ = _run(tmp_path, "full", base, 2)
+    stopped, _ = _run(tmp_path, "stopped", base, 2, "4")
+    assert sorted(stopped) == [3]
+    resumed, _ = _run(tmp_path, "stopped", base, 2, "0", "resume")
+    assert resumed == {6: full[6], 9: full[9]}

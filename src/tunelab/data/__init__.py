@@ -16,8 +16,8 @@ from typing import Any
 import datasets
 
 from tunelab.config import DataConfig
-from tunelab.data.checks import Problems, check_rows, sorted_labels
-from tunelab.data.readers import Table, read_lines, read_table
+from tunelab.data.checks import check_rows, sorted_labels
+from tunelab.data.readers import Problems, Table, read_lines, read_table, text_lines
 from tunelab.data.splits import k_shot, stratified_split, subsample
 from tunelab.errors import DataError
 
@@ -92,10 +92,14 @@ def load_labeled_data(
     """
     cols = columns_of(cfg)
     problems = Problems()
-    train = _extract(read_table(cfg.train_file), cols, labels, problems, separator)
+
+    def read(path: Path, known: list[str] | None) -> dict[str, list[Any]]:
+        return _extract(read_table(path, problems), cols, known, problems, separator)
+
+    train = read(cfg.train_file, labels)
     names = list(labels) if labels is not None else sorted_labels(train["label"])
-    dev = _extract(read_table(cfg.dev_file), cols, names, problems, separator) if cfg.dev_file else None
-    test = _extract(read_table(cfg.test_file), cols, names, problems, separator) if cfg.test_file else None
+    dev = read(cfg.dev_file, names) if cfg.dev_file else None
+    test = read(cfg.test_file, names) if cfg.test_file else None
     problems.raise_if_any()
 
     if dev is None:
@@ -134,19 +138,21 @@ def load_labeled_file(
 ) -> datasets.Dataset:
     """One checked file for evaluation; a label outside ``labels`` is an error with file:line."""
     problems = Problems()
-    data = _extract(read_table(path), columns, labels, problems, separator)
+    data = _extract(read_table(path, problems), columns, labels, problems, separator)
     problems.raise_if_any()
     return _dataset(data)
 
 
 def load_texts(path: Path, column: str) -> list[str]:
     """Texts to predict: a column of a CSV/JSONL/Parquet file, or the lines of any other text file."""
+    problems = Problems()
     if path.suffix.lower() not in (".csv", ".jsonl", ".json", ".parquet"):
         if not path.is_file():
             raise DataError(f"{path}: file not found")
-        return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    problems = Problems()
-    data = _extract(read_table(path), Columns(text=column, label=None), None, problems)
+        texts = [line.rstrip("\r\n") for _, line in text_lines(path, problems) if line.strip()]
+        problems.raise_if_any()
+        return texts
+    data = _extract(read_table(path, problems), Columns(text=column, label=None), None, problems)
     problems.raise_if_any()
     return data["text"]
 
@@ -156,8 +162,8 @@ def load_records(path: Path, fields: Mapping[str, str]) -> list[dict[str, str]]:
     if len(fields) == 1:
         ((name, column),) = fields.items()
         return [{name: text} for text in load_texts(path, column)]
-    table = read_table(path)
     problems = Problems()
+    table = read_table(path, problems)
     raw = check_rows(table, list(fields.values()), None, None, problems)
     problems.raise_if_any()
     return [{name: raw[column][i] for name, column in fields.items()} for i in range(len(table.lines))]
@@ -166,7 +172,7 @@ def load_records(path: Path, fields: Mapping[str, str]) -> list[dict[str, str]]:
 def _read_texts(path: Path, column: str, problems: Problems) -> list[str]:
     """A corpus file: lines of a .txt (or any non-table file), else the text column of a table."""
     if path.suffix.lower() in (".csv", ".jsonl", ".json", ".parquet"):
-        return _extract(read_table(path), Columns(text=column, label=None), None, problems)["text"]
+        return _extract(read_table(path, problems), Columns(text=column, label=None), None, problems)["text"]
     texts, bad = read_lines(path)
     for where, message in bad:
         problems.add(where, message)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.config import AugmentConfig
+from tunelab.data.readers import Problems, text_lines
 from tunelab.errors import DataError
 
 Synonyms = Mapping[str, Sequence[str]]
@@ -35,13 +36,17 @@ def load_synonyms(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise DataError(f"{path}: synonyms file not found (data.augment.synonyms_file)")
     out: dict[str, list[str]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    problems = Problems()
+    for number, raw in text_lines(path, problems):
+        line = raw.rstrip("\r\n")
         if not line.strip() or line.startswith("#"):
             continue
         word, sep, syns = line.partition("\t")
         if not sep or not syns.strip():
-            raise DataError(f"{path}:{number}: expected word<TAB>synonym[,synonym...]")
+            problems.add(f"{path}:{number}", "expected word<TAB>synonym[,synonym...]")
+            continue
         out[word.strip().lower()] = [s.strip() for s in syns.split(",") if s.strip()]
+    problems.raise_if_any()
     return out
 
 

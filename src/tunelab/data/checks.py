@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from tunelab.data.readers import Problems as Problems  # re-exported: readers and checks share it
 from tunelab.data.readers import Table
 from tunelab.errors import DataError
 
-MAX_REPORTED = 20
-
-
-@dataclass
-class Problems:
-    """Bad rows across files, in file then row order; one row may have several messages."""
-
-    messages: list[str] = field(default_factory=list)
-    rows: set[str] = field(default_factory=set)
-
-    def add(self, where: str, message: str) -> None:
-        """Record ``message`` about the row at ``where`` (``file:line`` or a JSON path)."""
-        self.messages.append(f"{where}: {message}")
-        self.rows.add(where)
-
-    def raise_if_any(self) -> None:
-        """Raise one DataError listing up to MAX_REPORTED messages and a count of the rest."""
-        if not self.messages:
-            return
-        shown = self.messages[:MAX_REPORTED]
-        more = len(self.messages) - len(shown)
-        tail = f"\n... and {more} more problems" if more else ""
-        raise DataError(f"{len(self.rows)} bad rows; the run did not start:\n" + "\n".join(shown) + tail)
+logger = logging.getLogger(__name__)
 
 
 def require_columns(table: Table, columns: Sequence[str]) -> None:
@@ -84,7 +63,7 @@ def check_rows(
 
     A row is bad when a text cell is empty, its label is missing, or (when ``known`` is given) its
     label is not one of ``known``. With ``separator`` (multi-label) each row's label is a list of names,
-    every one checked.
+    every one checked. Label cells are stripped in every file (train, dev, test, eval), so they agree.
     """
     require_columns(table, [*text_columns, *([label_column] if label_column else [])])
     allowed = set(known) if known is not None else None
@@ -114,7 +93,26 @@ def check_rows(
                         "fix the row or add the label to task.params.labels",
                     )
         out[label_column].append(label or ("" if separator is None else []))
+    if label_column is not None:
+        _note_padded_labels(table, label_column)
     return out
+
+
+def _note_padded_labels(table: Table, column: str) -> None:
+    """Warn once per file how many label cells had surrounding whitespace (``normalise_label`` strips it).
+
+    Stripping keeps ``" pos "`` from becoming a class of its own; the warning says the file is untidy.
+    """
+    cells = table.columns[column]
+    padded = [i for i, cell in enumerate(cells) if isinstance(cell, str) and "" != cell.strip() != cell]
+    if padded:
+        logger.warning(
+            "%s: stripped surrounding whitespace from %d label cells (first %s: %r)",
+            table.path,
+            len(padded),
+            table.where(padded[0]),
+            cells[padded[0]],
+        )
 
 
 def sorted_labels(labels: Sequence[str | list[str]]) -> list[str]:

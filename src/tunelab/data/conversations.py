@@ -20,8 +20,7 @@ import datasets
 
 from tunelab.config import DataConfig
 from tunelab.data import TaskData
-from tunelab.data.checks import Problems
-from tunelab.data.readers import read_table
+from tunelab.data.readers import Problems, read_table
 from tunelab.data.splits import stratified_split, subsample
 
 Message = dict[str, str]
@@ -86,7 +85,7 @@ def to_messages(row: dict[str, Any]) -> list[Message] | str:
 
 def read_conversations(path: Path, problems: Problems) -> list[list[Message]]:
     """Every row of ``path`` as messages; bad rows go to ``problems`` as file:line."""
-    table = read_table(path)
+    table = read_table(path, problems)
     rows = [
         dict(zip(table.columns, values, strict=True)) for values in zip(*table.columns.values(), strict=True)
     ]

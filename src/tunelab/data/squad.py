@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.checks import Problems
-from tunelab.data.readers import read_table
+from tunelab.data.readers import Problems, read_table
 from tunelab.errors import DataError
+from tunelab.io import read_utf8
 
 QAColumns = dict[str, list[Any]]
 COLUMNS = ("id", "question", "context", "answers")
@@ -56,12 +56,13 @@ def _squad_records(path: Path, document: Any) -> Iterator[tuple[str, dict[str, A
                 yield f"{where}.qas[{q}]", record, context
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any], object]]:
+def _jsonl_records(path: Path, problems: Problems) -> Iterator[tuple[str, dict[str, Any], object]]:
     """(file:line, record, context) per line of a flat JSONL file; empty answers mean unanswerable.
 
-    As :func:`_squad_records`, the context is yielded unchecked (it may be missing or not a string).
+    As :func:`_squad_records`, the context is yielded unchecked (it may be missing or not a string);
+    lines that are not JSON objects go to ``problems``.
     """
-    table = read_table(path)
+    table = read_table(path, problems)
     for i in range(len(table.lines)):
         row = {name: values[i] for name, values in table.columns.items()}
         answers = row.get("answers")
@@ -106,17 +107,17 @@ def read_qa(path: Path) -> QAColumns:
     """
     if not path.is_file():
         raise DataError(f"{path}: file not found (shipped QA data: `tunelab data prepare bbc-squad DIR`)")
+    problems = Problems()
     if path.suffix.lower() == ".json":
         try:
-            document = json.loads(path.read_text(encoding="utf-8-sig"))
+            document = json.loads(read_utf8(path, DataError))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); expected SQuAD JSON") from None
         records = _squad_records(path, document)
     elif path.suffix.lower() == ".jsonl":
-        records = _jsonl_records(path)
+        records = _jsonl_records(path, problems)
     else:
         raise DataError(f"{path}: unsupported QA file type {path.suffix!r}; use .json (SQuAD) or .jsonl")
-    problems = Problems()
     out: QAColumns = {name: [] for name in COLUMNS}
     seen: set[str] = set()
     for where, record, context in records:
@@ -146,8 +147,8 @@ def read_qa(path: Path) -> QAColumns:
 
 def read_questions(path: Path) -> QAColumns:
     """Unlabelled questions to answer: JSONL rows with ``question`` and ``context`` (``id`` optional)."""
-    table = read_table(path)
     problems = Problems()
+    table = read_table(path, problems)
     out: QAColumns = {"id": [], "question": [], "context": []}
     for i in range(len(table.lines)):
         row = {name: values[i] for name, values in table.columns.items()}

@@ -5,14 +5,18 @@ bad tag or forbidden transition must be reported as ``file:line`` (all of them a
 become rows with ``tokens`` and ``tags`` (lists of strings).
 
 CoNLL: one token a line, ``token<TAB>tag`` (or whitespace-separated columns, the tag last, as in
-CoNLL-2003); a line holding only whitespace ends a sentence; ``-DOCSTART-`` lines are skipped.
+CoNLL-2003); a line holding only whitespace ends a sentence; ``-DOCSTART-`` lines are skipped. A
+token that is only whitespace (U+3000, NBSP) is an error naming the character: a tokenizer gives it no
+sub-word, so its tag could never be learnt or predicted.
 JSONL: one sentence per line, ``{"tokens": [...], "tags": [...]}`` of equal length.
+Pre-split sentences to predict on (:func:`read_word_sentences`) are either, tags optional.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +26,7 @@ import numpy as np
 from tunelab.config import DataConfig
 from tunelab.data import TaskData
 from tunelab.data.checks import Problems
-from tunelab.data.readers import read_table
+from tunelab.data.readers import Table, read_table, text_lines
 from tunelab.data.splits import subsample
 from tunelab.errors import DataError
 
@@ -42,59 +46,123 @@ class Sentences:
     where: list[list[str]] = field(default_factory=list)  # file:line (CoNLL) or file:line token i (JSONL)
 
 
+def whitespace_only(token: str) -> str | None:
+    """Why ``token`` is no word when it is only whitespace (naming its characters), else None."""
+    if token.strip():
+        return None
+    names = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, '')}".rstrip() for c in dict.fromkeys(token))
+    return (
+        f"token is only whitespace ({names}); delete the line or replace the token with a visible character"
+    )
+
+
+def _conll_lines(path: Path, problems: Problems) -> Iterator[tuple[str, str, list[str]] | None]:
+    """Each line of a CoNLL file as (file:line, the line, its columns), or None where a sentence ends.
+
+    A line with a tab splits at tabs, else at whitespace; a line starting with a non-ASCII space
+    (ideographic, no-break) holds a whitespace-only token, reported to ``problems``.
+    """
+    for number, raw in text_lines(path, problems):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.startswith("-DOCSTART-"):
+            yield None
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        lead = fields[0] if "\t" in line else line[: len(line) - len(line.lstrip())].strip(" ")
+        why = whitespace_only(lead) if lead else None
+        if why is not None:
+            problems.add(f"{path}:{number}", why)
+            continue
+        yield f"{path}:{number}", line, [f.strip() for f in fields]
+    yield None
+
+
 def read_conll(path: Path, problems: Problems) -> Sentences:
     """Sentences of a CoNLL file; a token line without a tag goes to ``problems``."""
     out = Sentences(path)
     tokens: list[str] = []
     tags: list[str] = []
     where: list[str] = []
-
-    def close() -> None:
-        if tokens:
-            out.tokens.append(tokens.copy())
-            out.tags.append(tags.copy())
-            out.where.append(where.copy())
-        for column in (tokens, tags, where):
-            column.clear()
-
-    with open(path, encoding="utf-8-sig") as fh:
-        for number, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("-DOCSTART-"):
-                close()
-                continue
-            fields = line.split("\t") if "\t" in line else line.split()
-            token, tag = fields[0].strip(), fields[-1].strip() if len(fields) > 1 else ""
-            if not token or not tag:
-                problems.add(f"{path}:{number}", f"expected 'token<TAB>tag', got {line!r}")
-                continue
-            tokens.append(token)
-            tags.append(tag)
-            where.append(f"{path}:{number}")
-    close()
+    for line in _conll_lines(path, problems):
+        if line is None:
+            if tokens:
+                out.tokens.append(tokens.copy())
+                out.tags.append(tags.copy())
+                out.where.append(where.copy())
+            for column in (tokens, tags, where):
+                column.clear()
+            continue
+        at, text, fields = line
+        token, tag = fields[0], fields[-1] if len(fields) > 1 else ""
+        if not token or not tag:
+            problems.add(at, f"expected 'token<TAB>tag', got {text!r}")
+            continue
+        tokens.append(token)
+        tags.append(tag)
+        where.append(at)
     return out
 
 
 def _strings(value: object) -> bool:
-    """A non-empty list of non-blank strings."""
-    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v.strip() for v in value)
+    """A non-empty list of strings."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+
+
+def _json_words(table: Table, i: int, key: str, problems: Problems) -> list[str] | None:
+    """Row ``i``'s ``key`` list of strings, or None after reporting why it is not one."""
+    value = table.columns.get(key, [None] * len(table.lines))[i]
+    if not _strings(value):
+        problems.add(table.where(i), f"expected a non-empty {key!r} list of non-empty strings")
+        return None
+    bad = [(j, why) for j, word in enumerate(value) if (why := whitespace_only(word)) is not None]
+    for j, why in bad:
+        problems.add(f"{table.where(i)} token {j}", why)
+    return None if bad else list(value)
 
 
 def read_tagged_jsonl(path: Path, problems: Problems) -> Sentences:
     """Sentences of a JSONL file with ``tokens`` and ``tags`` lists of equal length."""
-    table = read_table(path)
+    table = read_table(path, problems)
     out = Sentences(path)
     for i in range(len(table.lines)):
-        tokens, tags = (table.columns.get(key, [None] * len(table.lines))[i] for key in ("tokens", "tags"))
-        if not (_strings(tokens) and _strings(tags) and len(tokens) == len(tags)):
-            problems.add(
-                table.where(i), "expected non-empty 'tokens' and 'tags' lists of strings of the same length"
-            )
+        tokens, tags = (_json_words(table, i, key, problems) for key in ("tokens", "tags"))
+        if tokens is None or tags is None:
+            continue
+        if len(tokens) != len(tags):
+            problems.add(table.where(i), f"{len(tokens)} tokens but {len(tags)} tags; give one tag per token")
             continue
         out.tokens.append(tokens)
         out.tags.append(tags)
         out.where.append([f"{table.where(i)} token {j}" for j in range(len(tokens))])
     return out
+
+
+def read_word_sentences(path: Path, column: str = "tokens") -> list[list[str]]:
+    """Pre-split sentences to predict on: a CoNLL file's first column, or a JSONL file's word lists.
+
+    Tags, when the file has them (a test file), are ignored; every bad line is reported at once.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    problems, sentences = Problems(), []
+    if path.suffix.lower() in (".jsonl", ".json"):
+        table = read_table(path, problems)
+        rows = (_json_words(table, i, column, problems) for i in range(len(table.lines)))
+        sentences = [words for words in rows if words is not None]
+    else:
+        words: list[str] = []
+        for line in _conll_lines(path, problems):
+            if line is not None and not line[2][0]:
+                problems.add(line[0], f"expected a token first, got {line[1]!r}")
+            elif line is not None:
+                words.append(line[2][0])
+            elif words:
+                sentences.append(words.copy())
+                words.clear()
+    problems.raise_if_any()
+    if not sentences:
+        raise DataError(f"{path}: no sentences")
+    return sentences
 
 
 def read_sentences(path: Path, problems: Problems) -> Sentences:

@@ -48,19 +48,25 @@ def weight_files(path: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class EvalSplit:
-    """The split a parity report scores: tokenised features, the raw examples, the task params."""
+    """The split a parity report scores: tokenised features, the raw examples, the task params.
+
+    ``tokenizer`` decodes generated ids for the metrics of generating tasks (seq2seq).
+    """
 
     features: Any
     examples: Any
     params: Any
+    tokenizer: Any = None
 
 
 def latency_batch(features: Any, collator: Collate, size: int, task: TaskSpec) -> dict[str, torch.Tensor]:
-    """The first ``size`` dev rows (cycled if the split is smaller), padded, without the task's targets."""
-    rows = [
-        {k: v for k, v in features[i % len(features)].items() if k not in task.target_keys}
-        for i in range(size)
-    ]
+    """The first ``size`` dev rows (cycled if the split is smaller), padded, without the task's targets.
+
+    A generating task (``TaskSpec.generation``, e.g. an encoder-decoder) keeps them: its decoder's
+    inputs are the shifted targets, so without them a forward cannot run.
+    """
+    dropped = () if task.generation is not None else task.target_keys
+    rows = [{k: v for k, v in features[i % len(features)].items() if k not in dropped} for i in range(size)]
     return dict(collator(rows))
 
 
@@ -96,6 +102,7 @@ def scored_metrics(
         batch_size,
         params=split.params,
         examples=split.examples,
+        tokenizer=split.tokenizer,
     )
     return {name: float(scores[name]) for name in (*task.metric_names, "loss") if scores[name] is not None}
 

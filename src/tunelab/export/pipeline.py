@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROBE_ROWS = 4
+RELOAD_ATOL = 1e-5  # the written model is read back exactly; only summation order may differ
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,24 @@ def _prune_and_recover(
     }
 
 
+@torch.no_grad()
+def check_reload(model: torch.nn.Module, written: Path, probe: dict[str, torch.Tensor]) -> None:
+    """Refuse an export that loads back (as predict, eval and serve load it) unlike the model measured.
+
+    The exported model is compared in fp32 (the precision every loader gives), so a half-precision merge
+    is held to its own weights, not to the fp32 adapter. Called last: it upcasts ``model`` in place.
+    """
+    model = model.float().eval()
+    want = merge.output_tensors(model(**probe))
+    got = merge.output_tensors(load_artifact(written).model(**probe))
+    diff = max(float((got[name] - value).abs().max()) for name, value in want.items())
+    if not diff <= RELOAD_ATOL:
+        raise ExportError(
+            f"{written}: the written model reloads with outputs {diff:.3g} away from the exported one "
+            f"(tolerance {RELOAD_ATOL:g}); nothing written. This is a tunelab bug: please report it"
+        )
+
+
 def export_model(source: Path, dest: Path, opts: ExportOptions) -> ExportInfo:
     """Run the requested export steps on the model at ``source`` and write it to ``dest`` atomically.
 
@@ -195,7 +214,7 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> ExportInfo:
     else:
         assert data is not None, "without --eval-data the run's splits are loaded"
         examples = data.dev
-    dev = EvalSplit(_features(art, examples), examples, art.task_params)
+    dev = EvalSplit(_features(art, examples), examples, art.task_params, art.tokenizer)
     collator = art.task.collator(art.tokenizer, art.task_params)
     probe = latency_batch(dev.features, collator, PROBE_ROWS, art.task)  # >= 2 rows: no fixed batch axis
 
@@ -217,7 +236,7 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> ExportInfo:
         record["pruned"] = _prune_and_recover(model, art, opts, data, score)
         steps.append(f"pruned-{opts.prune}+recovered")
     if opts.quantize == "int8":
-        model = int8.quantize_int8(model)
+        model = int8.quantize_int8(model, keep=art.task.head_modules)
         steps.append("int8")
         record["quantized"] = {"method": int8.METHOD, "weights_file": int8.WEIGHTS_FILE}
 
@@ -244,6 +263,7 @@ def export_model(source: Path, dest: Path, opts: ExportOptions) -> ExportInfo:
         export = ExportInfo(source=str(art.path), steps=steps, **record, parity=report)
         info = art.info.model_copy(update={"adapter": None, "dev_metrics": after.metrics, "export": export})
         write_run_info(tmp, info)
+        check_reload(model, tmp, probe)
         card = model_card.render_model_card(info, parity_markdown(report))
         (tmp / "README.md").write_text(card, encoding="utf-8")
     logger.info("exported %s -> %s (%s)", art.path, dest, ", ".join(steps) or "plain copy")

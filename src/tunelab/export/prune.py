@@ -51,12 +51,22 @@ KEPT_MODULES = ("pooler",)
 
 
 def prunable_linears(model: nn.Module, head_modules: tuple[str, ...]) -> list[tuple[str, nn.Linear]]:
-    """Every Linear outside the task head and the pooler (see ``KEPT_MODULES``)."""
+    """Every Linear outside the task head and the pooler (see ``KEPT_MODULES``) with a weight of its own.
+
+    A weight tied to another parameter (an LM head sharing the input embeddings) is left alone:
+    pruning re-parametrises it into a new tensor, which unties it, and ``save_pretrained`` then drops
+    it as a tied copy, so the saved model would reload the unpruned embeddings in its place.
+    """
     kept = {*head_modules, *KEPT_MODULES}
+    owners: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        owners[id(param)] = owners.get(id(param), 0) + 1
     return [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and kept.isdisjoint(name.split("."))
+        if isinstance(module, nn.Linear)
+        and kept.isdisjoint(name.split("."))
+        and owners.get(id(module.weight), 0) == 1
     ]
 
 

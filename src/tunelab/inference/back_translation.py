@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from tunelab.data.readers import read_table
 from tunelab.errors import DataError
 from tunelab.inference.generate import generate_tokens
 from tunelab.io import atomic_write
@@ -73,10 +74,9 @@ def back_translate_csv(
     (the label) is copied as is. Returns the number of paraphrased rows added; ``dest`` is written
     atomically, so a failure leaves no half-augmented file.
     """
-    with open(src, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        fields = list(reader.fieldnames or [])
+    table = read_table(src)  # the readers' file:line errors (bytes not UTF-8, repeated header, ...)
+    fields = list(table.columns)
+    rows = [{name: table.columns[name][i] for name in fields} for i in range(len(table.lines))]
     if column not in fields:
         raise DataError(f"{src}:1: no column {column!r} to paraphrase (columns: {', '.join(fields)})")
     texts = [row[column] for row in rows]

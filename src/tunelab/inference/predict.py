@@ -145,7 +145,10 @@ def predict_records(
         return generate_records(model, records, generation or GenerationOptions(), on_text)
     examples = {name: [record[name] for record in records] for name in task.input_fields}
     batch = {**examples, "example_id": list(range(len(records)))}
-    features = task.preprocess(batch, model.tokenizer, model.task_params, {})
+    if task.predict_preprocess is not None:
+        features = task.predict_preprocess(batch, model.tokenizer, model.task_params)
+    else:
+        features = task.preprocess(batch, model.tokenizer, model.task_params, {})
     rows = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
     collator = task.collator(model.tokenizer, model.task_params)
     outputs = predict_outputs(model.model, task, rows, collator, batch_size, params=model.task_params)

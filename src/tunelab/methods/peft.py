@@ -39,10 +39,13 @@ from tunelab.methods.spec import Adapted, MethodSpec, OptimizerStepContext, Targ
 from tunelab.models.adapter import peft_wrapping
 
 # transformers head class suffix -> peft task type (peft wraps forward and saving per task type).
-TASK_TYPES = {
+TASK_TYPES: dict[str, TaskType | None] = {
     "ForSequenceClassification": TaskType.SEQ_CLS,
     "ForTokenClassification": TaskType.TOKEN_CLS,
-    "ForQuestionAnswering": TaskType.QUESTION_ANS,
+    # QA: none. peft's QUESTION_ANS wrapper drops token_type_ids under LoRA (peft 0.21), so a BERT
+    # would train on zeroed segment ids and differ from its merged copy; the plain wrapper passes
+    # every input through, and the head is in modules_to_save either way.
+    "ForQuestionAnswering": None,
     "ForCausalLM": TaskType.CAUSAL_LM,
     "ForSeq2SeqLM": TaskType.SEQ_2_SEQ_LM,
     "ForConditionalGeneration": TaskType.SEQ_2_SEQ_LM,  # T5, BART, Pegasus: the concrete seq2seq classes

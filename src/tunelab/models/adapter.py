@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from peft import PeftModel
+from peft import PeftModel, get_peft_model_state_dict
+from safetensors import safe_open
 from torch import nn
 
 from tunelab.errors import CheckpointError
@@ -24,6 +25,7 @@ from tunelab.models.load import load_pretrained, resolve_model
 from tunelab.models.run_info import RunInfo
 
 ADAPTER_CONFIG = "adapter_config.json"  # peft's file: marks an adapter artifact
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's weights file (adapter and modules_to_save)
 
 
 @contextmanager
@@ -60,6 +62,8 @@ def load_adapter_model(
     """
     if info.adapter is None:
         raise CheckpointError(f"{path}: adapter artifact without adapter.base_model in tunelab_run.json")
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        raise CheckpointError(f"{path}: adapter artifact without {ADAPTER_WEIGHTS}; re-train or re-save it")
     base_name = info.adapter.base_model
     # The head is "newly initialized" here until the adapter's saved copy loads over it.
     base, loading = load_pretrained(
@@ -74,4 +78,16 @@ def load_adapter_model(
             "save them; train the adapter with those modules in modules_to_save"
         )
     with peft_wrapping():
-        return PeftModel.from_pretrained(base, path, is_trainable=False)
+        model = PeftModel.from_pretrained(base, path, is_trainable=False)
+    # peft only warns about adapter tensors the model expects but the file lacks (they stay at their
+    # init) and ignores tensors it has no place for; either means this is not the adapter it claims.
+    with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as stored:
+        saved_keys = set(stored.keys())
+    expected = set(get_peft_model_state_dict(model))
+    if saved_keys != expected:
+        raise CheckpointError(
+            f"{path}: adapter weights do not match its adapter_config.json over {base_name} (missing "
+            f"{sorted(expected - saved_keys)[:4]}, unexpected {sorted(saved_keys - expected)[:4]}); "
+            "re-train or re-save the adapter"
+        )
+    return model

@@ -23,7 +23,7 @@ from tunelab.errors import CheckpointError
 from tunelab.io import atomic_dir
 from tunelab.models import int8
 from tunelab.models.adapter import ADAPTER_CONFIG, is_adapter_dir, is_peft_model, load_adapter_model
-from tunelab.models.load import load_config, load_saved
+from tunelab.models.load import load_config, load_pretrained
 from tunelab.models.run_info import AdapterInfo, RunInfo, write_run_info
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def load_strict(path: Path, model: torch.nn.Module) -> torch.nn.Module:
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the rebuilt model: {exc}") from None
+        raise CheckpointError(f"{path}: weights do not match the rebuilt model: {one_line(exc)}") from None
     cast("TiesWeights", model).tie_weights()
     # save_pretrained drops tied copies (e.g. an MLM decoder sharing the embeddings): a missing key is
     # fine only when it shares storage with a tensor that was loaded.
@@ -91,6 +91,36 @@ def load_strict(path: Path, model: torch.nn.Module) -> torch.nn.Module:
             f"unexpected {result.unexpected_keys[:5]}"
         )
     return model.float()
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (torch and transformers list shape mismatches over many)."""
+    return " ".join(str(exc).split())[:500]
+
+
+def load_exact(path: Path, model_class: Any) -> torch.nn.Module:
+    """A plain saved model of ``model_class`` with every tensor from the file, or a ``CheckpointError``.
+
+    transformers initialises missing tensors at random and drops unexpected ones with only a log
+    report; for a saved model that means predictions that differ on every load, so any missing,
+    unexpected or mismatched tensor is refused here (tied copies that ``save_pretrained`` leaves out
+    are not reported missing).
+    """
+    try:
+        model, loading = load_pretrained(model_class, path, output_loading_info=True)
+    except (RuntimeError, ValueError) as exc:  # shapes that contradict config.json
+        raise CheckpointError(f"{path}: weights do not match config.json: {one_line(exc)}") from None
+    problems = [
+        f"{kind.removesuffix('_keys')} {sorted(map(str, keys))[:5]}"
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        if (keys := loading.get(kind))
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{path}: weights do not match config.json ({'; '.join(problems)}); the directory is damaged "
+            "or was written by other code: re-export or re-train it"
+        )
+    return cast(torch.nn.Module, model).eval()
 
 
 def load_model(
@@ -113,4 +143,4 @@ def load_model(
         return int8.load_int8(path, model_skeleton(path, model_class, rebuilds))
     if rebuilds:
         return load_strict(path, model_skeleton(path, model_class, rebuilds))
-    return load_saved(model_class, path)
+    return load_exact(path, model_class)

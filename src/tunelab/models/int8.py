@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -56,15 +56,29 @@ def _torch_ao_deprecations() -> Iterator[None]:
         yield
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy-free int8 version of ``model``: every ``nn.Linear`` becomes a dynamic int8 Linear (in place).
+def quantize_int8(model: nn.Module, keep: Collection[str] = ()) -> nn.Module:
+    """A copy-free int8 version of ``model``: its Linears become dynamic int8 Linears (in place).
 
+    Linears inside a module named in ``keep`` (the task head) stay fp32: the head is a tiny share of
+    the weights, its error lands directly on the predictions, and a head may read its weight tensor
+    directly (tunelab's ``MeanPoolingClassifier`` scales it), which a packed int8 module has no longer.
     Activations are quantized per batch at run time, weights once, per output channel.
     """
+    kept = set(keep)
+    names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and kept.isdisjoint(name.split("."))
+    ]
+    return _quantize(model, names)
+
+
+def _quantize(model: nn.Module, names: Collection[str]) -> nn.Module:
+    """Quantize exactly the Linears called ``names`` (what ``load_int8`` rebuilds from a file)."""
     model.float().eval()
     with _torch_ao_deprecations():
         quantized = quantize_dynamic(  # type: ignore[no-untyped-call]  # torch.ao leaves it unannotated
-            model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+            model, dict.fromkeys(names, per_channel_dynamic_qconfig), dtype=torch.qint8, inplace=True
         )
     return cast(nn.Module, quantized)
 
@@ -76,15 +90,18 @@ def int8_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     for key, value in model.state_dict().items():
         owner = key.split("._packed_params")[0].rsplit(".", 1)[0]
         if owner not in quantized and isinstance(value, torch.Tensor):
-            state[key] = value.contiguous()
+            state[key] = value
     for name, module in quantized.items():
         weight, bias = module._weight_bias()  # type: ignore[no-untyped-call]  # unannotated in torch.ao
-        state[f"{name}.weight_int8"] = weight.int_repr().contiguous()
-        state[f"{name}.weight_scales"] = weight.q_per_channel_scales().contiguous()
-        state[f"{name}.weight_zero_points"] = weight.q_per_channel_zero_points().contiguous()
+        state[f"{name}.weight_int8"] = weight.int_repr()
+        state[f"{name}.weight_scales"] = weight.q_per_channel_scales()
+        state[f"{name}.weight_zero_points"] = weight.q_per_channel_zero_points()
         if bias is not None:
-            state[f"{name}.bias"] = bias.detach().contiguous()
-    return state
+            state[f"{name}.bias"] = bias.detach()
+    # Tied tensors (embeddings shared with an LM head, an MLM decoder bias) are one storage under several
+    # names, which safetensors refuses; each name gets its own copy, and loading copies values into the
+    # skeleton's (still tied) parameters, so the ties hold again after a load.
+    return {key: value.detach().clone().contiguous() for key, value in state.items()}
 
 
 def save_int8(model: nn.Module, dest: Path) -> None:
@@ -113,7 +130,7 @@ def load_int8(path: Path, model: nn.Module) -> nn.Module:
         raise CheckpointError(
             f"{weights}: does not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
-    model = quantize_int8(model)
+    model = _quantize(model, names)
     quantized = {name: m for name, m in model.named_modules() if isinstance(m, DynamicLinear)}
     if set(quantized) != set(names):
         raise CheckpointError(

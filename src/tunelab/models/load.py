@@ -26,7 +26,7 @@ from transformers import logging as hf_logging
 
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, shipped_source
 from tunelab.errors import AssetError, CheckpointError
-from tunelab.io import atomic_dir
+from tunelab.io import atomic_dir, read_json
 
 __all__ = [
     "label_maps",
@@ -54,8 +54,20 @@ def _require_weights(path: Path) -> None:
         raise CheckpointError(f"{path}: no .safetensors weights; tunelab only loads safetensors models")
 
 
+def _check_config_json(path: Path) -> None:
+    """A damaged ``config.json`` is one CheckpointError naming file, line and column.
+
+    Run before every transformers load of ``path``: transformers' own error is a long traceback (or,
+    for tokenizers, an OSError that does not say which file is broken).
+    """
+    file = path / "config.json"
+    if file.is_file() and not isinstance(read_json(file), dict):
+        raise CheckpointError(f"{file}: expected a JSON object; the model directory is damaged")
+
+
 def load_config(path: Path, trust_remote_code: bool = False) -> PretrainedConfig:
     """The directory's ``config.json`` as a transformers config; a damaged file is a clear error."""
+    _check_config_json(path)
     try:
         # AutoConfig picks the config class from the file, so transformers types its result as Any.
         return cast(PretrainedConfig, AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
@@ -65,6 +77,7 @@ def load_config(path: Path, trust_remote_code: bool = False) -> PretrainedConfig
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     """The directory's tokenizer (fast, Rust-backed where the files allow)."""
+    _check_config_json(path)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
@@ -84,6 +97,7 @@ def load_pretrained(
     initialized" warning is silenced here. Label-free tasks (QA, language modelling) pass no labels
     and keep the class's own head size.
     """
+    _check_config_json(path)
     if labels:
         id2label, label2id = label_maps(labels)
         config = {**config, "num_labels": len(labels), "id2label": id2label, "label2id": label2id}
@@ -105,9 +119,11 @@ def load_saved(model_class: Any, path: Path) -> torch.nn.Module:
     """A saved model of ``model_class`` exactly as stored (no new head, no config overrides), in eval mode.
 
     The one loader of plain HF directories: serving's causal LMs and encoders, back-translation's
-    seq2seq models, distillation teachers and plain tunelab artifacts all come through here.
+    seq2seq models and distillation teachers come through here (tunelab artifacts load through
+    ``models.artifact``, which also refuses missing or unexpected tensors).
     """
     _require_weights(path)
+    _check_config_json(path)
     model: torch.nn.Module = model_class.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
     return model.eval()
 

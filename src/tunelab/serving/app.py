@@ -27,31 +27,35 @@ from tunelab.serving.access import AccessLogMiddleware
 from tunelab.serving.batcher import Batcher
 from tunelab.serving.generation import add_generation_routes
 from tunelab.serving.metrics import ServeMetrics
-from tunelab.serving.predictor import EncoderPredictor, Predictor, load_predictor
+from tunelab.serving.predictor import Predictor, load_predictor
 from tunelab.serving.routes import Context, Runtime, add_routes
-from tunelab.serving.schemas import error_response
-from tunelab.serving.security import ApiKeyMiddleware, BodyLimitMiddleware, hash_key
+from tunelab.serving.schemas import ApiError, error_response
+from tunelab.serving.security import SECURITY_SCHEMES, ApiKeyMiddleware, BodyLimitMiddleware, hash_key
 from tunelab.serving.settings import ServeSettings, check_exposure, load_api_keys, load_settings
 
 logger = logging.getLogger(__name__)
 
 
 def _model_calls(predictor: Predictor) -> dict[str, tuple[Any, int | None]]:
-    """Batcher name -> (batch function, batch size cap or None for the setting)."""
-    if isinstance(predictor, EncoderPredictor):
-        calls: dict[str, tuple[Any, int | None]] = {
-            "embed": (lambda texts: list(predictor.embed(texts)), None)
-        }
-        if predictor.schema is not None:
-            calls["predict"] = (predictor.predict, None)
-        return calls
-    return {"generate": (lambda jobs: [predictor.generate(job) for job in jobs], 1)}
+    """Batcher name -> (batch function, batch size cap or None for the setting), by capability."""
+    calls: dict[str, tuple[Any, int | None]] = {}
+    if predictor.schema is not None:
+        calls["predict"] = (predictor.predict, None)
+    if predictor.encoder is not None:
+        calls["embed"] = (lambda texts: list(predictor.embed(texts)), None)
+    if predictor.generates:
+        calls["generate"] = (lambda jobs: [predictor.generate(job) for job in jobs], 1)
+    return calls
 
 
 def _lifespan(ctx: Context) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-model")
+        # Token counting gets threads of its own: a long input never waits behind the model or
+        # blocks the event loop, and two threads bound the CPU it can take from the model.
+        tokenize = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tunelab-tokenize")
+        ctx.runtime.tokenize = tokenize
         for name, (fn, cap) in _model_calls(ctx.predictor).items():
             batcher: Batcher[Any, Any] = Batcher(
                 fn,
@@ -73,35 +77,64 @@ def _lifespan(ctx: Context) -> Any:
                 await batcher.stop()  # uvicorn has let in-flight requests finish; run what is still queued
             ctx.runtime.batchers.clear()
             executor.shutdown(wait=True)
+            tokenize.shutdown(wait=True)
 
     return lifespan
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail), request.state.request_id, exc.headers)
+    param, code = (exc.param, exc.code) if isinstance(exc, ApiError) else (None, None)
+    return error_response(
+        exc.status_code, str(exc.detail), request.state.request_id, exc.headers, param, code
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 listing every problem as ``key.path: message`` (the body itself is never echoed)."""
     assert isinstance(exc, RequestValidationError)
-    problems = [f"{format_loc(tuple(e['loc'][1:])) or 'body'}: {e['msg']}" for e in exc.errors()]
-    return error_response(422, "; ".join(problems), request.state.request_id)
+    locs = [format_loc(tuple(e["loc"][1:])) or "body" for e in exc.errors()]
+    problems = [f"{loc}: {e['msg']}" for loc, e in zip(locs, exc.errors(), strict=True)]
+    return error_response(422, "; ".join(problems), request.state.request_id, param=locs[0])
+
+
+def _document_keys(app: FastAPI) -> None:
+    """Declare the API-key schemes in the OpenAPI schema, so ``/docs`` offers "Authorize".
+
+    The middleware enforces the keys; this only tells clients and Swagger UI how to send them.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # FastAPI caches it in app.openapi_schema; completed here once
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            schema["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
 def create_app(settings: ServeSettings, predictor: Predictor) -> FastAPI:
-    """Build the app for one predictor; API keys come from ``settings`` and are kept only hashed."""
+    """Build the app for one predictor; API keys come from ``settings`` and are kept only hashed.
+
+    Routes follow the predictor's capabilities: ``/v1/predict`` when its task declares a schema,
+    ``/v1/embeddings`` for an encoder, the completions routes when it generates.
+    """
     metrics = ServeMetrics()
     ctx = Context(settings, predictor, metrics, Runtime())
     app = FastAPI(title="tunelab", version=__version__, lifespan=_lifespan(ctx))
     add_routes(app, ctx)
-    if not isinstance(predictor, EncoderPredictor):
+    if predictor.generates:
         add_generation_routes(app, ctx)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    key_digests = [hash_key(k) for k in load_api_keys(settings)]
+    if key_digests:
+        _document_keys(app)
     # Added innermost first: access log (outermost) -> API key -> body limit -> routes.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(ApiKeyMiddleware, key_digests=[hash_key(k) for k in load_api_keys(settings)])
+    app.add_middleware(ApiKeyMiddleware, key_digests=key_digests)
     paths = {getattr(route, "path", "") for route in app.routes}
     app.add_middleware(AccessLogMiddleware, metrics=metrics, routes=paths)
     return app

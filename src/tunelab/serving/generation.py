@@ -1,10 +1,12 @@
-"""OpenAI-compatible ``/v1/completions`` and ``/v1/chat/completions`` for a causal LM, with SSE streaming.
+"""OpenAI-compatible ``/v1/completions`` and ``/v1/chat/completions`` for a generating model, with SSE.
 
 Generation runs one request at a time in the batcher's worker thread (``max_batch_size`` 1 for
 generation: padding prompts of different lengths together costs more than it saves on CPU), so the
 same bounded queue, 429 and drain apply. Streaming uses transformers' ``AsyncTextIteratorStreamer``;
 ``StopScanner`` (``tunelab.inference.generate``, shared with ``tunelab predict --stream``) holds back
-just enough text that a stop string split across pieces never leaks.
+just enough text that a stop string split across pieces never leaks. An encoder-decoder run decodes
+with its run's options, as ``tunelab predict`` does, so a request that sets decoding fields is refused
+rather than silently decoded otherwise.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException
 from transformers import AsyncTextIteratorStreamer
 
 from tunelab.inference.generate import GenerationJob, StopScanner
-from tunelab.serving.predictor import GeneratorPredictor
-from tunelab.serving.routes import ERRORS, Context
+from tunelab.serving.routes import MODEL_ROUTE_ERRORS, Context
 from tunelab.serving.schemas import (
+    ApiError,
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
@@ -55,18 +56,47 @@ def _sse(payload: BaseModel | str) -> str:
 
 
 def add_generation_routes(app: FastAPI, ctx: Context) -> None:
-    """Completions and chat completions for a :class:`GeneratorPredictor`."""
+    """Completions and chat completions for a predictor that generates."""
     predictor = ctx.predictor
-    assert isinstance(predictor, GeneratorPredictor)
+    run_decoding = predictor.run_decoding
 
-    def make_job(prompt: str, max_tokens: int, body: Any, request: Request, chat: bool) -> GenerationJob:
+    def check_request(body: Any, max_tokens: int | None) -> None:
+        """404 for another model; 422 for decoding an encoder-decoder run cannot do.
+
+        Such a run decodes deterministically with its own options, so it refuses sampling and a
+        ``max_tokens`` below its own cap (it would be ignored); greedy requests are what it does anyway.
+        """
+        ctx.check_model(body.model)
+        if run_decoding is None:
+            return
+        asked = body.model_dump(include={"temperature", "top_p", "top_k"} & body.model_fields_set)
+        if asked.get("temperature", 0) > 0 or asked.get("top_p", 1) < 1 or asked.get("top_k", 0) > 0:
+            raise ApiError(
+                422,
+                f"temperature: {predictor.model_id} is an encoder-decoder run that decodes with its own "
+                f"options {run_decoding}, as tunelab predict does; drop the sampling fields or send "
+                "temperature 0",
+                "temperature",
+            )
+        if max_tokens is not None and max_tokens < run_decoding["max_new_tokens"]:
+            raise ApiError(
+                422,
+                f"max_tokens: {max_tokens}; {predictor.model_id} decodes up to its run's max_new_tokens="
+                f"{run_decoding['max_new_tokens']} (task.params.max_target_length); ask for at least that",
+                "max_tokens",
+            )
+
+    async def make_job(
+        prompt: str, max_tokens: int, body: Any, request: Request, chat: bool
+    ) -> GenerationJob:
         if max_tokens > ctx.settings.max_new_tokens:
             raise ctx.limit_error(
                 f"max_tokens: {max_tokens}; at most max_new_tokens={ctx.settings.max_new_tokens}",
                 "new_tokens",
+                "max_tokens",
             )
-        counts = predictor.count_tokens([prompt], add_special_tokens=not chat)
-        ctx.check_tokens(counts, "messages" if chat else "prompt")
+        specials = predictor.prompt_has_specials(chat)
+        await ctx.count_tokens([("messages" if chat else "prompt", prompt)], specials)
         ctx.log(request, [prompt])
         return GenerationJob(
             prompt=prompt,
@@ -76,7 +106,7 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
             top_k=body.top_k,
             stop=_stop_list(body.stop),
             seed=body.seed,
-            add_special_tokens=not chat,
+            add_special_tokens=specials,
         )
 
     async def generate(job: GenerationJob) -> Any:
@@ -132,10 +162,11 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
             return stream(job, chunk, include_usage, request)
         return final(await generate(job))
 
-    @app.post("/v1/completions", response_model=CompletionResponse, responses=ERRORS)
+    @app.post("/v1/completions", response_model=CompletionResponse, responses=MODEL_ROUTE_ERRORS)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         """Continue a raw prompt (OpenAI-compatible; ``stream: true`` for SSE)."""
-        job = make_job(body.prompt, body.max_tokens, body, request, chat=False)
+        check_request(body, body.max_tokens if "max_tokens" in body.model_fields_set else None)
+        job = await make_job(body.prompt, body.max_tokens, body, request, chat=False)
         head = _head("cmpl", predictor.model_id)
 
         def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:
@@ -154,15 +185,19 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
             ),
         )
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=ERRORS)
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=MODEL_ROUTE_ERRORS)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         """Answer a conversation using the model's chat template (OpenAI-compatible; SSE with ``stream``)."""
+        check_request(body, body.max_completion_tokens or body.max_tokens)
+        ctx.refuse_blank(
+            [(f"messages[{i}].content", m.content) for i, m in enumerate(body.messages) if m.role == "user"]
+        )
         try:
             prompt = predictor.chat_prompt([m.model_dump() for m in body.messages])
         except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise ApiError(422, str(exc), "messages") from None
         max_tokens = body.max_completion_tokens or body.max_tokens or ctx.settings.max_new_tokens
-        job = make_job(prompt, max_tokens, body, request, chat=True)
+        job = await make_job(prompt, max_tokens, body, request, chat=True)
         head = _head("chatcmpl", predictor.model_id)
 
         def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:

@@ -1,15 +1,24 @@
-"""Predictors: a loaded model plus the blocking calls the batcher runs in its worker thread.
+"""The served model and what it can do: predict with its task, embed, generate.
 
-Which predictor a directory gets follows its ``config.json``: a ``*ForCausalLM`` generates text
-(OpenAI-style routes); a tunelab artifact, or a plain HF directory a task declares
-(``TaskSpec.hf_architecture``), predicts with its task's ``/v1/predict`` schema and embeds with its
-backbone; any other encoder (e.g. the shipped ``minilm-l6``) only embeds. Everything here is
-synchronous on purpose: the event loop never runs torch, the batcher's single worker thread does.
+:func:`load_predictor` loads a directory once and records its capabilities; ``create_app`` adds the
+routes of exactly those, so no route tests a task's name or a model class:
+
+- **predict** (``/v1/predict``): a tunelab run (or a plain HF directory a task declares) whose task
+  sets ``TaskSpec.serve_schema``; predictions are ``inference.predict.predict_records``, the path of
+  ``tunelab predict``.
+- **embed** (``/v1/embeddings``): an encoder-only model; mean-pooled backbone states.
+- **generate** (``/v1/completions``, ``/v1/chat/completions``): a causal LM decodes as each request
+  says; an encoder-decoder (seq2seq run) decodes with its run's own options (``TaskSpec.generation``),
+  as ``tunelab predict`` does.
+
+Adapter runs (a PEFT ``best/``) load through ``inference.artifact.load_artifact`` like any other run.
+Everything here is synchronous on purpose: the event loop never runs torch or the tokenizer; the
+batchers' model thread and the tokenizer threads do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -19,10 +28,10 @@ import torch
 
 from tunelab.errors import ServingError, TunelabError
 from tunelab.inference.artifact import Artifact, load_artifact, plain_hf_task
-from tunelab.inference.generate import Generation, GenerationJob, generate
+from tunelab.inference.generate import Generation, GenerationJob, cut_at_stop, generate
 from tunelab.inference.predict import predict_records
-from tunelab.models.adapter import is_adapter_dir
-from tunelab.models.architectures import mean_pool
+from tunelab.models.adapter import is_peft_model
+from tunelab.models.architectures import is_causal, mean_pool
 from tunelab.models.artifact import resolve_model_dir
 from tunelab.models.load import load_causal_lm, load_config, load_encoder, resolve_model
 from tunelab.models.run_info import RUN_FILE
@@ -30,104 +39,184 @@ from tunelab.tasks.causal_lm import chat_prompt
 from tunelab.tasks.schemas import ServeSchema
 
 if TYPE_CHECKING:
-    from tunelab.models.protocols import HasBaseModel
+    from tunelab.models.protocols import Configured, HasBaseModel
 
 
-def _count_tokens(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
-    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
+class UnreadableText(ValueError):
+    """The tokenizer rejected text ``index`` of a request (e.g. a lone surrogate); the route answers 422."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"text {index}: {reason}")
+        self.index = index
+        self.reason = reason
 
 
 @dataclass
-class EncoderPredictor:
-    """An encoder: embeddings always; label predictions when it carries a classification head."""
+class Predictor:
+    """A loaded model; which of ``artifact``, ``encoder`` and ``lm`` are set decides what it serves.
+
+    Attributes:
+        model_id: the name clients pass as ``model`` and ``/v1/models`` lists.
+        tokenizer: the model's tokenizer.
+        artifact: the run's model bound to its task (predict; an encoder-decoder's generation).
+        encoder: the bare encoder that embeds; None when the model is not encoder-only.
+        lm: a causal LM that decodes as each request says; None when the model is not one.
+    """
 
     model_id: str
     tokenizer: Any
-    encoder: torch.nn.Module
     artifact: Artifact | None = None
+    encoder: torch.nn.Module | None = None
+    lm: torch.nn.Module | None = None
 
     @property
     def schema(self) -> ServeSchema | None:
-        """The task's ``/v1/predict`` schema, or None when the model has no task head."""
+        """The task's ``/v1/predict`` schema, or None when the model has no task that declares one."""
         return self.artifact.task.serve_schema if self.artifact is not None else None
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text as the model sees it (special tokens included)."""
-        return _count_tokens(self.tokenizer, texts)
+    @property
+    def run_decoding(self) -> dict[str, Any] | None:
+        """An encoder-decoder run's own decoding options (``TaskSpec.generation``); None otherwise."""
+        art = self.artifact
+        if self.lm is not None or art is None or art.task.generation is None:
+            return None
+        return art.task.generation(art.task_params)
+
+    @property
+    def generates(self) -> bool:
+        """Whether the model continues prompts (a causal LM, or an encoder-decoder run)."""
+        return self.lm is not None or self.run_decoding is not None
+
+    def count_tokens(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
+        """Tokens per text as the model sees it, untruncated (limits are checked on these).
+
+        Raises:
+            UnreadableText: the tokenizer rejects one of the texts.
+        """
+        counts = []
+        for i, text in enumerate(texts):
+            try:
+                ids = self.tokenizer(text, add_special_tokens=add_special_tokens, verbose=False)["input_ids"]
+            except (TypeError, ValueError) as exc:  # e.g. a lone surrogate: the Rust tokenizer's TypeError
+                raise UnreadableText(i, type(exc).__name__) from None
+            counts.append(len(ids))
+        return counts
+
+    def refusals(self, records: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]]:
+        """(index, why) of each record the task cannot take (``TaskSpec.check_input``)."""
+        art = self.artifact
+        check = art.task.check_input if art is not None else None
+        if check is None or art is None:
+            return []
+        found = ((i, check(record, art.task_params)) for i, record in enumerate(records))
+        return [(i, why) for i, why in found if why is not None]
 
     def predict(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The task's predictions for one micro-batch of raw input records."""
         if self.artifact is None:
-            raise RuntimeError(f"{self.model_id} has no task head")
+            raise RuntimeError(f"{self.model_id} has no task")
         return predict_records(self.artifact, records, batch_size=len(records))
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(N, H) float32 unit vectors: mean-pooled last hidden state of the encoder."""
+        if self.encoder is None:
+            raise RuntimeError(f"{self.model_id} is not an encoder")
         batch = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
         device = next(self.encoder.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         hidden = self.encoder(**batch).last_hidden_state  # (B, T, H)
         return mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
 
+    def prompt_has_specials(self, chat: bool) -> bool:
+        """Whether a prompt is tokenised with special tokens: not a chat-template rendering (holds them)."""
+        return not (chat and self.lm is not None)
 
-@dataclass
-class GeneratorPredictor:
-    """A causal LM behind the OpenAI-style routes."""
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The prompt of a conversation: the chat template's rendering, or an encoder-decoder's source text.
 
-    model_id: str
-    tokenizer: Any
-    model: torch.nn.Module
-
-    def count_tokens(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[int]:
-        """Prompt tokens per text."""
-        return _count_tokens(self.tokenizer, texts, add_special_tokens)
-
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """Render messages with the model's chat template (the one training used), ready for the reply."""
+        Raises:
+            ValueError: the model cannot take this conversation (no chat template; an encoder-decoder
+                given anything but one user message).
+        """
+        if self.lm is None:
+            if len(messages) != 1 or messages[0]["role"] != "user":
+                raise ValueError(
+                    f"messages: {self.model_id} is an encoder-decoder that answers one user message (its "
+                    "source text); send exactly one, or use /v1/completions"
+                )
+            return messages[0]["content"]
         try:
             return chat_prompt(self.tokenizer, messages)
         except TunelabError as exc:
             raise ValueError(f"{self.model_id}: {exc}; use /v1/completions with a raw prompt") from None
 
     def generate(self, job: GenerationJob) -> Generation:
-        """Run one job (blocking, in the batcher's worker thread); streams into ``job.streamer`` when set."""
-        return generate(self.model, self.tokenizer, job)
+        """Run one job (blocking, in the model thread); streams into ``job.streamer`` when set."""
+        if self.lm is not None:
+            return generate(self.lm, self.tokenizer, job)
+        try:
+            return self._generate_with_run_options(job)
+        except BaseException:
+            if job.streamer is not None:
+                job.streamer.end()  # unblock the reader, who reports the error
+            raise
 
+    def _generate_with_run_options(self, job: GenerationJob) -> Generation:
+        """An encoder-decoder's reply exactly as ``tunelab predict`` gives it, then cut at ``job.stop``.
 
-Predictor = EncoderPredictor | GeneratorPredictor
+        Beam search cannot stream, so a streamer gets the whole reply as one piece. Token counts are
+        the prompt's and the reply's tokenisations; ``length`` means the run's ``max_new_tokens`` was used.
+        """
+        assert self.artifact is not None, "only an encoder-decoder run"
+        assert self.run_decoding is not None, "only an encoder-decoder run"
+        [prediction] = predict_records(self.artifact, [{"text": job.prompt}], batch_size=1)
+        text, _ = cut_at_stop(prediction["generated"], job.stop)
+        if job.streamer is not None:
+            job.streamer.on_finalized_text(text, stream_end=True)
+        [prompt_tokens] = self.count_tokens([job.prompt])
+        [completion_tokens] = self.count_tokens([prediction["generated"]], add_special_tokens=False)
+        at_cap = completion_tokens >= self.run_decoding["max_new_tokens"]
+        return Generation(text, "length" if at_cap else "stop", prompt_tokens, completion_tokens)
 
 
 def _model_id(name_or_path: str, path: Path) -> str:
     return path.parent.name if path.name == "best" else path.name or name_or_path
 
 
-def load_predictor(name_or_path: str, device: str = "cpu") -> Predictor:
-    """Load the model dir (or shipped model name) and pick the predictor its config calls for."""
-    path = resolve_model_dir(resolve_model(name_or_path))  # a run dir serves its best/
-    model_id = _model_id(name_or_path, path)
-    if is_adapter_dir(path):
+def _backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare encoder inside a task model (inside its peft wrapper, adapters still applied)."""
+    inner = model.get_base_model() if is_peft_model(model) else model
+    return cast("HasBaseModel", inner).base_model
+
+
+def _from_artifact(model_id: str, art: Artifact) -> Predictor:
+    config = cast("Configured", art.model).config  # peft forwards .config to the wrapped model
+    if config.is_encoder_decoder:
+        predictor = Predictor(model_id, art.tokenizer, art)
+    elif is_causal(config):
+        predictor = Predictor(model_id, art.tokenizer, art, lm=art.model)
+    else:
+        predictor = Predictor(model_id, art.tokenizer, art, encoder=_backbone(art.model))
+    if predictor.schema is None and not predictor.generates:
         raise ServingError(
-            f"{path}: an adapter artifact (a PEFT run's best/); merge it into a full model first: "
-            f"tunelab export {path} --merge --to MERGED, then serve MERGED"
+            f"{art.path}: task {art.task.name!r} declares no /v1/predict schema (TaskSpec.serve_schema) and "
+            "its model does not generate, so tunelab serve cannot serve it; predict with `tunelab predict`"
         )
+    return predictor
+
+
+def load_predictor(name_or_path: str, device: str = "cpu") -> Predictor:
+    """Load a model dir, run dir (its ``best/``, full or adapter) or shipped model name for serving."""
+    path = resolve_model_dir(resolve_model(name_or_path))
+    model_id = _model_id(name_or_path, path)
+    if (path / RUN_FILE).is_file():
+        return _from_artifact(model_id, load_artifact(path, device))  # the run's exact model (MoE, adapter)
     config = load_config(path)
-    archs = config.architectures or []
-    has_record = (path / RUN_FILE).is_file()
-    if any(a.endswith("ForCausalLM") for a in archs):
-        if has_record:  # the run's exact model (e.g. MoE-upcycled layers), not a plain reload
-            art = load_artifact(path, device)
-            return GeneratorPredictor(model_id, art.tokenizer, art.model)
+    if plain_hf_task(config) is not None:
+        return _from_artifact(model_id, load_artifact(path, device))
+    if any(arch.endswith("ForCausalLM") for arch in config.architectures or []):
         model, tok = load_causal_lm(path)
-        return GeneratorPredictor(model_id, tok, model.to(device))
-    if has_record or plain_hf_task(config) is not None:
-        art = load_artifact(path, device)
-        if art.task.serve_schema is None:
-            raise ServingError(
-                f"{path}: task {art.task.name!r} declares no /v1/predict schema, so tunelab serve cannot "
-                "serve it; predict with `tunelab predict` instead"
-            )
-        encoder = cast("HasBaseModel", art.model).base_model
-        return EncoderPredictor(model_id, art.tokenizer, encoder, art)
+        return Predictor(model_id, tok, lm=model.to(device))
     model, tok = load_encoder(path)
-    return EncoderPredictor(model_id, tok, model.to(device))
+    return Predictor(model_id, tok, encoder=model.to(device))

@@ -1,23 +1,26 @@
-"""Routes: validate -> check limits -> batcher -> response. No model code here."""
+"""Routes: validate -> check inputs (in a tokenizer thread) -> batcher -> response. No model code here."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException
 
 from tunelab.serving.access import log_inputs
 from tunelab.serving.batcher import Batcher, Closed, QueueFull
 from tunelab.serving.metrics import ServeMetrics
-from tunelab.serving.predictor import EncoderPredictor, Predictor
+from tunelab.serving.predictor import Predictor, UnreadableText
 from tunelab.serving.schemas import (
+    ApiError,
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -29,16 +32,35 @@ from tunelab.serving.schemas import (
 )
 from tunelab.serving.settings import ServeSettings
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 413, 422, 429, 500, 503, 504)
+_ERROR_DESCRIPTIONS = {
+    400: "Body cannot be decoded (not UTF-8).",
+    401: "Missing or wrong API key (when the server has keys).",
+    404: "`model` names a model this server does not serve (code `model_not_found`).",
+    413: "Request body over max_body_bytes.",
+    422: "Invalid body, or blank / unreadable text, or over a limit; `param` names the field.",
+    429: "Queue full; retry after the Retry-After seconds.",
+    500: "Internal error (logged by request id, never with the input).",
+    503: "Starting up or shutting down.",
+    504: "No result within request_timeout_s.",
 }
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a route: each status answers with an ``ErrorBody``."""
+    return {code: {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+MODEL_ROUTE_ERRORS = errors(400, 401, 404, 413, 422, 429, 500, 503, 504)  # routes taking inputs, `model`
+
+Located = tuple[str, str]  # (where in the request, e.g. "inputs[1]"; the text)
 
 
 @dataclass
 class Runtime:
-    """What the lifespan creates and the routes use: the batchers and the readiness flag."""
+    """What the lifespan creates and the routes use: batchers, the tokenizer threads, readiness."""
 
     batchers: dict[str, Batcher[Any, Any]] = field(default_factory=dict)
+    tokenize: Executor | None = None
     ready: bool = False
     started: int = field(default_factory=lambda: int(time.time()))
 
@@ -52,33 +74,74 @@ class Context:
     metrics: ServeMetrics
     runtime: Runtime
 
-    def limit_error(self, message: str, reason: str) -> HTTPException:
-        """A 422 for a request over a configured limit, counted by reason."""
+    def limit_error(self, message: str, reason: str, param: str | None = None) -> HTTPException:
+        """A 422 for a request the server refuses, counted by reason; ``param`` names the field."""
         self.metrics.rejected.labels(reason).inc()
-        return HTTPException(422, message)
+        return ApiError(422, message, param)
 
-    def check_texts(self, texts: Sequence[str], field_name: str) -> list[int]:
-        """Enforce max_batch_items and max_input_tokens; return the token count of each text."""
-        limit = self.settings.max_batch_items
-        if len(texts) > limit:
-            raise self.limit_error(
-                f"{field_name}: {len(texts)} items; at most max_batch_items={limit} per request",
-                "batch_items",
+    def check_model(self, name: str | None) -> None:
+        """404 ``model_not_found`` unless ``name`` is absent or the served model's id (OpenAI's behaviour)."""
+        if name is not None and name != self.predictor.model_id:
+            raise ApiError(
+                404,
+                f"model: {name!r} is not served here; this server serves {self.predictor.model_id!r} "
+                "(GET /v1/models)",
+                "model",
+                "model_not_found",
             )
-        counts = self.predictor.count_tokens(texts)
-        self.check_tokens(counts, field_name)
-        self.metrics.tokens.labels("input").inc(sum(counts))
+
+    def check_batch(self, n: int, where: str) -> None:
+        """422 beyond max_batch_items inputs per request."""
+        limit = self.settings.max_batch_items
+        if n > limit:
+            raise self.limit_error(
+                f"{where}: {n} items; at most max_batch_items={limit} per request", "batch_items", where
+            )
+
+    def refuse_blank(self, fields: Sequence[Located]) -> None:
+        """422 naming the first blank or whitespace-only text (training refuses those rows too)."""
+        for where, text in fields:
+            if not text.strip():
+                raise self.limit_error(
+                    f"{where}: blank text; send at least one non-space character", "blank", where
+                )
+
+    async def count_tokens(self, fields: Sequence[Located], add_special_tokens: bool = True) -> list[int]:
+        """Token count of each text, after refusing blank, unreadable and over-long ones with a 422.
+
+        Tokenising runs on the tokenizer threads, never the event loop: a megabyte of text takes the
+        tokenizer a while, and ``/health`` must keep answering meanwhile.
+        """
+        self.refuse_blank(fields)
+        texts = [text for _, text in fields]
+        loop = asyncio.get_running_loop()
+        try:
+            counts = await loop.run_in_executor(
+                self.runtime.tokenize, self.predictor.count_tokens, texts, add_special_tokens
+            )
+        except UnreadableText as exc:
+            where = fields[exc.index][0]
+            raise self.limit_error(
+                f"{where}: the tokenizer cannot read this text ({exc.reason}; e.g. a lone surrogate such as "
+                "\\ud800); send valid Unicode text",
+                "unreadable",
+                where,
+            ) from None
+        limit = self.settings.max_input_tokens
+        for (where, _), n in zip(fields, counts, strict=True):
+            if n > limit:
+                raise self.limit_error(
+                    f"{where}: {n} tokens; at most max_input_tokens={limit}", "input_tokens", where
+                )
         return counts
 
-    def check_tokens(self, counts: Sequence[int], field_name: str) -> None:
-        """422 naming the first input over max_input_tokens."""
-        limit = self.settings.max_input_tokens
-        for i, n in enumerate(counts):
-            if n > limit:
-                where = f"{field_name}[{i}]" if len(counts) > 1 else field_name
-                raise self.limit_error(
-                    f"{where}: {n} tokens; at most max_input_tokens={limit}", "input_tokens"
-                )
+    async def check_records(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """422 naming the first input the task cannot take, checked on the tokenizer threads."""
+        loop = asyncio.get_running_loop()
+        refused = await loop.run_in_executor(self.runtime.tokenize, self.predictor.refusals, records)
+        if refused:
+            i, why = refused[0]
+            raise self.limit_error(f"inputs[{i}]: {why}", "unusable_input", f"inputs[{i}]")
 
     def log(self, request: Request, texts: Sequence[str]) -> None:
         """Masked inputs to the log, only when the operator turned ``log_inputs`` on."""
@@ -111,6 +174,22 @@ class Context:
             ) from None
 
 
+def record_fields(records: Sequence[Mapping[str, Any]]) -> list[Located]:
+    """The texts of raw input records, each named as a 422 would: ``inputs[i]`` or ``inputs[i].<field>``.
+
+    A pre-split field (a list of words) counts as its words joined by spaces, and none may be blank.
+    """
+    out = []
+    for i, record in enumerate(records):
+        for name, value in record.items():
+            where = f"inputs[{i}]" if name == "text" else f"inputs[{i}].{name}"
+            if isinstance(value, list):
+                out += [(f"{where}[{j}]", str(word)) for j, word in enumerate(value) if not str(word).strip()]
+                value = " ".join(map(str, value))
+            out.append((where, str(value)))
+    return out
+
+
 def _as_list(inputs: str | list[str]) -> list[str]:
     return [inputs] if isinstance(inputs, str) else inputs
 
@@ -122,54 +201,62 @@ def _encode(vector: np.ndarray, fmt: str) -> list[float] | str:
 
 
 def add_routes(app: FastAPI, ctx: Context) -> None:
-    """The routes this predictor supports (an encoder without a head has no /v1/predict, etc.)."""
+    """Probes, metrics and model list, plus ``/v1/predict`` and ``/v1/embeddings`` when the model can."""
     predictor = ctx.predictor
 
-    @app.get("/health", response_model=Status)
+    @app.get("/health", response_model=Status, openapi_extra={"security": []})
     async def health() -> Status:
         """Liveness: the process answers (no key needed, for load balancers)."""
         return Status(status="ok")
 
-    @app.get("/ready", response_model=Status, responses=ERRORS)
+    @app.get("/ready", response_model=Status, responses=errors(401, 503))
     async def ready() -> Status:
         """Readiness: the model is loaded and the batchers run (503 while starting or draining)."""
         if not ctx.runtime.ready:
             raise HTTPException(503, "not ready: starting up or draining")
         return Status(status="ready")
 
-    @app.get("/metrics", responses=ERRORS)
+    @app.get("/metrics", response_class=PlainTextResponse, responses=errors(401))
     async def metrics() -> Response:
-        """Prometheus text format."""
+        """Prometheus text exposition format."""
         for name, batcher in ctx.runtime.batchers.items():
             ctx.metrics.queue_depth.labels(name).set(batcher.depth)
         return Response(ctx.metrics.render(), media_type=ctx.metrics.content_type)
 
-    @app.get("/v1/models", response_model=ModelList, responses=ERRORS)
+    @app.get("/v1/models", response_model=ModelList, responses=errors(401))
     async def models() -> ModelList:
-        """The one model this process serves (OpenAI-compatible)."""
+        """The model this process serves (OpenAI-compatible)."""
         return ModelList(data=[ModelCard(id=predictor.model_id, created=ctx.runtime.started)])
 
-    if isinstance(predictor, EncoderPredictor):
-        schema = predictor.schema
-        if schema is not None:
+    schema = predictor.schema
+    if schema is not None:
 
-            async def predict(body: Any, request: Request) -> Any:
-                """Task predictions for one input or a list (Hugging Face inference style)."""
-                records = schema.records(body)
-                texts = [" ".join(str(v) for v in record.values()) for record in records]
-                ctx.check_texts(texts, "inputs")
-                ctx.log(request, texts)
-                return schema.build(predictor.model_id, await ctx.run("predict", records))
+        async def predict(body: Any, request: Request) -> Any:
+            """Task predictions for one input or a list (Hugging Face inference style)."""
+            ctx.check_model(getattr(body, "model", None))
+            records = schema.records(body)
+            ctx.check_batch(len(records), "inputs")
+            fields = record_fields(records)
+            ctx.metrics.tokens.labels("input").inc(sum(await ctx.count_tokens(fields)))
+            await ctx.check_records(records)
+            ctx.log(request, [text for _, text in fields])
+            return schema.build(predictor.model_id, await ctx.run("predict", records))
 
-            # The body model depends on the served task; FastAPI reads it from the annotation.
-            predict.__annotations__["body"] = schema.request
-            app.post("/v1/predict", response_model=schema.response, responses=ERRORS)(predict)
+        # The body model depends on the served task; FastAPI reads it from the annotation.
+        predict.__annotations__["body"] = schema.request
+        app.post("/v1/predict", response_model=schema.response, responses=MODEL_ROUTE_ERRORS)(predict)
 
-        @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERRORS)
+    if predictor.encoder is not None:
+
+        @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=MODEL_ROUTE_ERRORS)
         async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
             """Mean-pooled, L2-normalised encoder embeddings (OpenAI-compatible)."""
+            ctx.check_model(body.model)
             texts = _as_list(body.input)
-            counts = ctx.check_texts(texts, "input")
+            where = "input" if isinstance(body.input, str) else "input[{}]"
+            ctx.check_batch(len(texts), "input")
+            counts = await ctx.count_tokens([(where.format(i), t) for i, t in enumerate(texts)])
+            ctx.metrics.tokens.labels("input").inc(sum(counts))
             ctx.log(request, texts)
             vectors = await ctx.run("embed", texts)
             return EmbeddingResponse(

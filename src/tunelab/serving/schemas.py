@@ -10,7 +10,10 @@ from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
+
+from tunelab.tasks.schemas import ModelName
 
 Texts = Annotated[list[str], Field(min_length=1)]
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
@@ -25,7 +28,8 @@ class ErrorDetail(BaseModel):
 
     message: str = Field(description="What went wrong and, for client errors, what to change.")
     type: str = Field(description="Error class, e.g. invalid_request_error, rate_limit_error.")
-    code: int = Field(description="The HTTP status code.")
+    param: str | None = Field(default=None, description="The request field at fault, e.g. inputs[1].")
+    code: int | str = Field(description="The HTTP status code, or OpenAI's string code (model_not_found).")
     request_id: str | None = Field(default=None, description="Matches X-Request-ID and the access log.")
 
 
@@ -39,7 +43,7 @@ class EmbeddingRequest(_Body):
     """``POST /v1/embeddings``, OpenAI's request: one text or a batch, float or base64 vectors."""
 
     input: str | Texts = Field(description="One text or a list of texts.")
-    model: str | None = Field(default=None, description="Ignored beyond a check: one model per process.")
+    model: ModelName = None
     encoding_format: Literal["float", "base64"] = Field(
         default="float", description="base64 = little-endian float32 bytes, as OpenAI sends them."
     )
@@ -78,7 +82,7 @@ class StreamOptions(_Body):
 
 
 class _Sampling(_Body):
-    model: str | None = Field(default=None, description="Ignored beyond a check: one model per process.")
+    model: ModelName = None
     temperature: float = Field(default=1.0, ge=0, le=2, description="0 = greedy decoding.")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(default=0, ge=0, description="Sample among the k likeliest tokens; 0 = off (vLLM's).")
@@ -223,11 +227,29 @@ ERROR_TYPES = {
 }
 
 
+class ApiError(HTTPException):
+    """An error whose body names the request field at fault and, where OpenAI has one, its string code."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(status, message)
+        self.param = param
+        self.code = code
+
+
 def error_response(
-    status: int, message: str, request_id: str | None, headers: Mapping[str, str] | None = None
+    status: int,
+    message: str,
+    request_id: str | None,
+    headers: Mapping[str, str] | None = None,
+    param: str | None = None,
+    code: str | None = None,
 ) -> JSONResponse:
     """The one error response: ``ErrorBody`` JSON with the status, a type and the request id."""
     detail = ErrorDetail(
-        message=message, type=ERROR_TYPES.get(status, "server_error"), code=status, request_id=request_id
+        message=message,
+        type=ERROR_TYPES.get(status, "server_error"),
+        param=param,
+        code=code or status,
+        request_id=request_id,
     )
     return JSONResponse(ErrorBody(error=detail).model_dump(), status_code=status, headers=headers)

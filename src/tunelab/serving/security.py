@@ -1,8 +1,10 @@
 """API-key authentication and the request body limit, as pure ASGI middleware.
 
 Middleware rather than route dependencies so nothing can be left unprotected by accident: it covers
-every path the app answers (FastAPI's own ``/docs`` and ``/openapi.json``, ``/metrics``, unknown
-paths) except ``/health``, which load balancers probe without credentials. Keys are kept only as
+every path the app answers (``/metrics``, unknown paths) except ``OPEN_PATHS``: ``/health``, which
+load balancers probe without credentials, and the API documentation (Swagger UI at ``/docs``, ReDoc,
+``/openapi.json``), which describes the routes and holds no data, as FastAPI serves it by default.
+Swagger UI's "Authorize" sends the key on "Try it out" (``SECURITY_SCHEMES``). Keys are kept only as
 SHA-256 digests and every stored digest is compared with ``hmac.compare_digest``, so neither the
 comparison nor the number of keys tried leaks through timing.
 """
@@ -18,7 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunelab.serving.schemas import error_response
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# The two ways a key is accepted, as OpenAPI security schemes (what /docs "Authorize" offers).
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
 
 
 def hash_key(key: str) -> bytes:

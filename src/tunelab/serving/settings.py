@@ -8,6 +8,7 @@ balancer (``uvicorn --factory``) configure themselves without a config file.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tunelab.config import format_validation_error
 from tunelab.errors import ConfigError, ServingError
 
 _ENV = "TUNELAB_SERVE_"
+logger = logging.getLogger(__name__)
 
 
 class ServeSettings(BaseSettings):
@@ -33,7 +35,9 @@ class ServeSettings(BaseSettings):
         default=None, description="File with accepted API keys, one a line (blank lines and #comments skip)."
     )
     allow_unauthenticated: bool = Field(
-        default=False, description="Permit serving without any API key on a non-loopback host."
+        default=False,
+        description="Serve without an API key on purpose (--no-auth), also on a non-loopback host behind "
+        "an authenticating proxy; logs a warning.",
     )
     max_batch_size: int = Field(default=32, ge=1, description="Inputs per model call (1 = no batching).")
     max_wait_ms: float = Field(
@@ -76,8 +80,20 @@ class ServeSettings(BaseSettings):
 
 
 def load_api_keys(settings: ServeSettings) -> list[str]:
-    """Accepted keys from ``api_key`` and ``api_keys_file``; the caller hashes them and drops the text."""
-    keys = [settings.api_key.get_secret_value()] if settings.api_key else []
+    """Accepted keys from ``api_key`` and ``api_keys_file``; the caller hashes them and drops the text.
+
+    A key source that is set but holds no key (``TUNELAB_SERVE_API_KEY=""``, e.g. from an unset shell
+    variable) is refused unless ``allow_unauthenticated``: it would silently serve without a key.
+    """
+    keys = []
+    if settings.api_key is not None:
+        key = settings.api_key.get_secret_value().strip()
+        keys += [key] if key else []
+        if not key and not settings.allow_unauthenticated:
+            raise ServingError(
+                f"{_ENV}API_KEY is set but empty, which would serve without authentication; set it to a "
+                f"key, or serve without one on purpose: --no-auth ({_ENV}ALLOW_UNAUTHENTICATED=true)"
+            )
     if settings.api_keys_file is not None:
         try:
             lines = settings.api_keys_file.read_text(encoding="utf-8").splitlines()
@@ -85,7 +101,13 @@ def load_api_keys(settings: ServeSettings) -> list[str]:
             raise ServingError(
                 f"api_keys_file {settings.api_keys_file}: cannot read ({exc.strerror})"
             ) from None
-        keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        in_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not in_file and not settings.allow_unauthenticated:
+            raise ServingError(
+                f"{_ENV}API_KEYS_FILE {settings.api_keys_file} holds no key, which would serve without "
+                "authentication; add keys, or serve without one on purpose: --no-auth"
+            )
+        keys += in_file
     return keys
 
 
@@ -105,7 +127,13 @@ def check_exposure(settings: ServeSettings, n_keys: int, bind_host: str | None) 
     ``bind_host`` None (an address this process does not choose, as under ``uvicorn --factory``)
     counts as exposed.
     """
-    if n_keys or settings.allow_unauthenticated or (bind_host is not None and is_loopback(bind_host)):
+    if n_keys or (bind_host is not None and is_loopback(bind_host) and not settings.allow_unauthenticated):
+        return
+    if settings.allow_unauthenticated:
+        where = bind_host or "the address uvicorn binds"
+        logger.warning(
+            "serving without an API key (--no-auth): anyone who can reach %s can use the model", where
+        )
         return
     where = f"on {bind_host}" if bind_host is not None else "behind uvicorn --factory"
     raise ServingError(

@@ -6,6 +6,10 @@ tokens (or kept one line per example with ``line_by_line``). Masking is dynamic:
 different masked positions (RoBERTa, Liu et al. 2019). Dev perplexity is ``exp`` of the mean loss per
 predicted token over the whole dev split, with masks drawn from a fixed seed so evaluations compare.
 
+Prediction (``tunelab predict``, the server's ``/v1/predict``) keeps one feature per input text and
+draws no masks: a masked LM fills the input's own mask tokens (the ``TOP_K`` likeliest tokens for
+each, as Hugging Face's fill-mask pipeline does), a causal LM scores the text (its perplexity).
+
 ``from_scratch`` asks training to first train a tokenizer on the corpus and build a small random-init
 BERT or Llama (``tunelab.models.scratch``); the saved ``best/`` is a plain HF directory that every other
 task fine-tunes directly (the MLM head is dropped, a fresh task head is added).
@@ -18,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import DataCollatorForLanguageModeling
@@ -25,10 +30,14 @@ from transformers.modeling_outputs import MaskedLMOutput, Seq2SeqLMOutput
 
 from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData, load_text_data, load_text_file
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import ConfigError
 from tunelab.models.architectures import LanguageModel, is_causal
 from tunelab.models.scratch import corpus_texts, init_from_scratch
+from tunelab.tasks.schemas import ServeSchema, TextsRequest, text_records
 from tunelab.tasks.spec import IGNORE_INDEX, Batch, Features, Predicted, TaskSpec
+
+TOP_K = 5  # fill-mask candidates per mask token
+QUERY_KEYS = ("labels", "masked")  # batch keys the forward must not see: targets, and the mask positions
 
 
 class ScratchParams(BaseModel):
@@ -160,11 +169,34 @@ def _pad_offsets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def predict_preprocess(batch: Batch, tokenizer: Any, params: Params) -> Features:
+    """One feature per prediction record (truncated to ``max_length``), keeping its ``example_id``."""
+    encoded = tokenizer(
+        batch["text"], truncation=True, max_length=params.max_length, return_token_type_ids=False
+    )
+    return {**dict(encoded), "example_id": batch["example_id"]}
+
+
+def _query_batch(rows: list[dict[str, Any]], tokenizer: Any, params: Params) -> dict[str, Any]:
+    """Prediction rows, padded and never masked: where to fill (mlm), or every token as target (clm)."""
+    batch = dict(
+        tokenizer.pad(
+            [{k: v for k, v in row.items() if k != "example_id"} for row in rows], return_tensors="pt"
+        )
+    )
+    if params.objective == "mlm":
+        batch["masked"] = batch["input_ids"] == tokenizer.mask_token_id  # (B, T)
+    else:
+        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+    return batch
+
+
 def collator(tokenizer: Any, params: Params, seed: int | None = None) -> Any:
     """Dynamic masking (mlm) or next-token labels (clm; the model shifts them); pads per batch.
 
     ``seed=None`` draws masks from torch's global RNG, which the training checkpoint saves, so a
     resumed run masks exactly as the uninterrupted one; evaluation passes a fixed seed instead.
+    Prediction rows (``predict_preprocess``: they carry ``example_id``) are padded and left unmasked.
     """
     collate = DataCollatorForLanguageModeling(
         tokenizer,
@@ -175,9 +207,14 @@ def collator(tokenizer: Any, params: Params, seed: int | None = None) -> Any:
         random_replace_prob=0.0 if params.whole_word_mask else 0.1,
         seed=seed,
     )
-    if not params.whole_word_mask:
-        return collate
-    return lambda rows: collate(_pad_offsets(rows))
+
+    def collate_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if "example_id" in rows[0]:
+            return _query_batch(rows, tokenizer, params)
+        batch: dict[str, Any] = collate(_pad_offsets(rows) if params.whole_word_mask else rows)
+        return batch
+
+    return collate_rows
 
 
 def load_data(cfg: DataConfig, params: Params, seed: int) -> TaskData:
@@ -209,8 +246,25 @@ def row_token_loss(outputs: Any, batch: Mapping[str, torch.Tensor]) -> dict[str,
     return {"token_loss_sum": per_token.sum(dim=1), "n_tokens": (labels != IGNORE_INDEX).sum(dim=1)}
 
 
-def loss_terms(outputs: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed token loss, predicted tokens) of a batch: the eval ``loss`` is the mean token loss."""
+def lm_outputs(outputs: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-row token losses (``row_token_loss``), or for fill-mask queries the top tokens everywhere.
+
+    A query batch (``masked``, (B, T)) gives ``top_ids`` and ``top_scores`` (B, T, ``TOP_K``), the
+    likeliest tokens and their probabilities at every position; ``masked`` says which to report.
+    """
+    if "masked" not in batch:
+        return row_token_loss(outputs, batch)
+    top = outputs.logits.float().softmax(-1).topk(TOP_K, dim=-1)  # (B, T, k)
+    return {"top_ids": top.indices, "top_scores": top.values, "masked": batch["masked"]}
+
+
+def loss_terms(outputs: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(summed token loss, predicted tokens) of a batch: the eval ``loss`` is the mean token loss.
+
+    None for a batch without targets (fill-mask queries).
+    """
+    if "labels" not in batch:
+        return None
     rows = row_token_loss(outputs, batch)
     return rows["token_loss_sum"].sum(), rows["n_tokens"].sum()
 
@@ -229,11 +283,59 @@ def metrics(predicted: Predicted) -> dict[str, Any]:
     return {"perplexity": float(math.exp(min(loss, 700.0))), "token_loss": loss, "n_tokens": count}
 
 
-def refuse_predictions(predicted: Predicted) -> list[dict[str, Any]]:
-    """Pretraining has no per-example predictions; its output is a backbone to fine-tune."""
-    raise TunelabError(
-        "an lm_pretrain model makes no predictions; fine-tune it on a task (model.name_or_path: <run>/best)"
+def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
+    """Per input: ``fills`` (mlm; per mask token the top tokens, likeliest first) or ``perplexity`` (clm).
+
+    A causal LM's perplexity is exp(mean next-token loss) over the input's tokens after the first.
+    """
+    arrays = predicted.arrays
+    if "top_ids" not in arrays:
+        losses, counts = arrays["token_loss_sum"].astype(np.float64), arrays["n_tokens"].astype(np.int64)
+        return [
+            {"perplexity": float(math.exp(min(loss / max(n, 1), 700.0))), "n_tokens": int(n)}
+            for loss, n in zip(losses, counts, strict=True)
+        ]
+    decode = predicted.tokenizer.decode
+    out = []
+    for ids, scores, masked in zip(arrays["top_ids"], arrays["top_scores"], arrays["masked"], strict=True):
+        fills = [
+            [
+                {"token": decode([int(i)]).strip(), "score": float(p)}
+                for i, p in zip(ids[t], scores[t], strict=True)
+            ]
+            for t in np.flatnonzero(masked > 0)
+        ]
+        out.append({"fills": fills})
+    return out
+
+
+class Fill(BaseModel):
+    """One candidate for a mask token and its probability."""
+
+    token: str
+    score: float
+
+
+class LMPrediction(BaseModel):
+    """One input's answer: fills of its mask tokens (masked LM) or its perplexity (causal LM)."""
+
+    fills: list[list[Fill]] | None = Field(
+        default=None, description=f"Masked LM: per mask token in the input, the {TOP_K} likeliest tokens."
     )
+    perplexity: float | None = Field(default=None, description="Causal LM: exp(mean next-token loss).")
+    n_tokens: int | None = Field(default=None, description="Causal LM: the tokens scored.")
+
+
+class LMResponse(BaseModel):
+    """``/v1/predict`` response of a language model: the model id and one answer per input."""
+
+    model: str
+    predictions: list[LMPrediction] = Field(description="One per input, in input order.")
+
+
+def lm_response(model: str, predictions: Sequence[dict[str, Any]]) -> LMResponse:
+    """Map lm_pretrain's postprocess output to the response schema."""
+    return LMResponse(model=model, predictions=[LMPrediction.model_validate(p) for p in predictions])
 
 
 def from_scratch(params: Any) -> bool:
@@ -272,12 +374,15 @@ TASK = TaskSpec(
     read_eval=read_eval,
     preprocess=preprocess,
     collator=collator,
-    postprocess=refuse_predictions,
+    postprocess=postprocess,
     metrics=metrics,
-    outputs=row_token_loss,
+    outputs=lm_outputs,
     loss_terms=loss_terms,
+    target_keys=QUERY_KEYS,
     check_model=check_model,
     count_targets=count_targets,
     from_scratch=from_scratch,
     init_model=init_model,
+    predict_preprocess=predict_preprocess,
+    serve_schema=ServeSchema(TextsRequest, text_records, LMResponse, lm_response),
 )

@@ -14,12 +14,18 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 Texts = Annotated[list[str], Field(min_length=1)]
+ModelName = Annotated[
+    str | None,
+    Field(description="The served model's id (GET /v1/models); absent: that model; another: 404."),
+]
 
 
 class RequestBody(BaseModel):
-    """Base of request bodies: unknown keys are refused."""
+    """Base of request bodies: unknown keys are refused; ``model`` may name the served model (OpenAI's)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    model: ModelName = None
 
 
 class TextsRequest(RequestBody):

@@ -158,6 +158,12 @@ class TaskSpec:
             ``outputs``, and a batch without targets (prediction) skips the forward. None: forward only.
         from_scratch: params -> whether the run builds its own tokenizer and model (``model.name_or_path:
             scratch``) instead of loading a pretrained one. None: never.
+        check_input: (raw prediction record, params) -> why the model cannot take it (e.g. raw text it
+            cannot split as its training words were), or None. The server answers 422 before queueing,
+            so one unusable input never fails the micro-batch it would share. None: the schema suffices.
+        predict_preprocess: (batch of raw prediction records, tokenizer, params) -> features, for a task
+            whose prediction inputs are cut differently from its training examples (lm_pretrain packs
+            training texts into blocks, but predicts one feature per record); None: ``preprocess``.
         init_model: (params, raw ``TaskData``, base model dir, dest, seed) -> the directory the run
             starts from: ``dest`` after building a model there (from scratch, or warm-started from the
             base), else the base dir unchanged. Built once; a resumed run reuses ``dest``. None: the base.
@@ -205,6 +211,8 @@ class TaskSpec:
     generation: Callable[[Any], dict[str, Any]] | None = None
     from_scratch: Callable[[Any], bool] | None = None
     init_model: Callable[[Any, Any, Path, Path, int], Path] | None = None
+    predict_preprocess: Callable[[Batch, Any, Any], Features] | None = None
+    check_input: Callable[[Mapping[str, Any], Any], str | None] | None = None
     few_shot: bool = False
     zero_shot: bool = False
     augmentable: bool = False

@@ -11,11 +11,20 @@ from accelerate import Accelerator
 
 from tunelab.config import TrainConfig
 from tunelab.errors import ConfigError
-from tunelab.training.loop import TrainResult, train
+from tunelab.training.loop import StopFlag, TrainResult, train
 from tunelab.training.plan import Plan, resolve
 from tunelab.training.setup import TrainInputs, prepare_inputs
 
-__all__ = ["Plan", "TrainInputs", "TrainResult", "build_accelerator", "prepare_inputs", "resolve", "train"]
+__all__ = [
+    "Plan",
+    "StopFlag",
+    "TrainInputs",
+    "TrainResult",
+    "build_accelerator",
+    "prepare_inputs",
+    "resolve",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 

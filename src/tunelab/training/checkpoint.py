@@ -26,9 +26,14 @@ from tunelab.methods.spec import RunState
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
-# Keys that may differ between the original run and its resume without changing the training math.
+# Keys that may differ between the original run and its resume without changing the training math:
+# where the run lives (``train.output_dir``: a run moved to another directory or disk still resumes),
+# how often it logs and saves, the evaluation batch size, and the test file scored after training.
+# Input paths (``model.name_or_path``, the data files) stay compared: their content is not checked, so
+# another path may be other weights or rows.
 RESUMABLE_CHANGES = frozenset(
     {
+        "train.output_dir",
         "train.logging_steps",
         "train.save_steps",
         "train.save_total_limit",
@@ -49,6 +54,7 @@ class TrainerState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    log_window: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the next log averages
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -132,6 +138,21 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     )
 
 
+def check_resumable(path: Path, config: dict[str, Any]) -> TrainerState:
+    """The loop state of ``path`` if ``config`` may continue it, else a ``CheckpointError`` naming the keys.
+
+    Cheap (one JSON file), so a caller checks before it loads data or weights or writes anything.
+    """
+    state = read_state(path)
+    diffs = config_differences(state.config, config)
+    if diffs:
+        raise CheckpointError(
+            f"{path}: cannot resume, the config changed in: {', '.join(diffs)}; "
+            "restore those values or start a new run (another train.output_dir)"
+        )
+    return state
+
+
 def load_checkpoint(
     accelerator: Accelerator,
     path: Path,
@@ -145,13 +166,7 @@ def load_checkpoint(
     ``CheckpointError`` before anything is restored: the resumed run would not continue the original.
     ``run_states`` are restored into the unwrapped ``model``, which they require.
     """
-    state = read_state(path)
-    diffs = config_differences(state.config, config)
-    if diffs:
-        raise CheckpointError(
-            f"{path}: cannot resume, the config changed in: {', '.join(diffs)}; "
-            "restore those values or start a new run (another train.output_dir)"
-        )
+    state = check_resumable(path, config)
     accelerator.load_state(str(path))
     for key, companion in (run_states or {}).items():
         file = _run_state_file(path, key)

@@ -51,14 +51,20 @@ class TrainResult:
     signal_number: int | None = None
 
 
-class _StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each optimizer step."""
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each optimizer step.
+
+    Installed, a signal no longer ends the process: the loop stops at the next step boundary with a
+    checkpoint, and a run that already took its last step ignores the flag (it finishes, exit 0).
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
+        """Record SIGINT/SIGTERM while inside; the previous handlers come back on exit (nesting works)."""
+
         def handler(signum: int, frame: Any) -> None:
             self.signum = signum
 
@@ -117,7 +123,7 @@ def _accumulate(
     model: torch.nn.Module,
     group: list[list[int]],
     generator: torch.Generator,
-    window: _MetricWindow,
+    window: _LogWindow,
     count_targets: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
 ) -> tuple[torch.Tensor, int]:
     """Forward + backward every micro-batch of one optimizer step; gradients all-reduce only on the last.
@@ -154,10 +160,18 @@ def _accumulate(
     return loss_sum, sum(len(rows) for rows in group) * accelerator.num_processes
 
 
-class _MetricWindow:
-    """Means of method metrics (``StepOutput.metrics``, hook results) since the last log, as train/<key>."""
+class _LogWindow:
+    """What the next log averages: the steps since the last one (loss, samples, training time, metrics).
 
-    def __init__(self) -> None:
+    Saved in every checkpoint (``state``/``restore``), so a resumed run's first log covers the same
+    steps as the uninterrupted run's, those before the checkpoint included, and equals it exactly.
+    ``loss`` is this rank's share of the summed step losses; method metrics (``StepOutput.metrics``,
+    hook results) become train/<key> means.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.steps, self.samples, self.time = 0, 0, 0.0
         self.sums: dict[str, float | torch.Tensor] = {}
         self.counts: dict[str, int] = {}
 
@@ -168,9 +182,38 @@ class _MetricWindow:
             self.counts[key] = self.counts.get(key, 0) + 1
 
     def pop(self) -> dict[str, float]:
+        """The metric means as train/<key>; the whole window (loss, counts, time) starts over."""
         means = {f"train/{k}": float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.loss.zero_()
+        self.steps, self.samples, self.time = 0, 0, 0.0
         self.sums, self.counts = {}, {}
         return means
+
+    def state(self, accelerator: Accelerator) -> dict[str, Any]:
+        """The window as JSON values; ``loss`` lists every rank's share (a collective: all ranks call it).
+
+        Sums of float32 tensors are exact as Python floats, and adding the next tensor casts them back.
+        """
+        shares = accelerator.gather(self.loss.reshape(1)).tolist()
+        sums = {k: float(v) for k, v in self.sums.items()}
+        return {
+            "loss": shares,
+            "steps": self.steps,
+            "samples": self.samples,
+            "time": self.time,
+            "sums": sums,
+            "counts": dict(self.counts),
+        }
+
+    def restore(self, state: Mapping[str, Any], accelerator: Accelerator) -> None:
+        """Continue the window ``state`` saved; under another world size rank 0 takes the whole loss."""
+        shares = state["loss"]
+        if len(shares) == accelerator.num_processes:
+            self.loss.fill_(shares[accelerator.process_index])
+        elif accelerator.is_main_process:  # the log's sum over ranks stays the same
+            self.loss.fill_(sum(shares))
+        self.steps, self.samples, self.time = state["steps"], state["samples"], state["time"]
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
 
 
 class _Run:
@@ -214,24 +257,23 @@ class _Run:
         self.run_states = {k: c for k, c in companions if isinstance(c, RunState)}
         self.unwrapped = accelerator.unwrap_model(self.model)
         self.state = TrainerState(config=config_dict)
+        self.window = _LogWindow(accelerator.device)
         if resume_from is not None:
             self.state = load_checkpoint(
                 accelerator, resume_from, config_dict, self.run_states, self.unwrapped
             )
+            if self.state.log_window:
+                self.window.restore(self.state.log_window, accelerator)
             logger.info(
                 "resumed from %s at step %d (epoch %d)", resume_from, self.state.step, self.state.epoch
             )
-        self.tracker = Tracker(cfg.output_dir, enabled=accelerator.is_main_process)
+        self.tracker = Tracker(cfg.output_dir, accelerator.is_main_process, self.state.step)
         self.result = TrainResult(
             step=self.state.step, stopped="completed", best_metric=None, best_step=None, checkpoint=None
         )
         self.last_saved: int | None = self.state.step if resume_from is not None else None
         self.last_eval: int | None = None
         self.generator = torch.Generator().manual_seed(cfg.seed)  # keeps DataLoader off the global RNG
-        # Logged values cover the whole window since the last log: mean loss, training-only time.
-        self.window_time, self.window_samples, self.window_steps = 0.0, 0, 0
-        self.window_loss = torch.zeros((), device=accelerator.device)
-        self.window_metrics = _MetricWindow()
 
     def epoch_groups(self) -> list[list[list[int]]]:
         """This rank's micro-batches of the current epoch, grouped per optimizer step."""
@@ -253,12 +295,12 @@ class _Run:
             self.model,
             group,
             self.generator,
-            self.window_metrics,
+            self.window,
             self.count_targets,
         )
-        self.window_samples += samples
-        self.window_loss += loss
-        self.window_steps += 1
+        self.window.samples += samples
+        self.window.loss += loss
+        self.window.steps += 1
         if self.cfg.max_grad_norm is not None:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
@@ -268,27 +310,26 @@ class _Run:
         reduce_sum = partial(self.accelerator.reduce, reduction="sum")
         context = OptimizerStepContext(self.state.step, self.total_steps, reduce_sum)
         for hook, params in self.step_hooks:
-            self.window_metrics.add(hook(self.inputs.adapted, params, context))
+            self.window.add(hook(self.inputs.adapted, params, context))
         self.optimizer.zero_grad(set_to_none=True)
 
     def log(self, step_start: float, progress: Progress, bar: TaskID) -> None:
         """Every ``logging_steps``: mean loss, lr, samples/s and method metrics since the last log."""
         due = self.state.step % self.cfg.logging_steps == 0 or self.state.step == self.total_steps
+        window = self.window
         if due:  # read back first: the device sync belongs to the timed window
-            mean_loss = self.accelerator.reduce(self.window_loss / self.window_steps, reduction="sum").item()
-        self.window_time += time.perf_counter() - step_start
+            mean_loss = self.accelerator.reduce(window.loss / window.steps, reduction="sum").item()
+        window.time += time.perf_counter() - step_start
         if due:
-            speed = self.window_samples / self.window_time if self.window_time > 0 else 0.0
+            speed = window.samples / window.time if window.time > 0 else 0.0
             lr = self.scheduler.get_last_lr()[0]
             self.result.losses[self.state.step] = mean_loss
             scalars = {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_s": speed}
-            self.tracker.log(self.state.step, {**scalars, **self.window_metrics.pop()})
+            self.tracker.log(self.state.step, {**scalars, **window.pop()})
             progress.update(bar, loss=mean_loss, lr=lr, speed=speed)
-            self.window_time, self.window_samples, self.window_steps = 0.0, 0, 0
-            self.window_loss.zero_()
         progress.update(bar, completed=self.state.step)
 
-    def after_step(self, steps_in_epoch: int, stop: _StopFlag) -> bool:
+    def after_step(self, steps_in_epoch: int, stop: StopFlag) -> bool:
         """Epoch bookkeeping, evaluation, stop signal and checkpoint; True when the run ends here."""
         cfg, state = self.cfg, self.state
         end_of_epoch = state.step_in_epoch == steps_in_epoch
@@ -301,7 +342,7 @@ class _Run:
         if (due_eval or (finished and self.last_eval != state.step)) and self.run_eval():
             self.result.stopped = "early_stopping"
         signum = _agreed_signal(self.accelerator, stop.signum)  # read after eval: a signal during it counts
-        if signum is not None:
+        if signum is not None and not finished and self.result.stopped == "completed":
             self.result.stopped, self.result.signal_number = "interrupted", signum
         if state.step % cfg.save_steps == 0 or finished or self.result.stopped != "completed":
             self.checkpoint()
@@ -331,6 +372,8 @@ class _Run:
     def checkpoint(self) -> None:
         """A resumable checkpoint of this step, unless one was just written."""
         if self.last_saved != self.state.step:
+            self.state.log_window = self.window.state(self.accelerator)
+            self.tracker.flush()
             self.result.checkpoint = save_checkpoint(
                 self.accelerator,
                 self.cfg.output_dir,
@@ -356,15 +399,17 @@ def train(
     evaluate: Evaluate | None = None,
     on_best: OnBest | None = None,
     resume_from: Path | None = None,
+    stop: StopFlag | None = None,
 ) -> TrainResult:
     """Train ``inputs.adapted.model`` as ``plan`` says; see module docstring for the contract.
 
     ``evaluate(model) -> metrics`` runs at each evaluation point; ``on_best(model, metrics, step)`` is
     called when ``train.metric_for_best_model`` improves. Both arrive from the caller (``workflows``)
-    so this layer never imports evaluation or saving.
+    so this layer never imports evaluation or saving. A caller that passes its own ``stop`` can keep
+    it installed past the loop, so a signal during its own finishing work does not kill the process.
     """
     run = _Run(plan, inputs, accelerator, evaluate, on_best, resume_from)
-    stop = _StopFlag()
+    stop = stop or StopFlag()
     run.model.train()
     with stop.installed(), _progress(accelerator.is_main_process) as progress:
         bar = progress.add_task(

@@ -1,8 +1,8 @@
 """Token classification (NER): word tags -> subword labels, entity spans back, seqeval entity scores.
 
-Words come from the data (CoNLL / JSONL tokens) or, for raw text, from :func:`split_words`, which
-keeps character offsets so predicted entities point into the input text. CJK characters are one word
-each, so a character-level model (Chinese NER) aligns one tag per character.
+Words come from the data (CoNLL / JSONL tokens), from the caller (a prediction record whose ``text``
+is a list of words: ``predict --tokens``, ``{"tokens": [[...]]}`` at ``/v1/predict``) or, for raw
+text, from ``words.split_words`` (``words.py`` says when raw text is refused instead).
 
 A sentence longer than ``max_length`` is split into consecutive chunks by the fast tokenizer's
 overflow (``return_overflowing_tokens``), never truncated; each word's tag is read at its first
@@ -12,8 +12,7 @@ subword, in whichever chunk holds it, so the chunks stitch back exactly. Entity 
 
 from __future__ import annotations
 
-import re
-from collections import Counter, defaultdict
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +28,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData
 from tunelab.data.tagging import load_tagged_data, read_tagged_file
-from tunelab.tasks.schemas import ServeSchema, TextsRequest, text_records
+from tunelab.tasks.schemas import ServeSchema
 from tunelab.tasks.spec import (
     IGNORE_INDEX,
     Batch,
@@ -40,12 +39,26 @@ from tunelab.tasks.spec import (
     has_column,
     without_columns,
 )
+from tunelab.tasks.token_classification.schema import (
+    TokenClassificationResponse,
+    TokensRequest,
+    token_classification_response,
+    token_records,
+)
+from tunelab.tasks.token_classification.words import (
+    frequency_lexicon,
+    lexicon_tags,
+    raw_words,
+    split_words,
+    token_spans,
+    unspaced_refusal,
+    unspaced_text,
+)
+
+logger = logging.getLogger(__name__)
 
 NOT_MODEL_INPUTS = ("example_id", "word_index")
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-# One CJK character; or a run of other word characters (with a leading @/# and inner ' - .); or one
-# other non-space character: close to how tweets and news are tokenised in CoNLL files.
-_WORD = re.compile(rf"[{_CJK}]|[@#]?[^\W{_CJK}]+(?:['’\-.][^\W{_CJK}]+)*|[^\w\s]")
+UNKNOWN_WARN_SHARE = 0.05  # above this share of [UNK] sub-words the tokenizer does not cover the data
 
 
 class Params(BaseModel):
@@ -71,32 +84,22 @@ class Params(BaseModel):
     max_length: int = Field(
         default=128, gt=8, le=8192, description="Tokens per chunk; longer sentences are split, not cut."
     )
-
-
-def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Raw text -> words and their character spans (CJK: one character per word)."""
-    matches = list(_WORD.finditer(text))
-    return [m.group() for m in matches], [m.span() for m in matches]
+    unspaced_text: Literal["split", "refuse"] | None = Field(
+        default=None,
+        description="Raw text in a script written without spaces (CJK, Thai) at prediction: split (one "
+        "CJK character a word) or refuse (pass pre-split words); null: refuse when over 5% of such train "
+        "words are longer than one character (set at fit).",
+    )
+    baseline_lexicon: dict[str, str] | None = Field(
+        default=None,
+        description="The frequency baseline: word -> its most frequent train tag (entity tags only); null: "
+        "learnt from the train split (set at fit), so eval scores the baseline training reported.",
+    )
 
 
 def load_data(cfg: DataConfig, params: Params, seed: int) -> TaskData:
-    """Checked CoNLL / JSONL tagged sentences (``tokens``, ``tags``), plus the baseline's tags.
-
-    The token-frequency baseline learns from the train split only and tags dev and test, so its
-    score sits beside the model's on the same rows (column ``baseline_tags``).
-    """
-    data = load_tagged_data(cfg, params.scheme, params.labels, seed)
-    lexicon = frequency_lexicon(data.train["tokens"], data.train["tags"])
-
-    def tagged(split: Any) -> Any:
-        return split.add_column("baseline_tags", [lexicon_tags(lexicon, t) for t in split["tokens"]])
-
-    return TaskData(
-        train=data.train,
-        dev=tagged(data.dev),
-        test=tagged(data.test) if data.test is not None else None,
-        labels=data.labels,
-    )
+    """Checked CoNLL / JSONL tagged sentences (``tokens``, ``tags``)."""
+    return load_tagged_data(cfg, params.scheme, params.labels, seed)
 
 
 def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str]) -> Any:
@@ -104,23 +107,60 @@ def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str
     return read_tagged_file(path, params.scheme, labels)
 
 
-def frequency_lexicon(tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str]]) -> dict[str, str]:
-    """Most frequent tag of each train token (exact form, and lowercased as a fallback key)."""
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for words, word_tags in zip(tokens, tags, strict=True):
-        for word, tag in zip(words, word_tags, strict=True):
-            counts[word][tag] += 1
-            counts[word.lower()][tag] += 1
-    return {word: c.most_common(1)[0][0] for word, c in counts.items()}
+def fit(params: Params, train: Any, labels: Sequence[str]) -> Params:
+    """Fix what prediction and eval need from train: the baseline's lexicon, how raw text splits."""
+    update: dict[str, Any] = {}
+    if params.baseline_lexicon is None:
+        update["baseline_lexicon"] = frequency_lexicon(train["tokens"], train["tags"])
+    if params.unspaced_text is None:
+        update["unspaced_text"] = unspaced_text(train["tokens"])
+    return params.model_copy(update=update)
 
 
-def lexicon_tags(lexicon: Mapping[str, str], words: Sequence[str]) -> list[str]:
-    """The baseline tagger: each word's most frequent train tag, ``O`` for unseen words."""
-    return [lexicon.get(w, lexicon.get(w.lower(), "O")) for w in words]
+def _words(batch: Batch, params: Params) -> list[list[str]]:
+    """Each example's words: its ``tokens``, or its ``text`` as given words (a list) or split raw text."""
+    if "tokens" in batch:
+        return batch["tokens"]
+    return [
+        t if isinstance(t, list) else raw_words(t, params.unspaced_text, i)
+        for i, t in enumerate(batch["text"])
+    ]
 
 
-def _words(batch: Batch) -> list[list[str]]:
-    return batch["tokens"] if "tokens" in batch else [split_words(text)[0] for text in batch["text"]]
+def check_input(record: Mapping[str, Any], params: Params) -> str | None:
+    """Why the model cannot take this prediction record (raw text it cannot split as training did)."""
+    text = record["text"]
+    return None if isinstance(text, list) else unspaced_refusal(text, params.unspaced_text)
+
+
+def _warn_unknown(
+    words: Sequence[Sequence[str]],
+    input_ids: Sequence[Sequence[int]],
+    word_ids: Sequence[np.ndarray],
+    rows: Sequence[int],
+    unk_id: int | None,
+) -> None:
+    """Log the share of word sub-words the tokenizer maps to its unknown token when it is over 5%.
+
+    An ``[UNK]`` hides which word it was, so a tokenizer that does not cover the data's script (an
+    English vocabulary on Japanese) leaves the model guessing from context alone.
+    """
+    if unk_id is None:
+        return
+    subwords, unknown, examples = 0, 0, dict[str, None]()
+    for ids, wid, row in zip(input_ids, word_ids, rows, strict=True):
+        unk = (np.asarray(ids) == unk_id) & (wid >= 0)
+        subwords, unknown = subwords + int((wid >= 0).sum()), unknown + int(unk.sum())
+        examples.update(dict.fromkeys(words[row][w] for w in wid[unk]))
+    if subwords and unknown > UNKNOWN_WARN_SHARE * subwords:
+        logger.warning(
+            "%.1f%% of the sub-words of %d tagged sentences are the tokenizer's unknown token (e.g. in %s): "
+            "the model cannot tell those words apart. Pick a model whose tokenizer covers this script "
+            "(a multilingual or a language-specific one).",
+            100 * unknown / subwords,
+            len(words),
+            ", ".join(repr(w) for w in list(examples)[:3]),
+        )
 
 
 def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[str, int]) -> Features:
@@ -128,8 +168,10 @@ def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[s
 
     Each feature carries ``example_id`` and ``word_index`` (the word whose first subword sits at each
     position, -1 elsewhere), which postprocess uses to read one tag per word; the collator drops both.
+    The first batch of tagged sentences (``tokenize_dataset`` maps batches in order) is checked for
+    ``[UNK]`` sub-words, so a split logs it once; prediction requests are not, so a server never does.
     """
-    words = _words(batch)
+    words = _words(batch, params)
     enc = tokenizer(
         words,
         is_split_into_words=True,
@@ -139,14 +181,19 @@ def preprocess(batch: Batch, tokenizer: Any, params: Params, label2id: Mapping[s
         padding=False,
     )
     rows = enc.pop("overflow_to_sample_mapping")
+    word_ids = [
+        np.asarray([-1 if w is None else w for w in enc.word_ids(f)], dtype=np.int64)
+        for f in range(len(rows))
+    ]
+    if batch.get("tags") and batch["example_id"][0] == 0:
+        _warn_unknown(words, enc["input_ids"], word_ids, rows, tokenizer.unk_token_id)
     tag_ids = [np.asarray([label2id[t] for t in tags], dtype=np.int64) for tags in batch.get("tags") or []]
     out: Features = {k: list(v) for k, v in enc.items()}
     out["example_id"], out["word_index"] = [], []
     if tag_ids:
         out["labels"] = []
     last_word: dict[int, int] = {}  # batch row -> last word seen in its previous chunk
-    for f, row in enumerate(rows):
-        wid = np.asarray([-1 if w is None else w for w in enc.word_ids(f)], dtype=np.int64)
+    for wid, row in zip(word_ids, rows, strict=True):
         previous = np.concatenate(([last_word.get(row, -1)], wid[:-1]))
         first = (wid >= 0) & (wid != previous)  # a word continued from the previous chunk is not first
         real = wid[wid >= 0]
@@ -192,31 +239,25 @@ def word_predictions(
     return tags, scores
 
 
-def _token_spans(words: Sequence[str]) -> list[tuple[int, int]]:
-    """Character spans of ``words`` in ``" ".join(words)``."""
-    starts = np.cumsum([0, *(len(w) + 1 for w in words[:-1])])
-    return [(int(start), int(start) + len(w)) for start, w in zip(starts, words, strict=True)]
+def _sentence(words: Sequence[str] | str) -> tuple[list[str], list[tuple[int, int]], str]:
+    """Words, their character spans and the text they index into, of one example.
 
-
-def _example_words(examples: Any) -> tuple[list[list[str]], list[list[tuple[int, int]]], list[str]]:
-    """Words, their character spans and the text they index into, per example.
-
-    Raw text keeps its own offsets; a tokenised sentence is read as its tokens joined by spaces.
+    Raw text keeps its own offsets; given words are read as joined by spaces.
     """
-    if has_column(examples, "tokens"):
-        words = [list(ws) for ws in examples["tokens"]]
-        return words, [_token_spans(ws) for ws in words], [" ".join(ws) for ws in words]
-    pairs = [split_words(text) for text in examples["text"]]
-    return [w for w, _ in pairs], [s for _, s in pairs], list(examples["text"])
+    if isinstance(words, str):
+        return *split_words(words), words
+    return list(words), token_spans(words), " ".join(words)
 
 
 def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
-    """Entities with character offsets into the input text and a score (mean word probability)."""
-    words, spans, texts = _example_words(predicted.examples)
-    tags, scores = word_predictions(predicted, [len(w) for w in words])
+    """Entities with character and word offsets into the input and a score (mean word probability)."""
+    examples = predicted.examples
+    column = examples["tokens"] if has_column(examples, "tokens") else examples["text"]
+    sentences = [_sentence(example) for example in column]
+    tags, scores = word_predictions(predicted, [len(words) for words, _, _ in sentences])
     labels = predicted.labels
     out = []
-    for tag_ids, score, span, text in zip(tags, scores, spans, texts, strict=True):
+    for tag_ids, score, (_, span, text) in zip(tags, scores, sentences, strict=True):
         entities = []
         for kind, first, last in get_entities([labels[i] for i in tag_ids]):
             start, end = span[first][0], span[last][1]
@@ -226,6 +267,8 @@ def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
                     "text": text[start:end],
                     "start": start,
                     "end": end,
+                    "word_start": first,
+                    "word_end": last + 1,
                     "score": float(score[first : last + 1].mean()),
                 }
             )
@@ -257,7 +300,11 @@ def _entity_scores(gold: list[list[str]], pred: list[list[str]], scheme: str) ->
 
 
 def metrics(predicted: Predicted) -> dict[str, Any]:
-    """Entity-level P/R/F1 (micro, macro, per type), token accuracy, and the frequency baseline's F1."""
+    """Entity-level P/R/F1 (micro, macro, per type), token accuracy, and the frequency baseline's F1.
+
+    The baseline tags the same rows with the lexicon ``fit`` learnt on train and saved in the params,
+    so training's report and ``tunelab eval`` of the saved model score the same baseline.
+    """
     examples = predicted.examples
     if examples is None or not has_column(examples, "tags"):
         raise ValueError("token_classification metrics need the gold examples (evaluate(..., examples=...))")
@@ -272,42 +319,12 @@ def metrics(predicted: Predicted) -> dict[str, Any]:
         **_entity_scores(gold, pred, predicted.params.scheme),
         "token_accuracy": float((flat_gold == flat_pred).mean()),
     }
-    if has_column(examples, "baseline_tags"):
-        baseline = _entity_scores(gold, [list(t) for t in examples["baseline_tags"]], predicted.params.scheme)
+    lexicon = predicted.params.baseline_lexicon
+    if lexicon is not None:
+        tagged = [lexicon_tags(lexicon, words) for words in examples["tokens"]]
+        baseline = _entity_scores(gold, tagged, predicted.params.scheme)
         out |= {f"baseline_{k}": baseline[k] for k in ("precision", "recall", "f1")}
     return out
-
-
-class Entity(BaseModel):
-    """One predicted entity: its type, text and character span in the input."""
-
-    type: str = Field(description="Entity type, e.g. person.")
-    text: str = Field(description="The entity's text, equal to inputs[start:end].")
-    start: int = Field(description="Character offset of the first character in the input.")
-    end: int = Field(description="Character offset just past the last character.")
-    score: float = Field(description="Mean probability of the entity's word tags.")
-
-
-class EntitiesPrediction(BaseModel):
-    """The entities found in one input text."""
-
-    entities: list[Entity] = Field(description="Entities in text order.")
-
-
-class TokenClassificationResponse(BaseModel):
-    """``/v1/predict`` response of a token classification model: the model id and one result per input."""
-
-    model: str
-    predictions: list[EntitiesPrediction] = Field(description="One per input, in input order.")
-
-
-def token_classification_response(
-    model: str, predictions: Sequence[dict[str, Any]]
-) -> TokenClassificationResponse:
-    """Map the token classification task's postprocess output to the response schema."""
-    return TokenClassificationResponse(
-        model=model, predictions=[EntitiesPrediction.model_validate(p) for p in predictions]
-    )
 
 
 TASK = TaskSpec(
@@ -323,8 +340,10 @@ TASK = TaskSpec(
     postprocess=postprocess,
     metrics=metrics,
     count_targets=count_labelled_tokens,
+    fit=fit,
+    check_input=check_input,
     serve_schema=ServeSchema(
-        TextsRequest, text_records, TokenClassificationResponse, token_classification_response
+        TokensRequest, token_records, TokenClassificationResponse, token_classification_response
     ),
     pipeline_tag="token-classification",
 )
