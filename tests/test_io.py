@@ -12,7 +12,16 @@ import torch
 
 from tunelab.config import dump_config, validate_config
 from tunelab.errors import CheckpointError
-from tunelab.io import atomic_dir, atomic_write, publish_dir, read_json, safe_load, temp_dir_for, utf8_error
+from tunelab.io import (
+    atomic_dir,
+    atomic_write,
+    publish_dir,
+    read_json,
+    recover_interrupted,
+    safe_load,
+    temp_dir_for,
+    utf8_error,
+)
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -93,6 +102,27 @@ def test_publish_dir_replaces_existing_dir(tmp_path: Path) -> None:
 
     assert _tree(dest) == {"new.bin": "new"}
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_recover_interrupted_restores_a_dir_moved_aside_and_drops_the_rest(tmp_path: Path) -> None:
+    """A kill between publish_dir's renames: ``best`` missing, its previous version aside, a temp copy."""
+    for name, content in ((".best.old-0000aaaa", "previous"), (".best.tmp-0000bbbb", "half")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "w.bin").write_text(content)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "w.bin").write_text("current")
+    (tmp_path / ".kept.old-0000cccc").mkdir()  # replaced already: the kill came before its deletion
+    (tmp_path / ".metrics.jsonl.tmp-0000dddd").write_text("{")
+    (tmp_path / ".hidden-by-user").mkdir()
+
+    done = recover_interrupted(tmp_path)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden-by-user", "best", "kept"]
+    assert _tree(tmp_path / "best") == {"w.bin": "previous"}
+    assert _tree(tmp_path / "kept") == {"w.bin": "current"}
+    assert "restored best from .best.old-0000aaaa" in done
+    assert len(done) == 4
+    assert recover_interrupted(tmp_path) == []
 
 
 def test_safe_load_round_trips_tensor_dict(tmp_path: Path) -> None:

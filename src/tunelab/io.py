@@ -67,6 +67,41 @@ def publish_dir(tmp: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-[0-9a-f]{8}")
+
+
+def recover_interrupted(parent: Path) -> list[str]:
+    """Undo what a kill inside :func:`atomic_write` / :func:`publish_dir` left in ``parent``.
+
+    A kill between ``publish_dir``'s two renames leaves ``dest`` missing and its previous version
+    aside as ``.dest.old-*``: that complete version is renamed back. Every other leftover (a temp
+    copy, possibly half-written, or an old version already replaced) is deleted. Returns a line per
+    entry acted on, for the log.
+    """
+    done: list[str] = []
+    leftovers = sorted(
+        (p for p in parent.iterdir() if _LEFTOVER.fullmatch(p.name)) if parent.is_dir() else [],
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,  # newest first: the one restored when several were moved aside
+    )
+    for path in leftovers:
+        match = _LEFTOVER.fullmatch(path.name)
+        assert match is not None
+        dest = parent / match["name"]
+        if match["kind"] == "old" and not dest.exists():
+            os.replace(path, dest)
+            done.append(f"restored {dest.name} from {path.name}")
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        done.append(f"removed {path.name}")
+    if done:
+        _fsync_path(parent)
+    return done
+
+
 def temp_dir_for(dest: Path) -> Path:
     """A unique, not yet existing temp path next to ``dest`` (same filesystem, so rename is atomic)."""
     dest.parent.mkdir(parents=True, exist_ok=True)

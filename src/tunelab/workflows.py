@@ -24,7 +24,7 @@ from tunelab.evaluation import evaluate
 from tunelab.evaluation.ensemble import ensemble_of
 from tunelab.evaluation.report import metrics_table, write_report
 from tunelab.inference.artifact import Artifact, load_artifact
-from tunelab.io import atomic_write, utf8_error
+from tunelab.io import atomic_write, recover_interrupted, utf8_error
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
 from tunelab.tasks.spec import tokenize_dataset
@@ -69,6 +69,13 @@ def check_data(plan: Plan) -> str:
 _RUN_ENTRY = re.compile(r"\.?(run_config\.yaml|metrics\.jsonl|tb|checkpoints|best|init)(\.(tmp|old)-\w+)?")
 
 
+def _recover(out: Path) -> None:
+    """Put back what a kill in the middle of a write left in the run dir, before it is resumed."""
+    for parent in (out, out / "checkpoints"):
+        for line in recover_interrupted(parent):
+            logger.warning("%s: %s (left by an interrupted write)", parent, line)
+
+
 def _start_dir(out: Path, resume: bool, resume_from: Path | None, overwrite: bool, main: bool) -> Path | None:
     """The checkpoint to resume from, or None for a fresh run in an empty output dir.
 
@@ -77,6 +84,8 @@ def _start_dir(out: Path, resume: bool, resume_from: Path | None, overwrite: boo
     killed before its first checkpoint are removed, so both commands start over; anything else (files
     tunelab did not write, a finished zero-shot run's report) is deleted only with --overwrite.
     """
+    if main and (resume or resume_from is not None):
+        _recover(out)
     if resume and resume_from is None:
         resume_from = latest_checkpoint(out)
     if resume_from is not None or not main:

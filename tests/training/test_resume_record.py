@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,9 @@ def test_resume_after_a_crash_records_each_step_once(make_config, tmp_path: Path
     with pytest.raises(Crash):
         run(cfg, crash_at_eval(6))  # step 6 is logged, its eval dies: records of 5 and 6 are past step 4
     assert latest_checkpoint(cfg.train.output_dir).name == "step-000004"
+    # TensorBoard reads event files in name order: the second, then a per-process counter compared as
+    # text ("10" < "9"). A real resume is a new process seconds later; here it starts in a later second.
+    time.sleep(1.01 - time.time() % 1.0)
     run(cfg, constant_eval, resume_from=latest_checkpoint(cfg.train.output_dir))
 
     expected = history(full_cfg.train.output_dir)
@@ -163,6 +167,22 @@ def test_refused_resume_leaves_the_run_config_alone(config_file: Path, tmp_path:
     with pytest.raises(CheckpointError, match=r"cannot resume, the config changed in: train\.lr"):
         train_run(config_file, ["--train.lr", "1e-4"], resume=True)
     assert (tmp_path / "run" / "run_config.yaml").read_text() == saved
+
+
+def test_resume_puts_back_what_a_kill_during_a_write_left(config_file: Path, tmp_path: Path):
+    """Killed between best/'s two renames, after the step-2 checkpoint: best/ comes back, temps go."""
+    train_run(config_file)
+    out = tmp_path / "run"
+    shutil.rmtree(out / "checkpoints" / "step-000004")
+    os.replace(out / "best", out / ".best.old-0123abcd")
+    (out / ".best.tmp-4567ef01").mkdir()
+    (out / "checkpoints" / ".step-000004.tmp-89abcdef").mkdir()
+
+    result = train_run(config_file, resume=True)
+
+    assert (result.stopped, result.step) == ("completed", 4)
+    assert not [p for p in (*out.iterdir(), *(out / "checkpoints").iterdir()) if p.name.startswith(".")]
+    assert set(json.loads((out / "best" / "metrics.json").read_text())) == {"dev", "test"}
 
 
 @pytest.fixture
