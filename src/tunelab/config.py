@@ -8,7 +8,6 @@ importable without torch (fast ``tunelab --help``).
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -16,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tunelab.errors import ConfigError
-from tunelab.io import read_utf8
+from tunelab.io import DuplicateKeyError, parse_yaml, read_utf8
 
 
 class _Section(BaseModel):
@@ -232,45 +231,6 @@ class RunConfig(_Section):
     )
 
 
-class _DuplicateKeyError(yaml.YAMLError):  # type: ignore[misc]  # PyYAML ships no stubs: YAMLError is Any
-    """A mapping names one key twice; PyYAML would keep the last value and silently drop the first."""
-
-
-class _YamlLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stubs: SafeLoader is Any
-    """SafeLoader that reads ``3e-5`` as a float (YAML 1.2) and refuses duplicate keys at any depth.
-
-    PyYAML's 1.1 rules need ``3.0e-5``; and two ``train:`` blocks would merge into the last one, so the
-    first block's settings would vanish without a word.
-    """
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        """Check keys before PyYAML builds the dict (merge keys ``<<`` may be overridden, as YAML allows)."""
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, Hashable):  # PyYAML's own construct_mapping reports it
-                continue
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise _DuplicateKeyError(f"key {key!r} at line {line} duplicates line {seen[key]}")
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse YAML text with tunelab's loader (safe: no arbitrary object construction)."""
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
-
-
 _OVERRIDE = re.compile(r"^--([A-Za-z_][\w.\[\]]*)(?:=(.*))?$", re.S)
 _PATH_PART = re.compile(r"([A-Za-z_]\w*)|\[(\d+)\]")
 
@@ -394,7 +354,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     text = read_utf8(path, ConfigError)
     try:
         raw = parse_yaml(text) or {}
-    except _DuplicateKeyError as exc:
+    except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}; keep one") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None

@@ -4,6 +4,7 @@ This is the only module that calls ``torch.load``; everything that writes output
 ``atomic_write``/``atomic_dir`` so a crash never leaves a half-written file or model directory.
 Text files are opened with ``open_text`` so a byte that is not UTF-8 becomes a ``file:line`` message
 (``utf8_error``) instead of a ``UnicodeDecodeError`` traceback from wherever the file was read.
+YAML is parsed with ``parse_yaml`` only: safe construction, YAML 1.2 floats, duplicate keys refused.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
+
+import yaml
 
 from tunelab.errors import CheckpointError, TunelabError
 
@@ -192,3 +195,42 @@ def read_json(path: Path) -> Any:
             f"{path}: not valid JSON (line {exc.lineno} col {exc.colno}: {exc.msg}); "
             "the model directory is damaged: restore it or save the model again"
         ) from None
+
+
+class DuplicateKeyError(yaml.YAMLError):  # type: ignore[misc]  # PyYAML ships no stubs: YAMLError is Any
+    """A mapping names one key twice; PyYAML would keep the last value and silently drop the first."""
+
+
+class _YamlLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stubs: SafeLoader is Any
+    """SafeLoader that reads ``3e-5`` as a float (YAML 1.2) and refuses duplicate keys at any depth.
+
+    PyYAML's 1.1 rules need ``3.0e-5``; and two ``train:`` blocks would merge into the last one, so the
+    first block's settings would vanish without a word.
+    """
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """Check keys before PyYAML builds the dict (merge keys ``<<`` may be overridden, as YAML allows)."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):  # PyYAML's own construct_mapping reports it
+                continue
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(f"key {key!r} at line {line} duplicates line {seen[key]}")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with tunelab's loader (safe: no arbitrary object construction)."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunelab.data.checks import Problems
-from tunelab.data.readers import read_lines, read_table
+from tunelab.data.readers import Problems, read_lines, read_table
 from tunelab.data.tagging import read_conll
 from tunelab.data.writers import write_conll, write_csv, write_jsonl, write_lines, write_splits
 

@@ -12,7 +12,8 @@ from toy_tasks import TOY_TASKS
 from tunelab.config import validate_config
 from tunelab.methods.spec import default_step
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
-from tunelab.training.loop import _accumulate, _LogWindow
+from tunelab.training.loop import _accumulate
+from tunelab.training.tracking import LogWindow
 
 
 def sft_config(tmp_path: Path, name: str, **train_cfg):
@@ -42,7 +43,7 @@ def step_gradients(tmp_path: Path, group: list[list[int]], weighting=None):
     count = weighting or partial(plan.task.count_targets, params=inputs.task_params)
     model = inputs.adapted.model
     model.zero_grad()
-    window = _LogWindow(accelerator.device)
+    window = LogWindow(accelerator.device)
     loss, _ = _accumulate(inputs, default_step, accelerator, model, group, torch.Generator(), window, count)
     return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, inputs
 

@@ -6,8 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from tunelab.data.readers import Problems as Problems  # re-exported: readers and checks share it
-from tunelab.data.readers import Table
+from tunelab.data.readers import Problems, Table
 from tunelab.errors import DataError
 
 logger = logging.getLogger(__name__)

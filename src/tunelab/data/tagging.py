@@ -25,8 +25,7 @@ import numpy as np
 
 from tunelab.config import DataConfig
 from tunelab.data import TaskData
-from tunelab.data.checks import Problems
-from tunelab.data.readers import Table, read_table, text_lines
+from tunelab.data.readers import Problems, Table, read_table, text_lines
 from tunelab.data.splits import subsample
 from tunelab.errors import DataError
 

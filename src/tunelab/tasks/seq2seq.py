@@ -30,8 +30,8 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 
 from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData
-from tunelab.data.checks import Problems, check_rows
-from tunelab.data.readers import read_table
+from tunelab.data.checks import check_rows
+from tunelab.data.readers import Problems, read_table
 from tunelab.data.splits import stratified_split, subsample
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.models.scratch import init_encoder_decoder

@@ -30,7 +30,7 @@ from tunelab.training.checkpoint import TrainerState, load_checkpoint, save_chec
 from tunelab.training.optim import build_optimizer, build_scheduler
 from tunelab.training.plan import Plan
 from tunelab.training.setup import TrainInputs
-from tunelab.training.tracking import Tracker
+from tunelab.training.tracking import LogWindow, Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _accumulate(
     model: torch.nn.Module,
     group: list[list[int]],
     generator: torch.Generator,
-    window: _LogWindow,
+    window: LogWindow,
     count_targets: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
 ) -> tuple[torch.Tensor, int]:
     """Forward + backward every micro-batch of one optimizer step; gradients all-reduce only on the last.
@@ -158,62 +158,6 @@ def _accumulate(
         loss_sum += out.loss.float() * weights[j]
         window.add(out.metrics)
     return loss_sum, sum(len(rows) for rows in group) * accelerator.num_processes
-
-
-class _LogWindow:
-    """What the next log averages: the steps since the last one (loss, samples, training time, metrics).
-
-    Saved in every checkpoint (``state``/``restore``), so a resumed run's first log covers the same
-    steps as the uninterrupted run's, those before the checkpoint included, and equals it exactly.
-    ``loss`` is this rank's share of the summed step losses; method metrics (``StepOutput.metrics``,
-    hook results) become train/<key> means.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), device=device)
-        self.steps, self.samples, self.time = 0, 0, 0.0
-        self.sums: dict[str, float | torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, metrics: Mapping[str, float | torch.Tensor]) -> None:
-        """Accumulate without reading tensors back, so a micro-step never waits for the device."""
-        for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-            self.counts[key] = self.counts.get(key, 0) + 1
-
-    def pop(self) -> dict[str, float]:
-        """The metric means as train/<key>; the whole window (loss, counts, time) starts over."""
-        means = {f"train/{k}": float(v) / self.counts[k] for k, v in self.sums.items()}
-        self.loss.zero_()
-        self.steps, self.samples, self.time = 0, 0, 0.0
-        self.sums, self.counts = {}, {}
-        return means
-
-    def state(self, accelerator: Accelerator) -> dict[str, Any]:
-        """The window as JSON values; ``loss`` lists every rank's share (a collective: all ranks call it).
-
-        Sums of float32 tensors are exact as Python floats, and adding the next tensor casts them back.
-        """
-        shares = accelerator.gather(self.loss.reshape(1)).tolist()
-        sums = {k: float(v) for k, v in self.sums.items()}
-        return {
-            "loss": shares,
-            "steps": self.steps,
-            "samples": self.samples,
-            "time": self.time,
-            "sums": sums,
-            "counts": dict(self.counts),
-        }
-
-    def restore(self, state: Mapping[str, Any], accelerator: Accelerator) -> None:
-        """Continue the window ``state`` saved; under another world size rank 0 takes the whole loss."""
-        shares = state["loss"]
-        if len(shares) == accelerator.num_processes:
-            self.loss.fill_(shares[accelerator.process_index])
-        elif accelerator.is_main_process:  # the log's sum over ranks stays the same
-            self.loss.fill_(sum(shares))
-        self.steps, self.samples, self.time = state["steps"], state["samples"], state["time"]
-        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
 
 
 class _Run:
@@ -257,7 +201,7 @@ class _Run:
         self.run_states = {k: c for k, c in companions if isinstance(c, RunState)}
         self.unwrapped = accelerator.unwrap_model(self.model)
         self.state = TrainerState(config=config_dict)
-        self.window = _LogWindow(accelerator.device)
+        self.window = LogWindow(accelerator.device)
         if resume_from is not None:
             self.state = load_checkpoint(
                 accelerator, resume_from, config_dict, self.run_states, self.unwrapped

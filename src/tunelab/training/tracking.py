@@ -1,4 +1,7 @@
-"""Metrics sink: JSONL history + TensorBoard scalars, written by the main process only."""
+"""Metrics sink: JSONL history + TensorBoard scalars, written by the main process only.
+
+``LogWindow`` accumulates what the next log line averages, and is checkpointed with the run.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
+from accelerate import Accelerator
 
 from tunelab.io import atomic_write
 
@@ -77,3 +83,59 @@ def read_history(output_dir: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+class LogWindow:
+    """What the next log averages: the steps since the last one (loss, samples, training time, metrics).
+
+    Saved in every checkpoint (``state``/``restore``), so a resumed run's first log covers the same
+    steps as the uninterrupted run's, those before the checkpoint included, and equals it exactly.
+    ``loss`` is this rank's share of the summed step losses; method metrics (``StepOutput.metrics``,
+    hook results) become train/<key> means.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.steps, self.samples, self.time = 0, 0, 0.0
+        self.sums: dict[str, float | torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        """Accumulate without reading tensors back, so a micro-step never waits for the device."""
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        """The metric means as train/<key>; the whole window (loss, counts, time) starts over."""
+        means = {f"train/{k}": float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.loss.zero_()
+        self.steps, self.samples, self.time = 0, 0, 0.0
+        self.sums, self.counts = {}, {}
+        return means
+
+    def state(self, accelerator: Accelerator) -> dict[str, Any]:
+        """The window as JSON values; ``loss`` lists every rank's share (a collective: all ranks call it).
+
+        Sums of float32 tensors are exact as Python floats, and adding the next tensor casts them back.
+        """
+        shares = accelerator.gather(self.loss.reshape(1)).tolist()
+        sums = {k: float(v) for k, v in self.sums.items()}
+        return {
+            "loss": shares,
+            "steps": self.steps,
+            "samples": self.samples,
+            "time": self.time,
+            "sums": sums,
+            "counts": dict(self.counts),
+        }
+
+    def restore(self, state: Mapping[str, Any], accelerator: Accelerator) -> None:
+        """Continue the window ``state`` saved; under another world size rank 0 takes the whole loss."""
+        shares = state["loss"]
+        if len(shares) == accelerator.num_processes:
+            self.loss.fill_(shares[accelerator.process_index])
+        elif accelerator.is_main_process:  # the log's sum over ranks stays the same
+            self.loss.fill_(sum(shares))
+        self.steps, self.samples, self.time = state["steps"], state["samples"], state["time"]
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
