@@ -27,7 +27,9 @@ from typing import Any
 import harness
 from harness import BENCH, ROOT
 
-LORA = {"r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1}
+# query/value: the LoRA these figures were measured with (peft's BERT default, tunelab's before issue 17);
+# the sweep that moved tunelab's default to every encoder linear is bench/bench_peft_sweep.py.
+LORA = {"r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1, "target_modules": ["query", "value"]}
 # method name, methods list, learning rate: small-parameter methods need larger rates (peft's guides).
 VARIANTS: dict[str, tuple[list[dict[str, Any]], float]] = {
     "full": ([{"name": "full"}], 1e-4),
@@ -203,6 +205,7 @@ def hf_worker(dataset: str, data_dir: Path, a: argparse.Namespace) -> dict[str, 
             r=LORA["r"],
             lora_alpha=LORA["lora_alpha"],
             lora_dropout=LORA["lora_dropout"],
+            target_modules=LORA["target_modules"],
             # tunelab trains the pooler with the head (sequence classification); same parameters here
             modules_to_save=["pooler"] if classify else None,
         )

@@ -1,20 +1,27 @@
 """MoE benchmark: dense MiniLM vs DeepSeekMoE-upcycled MiniLM on Rotten Tomatoes and BBC News.
 
     flock -x /tmp/tunelab-cpu.lock python bench/bench_moe.py [--datasets rt,bbc]
+    python bench/bench_moe.py --step0     # only the step-0 distance of the candidate layouts
 
 Each training row is one `python -m tunelab.cli train` subprocess (``harness.run``: peak RSS from
 ``os.wait4``), 1 epoch, torch threads = 2, on the same rows per dataset (same seed, sizes and split).
 Rows:
-``dense`` (plain full fine-tuning, the HF baseline), ``moe-balanced`` (1 shared + 8 routed experts of
-1/4 FFN width, top-2, α1 = 0.01 + aux-free bias γ = 0.001), ``moe-unbalanced`` (same, no balancing)
-and ``moe-copy-exact`` (4 routed full-FFN copies, top-2, balanced: equal to dense at step 0).
+``dense`` (plain full fine-tuning, the HF baseline), ``moe-default`` (the method's defaults: shared
+3/4 of the FFN + top-1 of 8 routed copies of the last 1/4, sigmoid gates x 2, α1 0.01 + aux-free bias
+γ 1e-4, router lr x 0.01: within 1 % of dense at step 0), ``moe-former`` (the former default: 1
+shared + 8 routed quarter slices, top-2, normalised gates x 3, α1 0.01 + γ 0.001, router lr x 1) and
+``moe-copy-exact`` (4 routed full-FFN copies, top-2, normalised, balanced: equal to dense at step 0).
 Accuracy is dev accuracy of the best model; samples/s is the loop's logged training throughput
 (mean over logging windows after the first); max/mean load and dead experts are the router report
 of best/ on dev (worst layer) and the last logged training window.
 
 The dispatch overhead is a separate in-process micro-benchmark: forward+backward of one 32x64 batch,
 median of 20 after 3 warm-ups, for dense MiniLM, the upcycled MoE, and a FLOP-equivalent dense MiniLM
-whose FFN width equals the MoE's active width (shared + top-k experts = 3/4 of 1536).
+whose FFN width equals the MoE's active width (shared + top-k experts; 1536 for the default).
+
+``--step0`` prints, for each candidate layout, the mean per-token relative error of every upcycled FFN's
+output against the dense FFN on the same input, and max |Δ logits| (random head), on 128 Rotten
+Tomatoes training sentences (the figures quoted in ``methods/moe/upcycle.py``).
 Results go into bench/RESULTS.md between the ``bench:moe`` markers (the rest of the file is kept).
 """
 
@@ -34,13 +41,20 @@ from harness import ROOT
 
 OUT = harness.OUT / "moe"
 THREADS = 2
-MOE = {
+MOE: dict = {}  # the method's defaults
+FORMER = {
     "n_shared_experts": 1,
     "n_routed_experts": 8,
     "top_k": 2,
     "init": "partition",
     "granularity": 4,
+    "score_func": "softmax",
+    "norm_topk_prob": True,
+    "router_init_std": 0.02,
+    "router_lr_scale": 1.0,
     "upcycle_noise": 0.01,
+    "aux_loss_alpha": 0.01,
+    "bias_update_speed": 0.001,
 }
 # Function-preserving at step 0: 4 routed full-FFN copies, top-2, normalised gates, balanced.
 COPY = {
@@ -48,14 +62,17 @@ COPY = {
     "n_routed_experts": 4,
     "top_k": 2,
     "init": "copy",
+    "norm_topk_prob": True,
+    "router_init_std": 0.02,
+    "router_lr_scale": 1.0,
     "upcycle_noise": 0.01,
     "aux_loss_alpha": 0.01,
     "bias_update_speed": 0.001,
 }
 VARIANTS = {
     "dense": [{"name": "full"}],
-    "moe-balanced": [{"name": "moe", "params": {**MOE, "aux_loss_alpha": 0.01, "bias_update_speed": 0.001}}],
-    "moe-unbalanced": [{"name": "moe", "params": {**MOE, "aux_loss_alpha": 0.0, "bias_update_speed": 0.0}}],
+    "moe-default": [{"name": "moe", "params": MOE}],
+    "moe-former": [{"name": "moe", "params": FORMER}],
     "moe-copy-exact": [{"name": "moe", "params": COPY}],
 }
 DATASETS = {
@@ -100,15 +117,11 @@ def run_training(dataset: str, variant: str, data_dir: Path) -> dict:
 
 
 def param_counts(model) -> tuple[int, int]:
-    """(active per token, total) parameters: routed experts count K/N of their size as active."""
-    from tunelab.methods.moe.layer import moe_layers
+    """(active per token, total) parameters: a token uses K of the N routed experts (router included)."""
+    from tunelab.methods.moe.stats import active_params
 
-    total = sum(p.numel() for p in model.parameters())
-    inactive = 0
-    for layer in moe_layers(model):
-        routed = sum(p.numel() for p in layer.experts.parameters())
-        inactive += routed * (1 - layer.router.cfg.top_k / len(layer.experts))
-    return int(total - inactive), total
+    counts = active_params(model)
+    return counts["active"], counts["total"]
 
 
 def summarise(dataset: str, variant: str, run: dict) -> dict:
@@ -154,7 +167,8 @@ def dispatch_overhead() -> dict:
     config = AutoConfig.from_pretrained(path, num_labels=2)
     dense = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     moe = upcycle(AutoModelForSequenceClassification.from_pretrained(path, num_labels=2), Params(**MOE))
-    active_width = (MOE["n_shared_experts"] + MOE["top_k"]) * config.intermediate_size // MOE["granularity"]
+    params = Params(**MOE)
+    active_width = (params.n_shared + params.top_k) * config.intermediate_size // params.granularity
     flop_eq = AutoModelForSequenceClassification.from_config(
         AutoConfig.from_pretrained(path, num_labels=2, intermediate_size=active_width)
     )
@@ -197,10 +211,11 @@ def markdown(rows: list[dict], overhead: dict, prov: dict, code_after: dict) -> 
         "",
         *harness.provenance_lines(prov, code_after),
         "",
-        "MoE = 1 shared + 8 routed experts of 1/4 FFN width "
-        "(384 of 1536), top-2, partition upcycling, upcycle_noise 0.01, normalised softmax gates. "
-        "Balanced = α1 0.01 + aux-free bias γ 0.001; unbalanced = neither. moe-copy-exact = 4 routed "
-        "full-FFN copies, top-2, balanced, equal to dense at step 0. RT: 2,000 train / 500 dev, "
+        "moe-default = the method's defaults: shared expert = first 3/4 of the FFN neurons, 8 routed "
+        "copies of the last 1/4, top-1, sigmoid gates x 2, router std 1e-3 and lr x 0.01, α1 0.01 + "
+        "aux-free bias γ 1e-4. moe-former = 1 shared + 8 routed quarter slices, top-2, normalised "
+        "softmax gates x 3, upcycle_noise 0.01, α1 0.01 + γ 0.001. moe-copy-exact = 4 routed "
+        "full-FFN copies, top-2, normalised, balanced, equal to dense at step 0. RT: 2,000 train / 500 dev, "
         "len 64, bs 32; BBC: 800 train / 340 dev (dev_ratio 0.2 of the 1,700-row train file is under the "
         "400 cap), len 128, bs 16; 1 epoch, lr 1e-4. Accuracy on dev.",
         "",
@@ -242,10 +257,70 @@ def markdown(rows: list[dict], overhead: dict, prov: dict, code_after: dict) -> 
     return "\n".join(lines)
 
 
+STEP0 = {
+    "former default (1+8 quarter slices, top-2 normalised x 3)": FORMER,
+    "default, router std 0 (exact)": {"router_init_std": 0.0},
+    "default (sigmoid x 2, router std 1e-3)": {},
+    "default with softmax x 8": {"score_func": "softmax"},
+    "default with router std 0.02": {"router_init_std": 0.02},
+    "default with softmax x 8, router std 0.02": {"score_func": "softmax", "router_init_std": 0.02},
+    "default with upcycle_noise 0.01": {"upcycle_noise": 0.01},
+}
+
+
+def step0_distance() -> None:
+    """Print each STEP0 layout's per-layer FFN relative error and max |Δ logits| against dense MiniLM."""
+    import copy
+    import csv
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tunelab.methods.moe import Params, upcycle
+    from tunelab.methods.moe.layer import moe_layers
+    from tunelab.models.load import resolve_model
+
+    path = resolve_model("minilm-l6")
+    with (ROOT / "data" / "rotten-tomatoes" / "train.csv").open() as f:
+        texts = [row["text"] for row in csv.DictReader(f)][:128]
+    batch = AutoTokenizer.from_pretrained(path)(
+        texts, padding=True, truncation=True, max_length=64, return_tensors="pt"
+    )
+    mask = batch["attention_mask"].bool()
+    torch.manual_seed(0)
+    dense = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
+    ffns = [
+        (layer.intermediate.dense, layer.intermediate.intermediate_act_fn, layer.output.dense)
+        for layer in copy.deepcopy(dense).bert.encoder.layer
+    ]
+    with torch.no_grad():
+        reference = dense(**batch).logits
+    for name, params in STEP0.items():
+        torch.manual_seed(0)
+        moe = upcycle(copy.deepcopy(dense), Params(**params)).eval()
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for layer in moe_layers(moe):
+            layer.register_forward_hook(lambda _m, args, out, seen=seen: seen.append((args[0], out)))
+        with torch.no_grad():
+            logits = moe(**batch).logits
+            errors = []
+            for (u, out), (up, act, down) in zip(seen, ffns, strict=True):
+                expected = down(act(up(u)))
+                errors.append(float(((out - expected).norm(dim=-1) / expected.norm(dim=-1))[mask].mean()))
+        cells = " ".join(f"{e:.1e}" for e in errors)
+        gap = float((logits - reference).abs().max())
+        print(f"{name}: FFN rel err per layer {cells}; max |Δ logits| {gap:.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="rt,bbc")
+    parser.add_argument("--step0", action="store_true", help="only print the step-0 distances")
     args = parser.parse_args()
+    if args.step0:
+        sys.path.insert(0, str(ROOT / "src"))
+        step0_distance()
+        return
     prov = harness.provenance(threads=THREADS, with_files=True)
     sys.path.insert(0, str(ROOT / "src"))
     from tunelab.assets import prepare_dataset

@@ -65,7 +65,7 @@ def validate(
         from tunelab.config import load_config
         from tunelab.training.plan import resolve
 
-        plan = resolve(load_config(config, ctx.args))
+        plan = resolve(load_config(config, ctx.args), count_labels=data)
         if data:
             from tunelab.workflows import check_data
 

@@ -148,7 +148,7 @@ class TrainConfig(_Section):
     """``train:``: the training loop's output, optimizer, schedule, precision, evaluation and saving.
 
     Invariant: at most one of ``warmup_steps`` / ``warmup_ratio`` is set. ``metric_for_best_model``
-    stays None here and is filled with the task's main metric when the run is planned.
+    stays None here and is filled when the run is planned (``training.plan.default_selection_metric``).
     """
 
     output_dir: Path = Field(
@@ -196,7 +196,8 @@ class TrainConfig(_Section):
     logging_steps: int = Field(default=10, gt=0, description="Log loss/lr/throughput every N steps.")
     metric_for_best_model: str | None = Field(
         default=None,
-        description="Dev metric that selects best/ and drives early stopping; null = the task's main metric.",
+        description="Dev metric that selects best/ and drives early stopping; null = the task's main metric, "
+        "or macro_f1 when one-label-per-row train labels are skewed (imbalanced or a label under 5 rows).",
     )
     early_stopping_patience: int | None = Field(
         default=None, gt=0, description="Stop after this many evaluations without improvement; null = off."

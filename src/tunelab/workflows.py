@@ -31,7 +31,7 @@ from tunelab.tasks.spec import tokenize_dataset
 from tunelab.training import StopFlag, TrainInputs, TrainResult, build_accelerator, prepare_inputs, resolve
 from tunelab.training import train as run_training
 from tunelab.training.checkpoint import check_resumable, latest_checkpoint
-from tunelab.training.plan import Plan
+from tunelab.training.plan import Plan, report_choices
 from tunelab.training.tracking import read_history
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def check_data(plan: Plan) -> str:
     Returns a one-line summary: rows per split as the run would see them, and the labels.
     """
     cfg = plan.cfg
+    report_choices(plan)
     data = plan.task.load_data(cfg.data, plan.task_params, cfg.train.seed)
     splits = {"train": data.train, "dev": data.dev, "test": data.test}
     rows = ", ".join(f"{name} {len(split)}" for name, split in splits.items() if split is not None)
@@ -136,6 +137,7 @@ def train_run(
     accelerator = build_accelerator(cfg.train)
     if on_start is not None:
         on_start(accelerator.process_index)
+    report_choices(plan)
     out = cfg.train.output_dir
     resume_from = _start_dir(out, resume, resume_from, overwrite, accelerator.is_main_process)
     if resume_from is not None:

@@ -1,4 +1,5 @@
-"""Adversarial training: ε = 0 is the default step; under LoRA the embedding-output attack still acts."""
+"""Adversarial training: ε = 0 is the default step; under LoRA the embedding-output attack still acts;
+the warm start trains clean first and survives a resume."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from peft import LoraConfig, get_peft_model
 
 from robust_helpers import NO_DROPOUT, assert_same_grads, clone, run_step, tiny_model, toy_batch
 from tunelab.methods import adversarial
-from tunelab.methods.spec import Adapted, default_step
+from tunelab.methods.spec import Adapted, OptimizerStepContext, default_step
 
 LABELS = ["negative", "positive"]
 
 
 def _attacked(model, **params) -> Adapted:
-    return adversarial.apply(model, adversarial.Params(**params), ())
+    """The attack from the first step (no warm start)."""
+    return adversarial.apply(model, adversarial.Params(**({"warm_start": 0.0} | params)), ())
 
 
 @pytest.mark.parametrize("attack", ["fgm", "pgd"])
@@ -81,3 +83,40 @@ def test_perturbation_is_zero_on_padding_and_inside_the_ball():
     torch.testing.assert_close(projected.pow(2).sum((1, 2)).sqrt(), torch.full((3,), 2.0))
     small = adversarial.project(0.5 * direction, 2.0)
     torch.testing.assert_close(small, 0.5 * direction)
+
+
+def _hook(adapted: Adapted, params: adversarial.Params, step: int, total: int) -> None:
+    adversarial.on_optimizer_step(adapted, params, OptimizerStepContext(step, total, lambda t: t))
+
+
+def test_warm_start_trains_clean_until_its_share_of_the_steps_is_done(tiny_backbone_dir):
+    """warm_start 0.5 of 10 steps: plain steps (default grads, no adv_loss) up to step 5, FGM after it."""
+    model = tiny_model(tiny_backbone_dir, LABELS, **NO_DROPOUT)
+    batch = toy_batch(tiny_backbone_dir, 6, 2)
+    params = adversarial.Params(epsilon=5.0, warm_start=0.5)
+    adapted = adversarial.apply(model, params, ())
+    plain, plain_grads = run_step(default_step, Adapted(model=clone(model)), batch)
+    for done in (0, 4):
+        if done:
+            _hook(adapted, params, done, 10)
+        out, grads = run_step(adversarial.step, adapted, batch)
+        assert "adv_loss" not in out.metrics
+        assert_same_grads(grads, plain_grads)
+    _hook(adapted, params, 5, 10)
+    out, grads = run_step(adversarial.step, adapted, batch)
+    assert float(out.metrics["adv_loss"]) > float(plain.loss)
+    assert any(not torch.allclose(grads[n], plain_grads[n], atol=1e-7) for n in grads)
+
+
+def test_warm_start_state_survives_a_resume(tiny_backbone_dir):
+    """A resumed run restores whether the attack had started (the hook only runs after its first step)."""
+    model = tiny_model(tiny_backbone_dir, LABELS, **NO_DROPOUT)
+    params = adversarial.Params(warm_start=0.2)
+    before = adversarial.apply(model, params, ())
+    _hook(before, params, 3, 10)
+    state = before.companions["adversarial"].run_state(model)
+    resumed = adversarial.apply(model, params, ())
+    assert not resumed.companions["adversarial"].started
+    resumed.companions["adversarial"].restore(model, state)
+    assert resumed.companions["adversarial"].started
+    assert adversarial.apply(model, adversarial.Params(warm_start=0.0), ()).companions["adversarial"].started

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from tunelab.methods.moe.balance import (
 from tunelab.methods.moe.layer import Expert, dispatch, moe_layers
 from tunelab.methods.moe.params import Params
 from tunelab.methods.moe.router import Router, RouterConfig, route
+from tunelab.methods.moe.stats import active_params
 from tunelab.methods.moe.upcycle import compensating_scale, upcycle
 from tunelab.methods.spec import Adapted, OptimizerStepContext
 
@@ -131,7 +134,9 @@ def _llama() -> LlamaForCausalLM:
 
 
 EXACT_MODES = [
-    {"init": "copy", "n_shared_experts": 0, "score_func": "sigmoid"},
+    {"router_init_std": 0.0},  # the default layout: shared 3/4 + top-1 of 8 copies of the last 1/4
+    {"router_init_std": 0.0, "score_func": "softmax"},
+    {"init": "copy", "n_shared_experts": 0, "top_k": 2, "score_func": "sigmoid", "norm_topk_prob": True},
     {"init": "copy", "n_shared_experts": 0, "norm_topk_prob": False, "router_init_std": 0.0},
     {
         "init": "copy",
@@ -141,7 +146,7 @@ EXACT_MODES = [
         "router_init_std": 0,
     },
     {"init": "partition", "n_shared_experts": 1, "n_routed_experts": 3, "top_k": 3, "router_init_std": 0},
-    {"init": "copy", "n_shared_experts": 0, "n_routed_experts": 1, "top_k": 1},  # one expert == dense FFN
+    {"init": "copy", "n_shared_experts": 0, "n_routed_experts": 1, "score_func": "softmax"},  # = dense FFN
 ]
 
 
@@ -162,10 +167,70 @@ def test_upcycled_model_equals_dense_at_init(build, mode):
 
 
 def test_partition_with_fewer_active_slices_is_scaled_not_exact():
-    params = Params(init="partition", granularity=4, n_shared_experts=1, n_routed_experts=8, top_k=2)
+    params = Params(
+        init="partition", granularity=4, n_shared_experts=1, n_routed_experts=8, top_k=2, norm_topk_prob=True
+    )
     assert compensating_scale(params) == pytest.approx(3.0)  # (m - K_s) / (K_r · 1/K_r)
-    raw = Params(init="partition", granularity=4, n_routed_experts=8, top_k=2, norm_topk_prob=False)
-    assert compensating_scale(raw) == pytest.approx(3 * 8 / 2)
+    raw = {"init": "partition", "granularity": 4, "n_shared_experts": 1, "n_routed_experts": 8, "top_k": 2}
+    assert compensating_scale(Params(**raw, score_func="softmax")) == pytest.approx(3 * 8 / 2)  # g0 = 1/N
+    assert compensating_scale(Params(**raw, score_func="sigmoid")) == pytest.approx(3 / 2 / 0.5)  # g0 = 1/2
+
+
+def _ffn_relative_errors(dense: nn.Module, params: Params, ids: torch.Tensor) -> list[float]:
+    """Per MoE layer: mean over tokens of |MoE FFN(u) - dense FFN(u)| / |dense FFN(u)| on the same u."""
+    sites = [
+        (layer.intermediate.dense, layer.intermediate.intermediate_act_fn, layer.output.dense)
+        for layer in copy.deepcopy(dense).bert.encoder.layer
+    ]
+    moe = upcycle(dense, params)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for layer in moe_layers(moe):
+        layer.register_forward_hook(lambda _m, args, out: seen.append((args[0], out)))
+    with torch.no_grad():
+        moe(input_ids=ids)
+        errors = []
+        for (u, out), (up, act, down) in zip(seen, sites, strict=True):
+            expected = down(act(up(u)))
+            errors.append(float(((out - expected).norm(dim=-1) / expected.norm(dim=-1)).mean()))
+    return errors
+
+
+def test_default_moe_starts_within_the_stated_distance_of_dense():
+    """Defaults: shared 3/4 + top-1 of 8 copies of the last 1/4, raw gates x compensating scale.
+
+    Exact with ``router_init_std=0`` (EXACT_MODES); the default 1e-3 router moves the selected gate
+    off 1 by ~ the spread of its logits, i.e. well under the 2 % per-layer bound stated in upcycle.py.
+    The old top-2-of-quarter-slices default (shared 1/4 + 2 routed quarters x 3) is ~100 % off.
+    """
+    ids = torch.randint(0, 50, (4, 12))
+    errors = _ffn_relative_errors(_bert(), Params(), ids)
+    assert max(errors) < 0.02, errors
+    assert max(errors) > 0  # the random router does move the gate: the bound is a measured one
+    old = Params(n_shared_experts=1, top_k=2, norm_topk_prob=True)
+    assert min(_ffn_relative_errors(_bert(), old, ids)) > 0.1
+
+
+def test_default_moe_uses_the_dense_ffn_parameters_per_token():
+    dense = _bert()
+    model = upcycle(copy.deepcopy(dense), Params())
+    counts = active_params(model)
+    hidden, routed, layers = 32, Params().n_routed_experts, 3
+    assert counts["router"] == routed * hidden * layers
+    assert counts["active"] - counts["router"] == sum(p.numel() for p in dense.parameters())
+    assert counts["total"] > counts["active"]
+
+
+@pytest.mark.parametrize("score_func", ["sigmoid", "softmax"])
+def test_task_loss_alone_trains_the_router(score_func):
+    """Top-1 with raw gates keeps g = scale · s differentiable (normalised top-1 would make g ≡ 1)."""
+    model = upcycle(_bert().train(), Params(score_func=score_func, aux_loss_alpha=0.0))
+    ids = torch.randint(0, 50, (4, 12))
+    model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+    for layer in moe_layers(model):
+        assert layer.router.weight.grad is not None
+        assert layer.router.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="every gate 1"):
+        Params(norm_topk_prob=True)
 
 
 def test_first_k_dense_keeps_leading_layers_and_unknown_architecture_is_refused():

@@ -21,7 +21,14 @@ from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
 from tunelab.serving.predictor import load_predictor
 
-MOE = {"n_routed_experts": 4, "top_k": 2, "granularity": 2, "aux_loss_alpha": 0.01, "bias_update_speed": 0.01}
+MOE = {
+    "n_routed_experts": 4,
+    "top_k": 2,
+    "granularity": 2,
+    "router_init_std": 0.5,  # content-driven routing: uneven loads, so the bias surely moves
+    "aux_loss_alpha": 0.01,
+    "bias_update_speed": 0.01,
+}
 
 
 def _tiny_moe(tiny_backbone_dir: Path, params: Params) -> torch.nn.Module:

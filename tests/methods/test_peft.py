@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
 from tunelab.cli import app
 from tunelab.config import dump_config
 from tunelab.errors import ConfigError
 from tunelab.inference.artifact import load_artifact
-from tunelab.methods.peft import rank_budget
+from tunelab.methods.peft import backbone_linears, rank_budget
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 from tunelab.training.tracking import read_history
 
@@ -77,3 +80,45 @@ def test_trained_lora_run_saves_an_adapter_that_merges_to_equal_logits(make_conf
 def test_invalid_combinations_are_refused_with_the_reason(make_config, methods, message):
     with pytest.raises(ConfigError, match=message):
         resolve(make_config(methods=methods))
+
+
+ENCODER_LINEARS = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+
+
+def test_lora_default_adapts_every_encoder_linear_and_trains_the_head_in_full(make_config):
+    plan = resolve(make_config(methods=[{"name": "lora"}]))
+    model = prepare_inputs(plan).adapted.model
+    wrapped = {name for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    prefix = "base_model.model.bert.encoder.layer"
+    assert wrapped == {f"{prefix}.{i}.{linear}" for i in range(2) for linear in ENCODER_LINEARS}
+    trained_in_full = {
+        name.split(".modules_to_save.")[0]
+        for name, p in model.named_parameters()
+        if p.requires_grad and "lora_" not in name
+    }
+    assert trained_in_full == {"base_model.model.classifier", "base_model.model.bert.pooler"}
+
+
+def test_backbone_linears_of_a_decoder_leave_out_the_lm_head():
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    names = backbone_linears(LlamaForCausalLM(config), trained_in_full=())
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    assert sorted(name.rsplit(".", 1)[-1] for name in names) == sorted(projections)
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_a_full_fine_tuning_rate_is_warned_for_lora_and_ia3(make_config, method):
+    with pytest.warns(UserWarning, match=rf"train\.lr 0\.0001 is a full fine-tuning rate; {method}"):
+        resolve(make_config(methods=[{"name": method}], train={"lr": 1e-4}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve(make_config(methods=[{"name": method}], train={"lr": 2e-3}))

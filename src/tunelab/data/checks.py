@@ -1,9 +1,11 @@
-"""Row checks for labelled text: every bad row is collected and reported at once with file:line."""
+"""Row checks for labelled text (every bad row reported at once with file:line) and train label balance."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tunelab.data.readers import Problems, Table
@@ -125,3 +127,77 @@ def sorted_labels(labels: Sequence[str | list[str]]) -> list[str]:
     if all(label.lstrip("-").isdigit() for label in unique):
         return sorted(unique, key=int)
     return sorted(unique)
+
+
+RARE_ROWS = 5  # fewer train rows than this: too few to learn a label from, or to score it on dev
+IMBALANCE_RATIO = 3.0  # largest / smallest train label above this: e.g. a binary set under 25% minority
+SHOWN_LABELS = 12  # label counts listed in full up to this many labels, else the largest and smallest
+
+
+@dataclass(frozen=True)
+class LabelBalance:
+    """Train rows per label (in label order), and whether they are skewed enough to change training.
+
+    Skewed means imbalanced (largest / smallest count above IMBALANCE_RATIO) or holding a label with
+    fewer than RARE_ROWS rows: accuracy then rewards a model that never predicts the small labels, the
+    failure macro-F1 exposes (it averages the labels' F1 with equal weight).
+    """
+
+    counts: dict[str, int]
+
+    @property
+    def rare(self) -> list[str]:
+        """Labels with fewer than RARE_ROWS train rows (labels missing from train included)."""
+        return [name for name, n in self.counts.items() if n < RARE_ROWS]
+
+    @property
+    def ratio(self) -> float:
+        """Largest over smallest train count; infinite when a label has no train row."""
+        smallest = min(self.counts.values())
+        return max(self.counts.values()) / smallest if smallest else float("inf")
+
+    @property
+    def imbalanced(self) -> bool:
+        """The largest label has more than IMBALANCE_RATIO times the rows of the smallest."""
+        return self.ratio > IMBALANCE_RATIO
+
+    @property
+    def skewed(self) -> bool:
+        """Imbalanced, or a label too rare to learn from: what makes accuracy a misleading selector."""
+        return self.imbalanced or bool(self.rare)
+
+    def summary(self) -> str:
+        """Rows per label, largest first; the middle elided past SHOWN_LABELS labels."""
+        ranked = sorted(self.counts.items(), key=lambda kv: -kv[1])
+        cells = [f"{name} {n}" for name, n in ranked]
+        if len(cells) > SHOWN_LABELS:
+            half = SHOWN_LABELS // 2
+            cells = [*cells[:half], f"... {len(cells) - 2 * half} more ...", *cells[-half:]]
+        return f"{len(self.counts)} labels, {sum(self.counts.values())} train rows: {', '.join(cells)}"
+
+
+def label_balance(labels: Sequence[str | list[str]], names: Sequence[str]) -> LabelBalance:
+    """Train rows per label of ``names``; a multi-label row counts once for each of its labels."""
+    counts = Counter(name for label in labels for name in ([label] if isinstance(label, str) else label))
+    return LabelBalance({name: counts.get(name, 0) for name in names})
+
+
+def report_label_balance(balance: LabelBalance) -> None:
+    """Log the train label counts, and warn before training about rare labels and imbalance."""
+    logger.info("train labels: %s", balance.summary())
+    if balance.rare:
+        rare = ", ".join(f"{name} {balance.counts[name]}" for name in balance.rare)
+        logger.warning(
+            "%d labels have fewer than %d train rows (%s): too few to learn them or to score them on dev; "
+            "add rows, or merge each into a related label",
+            len(balance.rare),
+            RARE_ROWS,
+            rare,
+        )
+    if balance.imbalanced:
+        logger.warning(
+            "train labels are imbalanced: the largest has %.1fx the rows of the smallest (above %.0fx); "
+            "accuracy can stay high while small labels are never predicted, so compare macro_f1",
+            balance.ratio,
+            IMBALANCE_RATIO,
+        )

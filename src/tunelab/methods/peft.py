@@ -17,7 +17,8 @@ refusals at validation for what peft cannot do with our transformers:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 import torch
@@ -33,7 +34,9 @@ from peft import (
 )
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
+from tunelab.config import RunConfig
 from tunelab.errors import ConfigError
 from tunelab.methods.spec import Adapted, MethodSpec, OptimizerStepContext, Target
 from tunelab.models.adapter import peft_wrapping
@@ -63,6 +66,29 @@ def modules_to_save(model: nn.Module, head_modules: tuple[str, ...]) -> list[str
     """Head modules (and the pooler) present in ``model``: trained in full and saved with the adapter."""
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     return [name for name in (*head_modules, *HEAD_FEEDERS) if name in present]
+
+
+def backbone_linears(model: nn.Module, trained_in_full: Sequence[str]) -> list[str]:
+    """Full names of every linear layer outside ``trained_in_full`` (head, pooler) and the LM head.
+
+    LoRA's default targets: on RT, at the same rate, they beat query/value alone and matched full
+    fine-tuning (bench/RESULTS.md, PEFT sweep). peft's own ``"all-linear"`` leaves out only an LM head or a
+    sequence-classification head, so BERT's pooler and a token/QA head, trained in full as
+    ``modules_to_save``, would be named as LoRA targets too; full names keep the saved config exact.
+    """
+    skip = set(trained_in_full)
+    lm_head = getattr(model, "get_output_embeddings", lambda: None)()  # a transformers model's LM head
+    linears = ((name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear | Conv1D))
+    return sorted(name for name, m in linears if m is not lm_head and not skip & set(name.split(".")))
+
+
+def apply_lora(model: nn.Module, params: BaseModel, head_modules: tuple[str, ...]) -> Adapted:
+    """The LoRA ``apply``: peft's LoRA on ``params.target_modules``, or on every backbone linear if None."""
+    lora = cast(LoraParams, params)
+    if lora.target_modules is None:
+        targets = backbone_linears(model, modules_to_save(model, head_modules))
+        lora = lora.model_copy(update={"target_modules": targets})
+    return applier(LoraConfig, "lora")(model, lora, head_modules)
 
 
 def applier(
@@ -117,6 +143,31 @@ def refuses_unless(served: tuple[TaskType, ...], why: str) -> Callable[[Any, Tar
     return refuses
 
 
+# At or below this train.lr a LoRA/IA3 run is warned: it is a full fine-tuning rate (examples/sentiment.yaml
+# trains at 1e-4), and on RT LoRA lost accuracy at each lower rate tried below 2e-3 (1e-3, 5e-4;
+# bench/RESULTS.md, PEFT sweep).
+FULL_FINE_TUNING_LR = 1e-4
+
+
+def warns_on_full_fine_tuning_lr(method: str, rate: str) -> Callable[[Any, RunConfig], list[str]]:
+    """A ``conflicts`` hook that refuses nothing but warns when ``train.lr`` suits full fine-tuning.
+
+    Too small a rate is legal (the run trains, only less per step), so it is a warning, not a refusal.
+    """
+
+    def conflicts(params: Any, cfg: RunConfig) -> list[str]:
+        if cfg.train.lr <= FULL_FINE_TUNING_LR:
+            warnings.warn(
+                f"train.lr {cfg.train.lr:g} is a full fine-tuning rate; {method} trains few parameters and "
+                f"needs a larger one (about {rate}, bench/RESULTS.md PEFT sweep)",
+                UserWarning,
+                stacklevel=2,
+            )
+        return []
+
+    return conflicts
+
+
 class _Params(BaseModel):
     """Base of the peft methods' params: unknown keys and later mutation are refused."""
 
@@ -131,8 +182,9 @@ class LoraParams(_Params):
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] | None = Field(
         None,
-        description="Module names (suffixes) to adapt; None uses peft's per-architecture default "
-        "(e.g. query,value for BERT; q_proj,v_proj for Llama).",
+        description="Module names (suffixes) to adapt, e.g. [query, value]; None adapts every linear layer "
+        "of the backbone (BERT: query, key, value, attention output, FFN in and out; Llama: q/k/v/o and "
+        "gate/up/down), not the task head, pooler or LM head.",
     )
     use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r) (rsLoRA).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA): learn magnitude and direction.")
@@ -145,7 +197,11 @@ class AdaLoraParams(_Params):
     target_r: int = Field(4, gt=0, description="Average rank per module once the budget has shrunk.")
     lora_alpha: float = Field(32.0, gt=0, description="Scaling numerator (as LoRA's lora_alpha).")
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    target_modules: list[str] | None = Field(None, description="As lora.target_modules.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Module names (suffixes) to adapt; None uses peft's per-architecture default "
+        "(query, value for BERT; q_proj, v_proj for Llama).",
+    )
     tinit_ratio: float = Field(
         0.1,
         ge=0.0,
@@ -289,7 +345,12 @@ class PromptParams(_Params):
 
 
 LORA = MethodSpec(
-    "lora", LoraParams, applier(LoraConfig, "lora"), group="trainable", refuses=refuses_restructuring
+    "lora",
+    LoraParams,
+    apply_lora,
+    group="trainable",
+    refuses=refuses_restructuring,
+    conflicts=warns_on_full_fine_tuning_lr("lora", "2e-3"),
 )
 ADALORA = MethodSpec(
     "adalora",
@@ -300,7 +361,12 @@ ADALORA = MethodSpec(
     refuses=refuses_restructuring,
 )
 IA3 = MethodSpec(
-    "ia3", IA3Params, applier(IA3Config, "ia3"), group="trainable", refuses=refuses_restructuring
+    "ia3",
+    IA3Params,
+    applier(IA3Config, "ia3"),
+    group="trainable",
+    refuses=refuses_restructuring,
+    conflicts=warns_on_full_fine_tuning_lr("ia3", "1e-2"),
 )
 # Prefix tuning: peft's path for non-LM heads needs ``past_key_values`` in the backbone's forward.
 PREFIX = MethodSpec(

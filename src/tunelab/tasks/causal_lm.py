@@ -13,6 +13,11 @@ EOS). Sequence packing (``packing: true``) concatenates a micro-batch into one r
 ``position_ids`` (transformers' ``DataCollatorWithFlattening``); transformers then builds a
 block-diagonal mask from them, so packed sequences do not attend to each other.
 
+With ``template`` set, rows are source/target pairs read as ``seq2seq`` reads them (e.g. ``tunelab
+data prepare bbc-headlines``): the user message is the template around the source's first
+``source_words`` words, the reply is the target. Prediction wraps each input text the same way, so a
+decoder-only model becomes a summariser / headline writer that is trained and asked with one prompt.
+
 Held-out metrics are the response-token loss and its perplexity, exact over the split (the pieces of
 ``lm_pretrain``).
 """
@@ -26,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
 from tunelab.config import DataConfig
@@ -34,6 +39,7 @@ from tunelab.data import Columns, TaskData
 from tunelab.data.conversations import load_conversation_data, load_conversation_file
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.models.architectures import is_causal
+from tunelab.tasks import seq2seq
 from tunelab.tasks.lm_pretrain import loss_terms as token_loss_terms
 from tunelab.tasks.lm_pretrain import metrics, row_token_loss
 from tunelab.tasks.spec import IGNORE_INDEX, Batch, Features, Predicted, TaskSpec, without_columns
@@ -44,7 +50,8 @@ logger = logging.getLogger(__name__)
 class Params(BaseModel):
     """Options of the causal_lm (SFT) task (validated from ``task.params``).
 
-    Only the length cap and packing are choices: the prompt format is the model's own chat template.
+    The prompt format is the model's own chat template; ``template`` only builds the user message of
+    source/target pairs.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,6 +63,21 @@ class Params(BaseModel):
         default=False,
         description="Train on micro-batches packed into one row (no padding); attention stays per sequence.",
     )
+    template: str | None = Field(
+        default=None,
+        description="Rows are source/target pairs: the user message is this text with {text} replaced by "
+        "the source, the reply is the target; also wraps prediction inputs. null: rows are conversations.",
+    )
+    source_words: int | None = Field(
+        default=None, ge=1, description="With template: only the source's first N words go in; null: all."
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _has_text(cls, value: str | None) -> str | None:
+        if value is not None and "{text}" not in value:
+            raise ValueError("the template must contain {text}")
+        return value
 
 
 def _render(tokenizer: Any, messages: Sequence[Mapping[str, str]], reply_next: bool = False) -> str:
@@ -171,19 +193,54 @@ def count_targets(batch: Mapping[str, torch.Tensor], params: Any) -> torch.Tenso
     return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
 
 
+def user_message(text: str, params: Params) -> str:
+    """``text`` as the user says it: inside ``template`` (cut to ``source_words``) when set, else as is."""
+    if params.template is None:
+        return text
+    words = text.split()
+    return params.template.replace("{text}", " ".join(words[: params.source_words or len(words)]))
+
+
+def _pairs_as_conversations(pairs: Any, params: Params) -> Any:
+    """Source/target rows (``text`` / ``target``) -> one user + assistant conversation each."""
+    return pairs.map(
+        lambda row: {
+            "messages": [
+                {"role": "user", "content": user_message(row["text"], params)},
+                {"role": "assistant", "content": row["target"]},
+            ]
+        },
+        remove_columns=pairs.column_names,
+        keep_in_memory=True,
+    )
+
+
 def load_data(cfg: DataConfig, params: Params, seed: int) -> TaskData:
-    """Conversations in any accepted row shape (``tunelab.data.conversations``); bad rows as file:line."""
-    return load_conversation_data(cfg, seed)
+    """Conversations in any accepted row shape (``tunelab.data.conversations``); bad rows as file:line.
+
+    With ``template``: source/target pairs, read and checked by ``seq2seq.load_data``.
+    """
+    if params.template is None:
+        return load_conversation_data(cfg, seed)
+    data = seq2seq.load_data(cfg, seq2seq.Params(), seed)
+    return TaskData(
+        train=_pairs_as_conversations(data.train, params),
+        dev=_pairs_as_conversations(data.dev, params),
+        test=None if data.test is None else _pairs_as_conversations(data.test, params),
+        labels=[],
+    )
 
 
 def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str]) -> Any:
-    """One file of conversations to score (``tunelab eval``)."""
-    return load_conversation_file(path)
+    """One file of conversations (or, with ``template``, source/target pairs) to score (``tunelab eval``)."""
+    if params.template is None:
+        return load_conversation_file(path)
+    return _pairs_as_conversations(seq2seq.read_eval(path, columns, seq2seq.Params(), labels), params)
 
 
 def generation_prompt(record: Mapping[str, Any], tokenizer: Any, params: Params) -> str:
-    """A prediction record's ``text`` as a one-message user conversation, rendered for the reply."""
-    return chat_prompt(tokenizer, [{"role": "user", "content": record["text"]}])
+    """A prediction record's ``text`` (in ``template`` when set) as a user message, rendered for the reply."""
+    return chat_prompt(tokenizer, [{"role": "user", "content": user_message(record["text"], params)}])
 
 
 def refuse_postprocess(predicted: Predicted) -> list[dict[str, Any]]:

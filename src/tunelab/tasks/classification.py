@@ -8,6 +8,7 @@ weight labels (``class_weights``) for skewed data; the weights reach every metho
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,11 +24,14 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData, load_labeled_data, load_labeled_file
+from tunelab.data.checks import label_balance
 from tunelab.errors import ConfigError
 from tunelab.tasks.schemas import ServeSchema, TextsRequest, text_records
 from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type for a sigmoid/BCE head
+
+logger = logging.getLogger(__name__)
 
 
 class Params(BaseModel):
@@ -53,9 +57,10 @@ class Params(BaseModel):
     label_separator: str = Field(
         default="|", min_length=1, description="Multi-label: separator of labels in a CSV/Parquet cell."
     )
-    class_weights: Literal["none", "balanced"] | dict[str, PositiveFloat] = Field(
-        default="none",
-        description="Loss weight per label: none, balanced (n / (k * count) on train), or {label: weight}.",
+    class_weights: Literal["auto", "none", "balanced"] | dict[str, PositiveFloat] = Field(
+        default="auto",
+        description="Loss weight per label: auto (balanced when single-label train labels are skewed, "
+        "else none), none, balanced (n / (k * count) on train), or {label: weight}.",
     )
 
 
@@ -99,14 +104,37 @@ def _names(label: str | list[str]) -> list[str]:
     return [label] if isinstance(label, str) else list(label)
 
 
+def auto_class_weights(params: Params, train: Any, labels: Sequence[str]) -> Literal["none", "balanced"]:
+    """What ``class_weights: auto`` means for this train split: balanced on skewed single-label data.
+
+    Skewed is ``LabelBalance.skewed`` (imbalanced, or a label under RARE_ROWS rows). There unweighted
+    cross-entropy kept MiniLM on the majority label for most of a run, and balanced weights raised
+    full fine-tuning's test macro-F1 on both measured sets, LoRA's moving within one seed's noise
+    (bench/RESULTS.md, "Skewed and many-label data"). On balanced labels the weights would be about 1
+    anyway, so none keeps the plain loss. Multi-label weights scale whole per-label BCE terms,
+    unmeasured here, so they stay none.
+    """
+    balance = label_balance(train["label"], labels)
+    choice: Literal["none", "balanced"] = "balanced" if balance.skewed and not params.multi_label else "none"
+    logger.info(
+        "task.params.class_weights auto: %s (train labels %s)",
+        choice,
+        "skewed" if balance.skewed else "balanced",
+    )
+    return choice
+
+
 def fit(params: Params, train: Any, labels: Sequence[str]) -> Params:
     """Label order and class weights made explicit, so the saved run reproduces the loss exactly.
 
-    ``balanced`` is sklearn's ``n_samples / (n_classes * count)`` over the train labels (each label of
-    a multi-label row counts once); labels absent from train keep weight 1. A ``{label: weight}`` map
-    may leave labels out (weight 1) but may not name unknown ones.
+    ``auto`` becomes none or balanced (``auto_class_weights``). ``balanced`` is sklearn's
+    ``n_samples / (n_classes * count)`` over the train labels (each label of a multi-label row counts
+    once); labels absent from train keep weight 1. A ``{label: weight}`` map may leave labels out
+    (weight 1) but may not name unknown ones.
     """
     weights = params.class_weights
+    if weights == "auto":
+        weights = auto_class_weights(params, train, labels)
     if weights == "balanced":
         seen = [name for label in train["label"] for name in _names(label)]
         present = np.array(sorted(set(seen)))

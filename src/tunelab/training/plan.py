@@ -1,11 +1,14 @@
 """Resolve a RunConfig against the registries before any weight is loaded.
 
 Task and method params are validated here (not in config.py, which sits below the registries), with
-errors keyed by their full path, e.g. ``methods[0].params.r``.
+errors keyed by their full path, e.g. ``methods[0].params.r``. Tasks with one label per row also have
+their train labels counted here, because the default selection metric depends on their balance and
+must be fixed before ``run_config.yaml`` is written and a resumed run compares its config.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from tunelab.config import RunConfig, format_validation_error
+from tunelab.data.checks import RARE_ROWS, LabelBalance, label_balance, report_label_balance
 from tunelab.errors import AssetError, ConfigError
 from tunelab.methods import METHODS
 from tunelab.methods.spec import MethodSpec, Target, default_step
@@ -22,7 +26,10 @@ from tunelab.tasks import TASKS
 from tunelab.tasks.spec import TaskSpec
 
 LOWER_IS_BETTER = ("loss", "perplexity")
+BALANCED_METRIC = "macro_f1"  # selects best/ on skewed labels: every label's F1 counts alike
 SCRATCH = "scratch"  # model.name_or_path of a run that builds its own tokenizer and model
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,8 @@ class Plan:
     task_params: Any
     methods: tuple[tuple[MethodSpec, Any], ...]
     model_dir: Path
+    label_balance: LabelBalance | None = None  # train rows per label (one-label-per-row tasks)
+    selection_reason: str | None = None  # why resolve chose the selection metric; None: the config set it
 
     @property
     def selection_metric(self) -> str:
@@ -99,8 +108,12 @@ def _from_scratch(task: TaskSpec | None, params: Any) -> bool:
     return task.from_scratch(params)
 
 
-def resolve(cfg: RunConfig) -> Plan:
-    """Look up specs, validate their params and combinations; report every problem at once."""
+def resolve(cfg: RunConfig, count_labels: bool = True) -> Plan:
+    """Look up specs, validate their params and combinations; report every problem at once.
+
+    ``count_labels=False`` reads no data row (``tunelab validate`` without ``--data``): the label
+    balance is then unknown and an unset selection metric falls back to the task's main metric.
+    """
     problems: list[str] = []
     task = task_params = None
     try:
@@ -130,10 +143,7 @@ def resolve(cfg: RunConfig) -> Plan:
     problems += _method_conflicts(cfg, methods)
 
     problems += combination_problems(methods, task)
-    if task is not None:
-        if cfg.train.metric_for_best_model is None:
-            main = cfg.train.model_copy(update={"metric_for_best_model": task.metric_names[0]})
-            cfg = cfg.model_copy(update={"train": main})
+    if task is not None and cfg.train.metric_for_best_model is not None:
         allowed = ("loss", *task.metric_names)
         if cfg.train.metric_for_best_model not in allowed:
             problems.append(
@@ -157,7 +167,64 @@ def resolve(cfg: RunConfig) -> Plan:
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(problems))
     assert task is not None
-    return Plan(cfg=cfg, task=task, task_params=task_params, methods=tuple(methods), model_dir=model_dir)
+    balance = train_label_balance(cfg, task, task_params) if count_labels else None
+    reason = None
+    if cfg.train.metric_for_best_model is None:
+        metric, reason = default_selection_metric(task, balance)
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"metric_for_best_model": metric})})
+    return Plan(
+        cfg=cfg,
+        task=task,
+        task_params=task_params,
+        methods=tuple(methods),
+        model_dir=model_dir,
+        label_balance=balance,
+        selection_reason=reason,
+    )
+
+
+def train_label_balance(cfg: RunConfig, task: TaskSpec, task_params: Any) -> LabelBalance | None:
+    """Train rows per label, for tasks with one label per row (``TaskSpec.few_shot``).
+
+    The train split is read through the task's own reader, exactly as the run will see it (dev split
+    off, ``max_train_samples`` / ``k_shot`` applied); the run reads it once more when it tokenises. None
+    for other tasks, for zero-shot runs (no train row), and when the train file is not there yet (a
+    config validated before its data is prepared; ``train`` and ``validate --data`` report it missing).
+    """
+    if not task.few_shot or cfg.data.k_shot == 0 or not cfg.data.train_file.is_file():
+        return None
+    data = task.load_data(cfg.data, task_params, cfg.train.seed)
+    return label_balance(data.train["label"], data.labels)
+
+
+def report_choices(plan: Plan) -> None:
+    """Log what ``resolve`` found in the train labels and chose from them, once logging is set up.
+
+    ``resolve`` runs before the CLI configures logging (which needs the process rank), so it records
+    and this reports.
+    """
+    if plan.label_balance is not None:
+        report_label_balance(plan.label_balance)
+    if plan.selection_reason is not None:
+        logger.info(
+            "train.metric_for_best_model unset: selecting best/ on %s (%s)",
+            plan.selection_metric,
+            plan.selection_reason,
+        )
+
+
+def default_selection_metric(task: TaskSpec, balance: LabelBalance | None) -> tuple[str, str]:
+    """The dev metric that selects best/ when ``train.metric_for_best_model`` is unset, and why.
+
+    The task's main metric, except on skewed train labels (``LabelBalance.skewed``) when the task
+    reports macro-F1: accuracy there keeps checkpoints that never predict the small labels (measured in
+    bench/RESULTS.md, "Skewed and many-label data"), macro-F1 weighs every label alike.
+    """
+    main = task.metric_names[0]
+    if balance is not None and balance.skewed and BALANCED_METRIC in task.metric_names:
+        reason = "imbalanced" if balance.imbalanced else f"with labels under {RARE_ROWS} rows"
+        return BALANCED_METRIC, f"train labels are {reason}; {main} would favour the large labels"
+    return main, f"the main metric of task {task.name!r}"
 
 
 def combination_problems(methods: list[tuple[MethodSpec, Any]], task: TaskSpec | None) -> list[str]:

@@ -25,16 +25,17 @@ from tunelab.methods.spec import SEQ2SEQ_CLASS, Adapted, MethodSpec, Target
 __all__ = ["SPEC", "Params", "upcycle"]
 
 
-def _set_router_trainable(model: nn.Module, params: Params) -> nn.Module:
-    for name, param in model.named_parameters():
-        if name.endswith("router.weight"):
-            param.requires_grad_(params.router_trainable)
-    return model
+def _router_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_parameters() if name.endswith("router.weight")]
 
 
 def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Adapted:
-    """Upcycle the dense FFNs into MoE layers (new experts and router train; router frozen if asked)."""
-    return Adapted(model=_set_router_trainable(upcycle(model, params), params))
+    """Upcycle the dense FFNs into MoE layers; the router trains at ``router_lr_scale`` x lr or is frozen."""
+    model = upcycle(model, params)
+    routers = _router_names(model)
+    for name in routers:
+        model.get_parameter(name).requires_grad_(params.router_trainable)
+    return Adapted(model=model, lr_scale=dict.fromkeys(routers, params.router_lr_scale))
 
 
 def rebuild(model: nn.Module, params: Params) -> nn.Module:

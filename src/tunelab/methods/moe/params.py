@@ -12,18 +12,31 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_shared_experts: int = Field(
-        1, ge=0, description="K_s always-on, un-gated shared experts ([DSM] eq. 9; DeepSeek-V3 uses 1)."
+    n_shared_experts: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "K_s always-on, un-gated shared experts of 1/granularity FFN width ([DSM] eq. 9), merged "
+            "into one MLP. None = granularity - 1 for init='partition' (the shared MLP is every neuron "
+            "slice but the last, see upcycle.py), 0 for init='copy'."
+        ),
     )
     n_routed_experts: int = Field(8, ge=1, description="N_r routed experts per MoE layer ([V2] eq. 21).")
-    top_k: int = Field(2, ge=1, description="K_r routed experts activated per token ([DSM] eq. 10).")
+    top_k: int = Field(
+        1,
+        ge=1,
+        description=(
+            "K_r routed experts activated per token ([DSM] eq. 10). Default 1: shared 3/4 + one routed "
+            "1/4 slice = the dense FFN's width, so active FFN parameters equal dense."
+        ),
+    )
     init: Literal["partition", "copy"] = Field(
         "partition",
         description=(
             "How experts are built from the dense FFN: 'partition' splits its intermediate neurons into "
             "`granularity` slices (an FFN is the sum of its neuron slices; shared experts take the first "
             "K_s slices, routed experts cycle over the rest); 'copy' makes every routed expert a full copy "
-            "(Sparse Upcycling; needs n_shared_experts=0)."
+            "(Sparse Upcycling; no shared experts)."
         ),
     )
     granularity: int = Field(
@@ -32,7 +45,12 @@ class Params(BaseModel):
         description="m: expert width = dense intermediate / m for init='partition' ([DSM] §3.1: 0.25x FFN).",
     )
     score_func: Literal["softmax", "sigmoid"] = Field(
-        "softmax", description="Affinity s_{i,t}: softmax over routed experts (DSM/V2) or sigmoid (V3)."
+        "sigmoid",
+        description=(
+            "Affinity s_{i,t}: softmax over routed experts (DSM/V2) or sigmoid (V3). Default sigmoid: "
+            "with raw gates its compensating scale is 2 instead of N_r, so the same router spread moves "
+            "the gate 4x less at N_r = 8 (upcycle.py)."
+        ),
     )
     topk_before_softmax: bool = Field(
         False,
@@ -42,10 +60,11 @@ class Params(BaseModel):
         ),
     )
     norm_topk_prob: bool = Field(
-        True,
+        False,
         description=(
-            "Renormalise the selected K gates to sum to 1 (V3, [V3] eq. 13). False keeps g = s as in "
-            "DeepSeekMoE/V2; then upcycling is function-preserving only through the compensating scale."
+            "Renormalise the selected K gates to sum to 1 (V3, [V3] eq. 13). Default False keeps g = s "
+            "as in DeepSeekMoE/V2 (the compensating scale restores the dense output); with top_k=1 "
+            "True would make every gate 1 and the task loss would never reach the router."
         ),
     )
     routed_scaling_factor: float | None = Field(
@@ -72,9 +91,12 @@ class Params(BaseModel):
         ),
     )
     router_init_std: float = Field(
-        0.02,
+        0.001,
         ge=0,
-        description="Std of the new router's centroids (mergekit gate_mode random); 0 gives uniform scores.",
+        description=(
+            "Std of the new router's centroids (mergekit gate_mode random); 0 gives uniform scores (exact "
+            "upcycling, but every token ties). Default 1e-3 keeps the step-0 distance to ~1 % (upcycle.py)."
+        ),
     )
     upcycle_noise: float = Field(
         0.0,
@@ -88,7 +110,12 @@ class Params(BaseModel):
         description="Drop-Upcycling: fraction of each routed expert's intermediate neurons re-initialised.",
     )
     aux_loss_alpha: float = Field(
-        0.001, ge=0, description="α1 expert-level balance loss ([DSM] 16B / V2-Lite: 0.001; 2B: 0.01)."
+        0.01,
+        ge=0,
+        description=(
+            "α1 expert-level balance loss ([DSM] 16B / V2-Lite: 0.001; default 0.01 as the 2B model, "
+            "whose short training is closer to a fine-tune)."
+        ),
     )
     device_loss_alpha: float = Field(
         0.0, ge=0, description="α2 device-level balance loss ([DSM] 145B / V2: 0.05); 0 disables."
@@ -98,9 +125,13 @@ class Params(BaseModel):
         0.0, ge=0, description="α of the V3 sequence-wise balance loss ([V3] §4.2: 0.0001); 0 disables."
     )
     bias_update_speed: float = Field(
-        0.0,
+        0.0001,
         ge=0,
-        description="γ of V3 aux-loss-free balancing ([V3] §4.2: 0.001); 0 disables the bias update.",
+        description=(
+            "γ of V3 aux-loss-free balancing ([V3] §4.2: 0.001 for a trained router); 0 disables it. "
+            "Default 1e-4: a step must be small against the spread of the upcycled router's scores "
+            "(~3e-3), or the bias flips whole experts on and off (measured, upcycle.py)."
+        ),
     )
     bias_freeze_fraction: float = Field(
         0.0,
@@ -109,6 +140,16 @@ class Params(BaseModel):
         description="Final fraction of optimizer steps with γ = 0 ([V3]: last 500B of 14.8T tokens).",
     )
     router_trainable: bool = Field(True, description="Train the router centroids (False freezes them).")
+    router_lr_scale: float = Field(
+        0.01,
+        gt=0,
+        description=(
+            "Learning-rate multiplier of the router centroids. AdamW moves every weight by ~lr per step "
+            "whatever its gradient's size, so at the base lr a 1e-3-std router is rewritten within ~10 "
+            "steps and its drift outruns the aux-free bias (measured, upcycle.py); 0.01 keeps it learning "
+            "at the pace of its own scale."
+        ),
+    )
     esft_top_p: float | None = Field(
         None,
         gt=0,
@@ -120,6 +161,13 @@ class Params(BaseModel):
         ),
     )
     esft_score_steps: int = Field(1, ge=1, description="Optimizer steps whose tokens score experts for ESFT.")
+
+    @property
+    def n_shared(self) -> int:
+        """K_s with the default resolved (``n_shared_experts`` None -> granularity - 1, or 0 for copy)."""
+        if self.n_shared_experts is not None:
+            return self.n_shared_experts
+        return self.granularity - 1 if self.init == "partition" else 0
 
     @model_validator(mode="after")
     def _check(self) -> Params:
@@ -134,12 +182,17 @@ class Params(BaseModel):
             problems.append(f"topk_group ({self.topk_group}) exceeds n_group ({self.n_group})")
         if self.n_routed_experts % self.n_devices:
             problems.append(f"n_routed_experts must divide into n_devices ({self.n_devices})")
-        if self.init == "copy" and self.n_shared_experts:
+        if self.init == "copy" and self.n_shared:
             problems.append("init='copy' needs n_shared_experts=0 (a shared full copy would double the FFN)")
-        if self.init == "partition" and self.n_shared_experts >= self.granularity:
+        if self.init == "partition" and self.n_shared >= self.granularity:
             problems.append(
-                f"n_shared_experts ({self.n_shared_experts}) must be < granularity ({self.granularity}) so "
+                f"n_shared_experts ({self.n_shared}) must be < granularity ({self.granularity}) so "
                 "routed experts keep at least one neuron slice"
+            )
+        if self.top_k == 1 and (self.norm_topk_prob or self.topk_before_softmax):
+            problems.append(
+                "top_k=1 with norm_topk_prob or topk_before_softmax makes every gate 1, so the task loss "
+                "never reaches the router; use norm_topk_prob=false (the default)"
             )
         if self.topk_before_softmax and self.score_func != "softmax":
             problems.append("topk_before_softmax applies to score_func='softmax' only")

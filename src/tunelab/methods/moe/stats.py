@@ -24,6 +24,22 @@ def load_stats(counts: torch.Tensor) -> dict[str, float]:
     return {"max_mean_load": float(counts.max() / mean), "dead_experts": float((counts == 0).sum())}
 
 
+def active_params(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters a token uses: everything except the K_r-of-N_r routed experts it skips.
+
+    ``router`` (the centroids, N_r x H per layer) is reported apart because the dense model has no
+    router: the upcycled FFN parameters a token uses equal the dense FFN's exactly when
+    (K_s + K_r) / m = 1, and the router adds N_r x H per MoE layer on top.
+    """
+    total = sum(p.numel() for p in model.parameters())
+    skipped = router = 0
+    for layer in moe_layers(model):
+        per_expert = sum(p.numel() for p in layer.experts[0].parameters())
+        skipped += per_expert * (len(layer.experts) - layer.router.cfg.top_k)
+        router += layer.router.weight.numel()
+    return {"active": total - skipped, "total": total, "router": router}
+
+
 @torch.no_grad()
 def routing_entropy(routing: Routing, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real tokens of the entropy (nats) of the renormalised routed scores; 0-dim tensor."""
