@@ -32,6 +32,7 @@ def test_a_few_sft_steps_write_headlines_that_beat_the_lead_baseline(tmp_path: P
     overrides = [
         f"--data.train_file={data / 'train.jsonl'}",
         f"--data.dev_file={data / 'dev.jsonl'}",
+        f"--data.test_file={data / 'test.jsonl'}",
         "--data.max_train_samples=64",
         "--data.max_eval_samples=8",
         "--task.params.source_words=40",
