@@ -41,7 +41,8 @@ from harness import ROOT
 DATASETS: dict[str, dict[str, Any]] = {
     "rt": {
         "asset": "rotten-tomatoes",
-        "template": "Movie review: {text}\n\nIs this review {choices}? Answer with one word.",
+        # completion prompts, as the examples: on SmolLM2-135M they beat chat-style questions (README)
+        "prompt": {"template": "Review: {text}\nSentiment:", "chat_template": False},
         "descriptions": {
             "positive": "This movie review is positive.",
             "negative": "This movie review is negative.",
@@ -49,7 +50,10 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
     "bbc": {
         "asset": "bbc-news",
-        "template": "News article: {text}\n\nWhich topic is this article about: {choices}? One word.",
+        "prompt": {
+            "template": "{text}\nThis article appeared in the BBC News section:",
+            "chat_template": False,
+        },
         "descriptions": {
             name: f"This news article is about {name}."
             for name in ("business", "entertainment", "politics", "sports", "tech")
@@ -124,7 +128,7 @@ def run_config(
     methods: list[dict[str, Any]] = [{"name": "full"}]
     if approach in ("lm-prompt", "pet-lora"):
         model = "smollm2-135m-instruct"
-        params = {"template": spec["template"], "max_length": size["lm_max_length"], "shared_prefix": True}
+        params = spec["prompt"] | {"max_length": size["lm_max_length"], "shared_prefix": True}
         task = {"name": "prompt_classification", "params": params}
         methods = [{"name": "lora", "params": {"r": 8, "lora_alpha": 16.0, "lora_dropout": 0.0}}]
         train |= {"lr": 5e-4, "batch_size": 4, "max_steps": size["pet_steps"], "eval_batch_size": 4}

@@ -7,7 +7,8 @@
     logits cached before training); the teacher's own accuracy on the same dev rows for reference.
 (b) Adversarial, at examples/sentiment_robust.yaml's budget (4,000 rows, 1 epoch, lr 1e-4, bs 32):
     full MiniLM fine-tuning without an attack (the plain HF way), with FGM at the method's defaults
-    and with FGM ε 0.05 from step 1 (the setting shipped before), each under seeds 42 and 43; each
+    with FGM ε 0.05 from step 1 (the setting shipped before), and with PGD and FreeLB at the method's
+    defaults (ε 0.05, α 0.04, 3 steps, the same warm start), each under seeds 42 and 43; each
     final model is scored on the clean dev rows, on a perturbed copy (seeded character noise in 15% of
     the words plus one EDA word swap/delete per example; no synonym swaps: no offline synonym resource
     ships) and under a white-box FGM step of ε ATTACKED_EVAL_EPS.
@@ -53,6 +54,8 @@ ATTACKS = {
     "fgm-0.05-from-step-1": [
         {"name": "adversarial", "params": {"attack": "fgm", "epsilon": 0.05, "warm_start": 0.0}}
     ],
+    "pgd": [{"name": "adversarial", "params": {"attack": "pgd"}}],
+    "freelb": [{"name": "adversarial", "params": {"attack": "freelb"}}],
 }
 ATTACKED_EVAL_EPS = 0.1  # white-box FGM on the clean dev rows, against each trained model
 

@@ -322,7 +322,11 @@ def seq2seq(tmp: Path) -> Sections:
 
 
 def prompt_classification(tmp: Path) -> Sections:
-    """Cue-word sentiment rows scored by label words, on a tiny Llama with the SmolLM2 tokenizer."""
+    """Cue-word sentiment rows scored by label words, on a tiny Llama with the SmolLM2 tokenizer.
+
+    One row per label (``shared_prefix: false``) so that every method of the contract matrix trains it;
+    the shared-prefix rows and the methods that refuse them are tested in test_prompt_classification.
+    """
     return {
         "model": {"name_or_path": str(tiny_llama_dir())},
         "data": {
@@ -331,7 +335,11 @@ def prompt_classification(tmp: Path) -> Sections:
         },
         "task": {
             "name": "prompt_classification",
-            "params": {"max_length": 32, "verbalizer": {"positive": "good news", "negative": "bad"}},
+            "params": {
+                "max_length": 32,
+                "verbalizer": {"positive": "good news", "negative": "bad"},
+                "shared_prefix": False,
+            },
         },
     }
 

@@ -64,9 +64,9 @@ def test_moe_example_matches_dense_with_balanced_routing_then_predicts(tmp_path:
     assert moe["dev"]["accuracy"] >= dense["dev"]["accuracy"] - MARGIN, (moe["dev"], dense["dev"])
     router = moe["router_dev"]
     assert len(router["layers"]) == 6
-    # Before any balancing the routing is 2.3-3.7 max/mean on every layer; 30 steps of the aux-free
-    # bias bring the worst layer to 1.77-1.88 (measured), the full example to 1.34 (bench/RESULTS.md).
-    assert router["max_mean_load"] < 2.3, router
+    # The target. Measured on this budget with the default 4 routed copies: worst layer 1.15;
+    # with α1 and γ set to 0 it is 2.24 (layers 1.64-2.24); the full example ends at 1.17 (RESULTS.md).
+    assert router["max_mean_load"] <= 1.3, router
     assert router["dead_experts"] == 0
     best = tmp_path / "moe" / "best"
     assert (best / "expert_load_dev.png").is_file()

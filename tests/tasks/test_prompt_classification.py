@@ -12,7 +12,7 @@ import yaml
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
-from toy_tasks import TOY_TASKS, tiny_llama_dir, toy_rows, write_csv
+from toy_tasks import TOY_TASKS, tiny_llama_dir, toy_methods, toy_rows, write_csv
 from tunelab.cli import app
 from tunelab.config import validate_config
 from tunelab.errors import ConfigError
@@ -172,12 +172,13 @@ def test_packed_mask_keeps_each_label_block_to_the_prompt():
 
 def test_prompt_is_the_chat_template_user_turn_with_text_and_choices(llama_dir):
     tokenizer = AutoTokenizer.from_pretrained(llama_dir)
-    params = _fitted(template="Review: {text}\nOne of: {choices}", max_length=4)
-    (prompt,) = pc.render_prompts(
-        pc.truncate_texts(["one two three four five six"], tokenizer, 4), tokenizer, params
-    )
+    params = _fitted(template="Review: {text}\nOne of: {choices}", max_length=4, chat_template=True)
+    texts = pc.truncate_texts(["one two three four five six"], tokenizer, 4)
+    (prompt,) = pc.render_prompts(texts, tokenizer, params)
     assert "<|im_start|>user\nReview: one two three four\nOne of: bad, good news<|im_end|>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
+    (plain,) = pc.render_prompts(texts, tokenizer, params.model_copy(update={"chat_template": False}))
+    assert plain == "Review: one two three four\nOne of: bad, good news"  # the default: a plain completion
 
 
 def test_params_and_fit_refuse_bad_values():
@@ -193,6 +194,19 @@ def test_check_model_refuses_an_encoder(tiny_backbone_dir, tmp_path):
     cfg = _config(tiny_backbone_dir, tmp_path, TOY_TASKS["prompt_classification"](tmp_path))
     with pytest.raises(ConfigError, match="not one; use e.g. smollm2"):
         prepare_inputs(resolve(cfg))
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "moe"])
+def test_methods_needing_a_padding_mask_refuse_the_shared_prefix_default(llama_dir, tmp_path, method):
+    """The default packs labels under a 4D mask; these methods say so at validation, naming the fix,
+    and take one row per label (the contract matrix trains them that way)."""
+    sections = TOY_TASKS["prompt_classification"](tmp_path)
+    del sections["task"]["params"]["shared_prefix"]
+    raw = {**sections, "methods": toy_methods(method), "train": {"output_dir": str(tmp_path / "run")}}
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.name: .*set shared_prefix: false"):
+        resolve(validate_config(raw))
+    sections["task"]["params"]["shared_prefix"] = False
+    assert resolve(validate_config(raw)).task is pc.TASK
 
 
 def _config(model_dir: Path, tmp_path: Path, sections: dict, **data: object):

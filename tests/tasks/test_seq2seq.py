@@ -256,6 +256,29 @@ def test_warm_start_copies_the_encoder_into_both_halves(tmp_path: Path):
     assert np.isfinite(result.losses[1])
 
 
+def test_default_lora_adapts_both_halves_of_a_bert2bert_and_trains(tmp_path: Path):
+    """peft has no default targets for the composite encoder-decoder type; LoRA's own default (every
+    backbone linear) covers encoder, decoder and cross-attention, never the LM head."""
+    raw = s2s_raw(tmp_path, max_steps=2, lr=1e-2)
+    raw["model"] = {"name_or_path": str(tiny_bert_dir())}
+    raw["task"]["params"]["warm_start"] = True
+    raw["methods"] = [{"name": "lora", "params": {"r": 4}}]
+    plan = resolve(validate_config(raw))
+    inputs = prepare_inputs(plan)
+    adapted = {name for name, p in inputs.adapted.model.named_parameters() if "lora_A" in name}
+    for part in ("encoder.encoder.", "decoder.bert.encoder.", "crossattention.self.query"):
+        assert any(part in name for name in adapted), part
+    assert not any("cls.predictions.decoder" in name for name in adapted)  # the tied LM head
+    before = {name: p.detach().clone() for name, p in inputs.adapted.model.named_parameters()}
+    result = train(plan, inputs, build_accelerator(plan.cfg.train))
+    assert np.isfinite(result.losses[2])
+    changed = {
+        n for n, p in inputs.adapted.model.named_parameters() if not torch.equal(before[n], p.detach())
+    }
+    assert changed
+    assert all("lora_" in name for name in changed), sorted(changed)[:5]
+
+
 def test_warm_start_is_refused_with_from_scratch_and_on_an_encoder_decoder(tmp_path: Path):
     raw = s2s_raw(tmp_path, max_steps=1)
     raw["task"]["params"] |= {"warm_start": True, "from_scratch": {"architecture": "t5"}}

@@ -38,7 +38,7 @@ from transformers.pytorch_utils import Conv1D
 
 from tunelab.config import RunConfig
 from tunelab.errors import ConfigError
-from tunelab.methods.spec import Adapted, MethodSpec, OptimizerStepContext, Target
+from tunelab.methods.spec import Adapted, MethodSpec, OptimizerStepContext, Target, refuses_block_mask
 from tunelab.models.adapter import peft_wrapping
 
 # transformers head class suffix -> peft task type (peft wraps forward and saving per task type).
@@ -133,12 +133,17 @@ def refuses_restructuring(params: Any, target: Target) -> str | None:
 
 
 def refuses_unless(served: tuple[TaskType, ...], why: str) -> Callable[[Any, Target], str | None]:
-    """A refusal for tasks whose peft task type is not in ``served``; ``why`` names {model_class}."""
+    """A prompt-learning refusal: task types outside ``served``, block masks, restructuring neighbours.
+
+    ``why`` names {model_class}. Under a block mask peft cannot prepend its row of ones for the
+    virtual tokens, which it joins to a 2D padding mask.
+    """
 
     def refuses(params: Any, target: Target) -> str | None:
         if task_type(target.model_class) not in served:
             return why.format(model_class=target.model_class)
-        return refuses_restructuring(params, target)
+        padding = refuses_block_mask("joins its virtual tokens to a 2D padding mask", target)
+        return padding or refuses_restructuring(params, target)
 
     return refuses
 

@@ -124,7 +124,8 @@ class Target:
     ``model_class`` is the task's model class name (e.g. ``AutoModelForSequenceClassification``);
     ``restructuring`` names the configured methods that change the module structure
     (``MethodSpec.rebuild``), so a method can refuse such a neighbour.
-    ``why_no_logits`` and ``own_architecture`` are the task's capabilities (``TaskSpec``).
+    ``why_no_logits``, ``own_architecture`` and ``block_mask`` are the task's capabilities
+    (``TaskSpec``); ``block_mask`` is already evaluated on the run's task params.
     """
 
     task: str
@@ -132,6 +133,7 @@ class Target:
     restructuring: tuple[str, ...] = ()
     why_no_logits: str | None = None
     own_architecture: bool = False
+    block_mask: str | None = None
 
 
 SEQ2SEQ_CLASS = "AutoModelForSeq2SeqLM"  # encoder-decoders: embeddings and hidden states split in two
@@ -141,6 +143,13 @@ def refuses_without_logits(params: Any, target: Target) -> str | None:
     """For methods that compare one logits tensor per batch (soft targets, two-pass KL)."""
     if target.why_no_logits is not None:
         return f"it compares one logits tensor per batch, and for task {target.task!r} {target.why_no_logits}"
+    return None
+
+
+def refuses_block_mask(needs: str, target: Target) -> str | None:
+    """For methods that ``needs`` a 2D padding mask (``Target.block_mask``)."""
+    if target.block_mask is not None:
+        return f"it {needs}, and for task {target.task!r} {target.block_mask}"
     return None
 
 

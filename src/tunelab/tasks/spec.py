@@ -182,6 +182,9 @@ class TaskSpec:
             (distillation, R-Drop) can compare; else why not (shown in their refusal).
         own_architecture: the model class is tunelab's own, so a saved directory of it loads only
             through tunelab's artifact reader, not as the transformers class its config names.
+        block_mask: ``block_mask(params)`` says why the batches built with these params carry a 4D
+            attention mask (rows whose tokens see only some earlier tokens), with the param that
+            turns it off; None: a 2D padding mask. Methods that join or read a padding mask refuse it.
     """
 
     name: str
@@ -221,6 +224,7 @@ class TaskSpec:
     pipeline_tag: str | None = None
     why_no_logits: str | None = None
     own_architecture: bool = False
+    block_mask: Callable[[Any], str | None] | None = None
 
 
 def has_column(data: Any, name: str) -> bool:

@@ -142,7 +142,7 @@ def resolve(cfg: RunConfig, count_labels: bool = True) -> Plan:
         problems += _task_problems(cfg, task)
     problems += _method_conflicts(cfg, methods)
 
-    problems += combination_problems(methods, task)
+    problems += combination_problems(methods, task, task_params)
     if task is not None and cfg.train.metric_for_best_model is not None:
         allowed = ("loss", *task.metric_names)
         if cfg.train.metric_for_best_model not in allowed:
@@ -227,7 +227,9 @@ def default_selection_metric(task: TaskSpec, balance: LabelBalance | None) -> tu
     return main, f"the main metric of task {task.name!r}"
 
 
-def combination_problems(methods: list[tuple[MethodSpec, Any]], task: TaskSpec | None) -> list[str]:
+def combination_problems(
+    methods: list[tuple[MethodSpec, Any]], task: TaskSpec | None, task_params: Any
+) -> list[str]:
     """Methods of one group together, and what each method refuses for this task (with its reason)."""
     problems = []
     groups: dict[str, list[str]] = {}
@@ -239,7 +241,7 @@ def combination_problems(methods: list[tuple[MethodSpec, Any]], task: TaskSpec |
             problems.append(f"methods: {' and '.join(names)} each decide the {group} parameters; keep one")
     if task is None:
         return problems
-    target = method_target(task, [spec for spec, _ in methods])
+    target = method_target(task, [spec for spec, _ in methods], task_params)
     for i, (spec, params) in enumerate(methods):
         reason = spec.refuses(params, target) if spec.refuses and params is not None else None
         if reason:
@@ -247,12 +249,18 @@ def combination_problems(methods: list[tuple[MethodSpec, Any]], task: TaskSpec |
     return problems
 
 
-def method_target(task: TaskSpec, methods: Sequence[MethodSpec]) -> Target:
-    """What the methods are applied to: the task's capabilities and every configured method."""
+def method_target(task: TaskSpec, methods: Sequence[MethodSpec], task_params: Any = None) -> Target:
+    """What the methods are applied to: the task's capabilities and every configured method.
+
+    ``task_params`` (validated; None when they are invalid or unknown) decide the params-dependent
+    capabilities, e.g. whether the task's batches carry a block mask.
+    """
+    block_mask = task.block_mask(task_params) if task.block_mask and task_params is not None else None
     return Target(
         task=task.name,
         model_class=task.model_class.__name__,
         restructuring=tuple(spec.name for spec in methods if spec.rebuild is not None),
         why_no_logits=task.why_no_logits,
         own_architecture=task.own_architecture,
+        block_mask=block_mask,
     )

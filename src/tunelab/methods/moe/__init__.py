@@ -20,7 +20,7 @@ from torch import nn
 from tunelab.methods.moe import hooks, stats
 from tunelab.methods.moe.params import Params
 from tunelab.methods.moe.upcycle import upcycle
-from tunelab.methods.spec import SEQ2SEQ_CLASS, Adapted, MethodSpec, Target
+from tunelab.methods.spec import SEQ2SEQ_CLASS, Adapted, MethodSpec, Target, refuses_block_mask
 
 __all__ = ["SPEC", "Params", "upcycle"]
 
@@ -44,10 +44,14 @@ def rebuild(model: nn.Module, params: Params) -> nn.Module:
 
 
 def refuses(params: Params, target: Target) -> str | None:
-    """Upcycling knows BERT-family and Llama-family FFNs; encoder-decoders (T5) have neither."""
+    """What upcycling cannot serve: encoder-decoders, and batches without a 2D padding mask.
+
+    It knows BERT-family and Llama-family FFNs (T5 has neither); the balance statistics count the
+    tokens of a 2D padding mask.
+    """
     if target.model_class == SEQ2SEQ_CLASS:
         return "upcycling supports BERT-family and Llama-family FFNs, not encoder-decoders such as T5"
-    return None
+    return refuses_block_mask("counts routed tokens through a 2D padding mask", target)
 
 
 def report(
