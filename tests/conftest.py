@@ -8,6 +8,13 @@ from tunelab.assets import hub_offline
 hub_offline()
 
 # ruff: noqa: E402
+import os
+
+# precision: auto means bf16 on CPUs with native bf16 and fp32 elsewhere; the suite asserts exact
+# losses and resumes, so every machine runs it in fp32 (subprocesses inherit this). The bf16 branch
+# is tested by setting the variable (tests/training/test_precision.py).
+os.environ["TUNELAB_CPU_BF16"] = "0"
+
 import random
 from collections.abc import Callable
 from pathlib import Path

@@ -178,7 +178,8 @@ class TrainConfig(_Section):
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto",
-        description="Autocast dtype. auto = bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.",
+        description="Autocast dtype. auto = bf16 on GPUs that support it, fp16 on other GPUs; on a CPU "
+        "bf16 where it has native bf16 (avx512_bf16 / amx_bf16), else fp32.",
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory.")
     label_smoothing: float = Field(

@@ -28,7 +28,15 @@ from tunelab.io import atomic_write, recover_interrupted, utf8_error
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
 from tunelab.tasks.spec import tokenize_dataset
-from tunelab.training import StopFlag, TrainInputs, TrainResult, build_accelerator, prepare_inputs, resolve
+from tunelab.training import (
+    StopFlag,
+    TrainInputs,
+    TrainResult,
+    build_accelerator,
+    prepare_inputs,
+    report_accelerator,
+    resolve,
+)
 from tunelab.training import train as run_training
 from tunelab.training.checkpoint import check_resumable, latest_checkpoint
 from tunelab.training.plan import Plan, report_choices
@@ -137,6 +145,7 @@ def train_run(
     accelerator = build_accelerator(cfg.train)
     if on_start is not None:
         on_start(accelerator.process_index)
+    report_accelerator(accelerator, cfg.train)
     report_choices(plan)
     out = cfg.train.output_dir
     resume_from = _start_dir(out, resume, resume_from, overwrite, accelerator.is_main_process)

@@ -9,7 +9,14 @@ import pytest
 
 from tunelab.data import Columns
 from tunelab.errors import CheckpointError
-from tunelab.models.run_info import RUN_FILE, RUN_INFO_VERSION, RunInfo, read_run_info, write_run_info
+from tunelab.models.run_info import (
+    RUN_FILE,
+    RUN_INFO_VERSION,
+    RunInfo,
+    hardware_info,
+    read_run_info,
+    write_run_info,
+)
 
 
 def test_record_round_trips_with_provenance_added(make_config, tmp_path: Path):
@@ -24,8 +31,10 @@ def test_record_round_trips_with_provenance_added(make_config, tmp_path: Path):
     write_run_info(tmp_path, info)
     read = read_run_info(tmp_path)
     assert read is not None
-    assert read.model_copy(update={"versions": {}, "git_sha": None}) == info
+    assert read.model_copy(update={"versions": {}, "git_sha": None, "hardware": {}}) == info
     assert {"torch", "transformers", "tunelab"} <= set(read.versions)
+    assert read.hardware == hardware_info()  # the CPU and the flags its bf16 / int8 kernels depend on
+    assert set(read.hardware["flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
     assert json.loads((tmp_path / RUN_FILE).read_text())["version"] == RUN_INFO_VERSION
 
 

@@ -2,9 +2,9 @@
 
 Every saved model directory carries it (a run's ``best/``, an export): the task and its params, the
 label order, the input columns, the resolved config, the dev metrics of these weights, the adapter's
-base model, what an export did, and the provenance (library versions, git sha). Training writes it,
-export rewrites it, prediction and serving read it; typed fields make a missing or misspelt key an
-error at the boundary instead of a ``KeyError`` three layers later.
+base model, what an export did, and the provenance (library versions, git sha, CPU model and flags).
+Training writes it, export rewrites it, prediction and serving read it; typed fields make a missing
+or misspelt key an error at the boundary instead of a ``KeyError`` three layers later.
 
 Versioning: ``version`` is written into every record. A record without one predates versioning and
 has exactly version 1's fields, so it reads as version 1. Any other version is refused with what to
@@ -20,6 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunelab import __version__
@@ -30,6 +31,9 @@ from tunelab.errors import CheckpointError
 RUN_FILE = "tunelab_run.json"
 RUN_INFO_VERSION = 1
 _VERSIONED = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "safetensors", "scikit-learn")
+# The CPU flags that decide which bf16 / int8 kernels torch can use (bf16 matmul is ~2.3x fp32 with
+# avx512_bf16 and ~100x slower without it), so every record and benchmark names them.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 class _Record(BaseModel):
@@ -69,6 +73,9 @@ class RunInfo(_Record):
     adapter: AdapterInfo | None = Field(default=None, description="Set on adapter artifacts.")
     export: ExportInfo | None = Field(default=None, description="Set on exported models.")
     versions: dict[str, str] = Field(default_factory=dict, description="Library versions at writing.")
+    hardware: dict[str, Any] = Field(
+        default_factory=dict, description="CPU model and flags (CPU_FLAGS), CUDA device, at writing."
+    )
     git_sha: str | None = Field(default=None, description="tunelab's commit at writing, if known.")
 
 
@@ -81,6 +88,28 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """CPU model name and which of CPU_FLAGS it has, from ``cpuinfo`` (unknown when unreadable)."""
+    model, flags = "unknown", set[str]()
+    try:
+        lines = cpuinfo.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return {"cpu": model, "flags": {flag: flag in flags for flag in CPU_FLAGS}}
+
+
+def hardware_info() -> dict[str, Any]:
+    """What the numbers of a run depend on besides the code: the CPU and its flags, the CUDA device."""
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {**cpu_info(), "cuda": cuda}
 
 
 def git_sha() -> str | None:
@@ -101,7 +130,8 @@ def git_sha() -> str | None:
 
 def write_run_info(dest: Path, info: RunInfo) -> None:
     """``tunelab_run.json`` = ``info`` plus fresh provenance, into ``dest`` (a temp dir being filled)."""
-    record = info.model_copy(update={"versions": library_versions(), "git_sha": git_sha()})
+    provenance = {"versions": library_versions(), "git_sha": git_sha(), "hardware": hardware_info()}
+    record = info.model_copy(update=provenance)
     text = json.dumps(record.model_dump(mode="json", exclude_none=True), indent=2)
     (dest / RUN_FILE).write_text(text, encoding="utf-8")
 
