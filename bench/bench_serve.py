@@ -1,9 +1,13 @@
-"""Serving load test: `tunelab serve` with batching on / off vs a plain transformers.pipeline server.
+"""Serving load test: `tunelab serve` (defaults, and each lever off) vs a transformers.pipeline server.
 
-Rows: batching on (max_batch_size 32, max_wait_ms 5), batching on without waiting (max_wait_ms 0),
-batching off (max_batch_size 1), and bench/pipeline_server.py.
+Rows: tunelab's defaults (batching: max_batch_size 32, max_wait_ms 5; sub-batches of 16 longest
+first; precision auto = bf16 autocast on a CPU with native bf16); the same in fp32; fp32 with one
+forward per model call (sub_batch_size 32, the levers before issue 18); batching off
+(max_batch_size 1); bench/pipeline_server.py at its default fp32 and, where the CPU has native
+bf16, with bf16 weights. The headline is tunelab's defaults / the fp32 pipeline (what a user who
+writes the usual server gets), per connection count, with p99 beside it.
 
-    python bench/bench_serve.py [--model DIR] [--extra LABEL=DIR ...] [--connections 1,32] [--duration 15]
+    python bench/bench_serve.py [--model DIR] [--extra LABEL=DIR ...] [--connections 8,32] [--duration 15]
 
 Each server runs as its own process (torch threads = 2) and `wrk` (Debian package) drives it from a
 second process: closed loop, N keep-alive connections, each POSTing one review text per request
@@ -37,9 +41,12 @@ import httpx
 
 import harness
 from harness import BENCH
+from tunelab.models.run_info import cpu_has_native_bf16
 
 KEY = "bench-key"
 THREADS = 2
+DEFAULTS = "tunelab serve, defaults (batching, sub-batches of 16, precision auto)"
+PIPELINE = "transformers.pipeline + minimal FastAPI"
 
 
 def free_port() -> int:
@@ -60,7 +67,7 @@ def test_rows(tmp: Path) -> list[tuple[str, str]]:
 def start(kind: str, model: str, port: int, log: Path, settings: dict[str, str]) -> subprocess.Popen[bytes]:
     env = harness.child_env(THREADS)
     if kind == "pipeline":
-        cmd = [sys.executable, str(BENCH / "pipeline_server.py"), model, str(port)]
+        cmd = [sys.executable, str(BENCH / "pipeline_server.py"), model, str(port), *settings.get("args", [])]
     else:
         cmd = [sys.executable, "-m", "tunelab.cli", "serve", model, "--port", str(port)]
         env |= {"TUNELAB_SERVE_API_KEY": KEY, "TUNELAB_SERVE_TORCH_THREADS": str(THREADS)}
@@ -159,21 +166,37 @@ def main() -> None:
         "--model", default="runs/sentiment/best", help="model dir (written by scripts/demo.sh)"
     )
     parser.add_argument("--extra", action="append", default=[], help="LABEL=DIR: one more tunelab row")
-    parser.add_argument("--connections", default="1,32")
+    parser.add_argument("--connections", default="8,32")
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--write", action="store_true", help="replace the bench:serve section of RESULTS.md")
     args = parser.parse_args()
     levels = [int(c) for c in args.connections.split(",")]
-    batched = {"max_batch_size": "32", "max_wait_ms": "5"}
-    servers: list[tuple[str, str, str, dict[str, str]]] = [
-        ("tunelab serve, batching on (max_batch_size 32, max_wait_ms 5)", "tunelab", args.model, batched),
-        ("tunelab serve, batching on, no wait (max_wait_ms 0)", "tunelab", args.model, {"max_wait_ms": "0"}),
+    native_bf16 = cpu_has_native_bf16()
+    servers: list[tuple[str, str, str, dict[str, Any]]] = [
+        (DEFAULTS, "tunelab", args.model, {}),
+        ("tunelab serve, fp32", "tunelab", args.model, {"precision": "fp32"}),
+        (
+            "tunelab serve, fp32, one forward per call (sub_batch_size 32)",
+            "tunelab",
+            args.model,
+            {"precision": "fp32", "sub_batch_size": "32"},
+        ),
         ("tunelab serve, batching off (max_batch_size 1)", "tunelab", args.model, {"max_batch_size": "1"}),
-        ("transformers.pipeline + minimal FastAPI", "pipeline", args.model, {}),
+        (PIPELINE, "pipeline", args.model, {}),
     ]
+    if native_bf16:
+        servers.append(
+            (
+                "transformers.pipeline (bf16 weights) + FastAPI",
+                "pipeline",
+                args.model,
+                {"args": ["--dtype", "bfloat16"]},
+            )
+        )
     for spec in args.extra:
         label, model = spec.split("=", 1)
-        servers.append((f"tunelab serve, batching on, {label}", "tunelab", model, batched))
+        servers.append((f"tunelab serve, {label}", "tunelab", model, {}))
     out_dir = harness.OUT
     out_dir.mkdir(exist_ok=True)
     prov = harness.provenance(threads=THREADS, packages=("fastapi", "uvicorn"), with_files=True)
@@ -216,12 +239,34 @@ def main() -> None:
             else None
         )
     (out_dir / "serve_results.json").write_text(json.dumps(results, indent=2))
-    print(report(results, prov, harness.source_state(with_files=True)))
+    markdown = report(results, prov, harness.source_state(with_files=True), native_bf16)
+    print(markdown)
+    if args.write:
+        harness.write_section("serve", markdown)
 
 
-def report(results: list[dict[str, Any]], prov: dict[str, Any], code_after: dict[str, Any]) -> str:
+def report(
+    results: list[dict[str, Any]], prov: dict[str, Any], code_after: dict[str, Any], bf16: bool
+) -> str:
+    by = {(r["server"], r["connections"]): r for r in results}
+    ratios = [
+        f"| {c} | {by[(DEFAULTS, c)]['rps'] / by[(PIPELINE, c)]['rps']:.2f}x | "
+        f"{by[(DEFAULTS, c)]['p99_ms']:.0f} vs {by[(PIPELINE, c)]['p99_ms']:.0f} | "
+        f"{by[(DEFAULTS, c)]['agree_with_pipeline']:.3f} |"
+        for c in sorted({r["connections"] for r in results})
+        if (DEFAULTS, c) in by and (PIPELINE, c) in by
+    ]
     lines = [
+        "## Serving benchmark: `tunelab serve` vs `transformers.pipeline` behind FastAPI",
+        "",
         *harness.provenance_lines(prov, code_after),
+        f"- CPU native bf16 (what precision auto goes by): {'yes' if bf16 else 'no'}",
+        "",
+        "| connections | requests/s tunelab defaults / pipeline | p99 (ms) tunelab vs pipeline "
+        "| labels equal to the pipeline's (256 rows) |",
+        "|---|---|---|---|",
+        *ratios,
+        "",
         f"- {harness.CONTENTION_NOTE}; wrk and the server under test are not counted",
         "",
         "| server | connections | requests/s | p50 (ms) | p99 (ms) | requests | non-2xx | peak RSS (MB) "

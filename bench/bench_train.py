@@ -1,12 +1,18 @@
 """Side-by-side training benchmark: `tunelab train` vs a plain Hugging Face Trainer on the same rows.
 
-    python bench/bench_train.py [--train-samples N --eval-samples M --epochs E --batch-size B --max-length L]
+    python bench/bench_train.py [--seeds 42,43 --repeats R --variants A,B --train-samples N --max-length L]
 
 Each variant runs in its own subprocess, one after another, so peak RSS (``os.wait4`` rusage of that
 child) and timings are separate. Both sides get the same config: examples/sentiment.yaml plus one
 override list (data subset sizes, batch size, epochs, lr, warmup, weight decay, max_length, seed,
 eval once per epoch, no mid-training checkpoints), and both read their rows through tunelab's data
-layer (a sha256 of every train/dev/test row is compared).
+layer (a sha256 of every train/dev/test row is compared). Variants differ only in framework, batch
+order, optimizer and precision (``VARIANTS``); the pairs in ``PAIRS`` hold precision equal, except
+the out-of-the-box pair, where each side runs its defaults. Every variant runs every seed; accuracy
+is compared per pair as the mean test accuracy over seeds.
+
+Efficiency: each run's achieved GFLOP/s (``step_gflop``) over a matmul ceiling measured in the same
+invocation after the runs (``ceiling_worker``: the model's own GEMM shapes at the runs' batch size).
 
 Timing definition, identical for both sides: *train time* = wall clock from the start of the first
 training micro-step (first batch already collated) to the end of the last optimizer step, minus any
@@ -30,27 +36,52 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import harness
 from harness import BENCH, rel
+from tunelab.config import load_config
+from tunelab.models.run_info import cpu_has_native_bf16
 
 T_PROCESS_START = time.time()
 HF_SCRIPT = BENCH / "hf_trainer_baseline.py"
 
-# name -> (framework, group_by_length, HF optim or None for default)
-VARIANTS: dict[str, tuple[str, bool, str | None]] = {
-    "tunelab": ("tunelab", True, None),
-    "hf-grouped": ("hf", True, None),
-    "hf": ("hf", False, None),
-    "tunelab-ungrouped": ("tunelab", False, None),
-    "hf-grouped-adamw_torch": ("hf", True, "adamw_torch"),
-    "tunelab-cli": ("tunelab-cli", True, None),
+
+@dataclass(frozen=True)
+class Variant:
+    """One side of a pair: which framework, and how it is set up beyond the shared overrides."""
+
+    framework: str  # tunelab | tunelab-cli | hf
+    grouped: bool  # length-grouped batches (tunelab's default; HF's group_by_length)
+    precision: str  # fp32 | bf16 | auto (tunelab's own choice: bf16 on a CPU with native bf16, else fp32)
+    optim: str | None = None  # HF TrainingArguments.optim; None = transformers' default
+
+
+# Pairs compare equal precision: "tuned" HF is group_by_length + fused AdamW (+ bf16 where the CPU has
+# it natively: bf16=True, use_cpu=True); "hf-defaults" is what `Trainer(args=TrainingArguments(...))`
+# does with only the recipe's hyperparameters set. bf16 variants are skipped on CPUs without native bf16.
+VARIANTS: dict[str, Variant] = {
+    "tunelab": Variant("tunelab", True, "auto"),
+    "hf-tuned-bf16": Variant("hf", True, "bf16", "adamw_torch_fused"),
+    "tunelab-fp32": Variant("tunelab", True, "fp32"),
+    "hf-tuned-fp32": Variant("hf", True, "fp32", "adamw_torch_fused"),
+    "hf-defaults": Variant("hf", False, "fp32"),
+    "tunelab-ungrouped-fp32": Variant("tunelab", False, "fp32"),
+    "tunelab-cli": Variant("tunelab-cli", True, "auto"),
 }
-DEFAULT_VARIANTS = "tunelab,hf-grouped,hf-grouped-adamw_torch,hf,tunelab-ungrouped,tunelab-cli"
+DEFAULT_VARIANTS = "tunelab,hf-tuned-bf16,tunelab-fp32,hf-tuned-fp32,hf-defaults"
+# (tunelab side, HF side, what the pair isolates); a pair is reported when both sides ran
+PAIRS = [
+    ("tunelab", "hf-tuned-bf16", "headline: equal precision (bf16 autocast), HF fully tuned"),
+    ("tunelab-fp32", "hf-tuned-fp32", "equal precision (fp32), HF fully tuned"),
+    ("tunelab", "hf-defaults", "out of the box: each at its defaults (tunelab picks bf16 here, HF fp32)"),
+    ("tunelab-ungrouped-fp32", "hf-defaults", "both random batches, fp32"),
+]
 
 
 def rows_fingerprint(data) -> str:
@@ -168,6 +199,73 @@ def tunelab_worker(timings_path: Path, cli_args: list[str]) -> None:
     app(args=cli_args, prog_name="tunelab")
 
 
+# --------------------------------------------------------------------------- matmul ceiling (child)
+
+
+def ceiling_worker(model: str, tokens: int, dtypes: list[str]) -> dict:
+    """GFLOP/s of the model's own GEMMs at ``tokens`` rows, back to back: what the step could reach.
+
+    For every ``nn.Linear`` shape of one encoder layer (Q, K, V, O: H->H; FFN: H->I, I->H) the three
+    GEMMs of a training step are timed: forward X[T,in] W^T, input grad dY[T,out] W, weight grad
+    dY^T X. The ceiling is their total FLOPs (2 m k n each) over their total time, at the same torch
+    threads as the runs. Nothing else (LayerNorm, GELU, softmax, dropout, optimizer) is in it, so a
+    step's GFLOP/s over this figure is the share of the step that does matmul work at full speed.
+    Also returns the non-embedding parameter count and the shapes the FLOP formula needs.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from tunelab.models.load import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(model))
+    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    net = AutoModelForSequenceClassification.from_config(config)
+    n_params = sum(p.numel() for name, p in net.named_parameters() if "embeddings" not in name)
+    shapes = [(hidden, hidden)] * 4 + [(hidden, inter), (inter, hidden)]
+    out: dict = {"n_params": n_params, "hidden": hidden, "layers": layers, "tokens": tokens, "gflops": {}}
+    for name in dtypes:
+        dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[name])
+        gemms = []
+        for k, n in shapes:
+            x, w, dy = (torch.randn(*s, dtype=dtype) for s in ((tokens, k), (n, k), (tokens, n)))
+            gemms += [(x, w.t()), (dy, w), (dy.t(), x)]
+        flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in gemms)
+        for a, b in gemms:  # warm-up: first calls pick kernels and allocate
+            a @ b
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                for a, b in gemms:
+                    a @ b
+            best = min(best, (time.perf_counter() - t0) / 10)
+        big = torch.randn(2048, 2048, dtype=dtype)
+        big @ big
+        t0 = time.perf_counter()
+        for _ in range(3):
+            big @ big
+        out["gflops"][name] = {
+            "model_gemms": flops / best / 1e9,
+            "square_2048": 3 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9,
+        }
+    return out
+
+
+def step_gflop(row: dict, model: dict) -> float | None:
+    """Achieved GFLOP/s of a run: (6 N tokens + 12 L H sum(B T^2)) / train time.
+
+    N = non-embedding parameters (each multiply-add of a token through a weight: 2 FLOPs forward,
+    4 backward); the second term is attention's QK^T and AV (2 B T^2 H each per layer forward, x3
+    with backward). Tokens are padded tokens, since padding is computed too; embedding lookups,
+    LayerNorm, softmax and the optimizer are not counted (small, and not matmul work).
+    """
+    if not row.get("train_time_s"):
+        return None
+    flops = 6 * model["n_params"] * row["padded_tokens"]
+    flops += 12 * model["layers"] * model["hidden"] * row["attention_pairs"]
+    return flops / row["train_time_s"] / 1e9
+
+
 # --------------------------------------------------------------------------- driver (parent)
 
 
@@ -186,8 +284,6 @@ def common_overrides(a: argparse.Namespace) -> list[str]:
         "train.weight_decay": a.weight_decay,
         "train.max_grad_norm": 1.0,
         "train.gradient_accumulation_steps": 1,
-        "train.precision": "fp32",
-        "train.seed": a.seed,
         "train.logging_steps": 10,
         "train.eval_steps": "null",  # tunelab: evaluate at the end of each epoch (HF: eval_strategy="epoch")
         "train.save_steps": 10**9,  # tunelab: no mid-training checkpoint (one at the end is unavoidable)
@@ -198,14 +294,22 @@ def common_overrides(a: argparse.Namespace) -> list[str]:
     return out
 
 
-def run_variant(name: str, a: argparse.Namespace, common: list[str], env: dict[str, str], rep: int) -> dict:
-    framework, grouped, optim = VARIANTS[name]
+def run_variant(
+    name: str, a: argparse.Namespace, common: list[str], env: dict[str, str], seed: int, rep: int
+) -> dict:
+    v = VARIANTS[name]
+    framework, grouped, optim = v.framework, v.grouped, v.optim
     out_dir = a.out / name  # overwritten by each repeat
-    timings_path = a.out / f"{name}.r{rep}.timings.json"
-    log_path = a.out / f"{name}.r{rep}.log"
+    tag = f"{name}.s{seed}.r{rep}"
+    timings_path = a.out / f"{tag}.timings.json"
+    log_path = a.out / f"{tag}.log"
     timings_path.unlink(missing_ok=True)
     variant_args = [
         *common,
+        "--train.seed",
+        str(seed),
+        "--train.precision",
+        v.precision,
         "--train.output_dir",
         str(out_dir),
         "--train.group_by_length",
@@ -229,10 +333,10 @@ def run_variant(name: str, a: argparse.Namespace, common: list[str], env: dict[s
         if optim:
             cmd += ["--optim", optim]
     for attempt in range(1, a.retries + 2):
-        print(f"[{name} r{rep}] attempt {attempt}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        print(f"[{tag}] attempt {attempt}: {' '.join(cmd)}", file=sys.stderr, flush=True)
         timings_path.unlink(missing_ok=True)
         row = harness.run(cmd, log_path, env=env, max_wait_idle=a.max_wait_idle)
-        row.update(variant=name, rep=rep, framework=framework, grouped=grouped, attempts=attempt)
+        row.update(variant=name, seed=seed, rep=rep, framework=framework, grouped=grouped, attempts=attempt)
         if row["exit"] != 0 or row["foreign_cores"] <= a.max_foreign_cores or attempt > a.retries:
             break
         print(
@@ -250,9 +354,12 @@ def run_variant(name: str, a: argparse.Namespace, common: list[str], env: dict[s
     if framework.startswith("tunelab"):
         row.update(tunelab_outputs(out_dir))
         row["optimizer"] = timings.get("optimizer", "-")
+        chosen = re.search(r"mixed precision (\w+)", log_path.read_text(encoding="utf-8", errors="replace"))
+        row["precision"] = {"no": "fp32"}.get(chosen[1], chosen[1]) if chosen else "?"
     else:
         res = timings["results"]
         row.update(
+            precision=res["precision"],
             dev_acc=res["dev_accuracy"],
             test_acc=res.get("test_accuracy"),
             optimizer=f"{res['optim']}: {res['optimizer_desc']}",
@@ -261,9 +368,7 @@ def run_variant(name: str, a: argparse.Namespace, common: list[str], env: dict[s
             final_loss=res["losses"][max(res["losses"], key=int)] if res["losses"] else None,
             warmup_steps=res["warmup_steps"],
         )
-    print(
-        f"[{name} r{rep}] done in {wall:.0f}s: {row.get('samples_per_s', 0):.1f} samples/s", file=sys.stderr
-    )
+    print(f"[{tag}] done in {wall:.0f}s: {row.get('samples_per_s', 0):.1f} samples/s", file=sys.stderr)
     return row
 
 
@@ -276,6 +381,7 @@ def summarise_timings(t: dict, framework: str) -> dict:
     train_time = last - first - excluded
     samples = sum(shape[0] for shape in t["batch_shapes"])
     padded_tokens = sum(shape[0] * shape[1] for shape in t["batch_shapes"])
+    attention_pairs = sum(shape[0] * shape[1] ** 2 for shape in t["batch_shapes"])
     step_times = [b - a for a, b in zip(ends, ends[1:], strict=False)]
     return {
         "steps": len(ends),
@@ -284,6 +390,7 @@ def summarise_timings(t: dict, framework: str) -> dict:
         "samples_per_s": samples / train_time,
         "median_step_s": statistics.median(step_times) if step_times else None,
         "padded_tokens": padded_tokens,
+        "attention_pairs": attention_pairs,
         "mean_padded_len": padded_tokens / samples,
         "startup_s": first - t["process_start"],
         "excluded_in_window_s": excluded,
@@ -345,13 +452,30 @@ def aggregate(rows: list[dict]) -> list[dict]:
                     summary[key] = median(values)
         sps = [r["samples_per_s"] for r in ok if r.get("samples_per_s")]
         summary["sps_all"] = sps
+        summary["runs"] = ok
         if not ok:
             summary["exit"] = runs[-1].get("exit")
         out.append(summary)
     return out
 
 
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    return statistics.fmean(values) if values else None
+
+
+def _per_seed(rows: list[dict], key: str, spec: str = ".3f") -> str:
+    """``key`` of each seed (first repeat), e.g. ``0.811 / 0.806``."""
+    seen = {}
+    for r in rows:
+        seen.setdefault(r["seed"], r.get(key))
+    return " / ".join(fmt(v, spec) for v in seen.values())
+
+
 def render(rows: list[dict], a: argparse.Namespace, prov: dict, code_after: dict) -> str:
+    """The bench:train section: setup, the per-variant table, the pairs, the per-run samples/s."""
+    model = a.model
+    ceilings = {k: v["model_gemms"] for k, v in model["gflops"].items()}
     lines = [
         "## Training benchmark: tunelab vs plain Hugging Face Trainer",
         "",
@@ -359,113 +483,125 @@ def render(rows: list[dict], a: argparse.Namespace, prov: dict, code_after: dict
         f"- setup: {a.config} with max_train_samples={a.train_samples}, max_eval_samples={a.eval_samples}, "
         f"epochs={a.epochs}, batch_size={a.batch_size}, max_length={a.max_length}, lr={a.lr}, "
         f"linear schedule, warmup_ratio={a.warmup_ratio}, weight_decay={a.weight_decay}, max_grad_norm=1.0, "
-        f"seed={a.seed}, fp32, "
-        "dynamic padding, eval once at the end of each epoch (dev), test evaluated after training; "
-        "torch threads left at their default in both; HF_HUB_OFFLINE=1.",
+        f"seeds {a.seeds} x {a.repeats} repeat(s) each, dynamic padding, eval once at the end of each "
+        "epoch (dev), test evaluated after training; torch threads left at their default; HF_HUB_OFFLINE=1.",
+        f"- CPU native bf16: {'yes' if a.native_bf16 else 'no (bf16 variants skipped)'}. "
+        "tunelab `precision: auto` picks bf16 autocast where native, fp32 elsewhere; "
+        'HF tuned = `train_sampling_strategy="group_by_length"`, `optim=adamw_torch_fused`, and '
+        "`bf16=True, use_cpu=True` in the bf16 pair; HF defaults = `TrainingArguments` with only the "
+        "recipe's hyperparameters (random batches, fp32, transformers' default optimizer).",
         "- HF side: `bench/hf_trainer_baseline.py` (Trainer, AutoModelForSequenceClassification, "
-        "DataCollatorWithPadding, eval_strategy=epoch, save_strategy=no, report_to=none); "
-        '`grouped` = `train_sampling_strategy="group_by_length"` (the v5 spelling of group_by_length=True).',
+        "DataCollatorWithPadding, eval_strategy=epoch, save_strategy=no, report_to=none).",
         "- train time = first training micro-step start -> last optimizer step end, minus "
-        "eval/checkpoint/save time inside that window; "
-        "samples/s = train samples x epochs / train time (same for both). "
-        "startup = process start -> first step (imports, data, tokenisation, model load). "
-        "process wall = whole subprocess incl. final dev/test evaluation (tunelab also saves best/ and a "
-        "checkpoint, and renders plots). Peak RSS = `ru_maxrss` of that subprocess (os.wait4).",
+        "eval/checkpoint/save time inside that window; samples/s = train samples x epochs / train time. "
+        "process wall = whole subprocess (imports, data, model load, training, final dev/test evaluation; "
+        "tunelab also saves best/ and a checkpoint). Peak RSS = `ru_maxrss` of that subprocess.",
+        f"- GFLOP/s = (6 N tokens + 12 L H sum(B T^2)) / train time, N = {model['n_params'] / 1e6:.2f} M "
+        f"non-embedding parameters, L = {model['layers']}, H = {model['hidden']}, padded tokens "
+        "(`step_gflop`). Ceiling, measured in this run after the variants (`ceiling_worker`): the "
+        f"model's own GEMMs (forward, input grad, weight grad of every Linear shape) at {model['tokens']} "
+        "tokens per batch (the runs' median), back to back: "
+        + ", ".join(
+            f"{k} {v['model_gemms']:.0f} GFLOP/s (2048^3 square: {v['square_2048']:.0f})"
+            for k, v in model["gflops"].items()
+        )
+        + ".",
         "",
     ]
+    summaries = aggregate(rows)
+    by_name = {r["variant"]: r for r in summaries if r.get("exit") == 0 and r.get("samples_per_s")}
     columns = [
         ("variant", lambda r: r["variant"]),
+        ("precision", lambda r: r.get("precision", "-")),
         ("length grouping", lambda r: "yes" if r["grouped"] else "no"),
         ("optimizer", lambda r: r.get("optimizer", "-")),
-        ("steps", lambda r: r.get("steps", "-")),
-        ("train time (s)", lambda r: fmt(r.get("train_time_s"))),
-        ("samples/s", lambda r: fmt(r.get("samples_per_s"))),
-        ("median step (s)", lambda r: fmt(r.get("median_step_s"), ".3f")),
+        ("samples/s (median)", lambda r: fmt(r.get("samples_per_s"))),
+        ("min-max", lambda r: sps_range(r["sps_all"])),
+        ("GFLOP/s", lambda r: fmt(r.get("gflops"), ".0f")),
+        (
+            "of ceiling",
+            lambda r: (
+                f"{r['gflops'] / ceilings[r['precision']]:.0%}"
+                if r.get("gflops") and r.get("precision") in ceilings
+                else "-"
+            ),
+        ),
         ("mean padded len", lambda r: fmt(r.get("mean_padded_len"))),
         ("startup (s)", lambda r: fmt(r.get("startup_s"))),
         ("process wall (s)", lambda r: fmt(r["wall_s"])),
         ("peak RSS (MB)", lambda r: fmt(r["peak_rss_mb"], ".0f")),
-        ("dev acc", lambda r: fmt(r.get("dev_acc"), ".4f")),
-        ("test acc", lambda r: fmt(r.get("test_acc"), ".4f")),
-        ("self-reported samples/s", lambda r: fmt(r.get("self_reported_sps"))),
+        ("dev acc per seed", lambda r: _per_seed(r["runs"], "dev_acc")),
+        ("test acc per seed", lambda r: _per_seed(r["runs"], "test_acc")),
     ]
-    if a.repeats > 1:
-        columns.insert(6, ("samples/s min-max", lambda r: sps_range(r["sps_all"])))
-    summaries = aggregate(rows)
     lines += ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
     for r in summaries:
         if r.get("exit") != 0:
             lines.append(f"| {r['variant']} | FAILED (exit {r.get('exit')}), see `{r.get('log')}` |")
             continue
         lines.append("| " + " | ".join(str(get(r)) for _, get in columns) + " |")
-    by_name = {r["variant"]: r for r in summaries if r.get("exit") == 0 and r.get("samples_per_s")}
-    pairs = [
-        ("tunelab", "hf-grouped", "both length-grouped (tunelab's default vs HF group_by_length)"),
-        ("tunelab-ungrouped", "hf", "both random batches"),
-        ("tunelab", "hf", "each framework's default sampling"),
-        (
-            "tunelab",
-            "hf-grouped-adamw_torch",
-            "both grouped, HF on non-fused torch AdamW (optimizer isolated)",
-        ),
+    pair_lines = []
+    for t, h, what in PAIRS:
+        if t not in by_name or h not in by_name:
+            continue
+        tr, hr = by_name[t], by_name[h]
+        runs_h = {(x["seed"], x["rep"]): x for x in hr["runs"]}
+        paired = [
+            x["samples_per_s"] / runs_h[(x["seed"], x["rep"])]["samples_per_s"]
+            for x in tr["runs"]
+            if (x["seed"], x["rep"]) in runs_h
+        ]
+        acc_t, acc_h = _mean(tr["runs"], "test_acc"), _mean(hr["runs"], "test_acc")
+        gap = (acc_t - acc_h) * 100 if acc_t is not None and acc_h is not None else None
+        pair_lines.append(
+            f"| {t} / {h} | {what} | {tr['samples_per_s'] / hr['samples_per_s']:.3f} "
+            f"| {sps_range(paired, '.3f')} | {fmt(acc_t, '.4f')} vs {fmt(acc_h, '.4f')} ({fmt(gap, '+.2f')}) "
+            f"| {'yes' if gap is not None and abs(gap) <= 0.5 else 'no'} "
+            f"| {hr['wall_s'] / tr['wall_s']:.3f} | {tr['peak_rss_mb'] / hr['peak_rss_mb']:.3f} |"
+        )
+    if pair_lines:
+        lines += [
+            "",
+            "| pair | what it compares | samples/s ratio (of medians) | per-run range (same seed, repeat) "
+            "| test acc, mean over seeds (points) | equal accuracy (within 0.5 point) "
+            "| time to a trained model: HF wall / tunelab wall | peak RSS tunelab / HF |",
+            "|---|---|---|---|---|---|---|---|",
+            *pair_lines,
+        ]
+    lines += [
+        "",
+        "samples/s of each run:",
+        "",
+        "| variant | "
+        + " | ".join(f"s{seed} r{rep}" for seed in a.seed_list for rep in range(a.repeats))
+        + " |",
+        "|---|" + "---|" * (len(a.seed_list) * a.repeats),
     ]
-    ratio_lines = []
-    for t, h, what in pairs:
-        if t in by_name and h in by_name:
-            tr, hr = by_name[t], by_name[h]
-            paired = [x / y for x, y in zip(tr["sps_all"], hr["sps_all"], strict=False)]  # same repeat
-            ratio_lines.append(
-                f"| {t} / {h} | {what} | {tr['samples_per_s'] / hr['samples_per_s']:.3f} "
-                f"| {sps_range(paired, '.3f')} "
-                f"| {tr['wall_s'] / hr['wall_s']:.3f} | {tr['peak_rss_mb'] / hr['peak_rss_mb']:.3f} |"
-            )
-    if ratio_lines:
-        lines += [
-            "",
-            "| ratio (of medians) | comparison | samples/s tunelab/HF | per-repeat range | process wall "
-            "| peak RSS |",
-            "|---|---|---|---|---|---|",
-            *ratio_lines,
+    for r in summaries:
+        runs = {(x["seed"], x["rep"]): x for x in r["runs"]}
+        cells = [
+            fmt(runs[(seed, rep)].get("samples_per_s")) if (seed, rep) in runs else "-"
+            for seed in a.seed_list
+            for rep in range(a.repeats)
         ]
-
-    def cell(run: dict) -> str:  # tunelab-cli has no hooks: show what the loop itself reported
-        if run.get("samples_per_s"):
-            return fmt(run["samples_per_s"])
-        return f"({fmt(run.get('self_reported_sps'))} self-reported)" if run.get("self_reported_sps") else "-"
-
-    if a.repeats > 1:
-        lines += [
-            "",
-            "samples/s of each repeat (repeats run round-robin, so neighbours share conditions):",
-            "",
-        ]
-        lines += ["| variant | " + " | ".join(f"r{i}" for i in range(a.repeats)) + " |"]
-        lines += ["|---|" + "---|" * a.repeats]
-        for r in summaries:
-            runs = {x["rep"]: x for x in rows if x["variant"] == r["variant"]}
-            cells = [cell(runs[i]) if i in runs else "-" for i in range(a.repeats)]
-            lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
-    shas = {r.get("rows_sha256") for r in rows if r.get("rows_sha256")}
+        lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")
+    shas = {(r["seed"], r.get("rows_sha256")) for r in rows if r.get("rows_sha256")}
+    same_rows = len(shas) == len(
+        {seed for seed, _ in shas}
+    )  # one fingerprint per seed (seeds split differently)
     n_rows = next((r["n_rows"] for r in rows if r.get("n_rows")), None)
     threads = {r.get("torch_threads") for r in rows if r.get("torch_threads")}
     lines += [
         "",
-        f"- rows: {n_rows} ; identical train/dev/test rows on every variant: "
-        f"{'yes' if len(shas) == 1 else 'NO'} (sha256 {', '.join(s[:12] for s in shas)})",
+        f"- rows: {n_rows} ; identical train/dev/test rows on every variant of a seed: "
+        f"{'yes' if same_rows else 'NO'} (sha256 {', '.join(f'seed {k} {v[:12]}' for k, v in sorted(shas))})",
         f"- torch threads in the subprocesses: {sorted(threads)}",
         "- CPU used by other processes during each run (avg cores; >0.1 means the number is disturbed): "
         + ", ".join(
-            f"{r['variant']}/r{r['rep']} {r['foreign_cores']:.2f} (attempt {r['attempts']})"
+            f"{r['variant']}/s{r['seed']}r{r['rep']} {r['foreign_cores']:.2f} (attempt {r['attempts']})"
             for r in rows
             if "foreign_cores" in r
         ),
-        "- subprocess CPU time / wall (cores kept busy): "
-        + ", ".join(
-            f"{r['variant']} {r['child_cpu_s'] / r['wall_s']:.2f}" for r in summaries if "child_cpu_s" in r
-        ),
-        "- self-reported samples/s: "
-        + "; ".join(sorted({r["self_reported_def"] for r in rows if r.get("self_reported_def")})),
-        f"- raw data: `{rel(a.out)}/*.timings.json` and `results.json`, logs next to them.",
+        f"- raw data: `{rel(a.out)}/*.timings.json`, `results.json` and `ceiling.json`, logs next to them.",
         "",
     ]
     return "\n".join(lines)
@@ -475,6 +611,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_tunelab_worker":
         sep = sys.argv.index("--")
         tunelab_worker(Path(sys.argv[2]), sys.argv[sep + 1 :])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_ceiling":
+        print(json.dumps(ceiling_worker(sys.argv[2], int(sys.argv[3]), sys.argv[4].split(","))))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-samples", type=int, default=4000)
@@ -486,7 +625,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seeds", default="42,43", help="comma-separated; every variant runs every seed")
     p.add_argument("--config", type=Path, default=Path("examples/sentiment.yaml"))
     p.add_argument(
         "--variants",
@@ -506,28 +645,64 @@ def main() -> None:
         help="rerun a variant when other processes used more than this many cores during it",
     )
     p.add_argument(
-        "--repeats", type=int, default=1, help="run the variant list this many times, round-robin; medians"
+        "--repeats",
+        type=int,
+        default=1,
+        help="run the variant list this many times per seed, round-robin; medians",
     )
     p.add_argument("--retries", type=int, default=2, help="reruns allowed per disturbed variant")
     p.add_argument("--out", type=Path, default=BENCH / "out", help="run dirs, logs, raw timings")
     p.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
+    p.add_argument(
+        "--from-results",
+        action="store_true",
+        help="run nothing: re-render the table from --out's results.json and meta.json (same arguments)",
+    )
     a = p.parse_args()
     a.out = a.out.resolve()
     names = [n.strip() for n in a.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    a.native_bf16 = cpu_has_native_bf16()
+    if not a.native_bf16:  # bf16 would be ~100x slower here: not a comparison anyone would run
+        names = [n for n in names if VARIANTS[n].precision != "bf16"]
+    a.seed_list = [int(x) for x in a.seeds.split(",")]
     a.out.mkdir(parents=True, exist_ok=True)
 
+    if a.from_results:  # re-render the last run's table (e.g. after a change to this report)
+        rows = json.loads((a.out / "results.json").read_text())
+        meta = json.loads((a.out / "meta.json").read_text())
+        a.model, code_after = meta.pop("model"), meta.pop("code_after")
+        report = render(rows, a, meta, code_after)
+        print(report)
+        harness.write_section("train", report, a.results)
+        return
     env = harness.child_env(offline=True)
     prov = harness.provenance(with_files=True)
     common = common_overrides(a)
-    rows = [run_variant(name, a, common, env, rep) for rep in range(a.repeats) for name in names]
+    rows = [
+        run_variant(name, a, common, env, seed, rep)
+        for seed in a.seed_list
+        for rep in range(a.repeats)
+        for name in names
+    ]
+    tokens = round(statistics.median(r["padded_tokens"] / r["steps"] for r in rows if r.get("padded_tokens")))
+    dtypes = "fp32,bf16" if a.native_bf16 else "fp32"
+    model_name = load_config(a.config).model.name_or_path
+    ceiling_cmd = [sys.executable, str(Path(__file__).resolve()), "_ceiling", model_name, str(tokens), dtypes]
+    ceiling_log = a.out / "ceiling.log"
+    harness.require_ok(
+        harness.run(ceiling_cmd, ceiling_log, env=env, stdout=a.out / "ceiling.json"), "ceiling"
+    )
+    a.model = json.loads((a.out / "ceiling.json").read_text())
+    for r in rows:
+        r["gflops"] = step_gflop(r, a.model)
     code_after = harness.source_state(with_files=True)
     threads = sorted({r["torch_threads"] for r in rows if r.get("torch_threads")})
     prov["machine"]["torch_threads"] = f"{threads} (torch's default, not set)"
     (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
-    meta = {**prov, "code_after": code_after}
+    meta = {**prov, "code_after": code_after, "model": a.model}
     (a.out / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
     report = render(rows, a, prov, code_after)

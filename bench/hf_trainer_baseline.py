@@ -10,8 +10,9 @@ Trainer with eval once per epoch, no checkpoints, no reporting integrations.
 
 Honoured from the config: data.*, task.params.max_length, train.{num_train_epochs, batch_size,
 eval_batch_size, lr, weight_decay, adam_*, lr_scheduler_type, warmup_ratio/warmup_steps,
-max_grad_norm, gradient_accumulation_steps, seed, group_by_length, logging_steps, output_dir}.
-``train.group_by_length`` maps to ``train_sampling_strategy="group_by_length"`` (else "random").
+max_grad_norm, gradient_accumulation_steps, seed, group_by_length, logging_steps, output_dir, precision}.
+``train.group_by_length`` maps to ``train_sampling_strategy="group_by_length"`` (else "random");
+``train.precision: bf16`` to ``bf16=True, use_cpu=True`` (autocast on a CPU), ``fp32`` to neither.
 
 Timings (written as JSON to ``--timings``) use the same definition as the tunelab side of the
 benchmark: wall-clock timestamps of the start of the first training micro-step and of the end of
@@ -135,6 +136,10 @@ def main() -> None:
     # transformers v5 has no warmup_ratio: a float warmup_steps in [0, 1) is a ratio of the total steps
     warmup = tc.warmup_steps if tc.warmup_steps is not None else tc.warmup_ratio or 0.0
     extra = {"optim": args.optim} if args.optim else {}
+    if tc.precision not in ("fp32", "bf16"):
+        sys.exit(f"hf_trainer_baseline: train.precision {tc.precision!r} is not mirrored (use fp32 or bf16)")
+    if tc.precision == "bf16":  # autocast through accelerate, as the Trainer does it on a CPU
+        extra.update(bf16=True, use_cpu=not torch.cuda.is_available())
     targs = TrainingArguments(
         output_dir=str(tc.output_dir),
         per_device_train_batch_size=tc.batch_size,
@@ -185,6 +190,7 @@ def main() -> None:
         "train_loss": out.training_loss,
         "hf_train_metrics": out.metrics,
         "losses": {r["step"]: r["loss"] for r in trainer.state.log_history if "loss" in r},
+        "precision": "bf16" if targs.bf16 else "fp32",
         "optim": targs.optim.value if hasattr(targs.optim, "value") else str(targs.optim),
         "optimizer_desc": describe_optimizer(getattr(trainer.optimizer, "optimizer", trainer.optimizer)),
         "train_sampling_strategy": targs.train_sampling_strategy,

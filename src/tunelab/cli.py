@@ -6,8 +6,9 @@ import io
 import json
 import logging
 import sys
+import time
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -178,11 +179,21 @@ def predict(
                 predict_records(art, [record], batch_size, generation, lambda _, piece: _write(piece))
                 _write("\n")
             return
+        start = time.perf_counter()
         predictions = predict_records(art, records, batch_size, generation)
+        seconds = time.perf_counter() - start
     except TunelabError as exc:
         _fail(exc)
+    _log_decode_speed(predictions, seconds)
     for record, prediction in zip(records, predictions, strict=True):
         typer.echo(json.dumps({**record, **prediction}, ensure_ascii=False))
+
+
+def _log_decode_speed(predictions: list[dict[str, Any]], seconds: float) -> None:
+    """One stderr line with the generated tokens per second, when the predictions generated text."""
+    tokens = sum(p.get("completion_tokens", 0) for p in predictions)
+    if tokens and seconds > 0:
+        logger.info("generated %d tokens in %.1f s: %.1f tokens/s", tokens, seconds, tokens / seconds)
 
 
 def _stdin() -> TextIO:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,11 @@ def test_cli_predict_generates_jsonl_and_streams_the_same_text(sft_run):
     row = json.loads(plain.stdout.strip().splitlines()[-1])
     assert row["text"] == PROMPTS[0]
     assert row["finish_reason"] in ("stop", "length")
+    assert 1 <= row["completion_tokens"] <= 12
+    speed = re.search(r"generated (\d+) tokens in [\d.]+ s: ([\d.]+) tokens/s", plain.stderr)
+    assert speed, plain.stderr
+    assert int(speed[1]) == row["completion_tokens"]
+    assert float(speed[2]) > 0
     streamed = runner.invoke(app, [*args, "--stream"])
     assert streamed.exit_code == 0, streamed.output
     assert streamed.stdout == row["generated"] + "\n"

@@ -69,6 +69,20 @@ def test_openai_client_chat_plain_and_streaming_agree(client: openai.OpenAI, nam
     assert chunks[-1].usage.completion_tokens == 12
 
 
+def test_metrics_report_decode_speed_per_request(client: openai.OpenAI, name: str, lm_url: str, api_key: str):
+    before = _speed_count(lm_url, api_key)
+    client.completions.create(model=name, prompt="the movie", max_tokens=8, temperature=0)
+    list(client.completions.create(model=name, prompt="a", max_tokens=8, temperature=0, stream=True))
+    assert _speed_count(lm_url, api_key) == before + 2  # plain and streamed both observed
+
+
+def _speed_count(url: str, api_key: str) -> float:
+    text = httpx.get(url + "/metrics", headers={"X-API-Key": api_key}).text
+    found = re.search(r"^tunelab_generation_tokens_per_second_count (\S+)$", text, re.M)
+    assert found, text
+    return float(found[1])
+
+
 def test_stop_string_cuts_output_plain_and_streaming(client: openai.OpenAI, name: str):
     full = client.completions.create(model=name, prompt="the movie", max_tokens=16, temperature=0)
     text = full.choices[0].text

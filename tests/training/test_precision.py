@@ -10,8 +10,8 @@ from accelerate.state import AcceleratorState
 
 from tunelab.config import TrainConfig
 from tunelab.errors import ConfigError
-from tunelab.models.run_info import cpu_info
-from tunelab.training import CPU_BF16_ENV, build_accelerator, cpu_has_native_bf16, resolve_precision
+from tunelab.models.run_info import CPU_BF16_ENV, cpu_has_native_bf16, cpu_info
+from tunelab.training import build_accelerator, resolve_precision
 
 needs_cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only rules")
 

@@ -13,6 +13,7 @@ pieces be cut the same way without ever sending part of a stop string.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -42,16 +43,23 @@ class GenerationJob:
 
 @dataclass
 class Generation:
-    """A finished continuation: its text (cut at the first stop string) and its token counts.
+    """A finished continuation: its text (cut at the first stop string), token counts and speed.
 
     ``prompt_tokens`` is the tokenised prompt's length, ``completion_tokens`` the new tokens without a
-    final EOS; the server reports both (``usage`` and its token metrics).
+    final EOS; the server reports both (``usage`` and its token metrics). ``seconds`` is the decode's
+    wall time, prompt forward included, which is what a user waits for.
     """
 
     text: str
     finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_new_tokens reached)
     prompt_tokens: int
     completion_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated tokens per second of decoding."""
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
 class _Cancelled(StoppingCriteria):
@@ -152,6 +160,7 @@ def _generate(model: torch.nn.Module, tokenizer: Any, job: GenerationJob) -> Gen
     if job.seed is not None:
         torch.manual_seed(job.seed)
     eos = tokenizer.eos_token_id
+    start = time.perf_counter()
     out = generate_tokens(
         model,
         enc,
@@ -163,6 +172,7 @@ def _generate(model: torch.nn.Module, tokenizer: Any, job: GenerationJob) -> Gen
         stopping_criteria=StoppingCriteriaList([_Cancelled(job.cancelled)]),
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
     )
+    seconds = time.perf_counter() - start
     prompt_len = enc["input_ids"].shape[1]
     new_ids = out[0, prompt_len:].tolist()
     ended_by_eos = bool(new_ids) and new_ids[-1] == eos
@@ -170,7 +180,7 @@ def _generate(model: torch.nn.Module, tokenizer: Any, job: GenerationJob) -> Gen
         new_ids = new_ids[:-1]
     text, stopped = cut_at_stop(tokenizer.decode(new_ids, skip_special_tokens=True), job.stop)
     hit_length = len(new_ids) >= job.max_new_tokens and not (stopped or ended_by_eos)
-    return Generation(text, "length" if hit_length else "stop", prompt_len, len(new_ids))
+    return Generation(text, "length" if hit_length else "stop", prompt_len, len(new_ids), seconds)
 
 
 def stream(model: torch.nn.Module, tokenizer: Any, job: GenerationJob) -> Iterator[str | Generation]:
@@ -262,5 +272,11 @@ def generate_records(
                     generation = item
                 else:
                     on_text(i, item)
-        out.append({"generated": generation.text, "finish_reason": generation.finish_reason})
+        out.append(
+            {
+                "generated": generation.text,
+                "finish_reason": generation.finish_reason,
+                "completion_tokens": generation.completion_tokens,
+            }
+        )
     return out

@@ -83,6 +83,11 @@ def _quantize(model: nn.Module, names: Collection[str]) -> nn.Module:
     return cast(nn.Module, quantized)
 
 
+def is_int8(model: nn.Module) -> bool:
+    """Whether ``model`` runs int8 Linear layers (``quantize_int8``), which have kernels of their own."""
+    return any(isinstance(m, DynamicLinear) for m in model.modules())
+
+
 def int8_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Plain tensors that define a ``quantize_int8`` model exactly (see module docstring)."""
     quantized = {name: m for name, m in model.named_modules() if isinstance(m, DynamicLinear)}

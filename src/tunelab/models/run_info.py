@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tunelab import __version__
 from tunelab.config import RunConfig, format_validation_error
 from tunelab.data import Columns
-from tunelab.errors import CheckpointError
+from tunelab.errors import CheckpointError, ConfigError
 
 RUN_FILE = "tunelab_run.json"
 RUN_INFO_VERSION = 1
@@ -34,6 +35,9 @@ _VERSIONED = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "
 # The CPU flags that decide which bf16 / int8 kernels torch can use (bf16 matmul is ~2.3x fp32 with
 # avx512_bf16 and ~100x slower without it), so every record and benchmark names them.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+# "0" or "1" overrides the CPU bf16 detection: the test suite pins 0 so every CPU runs the same
+# (fp32) numerics, and a user can force either branch of ``precision: auto`` (training and serving).
+CPU_BF16_ENV = "TUNELAB_CPU_BF16"
 
 
 class _Record(BaseModel):
@@ -104,6 +108,20 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         elif key.strip() == "flags" and not flags:
             flags = set(value.split())
     return {"cpu": model, "flags": {flag: flag in flags for flag in CPU_FLAGS}}
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 is ~100x slower.
+
+    ``TUNELAB_CPU_BF16`` (0 or 1), when set, decides instead of the flags.
+    """
+    forced = os.environ.get(CPU_BF16_ENV)
+    if forced is not None:
+        if forced not in ("0", "1"):
+            raise ConfigError(f"{CPU_BF16_ENV}={forced!r}: use 0 (no native bf16) or 1 (native bf16)")
+        return forced == "1"
+    flags = cpu_info(cpuinfo)["flags"]
+    return bool(flags["avx512_bf16"] or flags["amx_bf16"])
 
 
 def hardware_info() -> dict[str, Any]:

@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from transformers import AsyncTextIteratorStreamer
 
-from tunelab.inference.generate import GenerationJob, StopScanner
+from tunelab.inference.generate import Generation, GenerationJob, StopScanner
 from tunelab.serving.routes import MODEL_ROUTE_ERRORS, Context
 from tunelab.serving.schemas import (
     ApiError,
@@ -114,8 +114,7 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
             [result] = await ctx.run("generate", [job])
         finally:
             job.cancelled.set()  # a 504 must not leave the worker generating for nobody
-        ctx.metrics.tokens.labels("input").inc(result.prompt_tokens)
-        ctx.metrics.tokens.labels("generated").inc(result.completion_tokens)
+        count_tokens(ctx, result)
         return result
 
     def stream(job: GenerationJob, chunk: Any, include_usage: bool, request: Request) -> StreamingResponse:
@@ -136,8 +135,7 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
                 result = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
                 if text := scanner.flush():
                     yield _sse(chunk(text=text))
-                ctx.metrics.tokens.labels("input").inc(result.prompt_tokens)
-                ctx.metrics.tokens.labels("generated").inc(result.completion_tokens)
+                count_tokens(ctx, result)
                 yield _sse(chunk(finish=result.finish_reason))
                 if include_usage:
                     yield _sse(chunk(usage=_usage(result)))
@@ -224,6 +222,14 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
                 usage=_usage(result),
             ),
         )
+
+
+def count_tokens(ctx: Context, result: Generation) -> None:
+    """Feed a finished generation to the token counters and the decode-speed histogram."""
+    ctx.metrics.tokens.labels("input").inc(result.prompt_tokens)
+    ctx.metrics.tokens.labels("generated").inc(result.completion_tokens)
+    if result.completion_tokens:
+        ctx.metrics.tokens_per_s.observe(result.tokens_per_s)
 
 
 def _head(prefix: str, model: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from prometheus_client import (
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+_SPEED_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 class ServeMetrics:
@@ -49,6 +50,12 @@ class ServeMetrics:
             "tunelab_tokens",
             "Tokens processed: input (prompt) and generated.",
             ["kind"],
+            registry=self.registry,
+        )
+        self.tokens_per_s = Histogram(
+            "tunelab_generation_tokens_per_second",
+            "Generated tokens per second of decoding, one observation per generation request.",
+            buckets=_SPEED_BUCKETS,
             registry=self.registry,
         )
         self.rejected = Counter(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +40,17 @@ class ServeSettings(BaseSettings):
         "an authenticating proxy; logs a warning.",
     )
     max_batch_size: int = Field(default=32, ge=1, description="Inputs per model call (1 = no batching).")
+    sub_batch_size: int = Field(
+        default=16,
+        ge=1,
+        description="Inputs per forward inside one model call, longest first, so short inputs do not pad "
+        "to the longest of the call.",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Inference precision: auto = bf16 autocast where the device has native bf16 "
+        "(avx512_bf16/AMX CPU, bf16 GPU) and the model is not int8, else fp32.",
+    )
     max_wait_ms: float = Field(
         default=5.0,
         ge=0,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
 from tunelab.config import TrainConfig
 from tunelab.errors import ConfigError
-from tunelab.models.run_info import cpu_info
+from tunelab.models.run_info import cpu_has_native_bf16, cpu_info
 from tunelab.training.loop import StopFlag, TrainResult, train
 from tunelab.training.plan import Plan, resolve
 from tunelab.training.setup import TrainInputs, prepare_inputs
@@ -31,32 +30,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-# "0" or "1" overrides the CPU bf16 detection: the test suite pins 0 so every CPU runs the same
-# (fp32) numerics, and a user can force either branch of ``precision: auto``.
-CPU_BF16_ENV = "TUNELAB_CPU_BF16"
-
-
-def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 is ~100x slower.
-
-    ``TUNELAB_CPU_BF16`` (0 or 1), when set, decides instead of the flags.
-    """
-    forced = os.environ.get(CPU_BF16_ENV)
-    if forced is not None:
-        if forced not in ("0", "1"):
-            raise ConfigError(f"{CPU_BF16_ENV}={forced!r}: use 0 (no native bf16) or 1 (native bf16)")
-        return forced == "1"
-    flags = cpu_info(cpuinfo)["flags"]
-    return bool(flags["avx512_bf16"] or flags["amx_bf16"])
-
-
 def resolve_precision(requested: str) -> str:
     """Map ``train.precision`` to accelerate's mixed_precision, refusing what the device cannot do.
 
     ``auto`` on a CPU is bf16 autocast where the CPU has native bf16: there MiniLM trained BBC News
-    (length 128) at 1.33x fp32's samples/s and Rotten Tomatoes (length 64) at 1.02x, with the same
-    dev and test metrics (bench/RESULTS.md, "CPU bf16"); fp32 elsewhere, where bf16 would be ~100x
-    slower.
+    (length 128) at 1.33x fp32's samples/s and Rotten Tomatoes (length 64) at 1.42x, with the same
+    test metrics (bench/RESULTS.md, "CPU bf16", "Training"); fp32 elsewhere, where bf16 would be
+    ~100x slower.
     """
     cuda = torch.cuda.is_available()
     if requested == "auto":
