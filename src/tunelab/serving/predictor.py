@@ -82,11 +82,22 @@ class Predictor:
         return torch.autocast(self.device.type, dtype=self.autocast)
 
     @property
+    def model(self) -> torch.nn.Module:
+        """The whole loaded model: the artifact's (head included) when there is one, else the bare one."""
+        model = (
+            self.artifact.model
+            if self.artifact is not None
+            else self.lm
+            if self.lm is not None
+            else self.encoder
+        )
+        assert model is not None, "a predictor holds a model"
+        return model
+
+    @property
     def device(self) -> torch.device:
         """Where the model's weights live."""
-        model = self.lm or self.encoder or (self.artifact.model if self.artifact is not None else None)
-        assert model is not None, "a predictor holds a model"
-        return next(model.parameters()).device
+        return next(self.model.parameters()).device
 
     @property
     def schema(self) -> ServeSchema | None:
@@ -143,7 +154,8 @@ class Predictor:
         if self.encoder is None:
             raise RuntimeError(f"{self.model_id} is not an encoder")
         batch = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        device = self.device
+        batch = {k: v.to(device) for k, v in batch.items()}
         with self._precision():
             hidden = self.encoder(**batch).last_hidden_state  # (B, T, H)
         return mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
@@ -274,10 +286,9 @@ def load_predictor(
     else:
         model, tok = load_encoder(path)
         predictor = Predictor(model_id, tok, encoder=model.to(device))
-    model = predictor.lm or predictor.encoder or cast("Artifact", predictor.artifact).model
-    predictor.autocast = inference_autocast(precision, predictor.device, model)
+    predictor.autocast = inference_autocast(precision, predictor.device, predictor.model)
     if predictor.autocast is not None:
-        store_linears_as(model, predictor.autocast)
+        store_linears_as(predictor.model, predictor.autocast)
     predictor.sub_batch_size = sub_batch_size
     return predictor
 
