@@ -56,7 +56,7 @@ def trained_model(run: Path) -> tuple[Any, str]:
 
 @dataclass(frozen=True)
 class Bound:
-    """A causal LM bound to a generating task and its params (``inference.generate.Generative``)."""
+    """A causal LM bound to a generating task and its params (``inference.continuous.Generative``)."""
 
     model: Any
     tokenizer: Any
@@ -66,11 +66,12 @@ class Bound:
 
 def generated_scores(bound: Bound, rows: Any, max_new_tokens: int) -> tuple[dict[str, float], list[str]]:
     """ROUGE/BLEU of greedy replies to each row's ``text`` against its ``target``, and the replies."""
-    from tunelab.inference.generate import GenerationOptions, generate_records
+    from tunelab.inference.continuous import generate_records
+    from tunelab.inference.generate import GenerationOptions
     from tunelab.tasks.seq2seq import text_scores
 
     records = [{"text": text} for text in rows["text"]]
-    replies = generate_records(bound, records, GenerationOptions(max_new_tokens=max_new_tokens))
+    replies = generate_records(bound, records, GenerationOptions(max_new_tokens=max_new_tokens), max_rows=16)
     texts = [" ".join(reply["generated"].split()) for reply in replies]
     return text_scores(texts, list(rows["target"])), texts
 

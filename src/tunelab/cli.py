@@ -135,7 +135,9 @@ def predict(
         Path | None, typer.Option(help="Text file (one input a line) or .csv/.jsonl/.parquet.")
     ] = None,
     text_column: Annotated[str | None, typer.Option(help="Column to read from a table file.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Inputs per forward; generating: replies decoded together.")
+    ] = 64,
     combine: Annotated[str, typer.Option(help=COMBINE_HELP)] = "logits",
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Generating tasks: reply length cap.")] = 128,
     temperature: Annotated[float, typer.Option(min=0, help="Generating: 0 = greedy, else sample.")] = 0.0,

@@ -17,7 +17,8 @@ import pytest
 from tunelab.assets import prepare_dataset
 from tunelab.config import load_config
 from tunelab.data import Columns
-from tunelab.inference.generate import GenerationOptions, generate_records
+from tunelab.inference.continuous import generate_records
+from tunelab.inference.generate import GenerationOptions
 from tunelab.tasks import seq2seq
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 
@@ -55,7 +56,7 @@ def test_a_few_sft_steps_write_headlines_that_beat_the_lead_baseline(tmp_path: P
         task_params=inputs.task_params,
     )
     replies = generate_records(
-        model, [{"text": t} for t in rows["text"]], GenerationOptions(max_new_tokens=24)
+        model, [{"text": t} for t in rows["text"]], GenerationOptions(max_new_tokens=24), max_rows=ROWS
     )
     generated = [reply["generated"] for reply in replies]
     gold = list(rows["target"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,49 @@ def test_models_list_and_limits(client: openai.OpenAI, lm_url: str, api_key: str
         openai.OpenAI(base_url=lm_url + "/v1", api_key="wrong", max_retries=0).models.list()
     status = httpx.post(lm_url + "/v1/predict", json={"inputs": "x"}, headers={"X-API-Key": api_key})
     assert status.status_code == 404  # no task head: the route does not exist for a causal LM
+
+
+def _requests() -> list[dict[str, Any]]:
+    """Six completions of different prompts, lengths and decodings (greedy and seeded sampling)."""
+    prompts = ["the movie", "a long and winding plot about nothing", "hi", "one two three four", "ok", "why"]
+    return [
+        {"prompt": p, "max_tokens": 6 + 3 * i, "temperature": 0 if i % 2 else 1.0, "seed": i}
+        for i, p in enumerate(prompts)
+    ]
+
+
+def _batch_rows(url: str, api_key: str) -> tuple[float, float]:
+    """(rows decoded summed over steps, steps) from the generate queue's batch-size histogram."""
+    text = httpx.get(url + "/metrics", headers={"X-API-Key": api_key}).text
+    found = re.findall(r'^tunelab_batch_size_(sum|count)\{queue="generate"\} (\S+)$', text, re.M)
+    values = {part: float(value) for part, value in found}
+    return values["sum"], values["count"]
+
+
+def _concurrently(client: openai.OpenAI, name: str) -> list[str]:
+    with ThreadPoolExecutor(len(_requests())) as pool:
+        replies = pool.map(lambda body: client.completions.create(model=name, **body), _requests())
+        return [reply.choices[0].text for reply in replies]
+
+
+def test_concurrent_requests_decode_together_and_reply_as_each_would_alone(
+    client: openai.OpenAI, name: str, lm_url: str, api_key: str
+):
+    alone = [client.completions.create(model=name, **body).choices[0].text for body in _requests()]
+    rows, steps = _batch_rows(lm_url, api_key)
+    together = _concurrently(client, name)
+    more_rows, more_steps = _batch_rows(lm_url, api_key)
+    assert together == alone
+    assert (more_rows - rows) / (more_steps - steps) > 1.5  # requests shared decode steps
+
+
+def test_decode_batch_size_one_decodes_one_request_at_a_time(
+    tiny_llama_dir: Path, api_key: str, live: Any, name: str, client: openai.OpenAI
+):
+    settings = ServeSettings(model_dir="tiny", api_key=api_key, max_new_tokens=24, decode_batch_size=1)
+    with live(create_app(settings, load_predictor(str(tiny_llama_dir)))) as url:
+        one_at_a_time = openai.OpenAI(base_url=url + "/v1", api_key=api_key, max_retries=0)
+        replies = _concurrently(one_at_a_time, name)
+        rows, steps = _batch_rows(url, api_key)
+    assert rows == steps == len(_requests())  # one request per model call, decoded to its end
+    assert replies == _concurrently(client, name)

@@ -1,17 +1,20 @@
-"""Pure parts of the server: the micro-batcher, stop-string streaming, PII masking, exposure checks."""
+"""Pure parts of the server: the micro-batcher, the decode loop (fake decoder), stop-string streaming,
+PII masking, exposure checks."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tunelab.errors import ServingError
-from tunelab.inference.generate import StopScanner, cut_at_stop
+from tunelab.inference.generate import Generation, GenerationJob, StopScanner, cut_at_stop
 from tunelab.serving.access import mask_pii
 from tunelab.serving.batcher import Batcher, Closed, QueueFull
+from tunelab.serving.decode_loop import DecodeLoop
 from tunelab.serving.settings import ServeSettings, check_exposure
 
 
@@ -162,3 +165,97 @@ def test_exposure_refuses_remote_host_without_key():
     check_exposure(settings, 0, "127.0.0.1")
     check_exposure(settings, 1, "0.0.0.0")
     check_exposure(ServeSettings(model_dir="m", allow_unauthenticated=True), 0, "0.0.0.0")
+
+
+class _FakeDecoder:
+    """A ContinuousDecoder stand-in: a job decodes for ``max_new_tokens`` steps; a prompt "bad" fails."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows: list[list] = []  # [job, steps left]
+        self.fail_next_step = False
+
+    @property
+    def free(self) -> int:
+        return self.max_rows - len(self.rows)
+
+    def add(self, job: GenerationJob) -> Generation | None:
+        if job.prompt == "bad":
+            raise ValueError("this prompt cannot be decoded")
+        self.rows.append([job, job.max_new_tokens])
+        return None
+
+    def step(self) -> list[tuple[GenerationJob, Generation | None]]:
+        if self.fail_next_step:
+            self.fail_next_step = False
+            raise RuntimeError("the step failed")
+        for row in self.rows:
+            row[1] -= 1
+        done = [row[0] for row in self.rows if row[1] == 0]
+        self.rows = [row for row in self.rows if row[1] > 0]
+        return [(job, Generation(job.prompt, "length", 1, job.max_new_tokens, 0.1)) for job in done]
+
+    def reset(self) -> list[GenerationJob]:
+        jobs = [row[0] for row in self.rows]
+        self.rows = []
+        return jobs
+
+
+def _loop(decoder: _FakeDecoder, steps: list[int]) -> DecodeLoop:
+    return DecodeLoop(
+        decoder,  # type: ignore[arg-type]
+        contextlib.nullcontext,
+        ThreadPoolExecutor(1),
+        max_queue_size=100,
+        on_batch=steps.append,
+    )
+
+
+def _job(prompt: str, steps: int) -> GenerationJob:
+    return GenerationJob(prompt=prompt, max_new_tokens=steps)
+
+
+def test_decode_loop_joins_waiting_jobs_as_rows_leave_and_short_replies_finish_first():
+    steps: list[int] = []
+    finished: list[str] = []
+
+    async def main() -> list[str]:
+        loop = _loop(_FakeDecoder(max_rows=2), steps)
+        loop.start()
+
+        async def ask(prompt: str, n: int) -> str:
+            [generation] = await loop.wait(loop.enqueue([_job(prompt, n)]), 5)
+            finished.append(generation.text)
+            return generation.text
+
+        replies = await asyncio.gather(ask("long", 6), ask("short", 2), ask("waits", 2))
+        await loop.stop()
+        return list(replies)
+
+    assert asyncio.run(main()) == ["long", "short", "waits"]
+    assert finished == ["short", "waits", "long"]  # "waits" joined when "short" left, before "long" ended
+    assert max(steps) == 2  # never more rows than max_rows
+    assert steps.count(2) >= 4  # the batch ran full while jobs were waiting
+
+
+def test_decode_loop_fails_only_the_bad_prompt_and_a_failed_step_only_the_rows_in_it():
+    decoder = _FakeDecoder(max_rows=4)
+
+    async def main() -> None:
+        loop = _loop(decoder, [])
+        loop.start()
+        bad, good = loop.enqueue([_job("bad", 3)]), loop.enqueue([_job("good", 3)])
+        with pytest.raises(ValueError, match="cannot be decoded"):
+            await loop.wait(bad, 5)
+        assert [g.text for g in await loop.wait(good, 5)] == ["good"]
+        decoder.fail_next_step = True
+        in_batch = [loop.enqueue([_job("a", 3)]), loop.enqueue([_job("b", 3)])]  # one tick takes both
+        for futures in in_batch:
+            with pytest.raises(RuntimeError, match="step failed"):
+                await loop.wait(futures, 5)
+        assert [g.text for g in await loop.wait(loop.enqueue([_job("after", 2)]), 5)] == ["after"]
+        drained = loop.enqueue([_job("queued", 3)])
+        await loop.stop()  # runs what is queued before it returns
+        assert drained[0].result().text == "queued"
+
+    asyncio.run(main())

@@ -1,22 +1,23 @@
-"""The one text-generation path, :func:`generate_tokens`, and the stop-string handling around it.
+"""Generation jobs and their results, transformers' ``generate`` for one job, and stop-string handling.
 
-``tunelab predict`` (plain and ``--stream``), the server, seq2seq evaluation and back-translation all
-decode through :func:`generate_tokens`.
-
-Decoding is transformers' ``model.generate`` (greedy, or seeded sampling with temperature / top-p /
-top-k, ``max_new_tokens``, stop strings through its ``stop_strings`` criterion). What is added here:
-the returned text is cut at the first stop string (OpenAI's convention: the stop string is not
-included), ``finish_reason`` says why generation ended, and :class:`StopScanner` lets a stream of text
-pieces be cut the same way without ever sending part of a stop string.
+Two decoders share what is here: :func:`generate_tokens` (transformers' ``model.generate``) serves
+``tunelab predict --stream``, a causal LM the continuous batcher cannot batch, seq2seq evaluation and
+back-translation; ``tunelab.inference.continuous`` decodes many jobs in one running batch (``tunelab
+predict`` and the server for a causal LM). Both decode greedily or by seeded sampling with
+temperature / top-p / top-k, up to ``max_new_tokens``, stopping at EOS or a stop string (transformers'
+stop-string criterion), and both end in :func:`finished_generation`: the text is cut at the first stop
+string (OpenAI's convention: the stop string is not included) and ``finish_reason`` says why
+generation ended. :class:`StopScanner` cuts a stream of text pieces the same way without ever
+sending part of a stop string.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -175,7 +176,24 @@ def _generate(model: torch.nn.Module, tokenizer: Any, job: GenerationJob) -> Gen
     seconds = time.perf_counter() - start
     prompt_len = enc["input_ids"].shape[1]
     new_ids = out[0, prompt_len:].tolist()
-    ended_by_eos = bool(new_ids) and new_ids[-1] == eos
+    return finished_generation(tokenizer, new_ids, job, prompt_len, seconds, eos_ids(model, tokenizer))
+
+
+def eos_ids(model: torch.nn.Module, tokenizer: Any) -> set[int]:
+    """The token ids that end a reply: the generation config's EOS (one or a list) and the tokenizer's."""
+    configured = cast("Generates", model).generation_config.eos_token_id
+    listed = configured if isinstance(configured, list) else [configured]
+    return {i for i in (*listed, tokenizer.eos_token_id) if i is not None}
+
+
+def finished_generation(
+    tokenizer: Any, new_ids: list[int], job: GenerationJob, prompt_len: int, seconds: float, eos: set[int]
+) -> Generation:
+    """The :class:`Generation` of ``new_ids`` decoded for ``job``: a final EOS dropped, text cut at a stop.
+
+    ``finish_reason`` is "length" only when ``max_new_tokens`` ended decoding (no EOS, no stop string).
+    """
+    ended_by_eos = bool(new_ids) and new_ids[-1] in eos
     if ended_by_eos:
         new_ids = new_ids[:-1]
     text, stopped = cut_at_stop(tokenizer.decode(new_ids, skip_special_tokens=True), job.stop)
@@ -216,15 +234,6 @@ def stream(model: torch.nn.Module, tokenizer: Any, job: GenerationJob) -> Iterat
         worker.join()
 
 
-class Generative(Protocol):
-    """A loaded model of a generating task (``TaskSpec.generation_prompt``); an ``Artifact`` is one."""
-
-    model: torch.nn.Module
-    tokenizer: Any
-    task: Any
-    task_params: Any
-
-
 @dataclass(frozen=True)
 class GenerationOptions:
     """How ``tunelab predict`` decodes: greedy by default (reproducible), sampling when temperature > 0."""
@@ -248,35 +257,3 @@ class GenerationOptions:
             seed=self.seed,
             add_special_tokens=False,
         )
-
-
-def generate_records(
-    model: Generative,
-    records: Sequence[Mapping[str, Any]],
-    options: GenerationOptions,
-    on_text: Callable[[int, str], None] | None = None,
-) -> list[dict[str, Any]]:
-    """One generated reply per raw record, prompts built by the task; ``on_text(i, piece)`` streams.
-
-    Records run one at a time: on CPU, padding prompts of different lengths together costs more than
-    batching saves (the server does the same).
-    """
-    out = []
-    for i, record in enumerate(records):
-        job = options.job(model.task.generation_prompt(record, model.tokenizer, model.task_params))
-        if on_text is None:
-            generation = generate(model.model, model.tokenizer, job)
-        else:
-            for item in stream(model.model, model.tokenizer, job):
-                if isinstance(item, Generation):
-                    generation = item
-                else:
-                    on_text(i, item)
-        out.append(
-            {
-                "generated": generation.text,
-                "finish_reason": generation.finish_reason,
-                "completion_tokens": generation.completion_tokens,
-            }
-        )
-    return out

@@ -13,7 +13,8 @@ from accelerate.utils import gather_object, send_to_device
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import eval_order
-from tunelab.inference.generate import GenerationOptions, generate_ids, generate_records
+from tunelab.inference.continuous import generate_records
+from tunelab.inference.generate import GenerationOptions, generate_ids
 from tunelab.tasks.spec import OUTPUT_PAD, Predicted, TaskSpec
 
 EVAL_SEED = 1234
@@ -142,7 +143,7 @@ def predict_records(
     """
     task = model.task
     if task.generation_prompt is not None:
-        return generate_records(model, records, generation or GenerationOptions(), on_text)
+        return generate_records(model, records, generation or GenerationOptions(), batch_size, on_text)
     examples = {name: [record[name] for record in records] for name in task.input_fields}
     batch = {**examples, "example_id": list(range(len(records)))}
     if task.predict_preprocess is not None:

@@ -11,7 +11,7 @@ import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
@@ -26,7 +26,8 @@ from tunelab import __version__
 from tunelab.config import format_loc
 from tunelab.models.run_info import cpu_has_native_bf16, cpu_info
 from tunelab.serving.access import AccessLogMiddleware
-from tunelab.serving.batcher import Batcher
+from tunelab.serving.batcher import Batcher, ModelQueue
+from tunelab.serving.decode_loop import DecodeLoop
 from tunelab.serving.generation import add_generation_routes
 from tunelab.serving.metrics import ServeMetrics
 from tunelab.serving.predictor import Predictor, load_predictor
@@ -38,16 +39,39 @@ from tunelab.serving.settings import ServeSettings, check_exposure, load_api_key
 logger = logging.getLogger(__name__)
 
 
-def _model_calls(predictor: Predictor) -> dict[str, tuple[Any, int | None]]:
-    """Batcher name -> (batch function, batch size cap or None for the setting), by capability."""
-    calls: dict[str, tuple[Any, int | None]] = {}
+def _model_queues(ctx: Context, executor: Executor) -> dict[str, ModelQueue[Any, Any]]:
+    """Queue name -> the queue feeding the model thread, by the predictor's capabilities.
+
+    Requests batch per call (``max_batch_size``); a causal LM's generation jobs decode continuously
+    batched (``decode_batch_size`` rows), other generating models one job at a time.
+    """
+    predictor, settings = ctx.predictor, ctx.settings
+
+    def metered(name: str) -> dict[str, Any]:
+        return {
+            "max_queue_size": settings.max_queue_size,
+            "on_batch": ctx.metrics.batch_size.labels(name).observe,
+            "on_depth": ctx.metrics.queue_depth.labels(name).set,
+        }
+
+    def batcher(name: str, fn: Any, size: int) -> Batcher[Any, Any]:
+        return Batcher(fn, executor, max_batch_size=size, max_wait_ms=settings.max_wait_ms, **metered(name))
+
+    queues: dict[str, ModelQueue[Any, Any]] = {}
     if predictor.schema is not None:
-        calls["predict"] = (predictor.predict, None)
+        queues["predict"] = batcher("predict", predictor.predict, settings.max_batch_size)
     if predictor.encoder is not None:
-        calls["embed"] = (lambda texts: list(predictor.embed(texts)), None)
+        queues["embed"] = batcher(
+            "embed", lambda texts: list(predictor.embed(texts)), settings.max_batch_size
+        )
     if predictor.generates:
-        calls["generate"] = (lambda jobs: [predictor.generate(job) for job in jobs], 1)
-    return calls
+        decoder = predictor.continuous_decoder(settings.decode_batch_size)
+        queues["generate"] = (
+            batcher("generate", lambda jobs: [predictor.generate(job) for job in jobs], 1)
+            if decoder is None
+            else DecodeLoop(decoder, predictor.precision, executor, **metered("generate"))
+        )
+    return queues
 
 
 def _lifespan(ctx: Context) -> Any:
@@ -58,18 +82,9 @@ def _lifespan(ctx: Context) -> Any:
         # blocks the event loop, and two threads bound the CPU it can take from the model.
         tokenize = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tunelab-tokenize")
         ctx.runtime.tokenize = tokenize
-        for name, (fn, cap) in _model_calls(ctx.predictor).items():
-            batcher: Batcher[Any, Any] = Batcher(
-                fn,
-                executor,
-                max_batch_size=cap or ctx.settings.max_batch_size,
-                max_wait_ms=ctx.settings.max_wait_ms,
-                max_queue_size=ctx.settings.max_queue_size,
-                on_batch=ctx.metrics.batch_size.labels(name).observe,
-                on_depth=ctx.metrics.queue_depth.labels(name).set,
-            )
-            batcher.start()
-            ctx.runtime.batchers[name] = batcher
+        for name, queue in _model_queues(ctx, executor).items():
+            queue.start()
+            ctx.runtime.batchers[name] = queue
         # The model, tokenizer and libraries are many long-lived objects: frozen out of the
         # collector, a full collection (triggered by e.g. the token lists of a 1 MB input) no longer
         # scans them while holding the GIL, which stalled /health for ~0.5 s in the hardening test.

@@ -6,12 +6,16 @@ waits for ``max_batch_size`` items or ``max_wait_ms`` after the oldest one arriv
 worker thread that runs the model, so the event loop keeps accepting and answering (429s, health)
 while torch computes. A full queue rejects at once (the caller answers 429 + Retry-After) instead of
 growing a backlog no client will wait for; a timed-out request's pending items are dropped unrun.
+
+:class:`ModelQueue` holds that queue, its limits and the waiting; :class:`Batcher` groups items into
+calls, ``serving.decode_loop.DecodeLoop`` feeds generation jobs into a running decode batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -31,37 +35,33 @@ class Closed(Exception):
 
 
 @dataclass
-class _Pending:
+class Pending:
+    """A queued item, the future its request awaits, and when it was queued."""
+
     payload: Any
     future: asyncio.Future[Any]
     enqueued: float
 
 
-class Batcher(Generic[In, Out]):
-    """Groups submitted items into calls of ``fn(list[In]) -> list[Out]`` on ``executor``.
+class ModelQueue(ABC, Generic[In, Out]):
+    """A bounded queue of items for the model thread; subclasses decide how ``_run`` feeds the model.
 
     ``on_batch(size)`` and ``on_depth(depth)`` feed metrics; they run on the event loop.
     """
 
     def __init__(
         self,
-        fn: Callable[[list[In]], Sequence[Out]],
         executor: Executor,
         *,
-        max_batch_size: int,
-        max_wait_ms: float,
         max_queue_size: int,
         on_batch: Callable[[int], None] = lambda size: None,
         on_depth: Callable[[int], None] = lambda depth: None,
     ) -> None:
-        self.fn = fn
         self.executor = executor
-        self.max_batch_size = max_batch_size
-        self.max_wait = max_wait_ms / 1000
         self.max_queue_size = max_queue_size
         self.on_batch = on_batch
         self.on_depth = on_depth
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[Pending] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -73,7 +73,7 @@ class Batcher(Generic[In, Out]):
 
     def start(self) -> None:
         """Start the dispatch task on the running loop."""
-        self._task = asyncio.create_task(self._run(), name="tunelab-batcher")
+        self._task = asyncio.create_task(self._run(), name=f"tunelab-{type(self).__name__}")
 
     async def stop(self) -> None:
         """Refuse new work, finish everything queued, then end the dispatch task."""
@@ -95,7 +95,7 @@ class Batcher(Generic[In, Out]):
             raise QueueFull
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        pending = [_Pending(item, loop.create_future(), now) for item in items]
+        pending = [Pending(item, loop.create_future(), now) for item in items]
         self._queue.extend(pending)
         self.on_depth(len(self._queue))
         self._wakeup.set()
@@ -114,18 +114,53 @@ class Batcher(Generic[In, Out]):
                 fut.cancel()
             raise
 
+    async def _idle(self) -> bool:
+        """Wait for work while there is none; False once closing with nothing left (the loop ends)."""
+        while not self._queue:
+            if self._closing:
+                return False
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return True
+
+    def _take(self, n: int) -> list[Pending]:
+        """Up to ``n`` queued items, skipping those whose requests gave up."""
+        taken: list[Pending] = []
+        while self._queue and len(taken) < n:
+            item = self._queue.popleft()
+            if not item.future.done():
+                taken.append(item)
+        self.on_depth(len(self._queue))
+        return taken
+
+    @abstractmethod
     async def _run(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+        """Feed queued items to the model until ``_idle`` says the queue is closed and empty."""
+
+
+class Batcher(ModelQueue[In, Out]):
+    """Groups submitted items into calls of ``fn(list[In]) -> list[Out]`` on ``executor``."""
+
+    def __init__(
+        self,
+        fn: Callable[[list[In]], Sequence[Out]],
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue_size: int,
+        on_batch: Callable[[int], None] = lambda size: None,
+        on_depth: Callable[[int], None] = lambda depth: None,
+    ) -> None:
+        super().__init__(executor, max_queue_size=max_queue_size, on_batch=on_batch, on_depth=on_depth)
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+
+    async def _run(self) -> None:
+        while await self._idle():
             await self._fill()
-            batch = self._take()
-            self.on_depth(len(self._queue))
-            if batch:
+            if batch := self._take(self.max_batch_size):
                 await self._execute(batch)
 
     async def _fill(self) -> None:
@@ -141,15 +176,7 @@ class Batcher(Generic[In, Out]):
             except asyncio.TimeoutError:
                 return
 
-    def _take(self) -> list[_Pending]:
-        batch: list[_Pending] = []
-        while self._queue and len(batch) < self.max_batch_size:
-            item = self._queue.popleft()
-            if not item.future.done():
-                batch.append(item)
-        return batch
-
-    async def _execute(self, batch: list[_Pending]) -> None:
+    async def _execute(self, batch: list[Pending]) -> None:
         self.on_batch(len(batch))
         loop = asyncio.get_running_loop()
         try:

@@ -1,12 +1,13 @@
 """OpenAI-compatible ``/v1/completions`` and ``/v1/chat/completions`` for a generating model, with SSE.
 
-Generation runs one request at a time in the batcher's worker thread (``max_batch_size`` 1 for
-generation: padding prompts of different lengths together costs more than it saves on CPU), so the
-same bounded queue, 429 and drain apply. Streaming uses transformers' ``AsyncTextIteratorStreamer``;
-``StopScanner`` (``tunelab.inference.generate``, shared with ``tunelab predict --stream``) holds back
-just enough text that a stop string split across pieces never leaks. An encoder-decoder run decodes
-with its run's options, as ``tunelab predict`` does, so a request that sets decoding fields is refused
-rather than silently decoded otherwise.
+A causal LM's requests decode continuously batched in the model thread (``serving.decode_loop``: a
+request joins the running batch at the next step and leaves it at the step it ends); other
+generating models (an encoder-decoder run) decode one request at a time through a batcher of size 1.
+Either way the same bounded queue, 429, timeout and drain apply. Streaming uses transformers'
+``AsyncTextIteratorStreamer``; ``StopScanner`` (``tunelab.inference.generate``, shared with
+``tunelab predict --stream``) holds back just enough text that a stop string split across pieces
+never leaks. An encoder-decoder run decodes with its run's options, as ``tunelab predict`` does, so
+a request that sets decoding fields is refused rather than silently decoded otherwise.
 """
 
 from __future__ import annotations

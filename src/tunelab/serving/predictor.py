@@ -30,6 +30,7 @@ import torch
 
 from tunelab.errors import ConfigError, ServingError, TunelabError
 from tunelab.inference.artifact import Artifact, load_artifact, plain_hf_task
+from tunelab.inference.continuous import ContinuousDecoder, supports
 from tunelab.inference.generate import Generation, GenerationJob, cut_at_stop, generate
 from tunelab.inference.predict import predict_records
 from tunelab.models.adapter import is_peft_model
@@ -76,7 +77,8 @@ class Predictor:
     autocast: torch.dtype | None = None
     sub_batch_size: int = 16
 
-    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+    def precision(self) -> contextlib.AbstractContextManager[Any]:
+        """The context every model call runs in: the predictor's autocast, or nothing for fp32."""
         if self.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast)
@@ -145,7 +147,7 @@ class Predictor:
         """The task's predictions for one micro-batch of raw input records."""
         if self.artifact is None:
             raise RuntimeError(f"{self.model_id} has no task")
-        with self._precision():
+        with self.precision():
             return predict_records(self.artifact, records, batch_size=self.sub_batch_size)
 
     @torch.no_grad()
@@ -156,7 +158,7 @@ class Predictor:
         batch = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
         device = self.device
         batch = {k: v.to(device) for k, v in batch.items()}
-        with self._precision():
+        with self.precision():
             hidden = self.encoder(**batch).last_hidden_state  # (B, T, H)
         return mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
 
@@ -183,13 +185,22 @@ class Predictor:
         except TunelabError as exc:
             raise ValueError(f"{self.model_id}: {exc}; use /v1/completions with a raw prompt") from None
 
+    def continuous_decoder(self, max_rows: int) -> ContinuousDecoder | None:
+        """A running decode batch of ``max_rows`` over the causal LM; None when it decodes one at a time.
+
+        One at a time: ``max_rows`` 1, an encoder-decoder run, or a cache the decoder cannot batch.
+        """
+        if self.lm is None or max_rows <= 1 or not supports(self.lm):
+            return None
+        return ContinuousDecoder(self.lm, self.tokenizer, max_rows)
+
     def generate(self, job: GenerationJob) -> Generation:
         """Run one job (blocking, in the model thread); streams into ``job.streamer`` when set."""
         if self.lm is not None:
-            with self._precision():
+            with self.precision():
                 return generate(self.lm, self.tokenizer, job)
         try:
-            with self._precision():
+            with self.precision():
                 return self._generate_with_run_options(job)
         except BaseException:
             if job.streamer is not None:

@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException
 
 from tunelab.serving.access import log_inputs
-from tunelab.serving.batcher import Batcher, Closed, QueueFull
+from tunelab.serving.batcher import Closed, ModelQueue, QueueFull
 from tunelab.serving.metrics import ServeMetrics
 from tunelab.serving.predictor import Predictor, UnreadableText
 from tunelab.serving.schemas import (
@@ -59,7 +59,7 @@ Located = tuple[str, str]  # (where in the request, e.g. "inputs[1]"; the text)
 class Runtime:
     """What the lifespan creates and the routes use: batchers, the tokenizer threads, readiness."""
 
-    batchers: dict[str, Batcher[Any, Any]] = field(default_factory=dict)
+    batchers: dict[str, ModelQueue[Any, Any]] = field(default_factory=dict)
     tokenize: Executor | None = None
     ready: bool = False
     started: int = field(default_factory=lambda: int(time.time()))

@@ -46,6 +46,12 @@ class ServeSettings(BaseSettings):
         description="Inputs per forward inside one model call, longest first, so short inputs do not pad "
         "to the longest of the call.",
     )
+    decode_batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="Replies a causal LM decodes together: requests join and leave the running batch "
+        "at every step (continuous batching); 1 decodes one request at a time.",
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",
         description="Inference precision: auto = bf16 autocast where the device has native bf16 "
