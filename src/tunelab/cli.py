@@ -100,6 +100,40 @@ def train(
         raise typer.Exit(code=128 + (result.signal_number or 2))
 
 
+@app.command(context_settings=OVERRIDES)
+def estimate(
+    ctx: typer.Context,
+    config: Path,
+    world_size: Annotated[
+        int, typer.Option(min=1, help="Devices the run is spread over (data parallel).")
+    ] = 1,
+    shard: Annotated[
+        str,
+        typer.Option(
+            help="none (DDP) | grad_optimizer (ZeRO-2-like) | full (ZeRO-3/FSDP-like): what is split."
+        ),
+    ] = "none",
+    measure: Annotated[
+        bool, typer.Option(help="Also run 3 optimizer steps in a fresh process and show their measured peak.")
+    ] = False,
+) -> None:
+    """Estimate per-device training memory of CONFIG (--key.path VALUE overrides) from its model on meta.
+
+    Parameters, gradients, AdamW state and one micro-batch's activations; the formulas are in
+    src/tunelab/training/memory.py.
+    """
+    try:
+        from rich.console import Console
+
+        from tunelab.training.measure import memory_table
+        from tunelab.workflows import estimate_memory
+
+        result, measured = estimate_memory(config, ctx.args, world_size, shard, measure, _setup_logging)
+    except TunelabError as exc:
+        _fail(exc)
+    Console().print(memory_table(result, measured))
+
+
 COMBINE_HELP = "How several models combine: logits (mean) | probs (mean probability) | vote (majority)."
 
 

@@ -9,17 +9,19 @@ training to evaluation and saving (the loop gets them as callables, so ``trainin
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 from tunelab.config import dump_config, load_config
 from tunelab.data import Columns, columns_of, load_records
 from tunelab.data.tagging import read_word_sentences
-from tunelab.errors import DataError, TunelabError
+from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.evaluation import evaluate
 from tunelab.evaluation.ensemble import ensemble_of
 from tunelab.evaluation.report import metrics_table, write_report
@@ -39,10 +41,13 @@ from tunelab.training import (
 )
 from tunelab.training import train as run_training
 from tunelab.training.checkpoint import check_resumable, latest_checkpoint
+from tunelab.training.measure import Measured, measure_steps
+from tunelab.training.memory import Estimate, Shard, estimate_plan
 from tunelab.training.plan import Plan, report_choices
 from tunelab.training.tracking import read_history
 
 logger = logging.getLogger(__name__)
+SHARDS: tuple[str, ...] = get_args(Shard)
 
 
 def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
@@ -56,6 +61,42 @@ def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
         seed=cfg.train.seed,
         config=cfg,
     )
+
+
+def run_labels(plan: Plan) -> list[str]:
+    """The labels the run's head is sized for: counted by ``resolve``, else read by the task's reader."""
+    if plan.label_balance is not None:
+        return list(plan.label_balance.counts)
+    return list(plan.task.load_data(plan.cfg.data, plan.task_params, plan.cfg.train.seed).labels)
+
+
+def estimate_memory(
+    config: Path,
+    overrides: Sequence[str] = (),
+    world_size: int = 1,
+    shard: str = "none",
+    measure: bool = False,
+    on_start: Callable[[], None] | None = None,
+) -> tuple[Estimate, Measured | None]:
+    """Per-device memory of training CONFIG; with ``measure``, also 3 real steps in a fresh process.
+
+    The measured steps run in a spawned process (``on_start`` runs first there, e.g. the CLI's
+    logging setup) so that nothing this one loaded counts; the estimate is then computed for the
+    largest micro-batch they ran, so both columns describe the same batch.
+    """
+    if shard not in SHARDS:
+        raise ConfigError(f"--shard: {shard!r} is not one of {', '.join(SHARDS)}")
+    if measure and (world_size > 1 or shard != "none"):
+        raise ConfigError("--measure runs one process: drop --world-size and --shard, or --measure")
+    plan = resolve(load_config(config, list(overrides)))
+    measured = None
+    if measure:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=on_start) as pool:
+            measured = pool.submit(measure_steps, plan.cfg).result()
+    micro_batch = (measured.batch, measured.seq_len) if measured is not None else None
+    shards = cast(Shard, shard)
+    return estimate_plan(plan, run_labels(plan), world_size, shards, micro_batch), measured
 
 
 def check_data(plan: Plan) -> str:

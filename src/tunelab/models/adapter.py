@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from peft import PeftModel, get_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from torch import nn
 
@@ -51,6 +52,20 @@ def is_adapter_dir(path: Path) -> bool:
 def is_peft_model(model: nn.Module) -> TypeGuard[PeftModel]:
     """True for a model wrapped by peft (saved as an adapter artifact, merged on export)."""
     return isinstance(model, PeftModel)
+
+
+def lora_dropout_widths(module: nn.Module) -> list[int]:
+    """Input width of every active LoRA branch inside ``module`` whose dropout is on (p > 0).
+
+    Such a branch keeps a dropout mask as wide as its input (memory estimates count it).
+    """
+    return [
+        layer.in_features
+        for layer in module.modules()
+        if isinstance(layer, LoraLayer) and layer.in_features is not None  # set once peft built it
+        for name in layer.active_adapters
+        if isinstance(drop := layer.lora_dropout[name], nn.Dropout) and drop.p > 0
+    ]
 
 
 def load_adapter_model(

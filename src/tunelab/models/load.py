@@ -29,6 +29,7 @@ from tunelab.errors import AssetError, CheckpointError
 from tunelab.io import atomic_dir, read_json
 
 __all__ = [
+    "build_empty",
     "label_maps",
     "load_by_architecture",
     "load_causal_lm",
@@ -113,6 +114,22 @@ def load_pretrained(
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def build_empty(model_class: Any, path: Path, labels: Sequence[str] = (), **config: Any) -> torch.nn.Module:
+    """``model_class`` as :func:`load_pretrained` builds it from ``path``, on the meta device: no weights.
+
+    For memory estimates: the architecture, dtypes and head size of the real load, in milliseconds and
+    without memory (meta tensors have shapes and dtypes but no storage).
+    """
+    hf_config = load_config(path)
+    if labels:
+        id2label, label2id = label_maps(labels)
+        config = {**config, "num_labels": len(labels), "id2label": id2label, "label2id": label2id}
+    hf_config.update(config)
+    with torch.device("meta"):
+        model: torch.nn.Module = model_class.from_config(hf_config, dtype=torch.float32)
+    return model
 
 
 def load_saved(model_class: Any, path: Path) -> torch.nn.Module:
