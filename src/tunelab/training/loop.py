@@ -160,11 +160,11 @@ def _accumulate(
     return loss_sum, sum(len(rows) for rows in group) * accelerator.num_processes
 
 
-class _Run:
+class TrainingRun:
     """One run of the loop: the prepared model/optimizer/scheduler, the loop state and its outputs.
 
     ``train`` drives it; each method here is one phase of an optimizer step, so the loop itself reads
-    top to bottom on one screen.
+    top to bottom on one screen. ``training.measure`` drives a few of its optimizer steps alone.
     """
 
     def __init__(
@@ -352,7 +352,7 @@ def train(
     so this layer never imports evaluation or saving. A caller that passes its own ``stop`` can keep
     it installed past the loop, so a signal during its own finishing work does not kill the process.
     """
-    run = _Run(plan, inputs, accelerator, evaluate, on_best, resume_from)
+    run = TrainingRun(plan, inputs, accelerator, evaluate, on_best, resume_from)
     stop = stop or StopFlag()
     run.model.train()
     with stop.installed(), _progress(accelerator.is_main_process) as progress:

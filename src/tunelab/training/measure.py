@@ -28,7 +28,7 @@ from rich.table import Table
 
 from tunelab.config import RunConfig
 from tunelab.training import build_accelerator, prepare_inputs, resolve
-from tunelab.training.loop import _Run
+from tunelab.training.loop import TrainingRun
 from tunelab.training.memory import Estimate
 
 MiB = 2**20
@@ -99,7 +99,7 @@ def measure_steps(cfg: RunConfig, steps: int = 3) -> Measured:
         train = cfg.train.model_copy(update={"output_dir": Path(tmp)})
         plan = resolve(cfg.model_copy(update={"train": train}))
         accelerator = build_accelerator(plan.cfg.train)
-        run = _Run(plan, prepare_inputs(plan), accelerator, None, None, None)
+        run = TrainingRun(plan, prepare_inputs(plan), accelerator, None, None, None)
 
         def padded(batch: list[int]) -> tuple[int, int]:
             return len(batch) * max(run.lengths[r] for r in batch), len(batch)
