@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 import harness
-from bench_serve import KEY, THREADS, free_port, start
+from bench_serve import KEY, THREADS, peak_rss, serving
 from tunelab.models.run_info import cpu_has_native_bf16
 
 MODEL = "smollm2-135m-instruct"
@@ -107,26 +107,18 @@ def main() -> None:
     prov = harness.provenance(threads=THREADS, packages=("fastapi", "uvicorn"), with_files=True)
     results: list[dict[str, Any]] = []
     for name, settings in ROWS:
-        port = free_port()
         log = out_dir / f"decode_{len(results)}.log"
-        proc = start("tunelab", MODEL, port, log, {"max_new_tokens": str(args.max_tokens), **settings})
-        url = f"http://127.0.0.1:{port}"
-        try:
+        settings = {"max_new_tokens": str(args.max_tokens), **settings}
+        with serving("tunelab", MODEL, log, settings) as (url, proc):
             with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=600) as client:
                 ask(client, texts[0], 4)  # warm-up
+            rows_before = len(results)
             for clients in levels:
                 harness.wait_for_quiet(120)
                 measured = load(url, texts, clients, args.max_tokens, proc.pid)
-                row = {"server": name, "clients": clients, **measured}
-                results.append(row)
-                print(f"{name} clients={clients}: {row['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
-            rss = harness.peak_rss_mb(proc.pid)
-            for r in results:
-                if r["server"] == name:
-                    r["peak_rss_mb"] = rss
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+                results.append({"server": name, "clients": clients, **measured})
+                print(f"{name} clients={clients}: {measured['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
+            peak_rss(results[rows_before:], proc.pid)
     reference = {r["clients"]: r["replies"] for r in results if r["server"] == ONE}
     for r in results:
         replies = r.pop("replies")

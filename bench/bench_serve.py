@@ -26,6 +26,7 @@ bench/out/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import re
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,27 @@ def start(kind: str, model: str, port: int, log: Path, settings: dict[str, str])
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"{kind} server did not start; see {log}")
+
+
+@contextlib.contextmanager
+def serving(
+    kind: str, model: str, log: Path, settings: dict[str, Any]
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A server of ``kind`` for ``model`` on a free port while the block runs: (its URL, its process)."""
+    port = free_port()
+    proc = start(kind, model, port, log, settings)
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def peak_rss(rows: list[dict[str, Any]], pid: int) -> None:
+    """Give every row measured on server ``pid`` its peak resident set (VmHWM, MB)."""
+    rss = harness.peak_rss_mb(pid)
+    for row in rows:
+        row["peak_rss_mb"] = rss
 
 
 def classify(url: str, texts: list[str], tunelab: bool) -> list[str]:
@@ -209,15 +232,12 @@ def main() -> None:
         check_texts, gold = [t for t, _ in rows[:256]], [label for _, label in rows[:256]]
         reference: list[str] | None = None
         for name, kind, model, settings in servers:
-            port = free_port()
-            log = out_dir / f"serve_{len(results)}.log"
-            proc = start(kind, model, port, log, settings)
-            url = f"http://127.0.0.1:{port}"
-            try:
+            with serving(kind, model, out_dir / f"serve_{len(results)}.log", settings) as (url, proc):
                 labels = classify(url, check_texts, kind == "tunelab")
                 if kind == "pipeline":
                     reference = labels
                 accuracy = sum(a == b for a, b in zip(labels, gold, strict=True)) / len(gold)
+                rows_before = len(results)
                 for connections in levels:
                     wrk_log = out_dir / f"serve_{len(results)}.wrk.log"
                     run_wrk(url, script, connections, args.warmup, proc.pid, wrk_log)
@@ -225,13 +245,7 @@ def main() -> None:
                     row = {"server": name, "connections": connections, "accuracy": accuracy, **measured}
                     results.append({**row, "labels": labels})
                     print(f"{name} c={connections}: {measured['rps']:.1f} req/s", file=sys.stderr)
-                rss = harness.peak_rss_mb(proc.pid)
-                for r in results:
-                    if r["server"] == name:
-                        r["peak_rss_mb"] = rss
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+                peak_rss(results[rows_before:], proc.pid)
     for r in results:
         r["agree_with_pipeline"] = (
             sum(a == b for a, b in zip(r.pop("labels"), reference, strict=True)) / len(reference)

@@ -22,18 +22,20 @@ from typing import Any
 Sections = dict[str, Any]
 
 
-def save_tiny_bert(out: Path, vocab_size: int) -> Path:
-    """A random-init 2-layer BERT MLM (hidden 32, seed 0) saved into ``out`` beside its tokenizer."""
+def save_tiny_bert(
+    out: Path, vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 2, intermediate: int = 64
+) -> Path:
+    """A random-init BERT MLM (default: 2 layers, hidden 32; seed 0) saved into ``out`` by its tokenizer."""
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
         max_position_embeddings=64,
     )
     BertForMaskedLM(config).save_pretrained(out)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import torch
 from peft import PeftModel
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertConfig
 from typer.testing import CliRunner
 
-from toy_tasks import toy_rows, write_csv
+from toy_tasks import save_tiny_bert, toy_rows, write_csv
 from tunelab.cli import app
 from tunelab.config import RunConfig, dump_config
 from tunelab.training.memory import Estimate, Shape, activation_bytes, estimate_plan
@@ -180,17 +180,8 @@ def wide_backbone_dir(tiny_backbone_dir: Path, tmp_path: Path) -> Path:
     for file in tiny_backbone_dir.iterdir():
         if "token" in file.name or file.name == "vocab.txt":
             (out / file.name).write_bytes(file.read_bytes())
-    tiny = BertConfig.from_pretrained(tiny_backbone_dir)
-    config = BertConfig(
-        vocab_size=tiny.vocab_size,
-        hidden_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=1024,
-        max_position_embeddings=64,
-    )
-    BertForMaskedLM(config).save_pretrained(out)
-    return out
+    vocab_size = BertConfig.from_pretrained(tiny_backbone_dir).vocab_size
+    return save_tiny_bert(out, vocab_size, hidden=256, layers=4, heads=4, intermediate=1024)
 
 
 @pytest.mark.slow
