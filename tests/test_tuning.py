@@ -112,7 +112,9 @@ def test_method_params_are_checked_through_the_registry(make_config, tmp_path: P
 
 
 def test_search_trains_each_trial_and_writes_the_results(config_file: Path, tmp_path: Path):
-    space = _space(tmp_path, trials=3, sampler="random", params={"train.lr": LR, "train.batch_size": BATCH})
+    """On dev loss (toy accuracy sits at chance for 8 steps): minimised, as the metric's direction says."""
+    params = {"train.lr": LR, "train.batch_size": BATCH}
+    space = _space(tmp_path, trials=3, sampler="random", metric="loss", params=params)
     result = CliRunner().invoke(app, ["tune", str(config_file), "--search", str(space)])
     assert result.exit_code == 0, result.output
 
@@ -123,14 +125,17 @@ def test_search_trains_each_trial_and_writes_the_results(config_file: Path, tmp_
         run = load_config(out / "trials" / str(t.number) / "run_config.yaml")
         assert (run.train.lr, run.train.batch_size) == (t.params["train.lr"], t.params["train.batch_size"])
         metrics = json.loads((out / "trials" / str(t.number) / "best" / "metrics.json").read_text())
-        assert metrics["dev"]["accuracy"] == t.value
+        assert metrics["dev"]["loss"] == t.value
     saved = json.loads((out / "tune_results.json").read_text())
+    assert (saved["metric"], saved["direction"]) == ("loss", "minimize")
     values = [r["value"] for r in saved["trials"]]
-    assert values == sorted(values, reverse=True)
-    assert saved["best"]["value"] == max(t.value for t in trials)
+    assert len(set(values)) == 3
+    assert values == sorted(values)  # best first
+    assert saved["best"]["value"] == min(t.value for t in trials)
     assert f"best: trial {saved['best']['number']}" in result.output
 
     best = load_config(out / "best.yaml")
+    assert best.train.metric_for_best_model == "loss"
     assert best.train.lr == saved["best"]["params"]["train.lr"]
     assert best.train.batch_size == saved["best"]["params"]["train.batch_size"]
     assert best.train.output_dir == out / "best_run"  # retraining it leaves the search alone
@@ -144,6 +149,8 @@ def test_resumed_study_continues_numbering(config_file: Path, tmp_path: Path):
     result = tune(config_file, _space(tmp_path, trials=3, load_if_exists=True))
 
     assert sorted(r.number for r in result.trials) == [0, 1, 2]  # one more trial, up to the budget
+    lrs = [t.params["train.lr"] for t in _trials(tmp_path / "run")]
+    assert lrs[2] not in lrs[:2]  # the continued sampler does not redraw the first trials' values
     assert sorted(p.name for p in (tmp_path / "run" / "trials").iterdir()) == ["0", "1", "2"]
     assert tune(config_file, _space(tmp_path, trials=3, load_if_exists=True)).trials == result.trials
 

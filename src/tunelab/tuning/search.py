@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,17 +87,18 @@ def plan_search(config: Path, space_file: Path, overrides: Sequence[str] = ()) -
     plan = resolve(validate_config(raw))
     if plan.cfg.data.k_shot == 0:
         raise ConfigError("data.k_shot: 0 trains nothing, so there is nothing to tune; drop it")
-    pin = ("train.metric_for_best_model", plan.selection_metric)  # one metric selects best/ in all trials
-    apply_override(raw, *pin)
+    metric = plan.selection_metric
+    pin = {"train.metric_for_best_model": metric}  # one metric selects best/ in every trial
+    raw = with_values(raw, pin)
     _check_bounds(raw, space)
     out = plan.cfg.train.output_dir
     return Search(
         config=config,
-        overrides=(*overrides, *as_overrides(dict([pin]))),
+        overrides=(*overrides, *as_overrides(pin)),
         raw=raw,
         space=space,
         out=out,
-        metric=plan.selection_metric,
+        metric=metric,
         direction=space.direction or ("maximize" if plan.higher_is_better else "minimize"),
         storage=space.storage or f"sqlite:///{out / 'tune.db'}",
         study_name=space.study_name or out.resolve().name,
@@ -104,14 +106,19 @@ def plan_search(config: Path, space_file: Path, overrides: Sequence[str] = ()) -
     )
 
 
+def _sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    if space.sampler == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=space.startup_trials, seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
 def open_study(search: Search) -> optuna.Study:
-    """Create the study in its storage (or load it: ``load_if_exists``), with the sampler and pruner."""
+    """Create the study in its storage (or load it: ``load_if_exists``), with the sampler and pruner.
+
+    A continued study's sampler is seeded with the seed plus its trial count: seeded as at the
+    start, it would draw the first trials' values again.
+    """
     space = search.space
-    sampler: optuna.samplers.BaseSampler = (
-        optuna.samplers.TPESampler(n_startup_trials=space.startup_trials, seed=search.seed)
-        if space.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=search.seed)
-    )
     pruner: optuna.pruners.BasePruner = (
         optuna.pruners.MedianPruner(n_startup_trials=space.startup_trials)
         if space.pruner == "median"
@@ -119,9 +126,9 @@ def open_study(search: Search) -> optuna.Study:
     )
     search.out.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.create_study(
+        study = optuna.create_study(
             storage=search.storage,
-            sampler=sampler,
+            sampler=_sampler(space, search.seed),
             pruner=pruner,
             study_name=search.study_name,
             direction=search.direction,
@@ -132,6 +139,9 @@ def open_study(search: Search) -> optuna.Study:
             f"search.study_name: study {search.study_name!r} already exists in {shown(search.storage)}; "
             "set load_if_exists: true to continue it, or choose another study_name"
         ) from None
+    if study.trials:
+        study.sampler = _sampler(space, search.seed + len(study.trials))
+    return study
 
 
 def _check_trial_dirs(search: Search, study: optuna.Study) -> None:
@@ -163,7 +173,7 @@ def _run_trial(search: Search, trial: optuna.Trial, study: optuna.Study, signals
     if result.stopped == "pruned":
         raise optuna.TrialPruned(f"pruned at step {result.step}")
     if result.stopped == "interrupted":
-        signals.append(result.signal_number or 2)
+        signals.append(result.signal_number or signal.SIGINT)
         study.stop()
         raise TunelabError(f"interrupted by signal {signals[-1]} at step {result.step}; the search stops")
     if result.best_metric is None:
@@ -171,7 +181,7 @@ def _run_trial(search: Search, trial: optuna.Trial, study: optuna.Study, signals
     return result.best_metric
 
 
-def _objective(search: Search, study: optuna.Study, signals: list[int]) -> Any:
+def _objective(search: Search, study: optuna.Study, signals: list[int]) -> Callable[[optuna.Trial], float]:
     """The objective Optuna calls: a trial's error is recorded on the trial, then raised for its FAIL."""
 
     def objective(trial: optuna.Trial) -> float:
