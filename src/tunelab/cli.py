@@ -101,6 +101,42 @@ def train(
 
 
 @app.command(context_settings=OVERRIDES)
+def tune(
+    ctx: typer.Context,
+    config: Path,
+    search: Annotated[
+        Path,
+        typer.Option(help="Search-space YAML: config key paths -> distributions; trials, pruner, storage."),
+    ],
+) -> None:
+    """Search hyperparameters of CONFIG with Optuna; each trial trains into train.output_dir/trials/N.
+
+    Prints the trials best first; writes tune_results.json and best.yaml (CONFIG with the best values)
+    into train.output_dir. --key.path VALUE overrides apply to every trial.
+    """
+    _setup_logging()
+    try:
+        from rich.console import Console
+
+        from tunelab.tuning import results_table
+        from tunelab.tuning import tune as run_tune
+
+        result = run_tune(config, search, ctx.args)
+    except TunelabError as exc:
+        _fail(exc)
+    Console().print(results_table(result))
+    if result.best is not None:
+        typer.echo(
+            f"best: trial {result.best.number} ({result.metric} {result.best.value}) in {result.best.run_dir}"
+        )
+    if result.signal_number is not None:
+        raise typer.Exit(code=128 + result.signal_number)
+    if result.best is None:
+        typer.echo("error: no trial completed; the table says why", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command(context_settings=OVERRIDES)
 def estimate(
     ctx: typer.Context,
     config: Path,

@@ -351,6 +351,11 @@ def validate_config(raw: dict[str, Any]) -> RunConfig:
 
 def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     """Read YAML, apply ``--key.path value`` overrides, validate."""
+    return validate_config(load_raw(path, overrides))
+
+
+def load_raw(path: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The config as a plain dict, YAML plus overrides, not yet validated (a search varies it first)."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     text = read_utf8(path, ConfigError)
@@ -366,7 +371,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
         )
     for key, value in parse_overrides(overrides or []):
         apply_override(raw, key, value)
-    return validate_config(raw)
+    return raw
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -41,6 +41,7 @@ from tunelab.training import (
 )
 from tunelab.training import train as run_training
 from tunelab.training.checkpoint import check_resumable, latest_checkpoint
+from tunelab.training.loop import OnEval
 from tunelab.training.measure import Measured, measure_steps
 from tunelab.training.memory import Estimate, Shard, estimate_plan
 from tunelab.training.plan import Plan, report_choices
@@ -171,6 +172,7 @@ def train_run(
     resume_from: Path | None = None,
     overwrite: bool = False,
     on_start: Any = None,
+    on_eval: OnEval | None = None,
 ) -> TrainResult:
     """Validate CONFIG, train, keep the best dev model in ``best/``, then score it (dev + test).
 
@@ -180,6 +182,8 @@ def train_run(
     (``data.k_shot: 0``) saves the model as loaded after scoring it on dev. An interrupted run returns
     with ``stopped == "interrupted"`` after its checkpoint is saved; a SIGINT/SIGTERM that arrives after
     the last step is ignored, so the final report is written and the run ends completed.
+    ``on_eval(metrics, step)`` (a search's pruner) may stop the run after any evaluation; a run it
+    stops (``pruned``) keeps its checkpoint and best/ but skips the test-set report.
     """
     plan = resolve(load_config(config, list(overrides)))
     cfg = plan.cfg
@@ -222,8 +226,11 @@ def train_run(
             result = TrainResult(step=0, stopped="completed", best_metric=None, best_step=0, checkpoint=None)
         else:
             result = run_training(
-                plan, inputs, accelerator, evaluate_dev, on_best, resume_from=resume_from, stop=stop
+                plan, inputs, accelerator, evaluate_dev, on_best, resume_from, stop, on_eval
             )
+            if result.stopped == "pruned":
+                logger.info("pruned at step %d (best %s)", result.step, result.best_metric)
+                return result
             if result.stopped == "interrupted":
                 logger.warning(
                     "interrupted at step %d; checkpoint %s; continue with: tunelab train %s --resume",

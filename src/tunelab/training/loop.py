@@ -36,14 +36,19 @@ logger = logging.getLogger(__name__)
 
 Evaluate = Callable[[torch.nn.Module], Mapping[str, Any]]
 OnBest = Callable[[torch.nn.Module, Mapping[str, Any], int], None]
+OnEval = Callable[[Mapping[str, Any], int], bool]
+StopReason = Literal["completed", "early_stopping", "interrupted", "pruned"]
 
 
 @dataclass
 class TrainResult:
-    """How the run ended; ``losses`` maps each logged step to the mean loss since the previous log."""
+    """How the run ended; ``losses`` maps each logged step to the mean loss since the previous log.
+
+    ``pruned``: the caller's ``on_eval`` asked to stop (a hyperparameter search gave up on the run).
+    """
 
     step: int
-    stopped: Literal["completed", "early_stopping", "interrupted"]
+    stopped: StopReason
     best_metric: float | None
     best_step: int | None
     checkpoint: Path | None
@@ -175,10 +180,11 @@ class TrainingRun:
         evaluate: Evaluate | None,
         on_best: OnBest | None,
         resume_from: Path | None,
+        on_eval: OnEval | None = None,
     ) -> None:
         cfg = self.cfg = plan.cfg.train
         self.plan, self.inputs, self.accelerator = plan, inputs, accelerator
-        self.evaluate, self.on_best = evaluate, on_best
+        self.evaluate, self.on_best, self.on_eval = evaluate, on_best, on_eval
         config_dict = plan.cfg.model_dump(mode="json")
         self.lengths = [len(ids) for ids in inputs.train["input_ids"]]
         per_epoch = steps_per_epoch(
@@ -283,8 +289,8 @@ class TrainingRun:
             cfg.eval_steps is not None and state.step % cfg.eval_steps == 0
         )
         finished = state.step >= self.total_steps
-        if (due_eval or (finished and self.last_eval != state.step)) and self.run_eval():
-            self.result.stopped = "early_stopping"
+        if due_eval or (finished and self.last_eval != state.step):
+            self.result.stopped = self.run_eval()
         signum = _agreed_signal(self.accelerator, stop.signum)  # read after eval: a signal during it counts
         if signum is not None and not finished and self.result.stopped == "completed":
             self.result.stopped, self.result.signal_number = "interrupted", signum
@@ -292,10 +298,10 @@ class TrainingRun:
             self.checkpoint()
         return finished or self.result.stopped != "completed"
 
-    def run_eval(self) -> bool:
-        """Evaluate, keep best; True when early stopping says stop."""
+    def run_eval(self) -> StopReason:
+        """Evaluate, keep best, then ask ``on_eval`` and early stopping whether to go on."""
         if self.evaluate is None:
-            return False
+            return "completed"
         state = self.state
         self.last_eval = state.step
         self.model.eval()
@@ -310,8 +316,11 @@ class TrainingRun:
                 self.on_best(self.accelerator.unwrap_model(self.model), metrics, state.step)
         else:
             state.evals_without_improvement += 1
+        if self.on_eval is not None and self.on_eval(metrics, state.step):
+            return "pruned"
         patience = self.cfg.early_stopping_patience
-        return patience is not None and state.evals_without_improvement >= patience
+        stop = patience is not None and state.evals_without_improvement >= patience
+        return "early_stopping" if stop else "completed"
 
     def checkpoint(self) -> None:
         """A resumable checkpoint of this step, unless one was just written."""
@@ -344,6 +353,7 @@ def train(
     on_best: OnBest | None = None,
     resume_from: Path | None = None,
     stop: StopFlag | None = None,
+    on_eval: OnEval | None = None,
 ) -> TrainResult:
     """Train ``inputs.adapted.model`` as ``plan`` says; see module docstring for the contract.
 
@@ -351,8 +361,10 @@ def train(
     called when ``train.metric_for_best_model`` improves. Both arrive from the caller (``workflows``)
     so this layer never imports evaluation or saving. A caller that passes its own ``stop`` can keep
     it installed past the loop, so a signal during its own finishing work does not kill the process.
+    ``on_eval(metrics, step)`` runs after each evaluation (and best/ update); True stops the run there,
+    checkpointed, as ``pruned``. It runs in every process and must answer alike in all of them.
     """
-    run = TrainingRun(plan, inputs, accelerator, evaluate, on_best, resume_from)
+    run = TrainingRun(plan, inputs, accelerator, evaluate, on_best, resume_from, on_eval)
     stop = stop or StopFlag()
     run.model.train()
     with stop.installed(), _progress(accelerator.is_main_process) as progress:
