@@ -32,6 +32,10 @@ class _Range(_Strict):
 
     log: bool = Field(default=False, description="Sample uniformly in log space (needs low > 0).")
 
+    def bounds(self) -> dict[str, Any]:
+        """The extreme values, by the key that sets them (checked against the config up front)."""
+        return self.model_dump(include={"low", "high"})
+
     @field_validator("step", check_fields=False)
     @classmethod
     def _step_without_log(cls, step: float | None, info: ValidationInfo) -> float | None:
@@ -67,10 +71,6 @@ class FloatParam(_Range):
         """This trial's value."""
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
-    def bounds(self) -> dict[str, Any]:
-        """The extreme values, by the key that sets them (checked against the config up front)."""
-        return {"low": self.low, "high": self.high}
-
 
 class IntParam(_Range):
     """``{type: int, low, high, log, step}``: ``trial.suggest_int``."""
@@ -83,10 +83,6 @@ class IntParam(_Range):
     def suggest(self, trial: optuna.Trial, name: str) -> int:
         """This trial's value."""
         return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
-
-    def bounds(self) -> dict[str, Any]:
-        """The extreme values, by the key that sets them (checked against the config up front)."""
-        return {"low": self.low, "high": self.high}
 
 
 class CategoricalParam(_Strict):
