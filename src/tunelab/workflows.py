@@ -1,6 +1,6 @@
 """Workflows: train -> final report, and the eval/predict plumbing behind the CLI.
 
-``cli.py`` parses arguments and maps errors to exit codes; what a command *does* lives here, as
+``cli`` parses arguments and maps errors to exit codes; what a command *does* lives here, as
 plain functions a script or a test can call without a terminal. This is the only module that wires
 training to evaluation and saving (the loop gets them as callables, so ``training`` never imports
 ``evaluation``).
