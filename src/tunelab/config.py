@@ -144,6 +144,27 @@ class MethodConfig(_Section):
     )
 
 
+class DistributedConfig(_Section):
+    """``train.distributed:``: how several processes (``tunelab train --nproc``, torchrun) share a run."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        default="ddp",
+        description="ddp replicates the model on every process; fsdp / deepspeed (ZeRO) shard it (need CUDA).",
+    )
+    zero_stage: Literal[2, 3] | None = Field(
+        default=None, description="DeepSpeed ZeRO stage (2: shard gradients + optimizer, 3: also weights)."
+    )
+    timeout_s: float = Field(
+        default=600, gt=0, description="A collective waiting this long for a peer fails the run, not hangs."
+    )
+
+    @model_validator(mode="after")
+    def _zero_stage_with_deepspeed(self) -> DistributedConfig:
+        if (self.strategy == "deepspeed") != (self.zero_stage is not None):
+            raise ValueError("zero_stage (2 or 3) is set exactly when strategy is deepspeed")
+        return self
+
+
 class TrainConfig(_Section):
     """``train:``: the training loop's output, optimizer, schedule, precision, evaluation and saving.
 
@@ -202,6 +223,10 @@ class TrainConfig(_Section):
     )
     early_stopping_patience: int | None = Field(
         default=None, gt=0, description="Stop after this many evaluations without improvement; null = off."
+    )
+
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="Several processes: sharding strategy and timeout."
     )
 
     @model_validator(mode="after")

@@ -41,6 +41,7 @@ from tunelab.training import (
 )
 from tunelab.training import train as run_training
 from tunelab.training.checkpoint import check_resumable, latest_checkpoint
+from tunelab.training.launch import elastic_restart
 from tunelab.training.loop import OnEval
 from tunelab.training.measure import Measured, measure_steps
 from tunelab.training.memory import Estimate, Shard, estimate_plan
@@ -183,10 +184,14 @@ def train_run(
     with ``stopped == "interrupted"`` after its checkpoint is saved; a SIGINT/SIGTERM that arrives after
     the last step is ignored, so the final report is written and the run ends completed.
     ``on_eval(metrics, step)`` (a search's pruner) may stop the run after any evaluation; a run it
-    stops (``pruned``) keeps its checkpoint and best/ but skips the test-set report.
+    stops (``pruned``) keeps its checkpoint and best/ but skips the test-set report. In a group that
+    torchelastic restarted (``--max-restarts``) every process resumes from the newest checkpoint.
     """
     plan = resolve(load_config(config, list(overrides)))
     cfg = plan.cfg
+    if elastic_restart():  # torchelastic restarted the group after a failure: continue, never start over
+        resume, overwrite = True, False
+        resume_from = latest_checkpoint(cfg.train.output_dir) or resume_from
     accelerator = build_accelerator(cfg.train)
     if on_start is not None:
         on_start(accelerator.process_index)
@@ -195,7 +200,7 @@ def train_run(
     out = cfg.train.output_dir
     resume_from = _start_dir(out, resume, resume_from, overwrite, accelerator.is_main_process)
     if resume_from is not None:
-        check_resumable(resume_from, cfg.model_dump(mode="json"))
+        check_resumable(resume_from, cfg.model_dump(mode="json"), accelerator.num_processes)
     accelerator.wait_for_everyone()
     inputs = prepare_inputs(plan)
     if accelerator.is_main_process:

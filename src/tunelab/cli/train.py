@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tunelab.cli.common import OVERRIDES, app, fail, setup_logging
-from tunelab.errors import TunelabError
+from tunelab.errors import ConfigError, TunelabError
 
 
 @app.command(context_settings=OVERRIDES)
@@ -49,9 +49,22 @@ def train(
     ] = False,
     resume_from: Annotated[Path | None, typer.Option(help="Continue from this checkpoint directory.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing train.output_dir first.")] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(min=1, help="Train in N local processes (torch's elastic launcher, like torchrun)."),
+    ] = None,
+    max_restarts: Annotated[
+        int,
+        typer.Option(min=0, help="With --nproc: restart the group this often after a failure; it resumes."),
+    ] = 0,
 ) -> None:
     """Fine-tune as CONFIG says; override any key with --key.path VALUE (e.g. --train.lr 3e-5)."""
     try:
+        if nproc is not None:
+            _launch(config, ctx.args, resume, resume_from, overwrite, nproc, max_restarts)
+            return
+        if max_restarts:
+            raise ConfigError("--max-restarts: only with --nproc N (torchrun has its own --max-restarts)")
         from tunelab.workflows import train_run
 
         result = train_run(config, ctx.args, resume, resume_from, overwrite, on_start=setup_logging)
@@ -59,6 +72,30 @@ def train(
         fail(exc)
     if result.stopped == "interrupted":
         raise typer.Exit(code=128 + (result.signal_number or 2))
+
+
+def _launch(
+    config: Path,
+    overrides: list[str],
+    resume: bool,
+    resume_from: Path | None,
+    overwrite: bool,
+    nproc: int,
+    max_restarts: int,
+) -> None:
+    """Validate CONFIG here, then run this same command (without --nproc) in ``nproc`` processes."""
+    from tunelab.config import load_config
+    from tunelab.training import check_strategy
+    from tunelab.training.launch import launch_workers
+    from tunelab.training.plan import resolve
+
+    check_strategy(resolve(load_config(config, overrides)).cfg.train.distributed)
+    flags = [
+        *(["--resume"] if resume else []),
+        *(["--resume-from", str(resume_from)] if resume_from is not None else []),
+        *(["--overwrite"] if overwrite else []),
+    ]
+    launch_workers(["-m", "tunelab.cli", "train", str(config), *flags, *overrides], nproc, max_restarts)
 
 
 @app.command(context_settings=OVERRIDES)

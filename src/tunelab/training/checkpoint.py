@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import shutil
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from tunelab.errors import CheckpointError
 from tunelab.io import atomic_write, publish_dir
 from tunelab.methods.spec import RunState
 
+logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d+)$")
 # Keys that may differ between the original run and its resume without changing the training math:
@@ -41,6 +43,7 @@ RESUMABLE_CHANGES = frozenset(
         "data.test_file",
     }
 )
+_BATCH = "train.batch_size"  # may change with the process count at the same global batch
 
 
 @dataclass
@@ -55,6 +58,7 @@ class TrainerState:
     evals_without_improvement: int = 0
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     log_window: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the next log averages
+    world_size: int | None = None  # processes that wrote it (None: a checkpoint older than this field)
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -130,24 +134,37 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: tree}
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ and would make the resumed run differ from the original."""
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], world_sizes: tuple[int | None, int] = (1, 1)
+) -> list[str]:
+    """Dotted keys whose values differ and would make the resumed run differ from the original.
+
+    ``train.batch_size`` may change with the process count (``world_sizes``: saved, current) when
+    the global batch, processes x batch_size, stays the same: each optimizer step then sees the same
+    rows (``data.batching.shard_batches`` deals the global batches out in order).
+    """
     old, new = _flatten(saved), _flatten(current)
-    return sorted(
-        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
-    )
+    diffs = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES}
+    saved_world, world = world_sizes
+    if saved_world is not None and saved_world * old.get(_BATCH, 0) == world * new.get(_BATCH, 0):
+        diffs.discard(_BATCH)
+    return sorted(diffs)
 
 
-def check_resumable(path: Path, config: dict[str, Any]) -> TrainerState:
+def check_resumable(path: Path, config: dict[str, Any], world_size: int = 1) -> TrainerState:
     """The loop state of ``path`` if ``config`` may continue it, else a ``CheckpointError`` naming the keys.
 
     Cheap (one JSON file), so a caller checks before it loads data or weights or writes anything.
+    ``world_size`` is the resuming run's process count.
     """
     state = read_state(path)
-    diffs = config_differences(state.config, config)
+    diffs = config_differences(state.config, config, (state.world_size, world_size))
     if diffs:
+        hint = ""
+        if _BATCH in diffs and state.world_size not in (None, world_size):
+            hint = f" (saved by {state.world_size} processes: keep processes x batch_size equal)"
         raise CheckpointError(
-            f"{path}: cannot resume, the config changed in: {', '.join(diffs)}; "
+            f"{path}: cannot resume, the config changed in: {', '.join(diffs)}{hint}; "
             "restore those values or start a new run (another train.output_dir)"
         )
     return state
@@ -164,9 +181,19 @@ def load_checkpoint(
 
     A config that differs from the checkpoint's outside ``RESUMABLE_CHANGES`` is refused with a
     ``CheckpointError`` before anything is restored: the resumed run would not continue the original.
-    ``run_states`` are restored into the unwrapped ``model``, which they require.
+    ``run_states`` are restored into the unwrapped ``model``, which they require. Another process
+    count may resume at the same global batch (``config_differences``).
     """
-    state = check_resumable(path, config)
+    state = check_resumable(path, config, accelerator.num_processes)
+    if state.world_size not in (None, accelerator.num_processes):
+        # accelerate restores rank i's RNG from random_states_i.pkl and silently skips ranks without one.
+        logger.warning(
+            "%s was saved by %d processes, resumed by %d: weights, optimizer, schedule and data order "
+            "continue exactly; each rank's RNG (dropout, augmentation) does not",
+            path,
+            state.world_size,
+            accelerator.num_processes,
+        )
     accelerator.load_state(str(path))
     for key, companion in (run_states or {}).items():
         file = _run_state_file(path, key)

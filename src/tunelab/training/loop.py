@@ -326,6 +326,7 @@ class TrainingRun:
         """A resumable checkpoint of this step, unless one was just written."""
         if self.last_saved != self.state.step:
             self.state.log_window = self.window.state(self.accelerator)
+            self.state.world_size = self.accelerator.num_processes
             self.tracker.flush()
             self.result.checkpoint = save_checkpoint(
                 self.accelerator,

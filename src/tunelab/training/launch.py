@@ -1,0 +1,67 @@
+"""Start N local worker processes through torch's elastic launcher (what ``torchrun --standalone`` runs).
+
+Not a home-made spawner: torchelastic's agent starts the workers, sets their rank variables, stops
+every worker as soon as one fails (so a killed rank cannot leave its peers hanging in a
+collective), restarts the group up to ``max_restarts`` times and reports which rank failed how.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from tunelab.errors import TunelabError
+
+RESTART_COUNT = "TORCHELASTIC_RESTART_COUNT"  # set by torchelastic in every worker it starts
+
+
+class LaunchError(TunelabError):
+    """A worker process of a multi-process run failed; the message names its rank and exit."""
+
+
+def elastic_restart() -> bool:
+    """True in a worker that torchelastic restarted after a failure (``--max-restarts``, plain torchrun too)."""
+    return int(os.environ.get(RESTART_COUNT, "0")) > 0
+
+
+def failure_message(error: ChildFailedError) -> str:
+    """One line naming the first failed rank and how it ended (exit code or signal)."""
+    rank, failure = error.get_first_failure()
+    how = (
+        f"was killed by {failure.signal_name()}"
+        if failure.exitcode < 0
+        else f"exited with code {failure.exitcode}"
+    )
+    return f"rank {rank} (pid {failure.pid}) {how}; the launch stopped every other rank (its output is above)"
+
+
+def launch_workers(worker_args: Sequence[str], nproc: int, max_restarts: int = 0) -> None:
+    """Run ``python worker_args...`` in ``nproc`` local processes joined into one process group.
+
+    The rendezvous is torchrun's ``--standalone`` one (a c10d store on a free localhost port), so
+    several launches can run side by side. Raises ``LaunchError`` when a worker failed and no
+    restarts are left.
+    """
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=max_restarts,
+        logs_specs=DefaultLogsSpecs(log_dir=os.devnull),  # workers print to this terminal, no log files
+    )
+    # torchrun's default: one intra-op thread per worker unless the user chose, so N workers do
+    # not oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        elastic_launch(config, sys.executable)("-u", *worker_args)
+    except ChildFailedError as exc:
+        raise LaunchError(failure_message(exc)) from None

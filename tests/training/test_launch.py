@@ -1,0 +1,139 @@
+"""``tunelab train --nproc``: torch's elastic launcher, killed ranks, elastic restarts, another process count."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from test_distributed import _no_dropout_copy
+from toy_tasks import toy_rows, write_csv
+from tunelab.training.checkpoint import config_differences
+
+KILL_HOOK = Path(__file__).with_name("kill_hook")
+
+
+@pytest.fixture(scope="module")
+def base_config(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> dict:
+    """12 optimizer steps at a global batch of 8 (2 processes x 4), a checkpoint every 4 steps."""
+    tmp = tmp_path_factory.mktemp("launch")
+    model = _no_dropout_copy(tiny_backbone_dir, tmp / "model")
+    return {
+        "model": {"name_or_path": str(model)},
+        "data": {
+            "train_file": str(write_csv(tmp / "train.csv", toy_rows(96, seed=2))),
+            "dev_file": str(write_csv(tmp / "dev.csv", toy_rows(32, seed=3))),
+        },
+        "task": {"params": {"max_length": 32}},
+        "train": {
+            "max_steps": 12,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "logging_steps": 1,
+            "save_steps": 4,
+            "save_total_limit": 3,
+            "group_by_length": False,
+            "seed": 3,
+            "distributed": {"timeout_s": 60},
+        },
+    }
+
+
+def _train(
+    out: Path, raw: dict, *args: str, kill: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``tunelab train`` on ``raw`` with its output in ``out/run``; ``kill="RANK:STEP"`` arms the hook."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = out / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "output_dir": str(out / "run")}}))
+    path = os.pathsep.join([str(KILL_HOOK), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}  # rich wraps log lines at COLUMNS
+    if kill is not None:
+        env["TUNELAB_TEST_KILL"] = kill
+    cmd = [sys.executable, "-m", "tunelab.cli", "train", str(cfg), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _losses(run: Path) -> dict[int, float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["train/loss"] for r in map(json.loads, lines) if "train/loss" in r}
+
+
+def _workers_of(cfg: Path) -> list[psutil.Process]:
+    """Live processes whose command line names ``cfg`` (the launcher and its workers)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if str(cfg) in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, base_config: dict) -> Path:
+    """The reference: 2 processes through ``--nproc 2``, never interrupted."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    done = _train(out, base_config, "--nproc", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "run"
+
+
+@pytest.mark.slow
+def test_killed_rank_ends_the_launch_with_its_name(tmp_path: Path, base_config: dict):
+    """Rank 1 SIGKILLs itself after step 2: the launch fails fast, names it, and leaves no worker behind."""
+    start = time.monotonic()
+    done = _train(tmp_path, base_config, "--nproc", "2", kill="1:2")
+    elapsed = time.monotonic() - start
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert elapsed < 90
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: rank 1 (pid ") and "was killed by SIGKILL" in last, last
+    assert _workers_of(tmp_path / "cfg.yaml") == []
+
+
+@pytest.mark.slow
+def test_elastic_restart_resumes_from_the_checkpoint(tmp_path: Path, base_config: dict, uninterrupted: Path):
+    """Rank 1 dies after step 6 (checkpoint at 4): the restarted group resumes at 4 and trains like the
+    uninterrupted run from there."""
+    done = _train(tmp_path, base_config, "--nproc", "2", "--max-restarts", "1", kill="1:6")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stderr and "at step 4" in done.stderr
+    resumed, reference = _losses(tmp_path / "run"), _losses(uninterrupted)
+    assert sorted(resumed) == sorted(reference) == list(range(1, 13))
+    for step in range(5, 13):
+        assert resumed[step] == pytest.approx(reference[step], abs=1e-5), step
+
+
+@pytest.mark.slow
+def test_two_process_checkpoint_resumes_in_one_process(tmp_path: Path, base_config: dict, uninterrupted: Path):
+    """Step-4 checkpoint of 2 processes x batch 4, resumed by 1 process x batch 8: the same steps follow."""
+    done = _train(
+        tmp_path,
+        base_config,
+        "--resume-from",
+        str(uninterrupted / "checkpoints" / "step-000004"),
+        "--train.batch_size",
+        "8",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed, reference = _losses(tmp_path / "run"), _losses(uninterrupted)
+    assert sorted(resumed) == list(range(5, 13))
+    for step in resumed:
+        assert resumed[step] == pytest.approx(reference[step], abs=1e-5), step
+    assert "saved by 2 processes, resumed by 1" in " ".join(done.stderr.split())
+
+
+def test_batch_size_may_change_only_with_the_process_count_at_the_same_global_batch():
+    saved = {"train": {"batch_size": 4, "lr": 1e-3}}
+    doubled = {"train": {"batch_size": 8, "lr": 1e-3}}
+    assert config_differences(saved, doubled, (2, 1)) == []
+    assert config_differences(doubled, saved, (1, 2)) == []
+    assert config_differences(saved, doubled, (1, 1)) == ["train.batch_size"]
+    assert config_differences(saved, doubled, (None, 1)) == ["train.batch_size"]  # unknown writer count
+    assert config_differences(saved, {"train": {"batch_size": 8, "lr": 1e-2}}, (2, 1)) == ["train.lr"]
