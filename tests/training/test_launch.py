@@ -12,12 +12,15 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from test_distributed import _no_dropout_copy
 from toy_tasks import toy_rows, write_csv
+from tunelab.cli import app
+from tunelab.errors import ConfigError
 from tunelab.training.checkpoint import config_differences
 
-KILL_HOOK = Path(__file__).with_name("kill_hook")
+FAULT_HOOK = Path(__file__).with_name("fault_hook")
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +50,17 @@ def base_config(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Pat
 
 
 def _train(
-    out: Path, raw: dict, *args: str, kill: str | None = None, timeout: float = 120
+    out: Path, raw: dict, *args: str, fault: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """``tunelab train`` on ``raw`` with its output in ``out/run``; ``kill="RANK:STEP"`` arms the hook."""
+    """``tunelab train`` on ``raw`` with its output in ``out/run``; ``fault="RANK:STEP:kill|hang"`` arms
+    ``fault_hook/sitecustomize.py``."""
     out.mkdir(parents=True, exist_ok=True)
     cfg = out / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "output_dir": str(out / "run")}}))
-    path = os.pathsep.join([str(KILL_HOOK), os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join([str(FAULT_HOOK), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}  # rich wraps log lines at COLUMNS
-    if kill is not None:
-        env["TUNELAB_TEST_KILL"] = kill
+    if fault is not None:
+        env["TUNELAB_TEST_FAULT"] = fault
     cmd = [sys.executable, "-m", "tunelab.cli", "train", str(cfg), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -88,7 +92,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, base_config: dict) -
 def test_killed_rank_ends_the_launch_with_its_name(tmp_path: Path, base_config: dict):
     """Rank 1 SIGKILLs itself after step 2: the launch fails fast, names it, and leaves no worker behind."""
     start = time.monotonic()
-    done = _train(tmp_path, base_config, "--nproc", "2", kill="1:2")
+    done = _train(tmp_path, base_config, "--nproc", "2", fault="1:2:kill")
     elapsed = time.monotonic() - start
     assert done.returncode == 1, done.stderr[-3000:]
     assert elapsed < 90
@@ -98,10 +102,22 @@ def test_killed_rank_ends_the_launch_with_its_name(tmp_path: Path, base_config: 
 
 
 @pytest.mark.slow
+def test_a_hung_rank_times_out_instead_of_hanging_the_launch(tmp_path: Path, base_config: dict):
+    """Rank 1 stops answering after step 2: rank 0's next collective fails after train.distributed.timeout_s
+    and the launch ends, naming it."""
+    raw = {**base_config, "train": {**base_config["train"], "distributed": {"timeout_s": 3}}}
+    done = _train(tmp_path, raw, "--nproc", "2", fault="1:2:hang")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Timed out waiting 3000ms" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: rank 0 (pid "), done.stderr[-1000:]
+    assert _workers_of(tmp_path / "cfg.yaml") == []
+
+
+@pytest.mark.slow
 def test_elastic_restart_resumes_from_the_checkpoint(tmp_path: Path, base_config: dict, uninterrupted: Path):
     """Rank 1 dies after step 6 (checkpoint at 4): the restarted group resumes at 4 and trains like the
     uninterrupted run from there."""
-    done = _train(tmp_path, base_config, "--nproc", "2", "--max-restarts", "1", kill="1:6")
+    done = _train(tmp_path, base_config, "--nproc", "2", "--max-restarts", "1", fault="1:6:kill")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from" in done.stderr and "at step 4" in done.stderr
     resumed, reference = _losses(tmp_path / "run"), _losses(uninterrupted)
@@ -137,3 +153,36 @@ def test_batch_size_may_change_only_with_the_process_count_at_the_same_global_ba
     assert config_differences(saved, doubled, (1, 1)) == ["train.batch_size"]
     assert config_differences(saved, doubled, (None, 1)) == ["train.batch_size"]  # unknown writer count
     assert config_differences(saved, {"train": {"batch_size": 8, "lr": 1e-2}}, (2, 1)) == ["train.lr"]
+
+
+@pytest.mark.parametrize(
+    ("distributed", "message"),
+    [
+        ({"strategy": "fsdp"}, "fsdp needs CUDA GPUs; on CPU accelerate ignores the FSDP plugin"),
+        ({"strategy": "deepspeed", "zero_stage": 3}, "deepspeed is not installed"),
+    ],
+)
+def test_sharding_strategies_this_machine_cannot_run_are_refused_before_launching(
+    tmp_path: Path, base_config: dict, distributed: dict, message: str
+):
+    cfg = tmp_path / "cfg.yaml"
+    train = {**base_config["train"], "distributed": distributed, "output_dir": str(tmp_path / "run")}
+    cfg.write_text(yaml.safe_dump({**base_config, "train": train}))
+    result = CliRunner().invoke(app, ["train", str(cfg), "--nproc", "2"])
+    assert result.exit_code == 2
+    assert f"error: train.distributed.strategy: {message}" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "distributed", [{"strategy": "deepspeed"}, {"strategy": "ddp", "zero_stage": 2}, {"timeout_s": 0}]
+)
+def test_distributed_config_is_validated(make_config, distributed: dict):
+    with pytest.raises(ConfigError, match=r"train\.distributed"):
+        make_config(train={"distributed": distributed})
+
+
+def test_max_restarts_needs_nproc(tmp_path: Path):
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "cfg.yaml"), "--max-restarts", "1"])
+    assert result.exit_code == 2
+    assert "--max-restarts: only with --nproc" in result.output
