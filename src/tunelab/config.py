@@ -149,7 +149,7 @@ class DistributedConfig(_Section):
 
     strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
         default="ddp",
-        description="ddp replicates the model on every process; fsdp / deepspeed (ZeRO) shard it (need CUDA).",
+        description="ddp: a model copy per process; fsdp / deepspeed (ZeRO) shard it (CUDA only).",
     )
     zero_stage: Literal[2, 3] | None = Field(
         default=None, description="DeepSpeed ZeRO stage (2: shard gradients + optimizer, 3: also weights)."

@@ -1,9 +1,11 @@
-"""``tunelab train --nproc``: torch's elastic launcher, killed ranks, elastic restarts, another process count."""
+"""``tunelab train --nproc``: torch's elastic launcher, failed ranks, elastic restarts, process counts."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from test_distributed import _no_dropout_copy
 from typer.testing import CliRunner
 
-from test_distributed import _no_dropout_copy
 from toy_tasks import toy_rows, write_csv
 from tunelab.cli import app
 from tunelab.errors import ConfigError
@@ -58,7 +60,7 @@ def _train(
     cfg = out / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "output_dir": str(out / "run")}}))
     path = os.pathsep.join([str(FAULT_HOOK), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path, "COLUMNS": "200"}  # rich wraps log lines at COLUMNS
+    env = {**os.environ, "PYTHONPATH": path, "COLUMNS": "1000"}  # rich wraps log lines at COLUMNS
     if fault is not None:
         env["TUNELAB_TEST_FAULT"] = fault
     cmd = [sys.executable, "-m", "tunelab.cli", "train", str(cfg), *args]
@@ -97,7 +99,8 @@ def test_killed_rank_ends_the_launch_with_its_name(tmp_path: Path, base_config: 
     assert done.returncode == 1, done.stderr[-3000:]
     assert elapsed < 90
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: rank 1 (pid ") and "was killed by SIGKILL" in last, last
+    assert last.startswith("error: rank 1 (pid "), last
+    assert "was killed by SIGKILL" in last
     assert _workers_of(tmp_path / "cfg.yaml") == []
 
 
@@ -114,12 +117,33 @@ def test_a_hung_rank_times_out_instead_of_hanging_the_launch(tmp_path: Path, bas
 
 
 @pytest.mark.slow
+def test_interrupting_the_launcher_checkpoints_every_rank(tmp_path: Path, base_config: dict):
+    """SIGINT to the launcher alone (as a supervisor would send it): torchelastic forwards it, the ranks
+    stop together at a step boundary with a checkpoint, and the launch exits 130."""
+    raw = {**base_config, "train": {**base_config["train"], "max_steps": 2000, "save_steps": 1000}}
+    out = tmp_path / "cfg.yaml"
+    out.write_text(yaml.safe_dump({**raw, "train": {**raw["train"], "output_dir": str(tmp_path / "run")}}))
+    cmd = [sys.executable, "-m", "tunelab.cli", "train", str(out), "--nproc", "2"]
+    with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) as launcher:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        launcher.send_signal(signal.SIGINT)
+        _, stderr = launcher.communicate(timeout=60)
+    assert launcher.returncode == 130, stderr[-3000:]
+    assert "interrupted by signal 2; continue with --resume" in stderr
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").iterdir()
+    assert 0 < json.loads((checkpoint / "trainer_state.json").read_text())["step"] < 1000
+    assert _workers_of(out) == []
+
+
+@pytest.mark.slow
 def test_elastic_restart_resumes_from_the_checkpoint(tmp_path: Path, base_config: dict, uninterrupted: Path):
     """Rank 1 dies after step 6 (checkpoint at 4): the restarted group resumes at 4 and trains like the
     uninterrupted run from there."""
     done = _train(tmp_path, base_config, "--nproc", "2", "--max-restarts", "1", fault="1:6:kill")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resumed from" in done.stderr and "at step 4" in done.stderr
+    assert re.search(r"resumed from \S+step-000004 at step 4 ", done.stderr), done.stderr[-3000:]
     resumed, reference = _losses(tmp_path / "run"), _losses(uninterrupted)
     assert sorted(resumed) == sorted(reference) == list(range(1, 13))
     for step in range(5, 13):
@@ -127,7 +151,9 @@ def test_elastic_restart_resumes_from_the_checkpoint(tmp_path: Path, base_config
 
 
 @pytest.mark.slow
-def test_two_process_checkpoint_resumes_in_one_process(tmp_path: Path, base_config: dict, uninterrupted: Path):
+def test_two_process_checkpoint_resumes_in_one_process(
+    tmp_path: Path, base_config: dict, uninterrupted: Path
+):
     """Step-4 checkpoint of 2 processes x batch 4, resumed by 1 process x batch 8: the same steps follow."""
     done = _train(
         tmp_path,

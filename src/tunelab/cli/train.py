@@ -61,7 +61,10 @@ def train(
     """Fine-tune as CONFIG says; override any key with --key.path VALUE (e.g. --train.lr 3e-5)."""
     try:
         if nproc is not None:
-            _launch(config, ctx.args, resume, resume_from, overwrite, nproc, max_restarts)
+            signum = _launch(config, ctx.args, resume, resume_from, overwrite, nproc, max_restarts)
+            if signum is not None:
+                typer.echo(f"interrupted by signal {signum}; continue with --resume", err=True)
+                raise typer.Exit(code=128 + signum)
             return
         if max_restarts:
             raise ConfigError("--max-restarts: only with --nproc N (torchrun has its own --max-restarts)")
@@ -82,8 +85,11 @@ def _launch(
     overwrite: bool,
     nproc: int,
     max_restarts: int,
-) -> None:
-    """Validate CONFIG here, then run this same command (without --nproc) in ``nproc`` processes."""
+) -> int | None:
+    """Validate CONFIG here, then run this same command (without --nproc) in ``nproc`` processes.
+
+    Returns the signal that stopped the launch, if one did.
+    """
     from tunelab.config import load_config
     from tunelab.training import check_strategy
     from tunelab.training.launch import launch_workers
@@ -95,7 +101,8 @@ def _launch(
         *(["--resume-from", str(resume_from)] if resume_from is not None else []),
         *(["--overwrite"] if overwrite else []),
     ]
-    launch_workers(["-m", "tunelab.cli", "train", str(config), *flags, *overrides], nproc, max_restarts)
+    worker = ["-m", "tunelab.cli", "train", str(config), *flags, *overrides]
+    return launch_workers(worker, nproc, max_restarts)
 
 
 @app.command(context_settings=OVERRIDES)

@@ -85,7 +85,7 @@ def check_strategy(cfg: DistributedConfig) -> None:
 
 
 def _plugins(cfg: DistributedConfig) -> dict[str, Any]:
-    """accelerate's sharding plugin for ``cfg.strategy`` (none for ddp), as ``Accelerator`` kwargs."""
+    """The ``Accelerator`` kwargs of ``cfg.strategy``: accelerate's sharding plugin (none for ddp)."""
     if cfg.strategy == "fsdp":
         from accelerate import FullyShardedDataParallelPlugin
 

@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 
-from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -26,7 +26,7 @@ class LaunchError(TunelabError):
 
 
 def elastic_restart() -> bool:
-    """True in a worker that torchelastic restarted after a failure (``--max-restarts``, plain torchrun too)."""
+    """True in a worker torchelastic restarted after a failure (``--max-restarts``, plain torchrun too)."""
     return int(os.environ.get(RESTART_COUNT, "0")) > 0
 
 
@@ -41,12 +41,14 @@ def failure_message(error: ChildFailedError) -> str:
     return f"rank {rank} (pid {failure.pid}) {how}; the launch stopped every other rank (its output is above)"
 
 
-def launch_workers(worker_args: Sequence[str], nproc: int, max_restarts: int = 0) -> None:
+def launch_workers(worker_args: Sequence[str], nproc: int, max_restarts: int = 0) -> int | None:
     """Run ``python worker_args...`` in ``nproc`` local processes joined into one process group.
 
     The rendezvous is torchrun's ``--standalone`` one (a c10d store on a free localhost port), so
     several launches can run side by side. Raises ``LaunchError`` when a worker failed and no
-    restarts are left.
+    restarts are left. Returns the signal number when SIGINT/SIGTERM stopped the launch: torchelastic
+    then forwarded it to the workers, which checkpoint at their next step and exit (SIGKILL after
+    its 30 s shutdown timeout); None when every worker finished.
     """
     config = LaunchConfig(
         min_nodes=1,
@@ -65,3 +67,6 @@ def launch_workers(worker_args: Sequence[str], nproc: int, max_restarts: int = 0
         elastic_launch(config, sys.executable)("-u", *worker_args)
     except ChildFailedError as exc:
         raise LaunchError(failure_message(exc)) from None
+    except SignalException as exc:
+        return int(exc.sigval)
+    return None
