@@ -60,9 +60,8 @@ def launch_workers(worker_args: Sequence[str], nproc: int, max_restarts: int = 0
         max_restarts=max_restarts,
         logs_specs=DefaultLogsSpecs(log_dir=os.devnull),  # workers print to this terminal, no log files
     )
-    # torchrun's default: one intra-op thread per worker unless the user chose, so N workers do
-    # not oversubscribe the cores.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if nproc > 1:  # torchrun's default: one intra-op thread per worker unless the user chose
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         elastic_launch(config, sys.executable)("-u", *worker_args)
     except ChildFailedError as exc:
