@@ -70,25 +70,31 @@ def test_epoch_batches_group_by_length_still_mixes_batch_order() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n_batches", "world_size"),
-    [(10, 1), (10, 2), (10, 3), (7, 4), (12, 4), (3, 2), (1, 2), (1, 3), (2, 5), (3, 8)],
+    ("sizes", "world_size"), [([8, 8, 3], 1), ([8, 8, 5], 2), ([9, 7], 3), ([12, 2], 4), ([1], 3)]
 )
-def test_shard_batches_equal_count_and_full_cover(n_batches: int, world_size: int) -> None:
-    batches = [[i] for i in range(n_batches)]
+def test_shard_batches_split_every_global_batch_across_the_ranks(sizes: list[int], world_size: int) -> None:
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    batches = [list(range(start, start + size)) for start, size in zip(starts, sizes, strict=True)]
 
     shards = [shard_batches(batches, rank, world_size) for rank in range(world_size)]
 
-    assert len({len(s) for s in shards}) == 1, [len(s) for s in shards]
-    assert len(shards[0]) == -(-n_batches // world_size)
-    assert {b[0] for s in shards for b in s} == set(range(n_batches))
+    for step, batch in enumerate(batches):
+        parts = [shard[step] for shard in shards]
+        assert all(parts), "every rank steps"
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        if len(batch) >= world_size:
+            assert [row for part in parts for row in part] == batch  # contiguous, in order, disjoint
+        else:
+            assert {row for part in parts for row in part} == set(batch)
 
 
-def test_shard_batches_ranks_disjoint_when_divisible() -> None:
-    batches = [[i] for i in range(12)]
+def test_shard_batches_of_the_global_batch_equal_one_process_with_the_global_batch() -> None:
+    lengths = [(i * 7) % 23 + 1 for i in range(100)]
+    one = epoch_batches(lengths, 8, seed=1, epoch=0, group_by_length=True)
 
-    shards = [shard_batches(batches, rank, 4) for rank in range(4)]
+    shards = [shard_batches(one, rank, 2) for rank in range(2)]
 
-    assert sorted(b[0] for s in shards for b in s) == list(range(12))
+    assert [a + b for a, b in zip(*shards, strict=True)] == one
 
 
 def test_eval_order_longest_first_and_stable() -> None:

@@ -27,7 +27,8 @@ FAULT_HOOK = Path(__file__).with_name("fault_hook")
 
 @pytest.fixture(scope="module")
 def base_config(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> dict:
-    """12 optimizer steps at a global batch of 8 (2 processes x 4), a checkpoint every 4 steps."""
+    """12 optimizer steps at a global batch of 8 (2 processes x 4), a checkpoint every 4 steps; batches
+    grouped by length (the default), so another process count must cut the same global batches."""
     tmp = tmp_path_factory.mktemp("launch")
     model = _no_dropout_copy(tiny_backbone_dir, tmp / "model")
     return {
@@ -44,7 +45,6 @@ def base_config(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Pat
             "logging_steps": 1,
             "save_steps": 4,
             "save_total_limit": 3,
-            "group_by_length": False,
             "seed": 3,
             "distributed": {"timeout_s": 60},
         },
@@ -151,24 +151,28 @@ def test_elastic_restart_resumes_from_the_checkpoint(tmp_path: Path, base_config
 
 
 @pytest.mark.slow
-def test_two_process_checkpoint_resumes_in_one_process(
+def test_a_checkpoint_resumes_under_another_process_count_at_the_same_global_batch(
     tmp_path: Path, base_config: dict, uninterrupted: Path
 ):
-    """Step-4 checkpoint of 2 processes x batch 4, resumed by 1 process x batch 8: the same steps follow."""
-    done = _train(
-        tmp_path,
-        base_config,
-        "--resume-from",
-        str(uninterrupted / "checkpoints" / "step-000004"),
-        "--train.batch_size",
-        "8",
-    )
+    """The step-4 checkpoint of 2 processes x batch 4 continues in 1 process x batch 8; that run's step-8
+    checkpoint continues in 2 processes again: every step equals the uninterrupted 2-process run's."""
+    one = tmp_path / "one"
+    step4 = uninterrupted / "checkpoints" / "step-000004"
+    done = _train(one, base_config, "--resume-from", str(step4), "--train.batch_size", "8")
     assert done.returncode == 0, done.stderr[-3000:]
-    resumed, reference = _losses(tmp_path / "run"), _losses(uninterrupted)
-    assert sorted(resumed) == list(range(5, 13))
-    for step in resumed:
-        assert resumed[step] == pytest.approx(reference[step], abs=1e-5), step
-    assert "saved by 2 processes, resumed by 1" in " ".join(done.stderr.split())
+    assert "saved by 2 process(es), resumed by 1" in done.stderr
+    step8 = one / "run" / "checkpoints" / "step-000008"
+    done = _train(tmp_path / "two", base_config, "--resume-from", str(step8), "--nproc", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "saved by 1 process(es), resumed by 2" in done.stderr
+    reference = _losses(uninterrupted)
+    for resumed, steps in (
+        (_losses(one / "run"), range(5, 13)),
+        (_losses(tmp_path / "two" / "run"), range(9, 13)),
+    ):
+        assert sorted(resumed) == list(steps)
+        for step in steps:
+            assert resumed[step] == pytest.approx(reference[step], abs=1e-5), step
 
 
 def test_batch_size_may_change_only_with_the_process_count_at_the_same_global_batch():

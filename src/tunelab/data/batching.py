@@ -6,7 +6,6 @@ can rebuild the exact remaining batches of an interrupted epoch.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,12 +44,25 @@ def epoch_batches(
 
 
 def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
-    """This rank's batches; every rank gets the same count (the tail wraps around) so steps stay in sync."""
+    """This rank's part of each global batch: contiguous, the ranks' parts within one row in size.
+
+    The caller cuts the epoch into global batches of ``processes x batch_size`` rows
+    (``epoch_batches``), so N processes take exactly the steps of one process with an N times larger
+    batch, length grouping included, and a checkpoint resumes under another process count at the
+    same global batch. A global batch with fewer rows than ranks (an epoch's tail) gives each rank
+    without a row of its own one of the batch's rows again, so every rank steps.
+    """
     if world_size == 1:
         return batches
-    per_rank = -(-len(batches) // world_size)
-    padded = list(itertools.islice(itertools.cycle(batches), per_rank * world_size))
-    return padded[rank::world_size]
+    shards = []
+    for batch in batches:
+        if len(batch) < world_size:
+            shards.append([batch[rank % len(batch)]])
+            continue
+        size, extra = divmod(len(batch), world_size)
+        start = rank * size + min(rank, extra)
+        shards.append(batch[start : start + size + (rank < extra)])
+    return shards
 
 
 def eval_order(lengths: Sequence[int]) -> np.ndarray:

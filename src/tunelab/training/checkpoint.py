@@ -141,7 +141,7 @@ def config_differences(
 
     ``train.batch_size`` may change with the process count (``world_sizes``: saved, current) when
     the global batch, processes x batch_size, stays the same: each optimizer step then sees the same
-    rows (``data.batching.shard_batches`` deals the global batches out in order).
+    rows (``data.batching.shard_batches`` splits each global batch across the processes).
     """
     old, new = _flatten(saved), _flatten(current)
     diffs = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES}
@@ -188,7 +188,7 @@ def load_checkpoint(
     if state.world_size not in (None, accelerator.num_processes):
         # accelerate restores rank i's RNG from random_states_i.pkl and silently skips ranks without one.
         logger.warning(
-            "%s was saved by %d processes, resumed by %d: weights, optimizer, schedule and data order "
+            "%s was saved by %d process(es), resumed by %d: weights, optimizer, schedule and data order "
             "continue exactly; each rank's RNG (dropout, augmentation) does not",
             path,
             state.world_size,

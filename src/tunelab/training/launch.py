@@ -19,6 +19,7 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from tunelab.errors import TunelabError
 
 RESTART_COUNT = "TORCHELASTIC_RESTART_COUNT"  # set by torchelastic in every worker it starts
+SHARE_STORE = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 class LaunchError(TunelabError):
@@ -62,6 +63,11 @@ def launch_workers(worker_args: Sequence[str], nproc: int, max_restarts: int = 0
     )
     if nproc > 1:  # torchrun's default: one intra-op thread per worker unless the user chose
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # torch 2.13 shares the rendezvous TCP store with the workers and keeps it across restarts, and the
+    # workers key their process group without the attempt: a restarted gloo rank could then read a
+    # dead rank's address (connectFullMesh "Connection refused", seen in 2 of 3 restart tests).
+    # torch's opt-out gives every attempt a fresh store, hosted by its rank 0.
+    os.environ.setdefault(SHARE_STORE, "1")
     try:
         elastic_launch(config, sys.executable)("-u", *worker_args)
     except ChildFailedError as exc:

@@ -228,8 +228,9 @@ class TrainingRun:
     def epoch_groups(self) -> list[list[list[int]]]:
         """This rank's micro-batches of the current epoch, grouped per optimizer step."""
         cfg, acc = self.cfg, self.accelerator
+        global_batch = cfg.batch_size * acc.num_processes
         batches = shard_batches(
-            epoch_batches(self.lengths, cfg.batch_size, cfg.seed, self.state.epoch, cfg.group_by_length),
+            epoch_batches(self.lengths, global_batch, cfg.seed, self.state.epoch, cfg.group_by_length),
             acc.process_index,
             acc.num_processes,
         )
