@@ -65,10 +65,16 @@ def test_budget_for_micro_batch_8_of_32_trains_like_batch_32(
 
 
 def test_out_of_memory_trials_settle_on_the_largest_divisor_that_runs(make_config):
-    """Requested 6 x 4 = 24; trials above 5 rows raise torch's OOM: 24, 12, 8, 6 fail, 4 x 6 is kept."""
-    plan, inputs, accelerator = _prepared(make_config, batch_size=6, gradient_accumulation_steps=4)
+    """Requested 6 x 4 = 24; trials above 5 rows raise torch's OOM: 24, 12, 8, 6 fail, 4 x 6 is kept.
+
+    The trial is the run's own step (MoE's here, which counts routed tokens into buffers for the
+    first optimizer step); it leaves weights, gradients and those buffers as they were.
+    """
+    moe = {"name": "moe", "params": {"n_routed_experts": 4, "top_k": 2}}
+    plan = resolve(make_config(methods=[moe], train={"batch_size": 6, "gradient_accumulation_steps": 4}))
+    inputs, accelerator = prepare_inputs(plan), build_accelerator(plan.cfg.train)
     model = inputs.adapted.model
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before = {n: t.detach().clone() for n, t in [*model.named_parameters(), *model.named_buffers()]}
     real = step_trial(plan, inputs, accelerator)
     tried, ran = [], []
 
@@ -83,7 +89,10 @@ def test_out_of_memory_trials_settle_on_the_largest_divisor_that_runs(make_confi
     assert (micro, tried, ran) == (4, [24, 12, 8, 6, 4], [4])
     train = with_micro_batch(plan, micro).cfg.train
     assert (train.batch_size, train.gradient_accumulation_steps) == (4, 6)
-    assert all(p.grad is None and torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert any("step_counts" in n for n, _ in model.named_buffers())
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        assert torch.equal(tensor, before[name]), name
 
 
 def test_out_of_memory_at_micro_batch_1_names_the_key_and_other_errors_pass():

@@ -23,6 +23,7 @@ the run records in ``run_config.yaml`` and checkpoints; a resumed run takes it f
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -43,7 +44,9 @@ from tunelab.training.setup import TrainInputs
 logger = logging.getLogger(__name__)
 
 MiB = 2**20
-AVAILABLE_FRACTION = 0.7  # of the available memory: the estimate leaves out backward's transient buffers
+# Of the available memory: the estimate is 4-16 % below the measured step (backward's transient
+# buffers, README "Memory estimate"), and the allocator's slack and other programs need room too.
+AVAILABLE_FRACTION = 0.7
 CGROUP = Path("/sys/fs/cgroup")
 # (limit, usage) files of cgroup v2 and v1; a container's limit is invisible to psutil.
 CGROUP_FILES = (
@@ -153,8 +156,9 @@ def step_trial(plan: Plan, inputs: TrainInputs, accelerator: Accelerator) -> Cal
     """``trial(b)``: the run's micro-step, forward and backward, on the b longest rows on the device.
 
     The AdamW moments (2 x the trainable parameters' bytes) are held as one block meanwhile, since
-    the optimizer allocates them only at its first step. Gradients are dropped afterwards and the
-    RNG is forked, so the trials change neither the weights nor the run's dropout draws.
+    the optimizer allocates them only at its first step. Gradients are dropped afterwards, buffers a
+    step accumulates into (e.g. MoE routing counts) are put back and the RNG is forked, so the trials
+    change neither the weights, nor the first step, nor the run's dropout draws.
     """
     device = accelerator.device
     model = inputs.adapted.model.to(device)
@@ -162,17 +166,23 @@ def step_trial(plan: Plan, inputs: TrainInputs, accelerator: Accelerator) -> Cal
     collate = inputs.train_collator or inputs.collator
     moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
+    buffers = [b for m in (model, *inputs.adapted.companions.values()) for b in m.buffers()]
+
     def trial(micro: int) -> None:
         loader = DataLoader(inputs.train, batch_sampler=[rows[:micro]], collate_fn=collate)
         batch = send_to_device(next(iter(loader)), device)
+        saved = [b.clone() for b in buffers]
         reserve = torch.empty(moments, dtype=torch.uint8, device=device)
         try:
             rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
             with rng, accelerator.autocast():
                 plan.step(inputs.adapted, batch, accelerator.backward)
         finally:
-            model.zero_grad(set_to_none=True)
             del reserve
+            model.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, value in zip(buffers, saved, strict=True):
+                    buffer.copy_(value)
 
     return trial
 
@@ -234,6 +244,8 @@ def auto_batch_size(plan: Plan, inputs: TrainInputs, accelerator: Accelerator) -
         return plan
     effective = train.batch_size * train.gradient_accumulation_steps
     if accelerator.device.type == "cuda":
+        if train.memory_limit_mb is not None:
+            warnings.warn("train.memory_limit_mb is ignored on CUDA: real steps are tried", stacklevel=2)
         micro = fit_trial(effective, step_trial(plan, inputs, accelerator))
         how = "the largest that ran a forward + backward on the longest rows"
     else:
