@@ -48,10 +48,11 @@ MiB = 2**20
 # buffers, README "Memory estimate"), and the allocator's slack and other programs need room too.
 AVAILABLE_FRACTION = 0.7
 CGROUP = Path("/sys/fs/cgroup")
-# (limit, usage) files of cgroup v2 and v1; a container's limit is invisible to psutil.
+# (directory, limit, usage, reclaimable page cache key in memory.stat) of cgroup v2 and v1; psutil
+# does not see a container's limit.
 CGROUP_FILES = (
-    ("memory.max", "memory.current"),
-    ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ("", "memory.max", "memory.current", "inactive_file"),
+    ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
 )
 LIGHTER = (
     "turn on train.gradient_checkpointing, train fewer parameters (e.g. methods: [{name: lora}]), "
@@ -89,14 +90,20 @@ def resumed_micro_batch(plan: Plan, saved: Mapping[str, Any]) -> Plan:
 
 
 def available_bytes(cgroup: Path = CGROUP) -> int:
-    """Memory this process can still take: RAM available now, capped by what its cgroup limit leaves."""
+    """Memory this process can still take: RAM available now, capped by what its cgroup limit leaves.
+
+    The cgroup's usage counts page cache; its inactive part is reclaimed before the limit bites, so
+    it is left out, as ``docker stats`` does.
+    """
     free = int(psutil.virtual_memory().available)
-    for limit_file, usage_file in CGROUP_FILES:
-        limit, usage = cgroup / limit_file, cgroup / usage_file
+    for folder, limit_file, usage_file, cache_key in CGROUP_FILES:
+        limit, usage, stat = (cgroup / folder / name for name in (limit_file, usage_file, "memory.stat"))
         if limit.is_file() and usage.is_file():
             raw = limit.read_text().strip()
             if raw != "max":  # v2's "no limit"; v1 writes a huge number instead, which min() passes over
-                free = min(free, int(raw) - int(usage.read_text()))
+                lines = stat.read_text().splitlines() if stat.is_file() else []
+                cache = next((int(v) for k, v in (ln.split() for ln in lines) if k == cache_key), 0)
+                free = min(free, int(raw) - int(usage.read_text()) + cache)
             break
     return free
 
@@ -155,8 +162,9 @@ def longest_rows(inputs: TrainInputs) -> list[int]:
 def step_trial(plan: Plan, inputs: TrainInputs, accelerator: Accelerator) -> Callable[[int], None]:
     """``trial(b)``: the run's micro-step, forward and backward, on the b longest rows on the device.
 
-    The AdamW moments (2 x the trainable parameters' bytes) are held as one block meanwhile, since
-    the optimizer allocates them only at its first step. Gradients are dropped afterwards, buffers a
+    The AdamW moments (2 x the trainable parameters' bytes), and with several processes DDP's bucket
+    copy of the gradients, are held as one block meanwhile, since they appear only once the run has
+    prepared the model and taken its first optimizer step. Gradients are dropped afterwards, buffers a
     step accumulates into (e.g. MoE routing counts) are put back and the RNG is forked, so the trials
     change neither the weights, nor the first step, nor the run's dropout draws.
     """
@@ -164,7 +172,8 @@ def step_trial(plan: Plan, inputs: TrainInputs, accelerator: Accelerator) -> Cal
     model = inputs.adapted.model.to(device)
     rows = longest_rows(inputs)
     collate = inputs.train_collator or inputs.collator
-    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    reserved = (2 + (accelerator.num_processes > 1)) * grads  # AdamW moments (+ DDP's gradient buckets)
 
     buffers = [b for m in (model, *inputs.adapted.companions.values()) for b in m.buffers()]
 
@@ -172,7 +181,7 @@ def step_trial(plan: Plan, inputs: TrainInputs, accelerator: Accelerator) -> Cal
         loader = DataLoader(inputs.train, batch_sampler=[rows[:micro]], collate_fn=collate)
         batch = send_to_device(next(iter(loader)), device)
         saved = [b.clone() for b in buffers]
-        reserve = torch.empty(moments, dtype=torch.uint8, device=device)
+        reserve = torch.empty(reserved, dtype=torch.uint8, device=device)
         try:
             rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
             with rng, accelerator.autocast():
