@@ -185,6 +185,8 @@ def train_run(
     the last step is ignored, so the final report is written and the run ends completed.
     ``on_eval(metrics, step)`` (a search's pruner) may stop the run after any evaluation; a run it
     stops (``pruned``) keeps its checkpoint and best/ but skips the test-set report.
+    ``train.auto_batch_size`` picks the micro-batch once model and data are loaded, before
+    ``run_config.yaml`` records it; a resumed run keeps its checkpoint's.
     """
     plan = resolve(load_config(config, list(overrides)))
     accelerator = build_accelerator(plan.cfg.train)
