@@ -40,7 +40,8 @@ from tunelab.training import (
     resolve,
 )
 from tunelab.training import train as run_training
-from tunelab.training.checkpoint import check_resumable, latest_checkpoint
+from tunelab.training.auto_batch import auto_batch_size, resumed_micro_batch
+from tunelab.training.checkpoint import check_resumable, latest_checkpoint, read_state
 from tunelab.training.loop import OnEval
 from tunelab.training.measure import Measured, measure_steps
 from tunelab.training.memory import Estimate, Shard, estimate_plan
@@ -184,20 +185,25 @@ def train_run(
     the last step is ignored, so the final report is written and the run ends completed.
     ``on_eval(metrics, step)`` (a search's pruner) may stop the run after any evaluation; a run it
     stops (``pruned``) keeps its checkpoint and best/ but skips the test-set report.
+    ``train.auto_batch_size`` picks the micro-batch once model and data are loaded, before
+    ``run_config.yaml`` records it; a resumed run keeps its checkpoint's.
     """
     plan = resolve(load_config(config, list(overrides)))
-    cfg = plan.cfg
-    accelerator = build_accelerator(cfg.train)
+    accelerator = build_accelerator(plan.cfg.train)
     if on_start is not None:
         on_start(accelerator.process_index)
-    report_accelerator(accelerator, cfg.train)
+    report_accelerator(accelerator, plan.cfg.train)
     report_choices(plan)
-    out = cfg.train.output_dir
+    out = plan.cfg.train.output_dir
     resume_from = _start_dir(out, resume, resume_from, overwrite, accelerator.is_main_process)
     if resume_from is not None:
-        check_resumable(resume_from, cfg.model_dump(mode="json"))
+        plan = resumed_micro_batch(plan, read_state(resume_from).config)
+        check_resumable(resume_from, plan.cfg.model_dump(mode="json"))
     accelerator.wait_for_everyone()
     inputs = prepare_inputs(plan)
+    if resume_from is None:
+        plan = auto_batch_size(plan, inputs, accelerator)
+    cfg = plan.cfg
     if accelerator.is_main_process:
         atomic_write(out / "run_config.yaml", dump_config(cfg))
     info = run_info(plan, inputs)
