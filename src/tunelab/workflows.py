@@ -27,6 +27,7 @@ from tunelab.evaluation.ensemble import ensemble_of
 from tunelab.evaluation.report import metrics_table, write_report
 from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.io import atomic_write, recover_interrupted, utf8_error
+from tunelab.models import manifest
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
 from tunelab.tasks.spec import tokenize_dataset
@@ -53,8 +54,12 @@ SHARDS: tuple[str, ...] = get_args(Shard)
 
 
 def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
-    """The run record every model this run saves carries (step and dev metrics added per save)."""
+    """The run record every model this run saves carries (step and dev metrics added per save).
+
+    With the manifest of what the run read (``models.manifest``): data files, features, tokenizer.
+    """
     cfg = plan.cfg
+    splits = {"train": inputs.train, "dev": inputs.dev, "test": inputs.test}
     return RunInfo(
         task=plan.task.name,
         task_params=inputs.task_params.model_dump(mode="json"),
@@ -62,6 +67,10 @@ def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
         columns=columns_of(cfg.data),
         seed=cfg.train.seed,
         config=cfg,
+        data_files=manifest.data_files(cfg.data),
+        features_sha256={name: manifest.features_sha256(ds) for name, ds in splits.items() if ds is not None},
+        tokenizer_sha256=manifest.tokenizer_sha256(inputs.tokenizer),
+        chat_template_sha256=manifest.chat_template_sha256(inputs.tokenizer),
     )
 
 
