@@ -1,0 +1,158 @@
+"""`tunelab serve --workers 2` as a real process tree: both serve, metrics add up, SIGTERM drains."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from test_process import free_port  # tests/serving is on sys.path (pytest's rootdir-less import)
+
+from tunelab.serving.settings import load_settings
+from tunelab.serving.workers import threads_per_worker, worker_environment
+
+KEY = {"X-API-Key": "k"}
+WAIT_S = 3.0  # max_wait_ms: a lone request's inputs stay queued this long, so the gauges can be read
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(sample name, sorted labels) -> value of a Prometheus text exposition."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return samples(httpx.get(url + "/metrics", headers=KEY, timeout=10).text)
+
+
+def health_requests(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+    labels = (("method", "GET"), ("route", "/health"), ("status", "200"))
+    return metrics.get(("tunelab_requests_total", labels), 0.0)
+
+
+def wait_for(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "/ready", headers=KEY, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, "server exited during startup"
+        assert time.monotonic() < deadline, "server did not start within 120 s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_port_aggregate_metrics_and_drain(classifier_dir: Path, tmp_path: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "TMPDIR": str(tmp_path),  # the parent's metrics dir lands here, to check it is removed
+        "TUNELAB_SERVE_API_KEY": "k",
+        "TUNELAB_SERVE_MAX_BATCH_SIZE": "64",
+        "TUNELAB_SERVE_MAX_QUEUE_SIZE": "64",
+        "TUNELAB_SERVE_MAX_WAIT_MS": str(WAIT_S * 1000),
+    }
+    env.pop("TUNELAB_SERVE_TORCH_THREADS", None)
+    command = "from tunelab.cli import app; app()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", command, "serve", str(classifier_dir), "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(url, proc)
+        assert len(list(tmp_path.glob("tunelab-metrics-*"))) == 1
+        children = psutil.Process(proc.pid).children(recursive=True)  # workers + multiprocessing's tracker
+        workers = {c.pid for c in children if "resource_tracker" not in " ".join(c.cmdline())}
+        assert len(workers) == 2
+
+        # Fresh connections until both workers have answered (the second may still be loading the
+        # model); the kernel hands each accept to either worker.
+        pids: set[int] = set()
+        sent = 0
+        deadline = time.monotonic() + 60
+        while pids != workers and time.monotonic() < deadline:
+            pids.add(httpx.get(url + "/health", timeout=10).json()["pid"])
+            sent += 1
+        assert pids == workers, f"{sent} requests reached only {pids} of {workers}"
+        assert health_requests(scrape(url)) == sent  # both workers' counters, whichever one answers
+
+        async def queued_request_and_gauges() -> tuple[int, dict[str, float], dict[str, float]]:
+            async with httpx.AsyncClient(base_url=url, headers=KEY, timeout=30) as client:
+                task = asyncio.create_task(client.post("/v1/predict", json={"inputs": ["good film"] * 32}))
+                deadline = time.monotonic() + WAIT_S * 0.8
+                while True:
+                    metrics = samples((await client.get("/metrics")).text)
+                    if metrics.get(("tunelab_queue_depth", (("queue", "predict"),))) == 32:
+                        break
+                    assert time.monotonic() < deadline, "the 32 inputs never showed in the queue depth"
+                    await asyncio.sleep(0.05)
+                status = (await task).status_code
+                after = samples((await client.get("/metrics")).text)
+                return status, _load(metrics), _load(after)
+
+        status, loaded, idle = asyncio.run(queued_request_and_gauges())
+        assert status == 200
+        # 32 queued inputs of a queue that holds 64 + a batch of 64: exactly a quarter full
+        assert loaded == {"queue_depth": 32, "in_flight": 1, "saturation": 0.25}
+        assert idle == {"queue_depth": 0, "in_flight": 0, "saturation": 0.0}
+
+        async def drain() -> int:
+            async with httpx.AsyncClient(base_url=url, headers=KEY, timeout=30) as client:
+                task = asyncio.create_task(client.post("/v1/predict", json={"inputs": "good"}))
+                await asyncio.sleep(0.5)  # accepted and queued, waiting WAIT_S for company
+                proc.send_signal(signal.SIGTERM)
+                return (await task).status_code
+
+        assert asyncio.run(drain()) == 200
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = proc.stdout.read() if proc.stdout else ""
+    assert code == 0, output  # the parent exits non-zero when a worker did not exit 0
+    # multiprocessing's resource tracker ends on its own once the parent is gone; give it a moment
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not [(p.pid, p.cmdline()) for p in alive if p.status() != psutil.STATUS_ZOMBIE], "orphans"
+    assert not list(tmp_path.glob("tunelab-metrics-*")), "the metrics dir was left behind"
+    cores = len(os.sched_getaffinity(0))
+    assert f"2 workers x {max(1, cores // 2)} torch threads" in output
+
+
+def _load(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    return {
+        "queue_depth": metrics[("tunelab_queue_depth", (("queue", "predict"),))],
+        "in_flight": metrics[("tunelab_requests_in_flight", ())],
+        "saturation": metrics[("tunelab_saturation", ())],
+    }
+
+
+@pytest.mark.parametrize(
+    ("explicit", "cores", "expected"), [(None, 8, 4), (None, 2, 1), (None, 1, 1), (3, 8, 3)]
+)
+def test_threads_per_worker_share_the_cores_unless_set(explicit: int | None, cores: int, expected: int):
+    settings = load_settings(model_dir="m", torch_threads=explicit)
+    assert threads_per_worker(settings, workers=2, cores=cores) == expected
+
+
+def test_worker_environment_rebuilds_the_parent_settings(monkeypatch: pytest.MonkeyPatch):
+    parent = load_settings(model_dir="runs/x", host="0.0.0.0", port=9001, allow_unauthenticated=True)
+    for name, value in worker_environment(parent, threads=3).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == parent.model_copy(update={"torch_threads": 3})
