@@ -20,7 +20,7 @@ from tunelab.serving.settings import load_settings
 from tunelab.serving.workers import threads_per_worker, worker_environment
 
 KEY = {"X-API-Key": "k"}
-WAIT_S = 3.0  # max_wait_ms: a lone request's inputs stay queued this long, so the gauges can be read
+WAIT_S = 5.0  # max_wait_ms: a lone request's inputs stay queued this long, so the gauges can be read
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -41,7 +41,7 @@ def health_requests(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float
     return metrics.get(("tunelab_requests_total", labels), 0.0)
 
 
-def wait_for(url: str, proc: subprocess.Popen[str]) -> None:
+def wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -68,13 +68,24 @@ def test_two_workers_share_the_port_aggregate_metrics_and_drain(classifier_dir: 
     }
     env.pop("TUNELAB_SERVE_TORCH_THREADS", None)
     command = "from tunelab.cli import app; app()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", command, "serve", str(classifier_dir), "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path / "server.log"  # a file, not a pipe: a full pipe would stall the server's logging
+    with log.open("w") as out:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                command,
+                "serve",
+                str(classifier_dir),
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(url, proc)
         assert len(list(tmp_path.glob("tunelab-metrics-*"))) == 1
@@ -91,12 +102,16 @@ def test_two_workers_share_the_port_aggregate_metrics_and_drain(classifier_dir: 
             pids.add(httpx.get(url + "/health", timeout=10).json()["pid"])
             sent += 1
         assert pids == workers, f"{sent} requests reached only {pids} of {workers}"
-        assert health_requests(scrape(url)) == sent  # both workers' counters, whichever one answers
+        # Both workers' counters, whichever one answers (a worker counts just after it responds).
+        deadline = time.monotonic() + 5
+        while (counted := health_requests(scrape(url))) != sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert counted == sent
 
         async def queued_request_and_gauges() -> tuple[int, dict[str, float], dict[str, float]]:
             async with httpx.AsyncClient(base_url=url, headers=KEY, timeout=30) as client:
                 task = asyncio.create_task(client.post("/v1/predict", json={"inputs": ["good film"] * 32}))
-                deadline = time.monotonic() + WAIT_S * 0.8
+                deadline = time.monotonic() + WAIT_S  # the inputs leave the queue later than this
                 while True:
                     metrics = samples((await client.get("/metrics")).text)
                     if metrics.get(("tunelab_queue_depth", (("queue", "predict"),))) == 32:
@@ -125,7 +140,7 @@ def test_two_workers_share_the_port_aggregate_metrics_and_drain(classifier_dir: 
     finally:
         if proc.poll() is None:
             proc.kill()
-    output = proc.stdout.read() if proc.stdout else ""
+    output = log.read_text()
     assert code == 0, output  # the parent exits non-zero when a worker did not exit 0
     # multiprocessing's resource tracker ends on its own once the parent is gone; give it a moment
     _, alive = psutil.wait_procs(children, timeout=10)
