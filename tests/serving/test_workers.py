@@ -14,7 +14,10 @@ import httpx
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_process import free_port  # tests/serving is on sys.path (pytest's rootdir-less import)
+from test_process import (
+    free_port,
+    wait_until_ready,
+)  # tests/serving is on sys.path (pytest's rootdir-less import)
 
 from tunelab.serving.settings import load_settings
 from tunelab.serving.workers import threads_per_worker, worker_environment
@@ -39,19 +42,6 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def health_requests(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
     labels = (("method", "GET"), ("route", "/health"), ("status", "200"))
     return metrics.get(("tunelab_requests_total", labels), 0.0)
-
-
-def wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/ready", headers=KEY, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, "server exited during startup"
-        assert time.monotonic() < deadline, "server did not start within 120 s"
-        time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -87,7 +77,7 @@ def test_two_workers_share_the_port_aggregate_metrics_and_drain(classifier_dir: 
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(url, proc)
+        wait_until_ready(url, proc)
         assert len(list(tmp_path.glob("tunelab-metrics-*"))) == 1
         children = psutil.Process(proc.pid).children(recursive=True)  # workers + multiprocessing's tracker
         workers = {c.pid for c in children if "resource_tracker" not in " ".join(c.cmdline())}
