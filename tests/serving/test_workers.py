@@ -14,11 +14,10 @@ import httpx
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_process import (
-    free_port,
-    wait_until_ready,
-)  # tests/serving is on sys.path (pytest's rootdir-less import)
+from test_process import free_port, wait_until_ready  # tests/serving is on sys.path (rootdir import)
+from typer.testing import CliRunner
 
+from tunelab.cli import app as cli
 from tunelab.serving.settings import load_settings
 from tunelab.serving.workers import threads_per_worker, worker_environment
 
@@ -161,3 +160,31 @@ def test_worker_environment_rebuilds_the_parent_settings(monkeypatch: pytest.Mon
     for name, value in worker_environment(parent, threads=3).items():
         monkeypatch.setenv(name, value)
     assert load_settings() == parent.model_copy(update={"torch_threads": 3})
+
+
+def test_workers_refuse_an_exposed_host_without_a_key_before_starting(
+    classifier_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    for var in (
+        "TUNELAB_SERVE_API_KEY",
+        "TUNELAB_SERVE_API_KEYS_FILE",
+        "TUNELAB_SERVE_ALLOW_UNAUTHENTICATED",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    args = ["serve", str(classifier_dir), "--host", "0.0.0.0", "--workers", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "refusing to serve on 0.0.0.0 without an API key" in result.output
+
+
+@pytest.mark.slow
+def test_workers_that_cannot_load_the_model_stop_the_server_with_an_error(tmp_path: Path):
+    """Without STARTUP_FAILURE, uvicorn would restart the failing workers for ever."""
+    env = {**os.environ, "TUNELAB_SERVE_API_KEY": "k"}
+    command = "from tunelab.cli import app; app()"
+    missing = str(tmp_path / "no-model")
+    argv = [sys.executable, "-c", command, "serve", missing, "--port", str(free_port()), "--workers", "2"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1
+    assert "worker processes exited with errors" in done.stderr
+    assert "is neither a shipped model" in done.stderr

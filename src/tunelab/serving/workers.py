@@ -18,6 +18,7 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from tunelab.errors import ServingError
@@ -69,8 +70,14 @@ def worker_app() -> FastAPI:
     setup_logging("INFO")  # a spawned worker starts with no logging configured
     setup_json_lines("tunelab.serving.access")
     hub_offline()
-    settings = load_settings()
-    return app_from_settings(settings, bind_host=settings.host)
+    try:
+        settings = load_settings()
+        return app_from_settings(settings, bind_host=settings.host)
+    except Exception:
+        logger.exception("worker %d failed to start", os.getpid())
+        # uvicorn restarts a worker that dies, forever, unless it exits with STARTUP_FAILURE: then it
+        # stops them all and run_workers reports the failure.
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
