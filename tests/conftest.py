@@ -15,7 +15,9 @@ import os
 # is tested by setting the variable (tests/training/test_precision.py).
 os.environ["TUNELAB_CPU_BF16"] = "0"
 
+import json
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,17 @@ def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fast = BertTokenizerFast(tokenizer_object=tok, model_max_length=64)
     fast.save_pretrained(out)
     return save_tiny_bert(out, tok.get_vocab_size())
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_no_dropout_dir(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT with dropout off: runs that must match exactly (other batching, other ranks)."""
+    out = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    shutil.copytree(tiny_backbone_dir, out, dirs_exist_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (out / "config.json").write_text(json.dumps(config))
+    return out
 
 
 @pytest.fixture

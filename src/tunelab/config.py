@@ -168,7 +168,9 @@ class DistributedConfig(_Section):
 class TrainConfig(_Section):
     """``train:``: the training loop's output, optimizer, schedule, precision, evaluation and saving.
 
-    Invariant: at most one of ``warmup_steps`` / ``warmup_ratio`` is set. ``metric_for_best_model``
+    Invariants: at most one of ``warmup_steps`` / ``warmup_ratio`` is set; ``memory_limit_mb`` only with
+    ``auto_batch_size``, which ``training.auto_batch`` resolves into ``batch_size`` and
+    ``gradient_accumulation_steps`` before the run records its config. ``metric_for_best_model``
     stays None here and is filled when the run is planned (``training.plan.default_selection_metric``).
     """
 
@@ -194,6 +196,19 @@ class TrainConfig(_Section):
         default=None, ge=0, lt=1, description="Warmup as a fraction of all steps."
     )
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    auto_batch_size: bool = Field(
+        default=False,
+        description="Train with the largest micro-batch that fits this device and divides the effective "
+        "batch (batch_size x gradient_accumulation_steps), accumulating to keep that batch. CUDA tries "
+        "real steps; a CPU holds the memory estimate against train.memory_limit_mb.",
+    )
+    memory_limit_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="CPU memory (MiB) per process that auto_batch_size fits a run into (weights, gradients, "
+        "AdamW state, one micro-batch's activations); null = the loaded weights + 70% of the memory "
+        "available (RAM or cgroup limit) shared among the processes.",
+    )
     max_grad_norm: float | None = Field(
         default=1.0, gt=0, description="Clip the global gradient norm; null = off."
     )
@@ -233,6 +248,12 @@ class TrainConfig(_Section):
     def _warmup_exclusive(self) -> TrainConfig:
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             raise ValueError("warmup_steps and warmup_ratio are exclusive; set only one")
+        return self
+
+    @model_validator(mode="after")
+    def _memory_limit_needs_auto(self) -> TrainConfig:
+        if self.memory_limit_mb is not None and not self.auto_batch_size:
+            raise ValueError("memory_limit_mb is read only by auto_batch_size; set auto_batch_size: true")
         return self
 
 

@@ -10,6 +10,7 @@ YAML is parsed with ``parse_yaml`` only: safe construction, YAML 1.2 floats, dup
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -176,6 +177,12 @@ def read_utf8(path: Path, error: type[TunelabError]) -> str:
     if bad is not None:
         raise error(f"{path}:{bad[0]}: {bad[1]}")
     return text
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (data and weights files can be larger than memory)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def read_json(path: Path) -> Any:

@@ -27,6 +27,7 @@ from tunelab.evaluation.ensemble import ensemble_of
 from tunelab.evaluation.report import metrics_table, write_report
 from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.io import atomic_write, recover_interrupted, utf8_error
+from tunelab.models import manifest
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
 from tunelab.tasks.spec import tokenize_dataset
@@ -40,7 +41,8 @@ from tunelab.training import (
     resolve,
 )
 from tunelab.training import train as run_training
-from tunelab.training.checkpoint import check_resumable, latest_checkpoint
+from tunelab.training.auto_batch import auto_batch_size, resumed_micro_batch
+from tunelab.training.checkpoint import check_resumable, latest_checkpoint, read_state
 from tunelab.training.launch import elastic_restart
 from tunelab.training.loop import OnEval
 from tunelab.training.measure import Measured, measure_steps
@@ -53,8 +55,12 @@ SHARDS: tuple[str, ...] = get_args(Shard)
 
 
 def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
-    """The run record every model this run saves carries (step and dev metrics added per save)."""
+    """The run record every model this run saves carries (step and dev metrics added per save).
+
+    With the manifest of what the run read (``models.manifest``): data files, features, tokenizer.
+    """
     cfg = plan.cfg
+    splits = {"train": inputs.train, "dev": inputs.dev, "test": inputs.test}
     return RunInfo(
         task=plan.task.name,
         task_params=inputs.task_params.model_dump(mode="json"),
@@ -62,6 +68,10 @@ def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
         columns=columns_of(cfg.data),
         seed=cfg.train.seed,
         config=cfg,
+        data_files=manifest.data_files(cfg.data),
+        features_sha256={name: manifest.features_sha256(ds) for name, ds in splits.items() if ds is not None},
+        tokenizer_sha256=manifest.tokenizer_sha256(inputs.tokenizer),
+        chat_template_sha256=manifest.chat_template_sha256(inputs.tokenizer),
     )
 
 
@@ -184,25 +194,30 @@ def train_run(
     with ``stopped == "interrupted"`` after its checkpoint is saved; a SIGINT/SIGTERM that arrives after
     the last step is ignored, so the final report is written and the run ends completed.
     ``on_eval(metrics, step)`` (a search's pruner) may stop the run after any evaluation; a run it
-    stops (``pruned``) keeps its checkpoint and best/ but skips the test-set report. In a group that
+    stops (``pruned``) keeps its checkpoint and best/ but skips the test-set report.
+    ``train.auto_batch_size`` picks the micro-batch once model and data are loaded, before
+    ``run_config.yaml`` records it; a resumed run keeps its checkpoint's. In a group that
     torchelastic restarted (``--max-restarts``) every process resumes from the newest checkpoint.
     """
     plan = resolve(load_config(config, list(overrides)))
-    cfg = plan.cfg
     if elastic_restart():  # torchelastic restarted the group after a failure: continue, never start over
         resume, overwrite = True, False
-        resume_from = latest_checkpoint(cfg.train.output_dir) or resume_from
-    accelerator = build_accelerator(cfg.train)
+        resume_from = latest_checkpoint(plan.cfg.train.output_dir) or resume_from
+    accelerator = build_accelerator(plan.cfg.train)
     if on_start is not None:
         on_start(accelerator.process_index)
-    report_accelerator(accelerator, cfg.train)
+    report_accelerator(accelerator, plan.cfg.train)
     report_choices(plan)
-    out = cfg.train.output_dir
+    out = plan.cfg.train.output_dir
     resume_from = _start_dir(out, resume, resume_from, overwrite, accelerator.is_main_process)
     if resume_from is not None:
-        check_resumable(resume_from, cfg.model_dump(mode="json"), accelerator.num_processes)
+        plan = resumed_micro_batch(plan, read_state(resume_from).config)
+        check_resumable(resume_from, plan.cfg.model_dump(mode="json"), accelerator.num_processes)
     accelerator.wait_for_everyone()
     inputs = prepare_inputs(plan)
+    if resume_from is None:
+        plan = auto_batch_size(plan, inputs, accelerator)
+    cfg = plan.cfg
     if accelerator.is_main_process:
         atomic_write(out / "run_config.yaml", dump_config(cfg))
     info = run_info(plan, inputs)

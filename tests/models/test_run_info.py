@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -38,6 +39,20 @@ def test_record_round_trips_with_provenance_added(make_config, tmp_path: Path):
     assert json.loads((tmp_path / RUN_FILE).read_text())["version"] == RUN_INFO_VERSION
 
 
+def test_record_checksums_the_weights_files_beside_it(tmp_path: Path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "model.onnx").write_bytes(b"graph")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    write_run_info(tmp_path, RunInfo(task="classification"))
+    read = read_run_info(tmp_path)
+    assert read is not None
+    assert {name: digest.sha256 for name, digest in read.weights.items()} == {
+        "model.onnx": hashlib.sha256(b"graph").hexdigest(),
+        "model.safetensors": hashlib.sha256(b"weights").hexdigest(),
+    }
+    assert read.weights["model.safetensors"].size == len(b"weights")
+
+
 def test_a_directory_without_a_record_has_none(tmp_path: Path):
     assert read_run_info(tmp_path) is None
 
@@ -47,6 +62,7 @@ def test_an_unversioned_record_reads_as_version_one(tmp_path: Path):
     read = read_run_info(tmp_path)
     assert read is not None
     assert (read.version, read.task) == (1, "qa")
+    assert (read.data_files, read.features_sha256, read.weights) == ({}, {}, {})  # written before manifests
 
 
 @pytest.mark.parametrize(("version", "advice"), [(RUN_INFO_VERSION + 1, "Upgrade tunelab"), (0, "Re-train")])

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -165,7 +166,9 @@ def test_metrics_count_requests_batches_and_tokens(client: httpx.Client):
     assert 'tunelab_queue_depth{queue="predict"} 0.0' in text
     assert 'tunelab_tokens_total{kind="input"}' in text
     assert 'tunelab_request_latency_seconds_bucket{le="0.005",route="/v1/predict"}' in text
-    assert client.get("/ready").json() == {"status": "ready"}
+    assert "tunelab_requests_in_flight 0.0" in text
+    assert "tunelab_saturation 0.0" in text
+    assert client.get("/ready").json() == {"status": "ready", "pid": os.getpid()}
 
 
 def test_full_queue_answers_429_with_retry_after_then_recovers(make_slow: Any, live: Any, api_key: str):
@@ -180,10 +183,11 @@ def test_full_queue_answers_429_with_retry_after_then_recovers(make_slow: Any, l
             second = asyncio.create_task(c.post("/v1/predict", json={"inputs": "good"}))
             await asyncio.sleep(0.1)  # the second waits in the queue
             third = await c.post("/v1/predict", json={"inputs": "good"})
-            return [await first, await second, third]
+            full = (await c.get("/metrics")).text  # one input in the model, one queued: all it holds
+            return [await first, await second, third], full
 
     with live(app) as url:
-        first, second, third = asyncio.run(burst(url))
+        (first, second, third), full = asyncio.run(burst(url))
         after = httpx.post(url + "/v1/predict", json={"inputs": "good"}, headers={"X-API-Key": api_key})
         metrics = httpx.get(url + "/metrics", headers={"X-API-Key": api_key}).text
     assert first.status_code == second.status_code == 200
@@ -191,6 +195,9 @@ def test_full_queue_answers_429_with_retry_after_then_recovers(make_slow: Any, l
     assert third.headers["retry-after"] == "1"
     assert after.status_code == 200
     assert 'tunelab_rejected_total{reason="queue_full"} 1.0' in metrics
+    assert "tunelab_saturation 1.0" in full
+    assert "tunelab_requests_in_flight 2.0" in full
+    assert "tunelab_saturation 0.0" in metrics
 
 
 def test_timeout_gives_504_and_exceptions_give_500_without_leaking_input(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +28,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 120) -> None:
+    """Poll ``/ready`` (API key "k") until 200; fail if the server process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/ready", headers={"X-API-Key": "k"}, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, "server exited during startup"
+        assert time.monotonic() < deadline, f"server not ready within {timeout} s"
+        time.sleep(0.1)
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_0(classifier_dir: Path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -37,16 +52,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(classifier_dir: Path):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.ConnectError:
-                pass
-            assert proc.poll() is None, "server exited during startup"
-            assert time.monotonic() < deadline, "server did not start within 60 s"
-            time.sleep(0.1)
+        wait_until_ready(url, proc)
 
         async def scenario() -> tuple[list[int], bool]:
             async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": "k"}, timeout=30) as c:

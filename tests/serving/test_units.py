@@ -201,14 +201,17 @@ class _FakeDecoder:
         return jobs
 
 
-def _loop(decoder: _FakeDecoder, steps: list[int]) -> DecodeLoop:
-    return DecodeLoop(
+def _loop(decoder: _FakeDecoder, steps: list[int], loads: list[float] | None = None) -> DecodeLoop:
+    loop = DecodeLoop(
         decoder,  # type: ignore[arg-type]
         contextlib.nullcontext,
         ThreadPoolExecutor(1),
         max_queue_size=100,
         on_batch=steps.append,
     )
+    if loads is not None:
+        loop.on_change = lambda: loads.append(loop.saturation)
+    return loop
 
 
 def _job(prompt: str, steps: int) -> GenerationJob:
@@ -218,9 +221,10 @@ def _job(prompt: str, steps: int) -> GenerationJob:
 def test_decode_loop_joins_waiting_jobs_as_rows_leave_and_short_replies_finish_first():
     steps: list[int] = []
     finished: list[str] = []
+    loads: list[float] = []
 
     async def main() -> list[str]:
-        loop = _loop(_FakeDecoder(max_rows=2), steps)
+        loop = _loop(_FakeDecoder(max_rows=2), steps, loads)
         loop.start()
 
         async def ask(prompt: str, n: int) -> str:
@@ -236,6 +240,10 @@ def test_decode_loop_joins_waiting_jobs_as_rows_leave_and_short_replies_finish_f
     assert finished == ["short", "waits", "long"]  # "waits" joined when "short" left, before "long" ended
     assert max(steps) == 2  # never more rows than max_rows
     assert steps.count(2) >= 4  # the batch ran full while jobs were waiting
+    # (decoding + queued) / (max_rows + max_queue_size): three jobs held, whether queued or decoding
+    assert max(loads) == 3 / 102
+    assert loads.count(3 / 102) >= 2  # still 3 after two of them left the queue for the batch
+    assert loads[-1] == 0
 
 
 def test_decode_loop_fails_only_the_bad_prompt_and_a_failed_step_only_the_rows_in_it():

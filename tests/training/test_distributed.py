@@ -20,17 +20,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _no_dropout_copy(src: Path, dest: Path) -> Path:
-    """Dropout draws differ per rank, so equality needs a deterministic forward."""
-    import shutil
-
-    shutil.copytree(src, dest)
-    config = json.loads((dest / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (dest / "config.json").write_text(json.dumps(config))
-    return dest
-
-
 def _run(tmp: Path, name: str, raw: dict, nproc: int, *args: str) -> tuple[dict[int, float], list[dict]]:
     out = tmp / name
     out.mkdir(exist_ok=True)
@@ -67,8 +56,8 @@ def _one_and_two_processes(tmp: Path, base: dict) -> tuple[list[dict], list[dict
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_backbone_dir: Path, toy_data):
-    model = _no_dropout_copy(tiny_backbone_dir, tmp_path / "model")
+def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_backbone_no_dropout_dir: Path, toy_data):
+    model = tiny_backbone_no_dropout_dir
     base = {
         "model": {"name_or_path": str(model)},
         "data": {"train_file": str(toy_data["train"]), "dev_file": str(toy_data["dev"])},
@@ -83,10 +72,10 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_backbone_dir:
 
 
 @pytest.mark.slow
-def test_moe_bias_update_sees_the_global_batch(tmp_path: Path, tiny_backbone_dir: Path, toy_data):
+def test_moe_bias_update_sees_the_global_batch(tmp_path: Path, tiny_backbone_no_dropout_dir: Path, toy_data):
     """Two ranks with the aux-free bias train like one process: counts are summed over ranks before the
     sign update (a rank-local update would route differently), and DDP accepts experts without tokens."""
-    model = _no_dropout_copy(tiny_backbone_dir, tmp_path / "model")
+    model = tiny_backbone_no_dropout_dir
     moe = {
         "n_shared_experts": 0,
         "n_routed_experts": 4,
@@ -108,13 +97,15 @@ def test_moe_bias_update_sees_the_global_batch(tmp_path: Path, tiny_backbone_dir
 
 
 @pytest.mark.slow
-def test_two_processes_train_and_gather_ragged_tokens_like_one(tmp_path: Path, tiny_backbone_dir: Path):
+def test_two_processes_train_and_gather_ragged_tokens_like_one(
+    tmp_path: Path, tiny_backbone_no_dropout_dir: Path
+):
     """NER: ranks hold different numbers of labelled tokens, yet two ranks take the same steps as one
     process (each micro-batch is weighted by its share of the global token count), and the ragged
     dev logits gathered from both ranks give the same metrics."""
     from toy_tasks import token_classification
 
-    model = _no_dropout_copy(tiny_backbone_dir, tmp_path / "model")
+    model = tiny_backbone_no_dropout_dir
     sections = token_classification(tmp_path)
     base = {
         "model": {"name_or_path": str(model)},
@@ -137,11 +128,11 @@ def test_two_processes_train_and_gather_ragged_tokens_like_one(tmp_path: Path, t
 
 @pytest.mark.slow
 def test_two_processes_resume_a_log_window_that_spans_the_checkpoint(
-    tmp_path: Path, tiny_backbone_dir: Path, toy_data
+    tmp_path: Path, tiny_backbone_no_dropout_dir: Path, toy_data
 ):
     """Stopped at step 4 while logging every 3: each rank's share of the open window is checkpointed, so
     the first log after the resume (step 6, averaging steps 4-6) equals the uninterrupted run's."""
-    model = _no_dropout_copy(tiny_backbone_dir, tmp_path / "model")
+    model = tiny_backbone_no_dropout_dir
     base = {
         "model": {"name_or_path": str(model)},
         "data": {"train_file": str(toy_data["train"]), "dev_file": str(toy_data["dev"])},

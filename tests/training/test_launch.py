@@ -14,7 +14,6 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from test_distributed import _no_dropout_copy
 from typer.testing import CliRunner
 
 from toy_tasks import toy_rows, write_csv
@@ -26,13 +25,12 @@ FAULT_HOOK = Path(__file__).with_name("fault_hook")
 
 
 @pytest.fixture(scope="module")
-def base_config(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> dict:
+def base_config(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_no_dropout_dir: Path) -> dict:
     """12 optimizer steps at a global batch of 8 (2 processes x 4), a checkpoint every 4 steps; batches
     grouped by length (the default), so another process count must cut the same global batches."""
     tmp = tmp_path_factory.mktemp("launch")
-    model = _no_dropout_copy(tiny_backbone_dir, tmp / "model")
     return {
-        "model": {"name_or_path": str(model)},
+        "model": {"name_or_path": str(tiny_backbone_no_dropout_dir)},
         "data": {
             "train_file": str(write_csv(tmp / "train.csv", toy_rows(96, seed=2))),
             "dev_file": str(write_csv(tmp / "dev.csv", toy_rows(32, seed=3))),

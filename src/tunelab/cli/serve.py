@@ -20,6 +20,10 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Serve without an API key on purpose (logs a warning).")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Model processes behind the port, torch threads split between them."),
+    ] = 1,
 ) -> None:
     """Serve a model over HTTP until SIGTERM; other settings from TUNELAB_SERVE_* variables (README)."""
     setup_logging()
@@ -27,9 +31,13 @@ def serve(
         from tunelab.log import setup_json_lines
         from tunelab.serving.app import app_from_settings, run
         from tunelab.serving.settings import load_settings
+        from tunelab.serving.workers import run_workers
 
         explicit = {"allow_unauthenticated": True} if no_auth else {}  # else the environment decides
         settings = load_settings(model_dir=model_dir, host=host, port=port, **explicit)
+        if workers > 1:
+            run_workers(settings, workers)
+            return
         web = app_from_settings(settings, bind_host=host)
     except TunelabError as exc:
         fail(exc)

@@ -1,4 +1,4 @@
-"""Commands that train: validate a config, train it, search its hyperparameters, estimate its memory."""
+"""Commands that train: validate a config, train it, verify a run, search hyperparameters, estimate memory."""
 
 from __future__ import annotations
 
@@ -103,6 +103,33 @@ def _launch(
     ]
     worker = ["-m", "tunelab.cli", "train", str(config), *flags, *overrides]
     return launch_workers(worker, nproc, max_restarts)
+
+
+@app.command()
+def verify(
+    run_dir: Path,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="Largest absolute change of a dev/test metric for 'numerical'.")
+    ] = 1e-6,
+) -> None:
+    """Train RUN_DIR's recorded config and seed again in a temp dir and compare: bitwise, numerical, differs.
+
+    Refuses first when a recorded data file is missing or changed. Exits 1 on 'differs', listing what
+    moved; inputs whose hashes changed since the run (features, tokenizer, versions) are listed too.
+    """
+    try:
+        from tunelab.reproduce import verify_run
+
+        verdict = verify_run(run_dir, tolerance, on_start=setup_logging)
+    except TunelabError as exc:
+        fail(exc)
+    for line in verdict.moved:
+        typer.echo(f"moved: {line}")
+    if verdict.changed_inputs:
+        typer.echo(f"changed since the run: {', '.join(verdict.changed_inputs)}")
+    typer.echo(f"{run_dir}: {verdict.level} ({verdict.compared} metrics compared, tolerance {tolerance})")
+    if verdict.level == "differs":
+        raise typer.Exit(code=1)
 
 
 @app.command(context_settings=OVERRIDES)

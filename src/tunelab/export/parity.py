@@ -24,7 +24,6 @@ from tunelab.evaluation import evaluate
 from tunelab.tasks.spec import Collate, TaskSpec
 
 LATENCY_BATCHES = (1, 32)
-WEIGHT_SUFFIXES = (".safetensors", ".onnx")
 
 
 @dataclass(frozen=True)
@@ -39,11 +38,6 @@ class Measurement:
 def weights_size_mb(files: Sequence[Path]) -> float:
     """Size of the given weight files in MB (10^6 bytes)."""
     return sum(f.stat().st_size for f in files) / 1e6
-
-
-def weight_files(path: Path) -> list[Path]:
-    """Files holding weights in an artifact dir (safetensors, ONNX)."""
-    return sorted(f for f in path.iterdir() if f.suffix in WEIGHT_SUFFIXES)
 
 
 @dataclass(frozen=True)

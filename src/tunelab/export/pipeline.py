@@ -28,13 +28,12 @@ from tunelab.export.parity import (
     parity_markdown,
     parity_report,
     scored_metrics,
-    weight_files,
 )
 from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.io import atomic_dir
 from tunelab.models import int8
 from tunelab.models.adapter import is_adapter_dir
-from tunelab.models.run_info import ExportInfo, write_run_info
+from tunelab.models.run_info import ExportInfo, weight_files, write_run_info
 from tunelab.tasks.spec import tokenize_dataset
 from tunelab.training import TrainInputs
 from tunelab.training.setup import task_adapted

@@ -117,6 +117,9 @@ def default_step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: 
     return StepOutput(loss=loss.detach())
 
 
+StepFn = Callable[[Adapted, Mapping[str, torch.Tensor], Backward], StepOutput]
+
+
 @dataclass(frozen=True)
 class Target:
     """What a method will be applied to, known before any weight loads (for refusals at validation).
@@ -177,7 +180,7 @@ class MethodSpec:
     name: str
     params: type[BaseModel]
     apply: Callable[[nn.Module, Any, tuple[str, ...]], Adapted]
-    step: Callable[[Adapted, Mapping[str, torch.Tensor], Backward], StepOutput] = default_step
+    step: StepFn = default_step
     on_optimizer_step: Callable[[Adapted, Any, OptimizerStepContext], Mapping[str, float]] | None = None
     rebuild: Callable[[nn.Module, Any], nn.Module] | None = None
     group: str | None = None

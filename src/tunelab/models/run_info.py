@@ -2,13 +2,17 @@
 
 Every saved model directory carries it (a run's ``best/``, an export): the task and its params, the
 label order, the input columns, the resolved config, the dev metrics of these weights, the adapter's
-base model, what an export did, and the provenance (library versions, git sha, CPU model and flags).
+base model, what an export did, the provenance (library versions, git sha, CPU model and flags) and
+the manifest ``tunelab verify`` checks a run against: the sha256 and size of every data file, the
+preprocessing fingerprint, the tokenizer's and chat template's hashes (``models.manifest``) and the
+checksums of the weights files written next to the record.
 Training writes it, export rewrites it, prediction and serving read it; typed fields make a missing
 or misspelt key an error at the boundary instead of a ``KeyError`` three layers later.
 
 Versioning: ``version`` is written into every record. A record without one predates versioning and
 has exactly version 1's fields, so it reads as version 1. Any other version is refused with what to
-do, never half-read.
+do, never half-read. A new field with a default (the manifest fields) keeps the version: every older
+record still reads, with the field empty.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from tunelab import __version__
 from tunelab.config import RunConfig, format_validation_error
 from tunelab.data import Columns
 from tunelab.errors import CheckpointError, ConfigError
+from tunelab.io import sha256_file
 
 RUN_FILE = "tunelab_run.json"
 RUN_INFO_VERSION = 1
@@ -38,10 +43,24 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 # "0" or "1" overrides the CPU bf16 detection: the test suite pins 0 so every CPU runs the same
 # (fp32) numerics, and a user can force either branch of ``precision: auto`` (training and serving).
 CPU_BF16_ENV = "TUNELAB_CPU_BF16"
+WEIGHT_SUFFIXES = (".safetensors", ".onnx")  # every weights file tunelab writes (model, adapter, int8, ONNX)
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileDigest(_Record):
+    """A file's content checksum and size in bytes."""
+
+    sha256: str = Field(description="Hex sha256 of the file's bytes.")
+    size: int = Field(description="Size in bytes.")
+
+
+class DataFile(FileDigest):
+    """A data file the run read, by absolute path."""
+
+    path: str = Field(description="Absolute path of the file when the run read it.")
 
 
 class AdapterInfo(_Record):
@@ -81,6 +100,19 @@ class RunInfo(_Record):
         default_factory=dict, description="CPU model and flags (CPU_FLAGS), CUDA device, at writing."
     )
     git_sha: str | None = Field(default=None, description="tunelab's commit at writing, if known.")
+    data_files: dict[str, DataFile] = Field(
+        default_factory=dict, description="Every data file the run read, by config key (data.train_file...)."
+    )
+    features_sha256: dict[str, str] = Field(
+        default_factory=dict, description="Preprocessing fingerprint per split (models.manifest)."
+    )
+    tokenizer_sha256: str | None = Field(default=None, description="Hash of the tokenizer's files.")
+    chat_template_sha256: str | None = Field(
+        default=None, description="Hash of the tokenizer's chat template, when it has one."
+    )
+    weights: dict[str, FileDigest] = Field(
+        default_factory=dict, description="Checksum of each weights file beside the record, at writing."
+    )
 
 
 def library_versions() -> dict[str, str]:
@@ -146,9 +178,33 @@ def git_sha() -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
+def file_digest(path: Path) -> FileDigest:
+    """sha256 and size of ``path``."""
+    return FileDigest(sha256=sha256_file(path), size=path.stat().st_size)
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """Files holding weights in a model dir (safetensors, ONNX)."""
+    return sorted(p for p in model_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+
+
+def weights_digests(model_dir: Path) -> dict[str, FileDigest]:
+    """Checksums of the weights files in ``model_dir``, by file name."""
+    return {p.name: file_digest(p) for p in weight_files(model_dir)}
+
+
 def write_run_info(dest: Path, info: RunInfo) -> None:
-    """``tunelab_run.json`` = ``info`` plus fresh provenance, into ``dest`` (a temp dir being filled)."""
-    provenance = {"versions": library_versions(), "git_sha": git_sha(), "hardware": hardware_info()}
+    """``tunelab_run.json`` = ``info`` plus fresh provenance, into ``dest`` (a temp dir being filled).
+
+    Called once the weights are in ``dest``: their checksums are taken here, so a record is never
+    written with another directory's (an export's) weights checksums.
+    """
+    provenance = {
+        "versions": library_versions(),
+        "git_sha": git_sha(),
+        "hardware": hardware_info(),
+        "weights": weights_digests(dest),
+    }
     record = info.model_copy(update=provenance)
     text = json.dumps(record.model_dump(mode="json", exclude_none=True), indent=2)
     (dest / RUN_FILE).write_text(text, encoding="utf-8")

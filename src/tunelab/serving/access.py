@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Collection, Sequence
+from contextlib import nullcontext
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,7 @@ from tunelab.serving.schemas import error_response
 access_logger = logging.getLogger("tunelab.serving.access")
 logger = logging.getLogger(__name__)
 
+_MODEL_ROUTES = "/v1/"  # requests counted in flight; probes and scrapes are not load
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"\+?\d[\d ().-]{6,}\d")
@@ -84,8 +86,10 @@ class AccessLogMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        counted = scope["path"].startswith(_MODEL_ROUTES)
         try:
-            await self.app(scope, receive, send_with_id)
+            with self.metrics.in_flight.track_inprogress() if counted else nullcontext():
+                await self.app(scope, receive, send_with_id)
         except Exception as exc:  # serving boundary: never crash the worker, never log the input
             logger.error(json.dumps({"request_id": request_id, "error": type(exc).__name__}))
             if not started:

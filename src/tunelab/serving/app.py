@@ -51,7 +51,7 @@ def _model_queues(ctx: Context, executor: Executor) -> dict[str, ModelQueue[Any,
         return {
             "max_queue_size": settings.max_queue_size,
             "on_batch": ctx.metrics.batch_size.labels(name).observe,
-            "on_depth": ctx.metrics.queue_depth.labels(name).set,
+            "on_change": ctx.publish_load,
         }
 
     def batcher(name: str, fn: Any, size: int) -> Batcher[Any, Any]:
@@ -101,6 +101,7 @@ def _lifespan(ctx: Context) -> Any:
             ctx.runtime.batchers.clear()
             executor.shutdown(wait=True)
             tokenize.shutdown(wait=True)
+            ctx.metrics.close()
 
     return lifespan
 

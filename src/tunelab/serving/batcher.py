@@ -46,21 +46,26 @@ class Pending:
 class ModelQueue(ABC, Generic[In, Out]):
     """A bounded queue of items for the model thread; subclasses decide how ``_run`` feeds the model.
 
-    ``on_batch(size)`` and ``on_depth(depth)`` feed metrics; they run on the event loop.
+    ``slots`` is how many items the model works on at once (a batch, or the decode batch's rows).
+    ``on_batch(size)`` and ``on_change()`` (the depth or the running count changed) feed metrics; they
+    run on the event loop.
     """
 
     def __init__(
         self,
         executor: Executor,
         *,
+        slots: int,
         max_queue_size: int,
         on_batch: Callable[[int], None] = lambda size: None,
-        on_depth: Callable[[int], None] = lambda depth: None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.executor = executor
+        self.slots = slots
         self.max_queue_size = max_queue_size
         self.on_batch = on_batch
-        self.on_depth = on_depth
+        self.on_change = on_change
+        self.running = 0  # items the model is working on now
         self._queue: deque[Pending] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -70,6 +75,15 @@ class ModelQueue(ABC, Generic[In, Out]):
     def depth(self) -> int:
         """Items waiting (not yet handed to the model)."""
         return len(self._queue)
+
+    @property
+    def saturation(self) -> float:
+        """(running + queued) / (slots + max_queue_size): 1.0 means the next item gets 429.
+
+        The denominator is everything this queue holds before it refuses work, so the ratio is
+        comparable across models and settings (an autoscaler's target, e.g. 0.5).
+        """
+        return (self.running + len(self._queue)) / (self.slots + self.max_queue_size)
 
     def start(self) -> None:
         """Start the dispatch task on the running loop."""
@@ -97,7 +111,7 @@ class ModelQueue(ABC, Generic[In, Out]):
         now = time.monotonic()
         pending = [Pending(item, loop.create_future(), now) for item in items]
         self._queue.extend(pending)
-        self.on_depth(len(self._queue))
+        self.on_change()
         self._wakeup.set()
         return [p.future for p in pending]
 
@@ -130,7 +144,7 @@ class ModelQueue(ABC, Generic[In, Out]):
             item = self._queue.popleft()
             if not item.future.done():
                 taken.append(item)
-        self.on_depth(len(self._queue))
+        self.on_change()
         return taken
 
     @abstractmethod
@@ -150,9 +164,15 @@ class Batcher(ModelQueue[In, Out]):
         max_wait_ms: float,
         max_queue_size: int,
         on_batch: Callable[[int], None] = lambda size: None,
-        on_depth: Callable[[int], None] = lambda depth: None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(executor, max_queue_size=max_queue_size, on_batch=on_batch, on_depth=on_depth)
+        super().__init__(
+            executor,
+            slots=max_batch_size,
+            max_queue_size=max_queue_size,
+            on_batch=on_batch,
+            on_change=on_change,
+        )
         self.fn = fn
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
@@ -178,6 +198,8 @@ class Batcher(ModelQueue[In, Out]):
 
     async def _execute(self, batch: list[Pending]) -> None:
         self.on_batch(len(batch))
+        self.running = len(batch)
+        self.on_change()
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self.executor, self.fn, [p.payload for p in batch])
@@ -186,6 +208,9 @@ class Batcher(ModelQueue[In, Out]):
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        finally:
+            self.running = 0
+            self.on_change()
         for p, result in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(result)

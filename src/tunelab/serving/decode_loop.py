@@ -38,9 +38,15 @@ class DecodeLoop(ModelQueue[GenerationJob, Generation]):
         *,
         max_queue_size: int,
         on_batch: Callable[[int], None] = lambda size: None,
-        on_depth: Callable[[int], None] = lambda depth: None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(executor, max_queue_size=max_queue_size, on_batch=on_batch, on_depth=on_depth)
+        super().__init__(
+            executor,
+            slots=decoder.max_rows,
+            max_queue_size=max_queue_size,
+            on_batch=on_batch,
+            on_change=on_change,
+        )
         self.decoder = decoder
         self.precision = precision
         self._decoding: dict[int, Pending] = {}  # id(job) -> its pending entry, while it is in the batch
@@ -50,6 +56,7 @@ class DecodeLoop(ModelQueue[GenerationJob, Generation]):
         while self._decoding or await self._idle():
             joining = self._take(self.decoder.free)
             self._decoding.update((id(p.payload), p) for p in joining)
+            self._count_running()
             try:
                 jobs = [p.payload for p in joining]
                 ended, rows = await loop.run_in_executor(self.executor, self._tick, jobs)
@@ -60,6 +67,11 @@ class DecodeLoop(ModelQueue[GenerationJob, Generation]):
                 self.on_batch(rows)
             for job, outcome in ended:
                 _settle(self._decoding.pop(id(job)).future, outcome)
+            self._count_running()
+
+    def _count_running(self) -> None:
+        self.running = len(self._decoding)
+        self.on_change()
 
     def _tick(self, joining: list[GenerationJob]) -> tuple[list[Ended], int]:
         """In the model thread: join ``joining``, then one step; the jobs that ended and the rows stepped."""

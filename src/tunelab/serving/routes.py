@@ -74,6 +74,12 @@ class Context:
     metrics: ServeMetrics
     runtime: Runtime
 
+    def publish_load(self) -> None:
+        """Set the queue-depth and saturation gauges from the queues (each change, and each scrape)."""
+        for name, queue in self.runtime.batchers.items():
+            self.metrics.queue_depth.labels(name).set(queue.depth)
+        self.metrics.saturation.set(max((q.saturation for q in self.runtime.batchers.values()), default=0.0))
+
     def limit_error(self, message: str, reason: str, param: str | None = None) -> HTTPException:
         """A 422 for a request the server refuses, counted by reason; ``param`` names the field."""
         self.metrics.rejected.labels(reason).inc()
@@ -219,8 +225,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     @app.get("/metrics", response_class=PlainTextResponse, responses=errors(401))
     async def metrics() -> Response:
         """Prometheus text exposition format."""
-        for name, batcher in ctx.runtime.batchers.items():
-            ctx.metrics.queue_depth.labels(name).set(batcher.depth)
+        ctx.publish_load()
         return Response(ctx.metrics.render(), media_type=ctx.metrics.content_type)
 
     @app.get("/v1/models", response_model=ModelList, responses=errors(401))

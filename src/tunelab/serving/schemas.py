@@ -6,6 +6,7 @@ surface the message, plus the request id that ties it to the access log line.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -212,6 +213,9 @@ class Status(BaseModel):
     """``/health`` and ``/ready`` answer."""
 
     status: str
+    pid: int = Field(
+        default_factory=os.getpid, description="The answering process (tells `--workers` apart)."
+    )
 
 
 ERROR_TYPES = {

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from torch.utils.data import DataLoader
 
 from tunelab.data.batching import epoch_batches, shard_batches
-from tunelab.methods.spec import OptimizerStepContext, RunState, default_step
+from tunelab.methods.spec import OptimizerStepContext, RunState
 from tunelab.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from tunelab.training.optim import build_optimizer, build_scheduler
 from tunelab.training.plan import Plan
@@ -197,8 +197,7 @@ class TrainingRun:
         scheduler = build_scheduler(optimizer, cfg, self.total_steps)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         inputs.adapted.model = self.model
-        custom_steps = [spec.step for spec, _ in plan.methods if spec.step is not default_step]
-        self.step_fn = custom_steps[0] if custom_steps else default_step  # plan.resolve allows one
+        self.step_fn = plan.step
         self.step_hooks = [(s.on_optimizer_step, p) for s, p in plan.methods if s.on_optimizer_step]
         task_params = inputs.task_params if inputs.task_params is not None else plan.task_params
         self.count_targets = partial(plan.task.count_targets, params=task_params)

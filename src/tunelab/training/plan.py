@@ -20,7 +20,7 @@ from tunelab.config import RunConfig, format_validation_error
 from tunelab.data.checks import RARE_ROWS, LabelBalance, label_balance, report_label_balance
 from tunelab.errors import AssetError, ConfigError
 from tunelab.methods import METHODS
-from tunelab.methods.spec import MethodSpec, Target, default_step
+from tunelab.methods.spec import MethodSpec, StepFn, Target, default_step
 from tunelab.models.load import resolve_model
 from tunelab.tasks import TASKS
 from tunelab.tasks.spec import TaskSpec
@@ -50,6 +50,12 @@ class Plan:
         metric = self.cfg.train.metric_for_best_model
         assert metric is not None, "resolve() sets train.metric_for_best_model"
         return metric
+
+    @property
+    def step(self) -> StepFn:
+        """The micro-step: the one method's that replaces it (``resolve`` allows one), else the default."""
+        custom = [spec.step for spec, _ in self.methods if spec.step is not default_step]
+        return custom[0] if custom else default_step
 
     @property
     def higher_is_better(self) -> bool:

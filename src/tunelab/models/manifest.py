@@ -1,0 +1,92 @@
+"""Content hashes of what a run read: its data files, its preprocessed features, its tokenizer.
+
+They go into the run record (``models.run_info``) so that ``tunelab verify`` can refuse a run whose
+inputs changed, and say which input explains a run that no longer reproduces. The weights checksums
+are taken where the record is written (``run_info.write_run_info``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from transformers.tokenization_utils_base import (
+    ADDED_TOKENS_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+    TOKENIZER_CONFIG_FILE,
+)
+from transformers.utils.hub import CHAT_TEMPLATE_FILE
+
+from tunelab.config import DataConfig
+from tunelab.io import sha256_file
+from tunelab.models.run_info import DataFile, file_digest
+
+_ROWS_PER_BATCH = 1000
+
+
+def data_files(cfg: DataConfig) -> dict[str, DataFile]:
+    """sha256 and size of every file the ``data:`` section names, keyed by its config key path."""
+    paths = {
+        "data.train_file": cfg.train_file,
+        "data.dev_file": cfg.dev_file,
+        "data.test_file": cfg.test_file,
+        "data.augment.synonyms_file": cfg.augment.synonyms_file if cfg.augment is not None else None,
+    }
+    out = {}
+    for key, path in paths.items():
+        if path is not None:
+            digest = file_digest(path)
+            out[key] = DataFile(path=str(path.resolve()), sha256=digest.sha256, size=digest.size)
+    return out
+
+
+def features_sha256(features: Any) -> str:
+    """The preprocessing fingerprint of one split: sha256 of its tokenized features as the loop reads them.
+
+    Covers the column names and every value in row order of the ``datasets.Dataset`` the task's
+    ``preprocess`` produced (input ids, masks, labels, offsets... before collation, padding and
+    augmentation), so it changes with the data rows, their sampling, the tokenizer, the task's
+    preprocessing code and its params. Hashed from the values rather than ``datasets``' own
+    ``_fingerprint``, which mixes in a hash of the mapped function that is random when the function
+    cannot be pickled deterministically (tokenizers often cannot).
+    """
+    digest = hashlib.sha256(json.dumps(sorted(features.column_names)).encode())
+    for batch in features.with_format(None).iter(batch_size=_ROWS_PER_BATCH):
+        digest.update(json.dumps(batch, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _files_sha256(named: Iterable[tuple[str, str]]) -> str:
+    """One hash of (file name, content hash) pairs, in name order."""
+    return hashlib.sha256(json.dumps(sorted(named)).encode()).hexdigest()
+
+
+def tokenizer_sha256(tokenizer: Any) -> str | None:
+    """Hash of the content of the tokenizer's files in the directory it was loaded from.
+
+    The files are the ones transformers reads for this tokenizer class (its vocabulary files) plus its
+    config, special-tokens map, added tokens and chat template file, those present. None when the
+    tokenizer was not loaded from a directory.
+    """
+    source = Path(str(tokenizer.name_or_path))
+    if not source.is_dir():
+        return None
+    names = {*tokenizer.vocab_files_names.values(), TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE}
+    names |= {ADDED_TOKENS_FILE, CHAT_TEMPLATE_FILE}
+    files = [source / name for name in sorted(names) if (source / name).is_file()]
+    return _files_sha256((file.name, sha256_file(file)) for file in files)
+
+
+def chat_template_sha256(tokenizer: Any) -> str | None:
+    """sha256 of the tokenizer's chat template (a string, or a name -> template map), None without one.
+
+    Hashed from the loaded tokenizer, so a template that lives inside ``tokenizer_config.json`` counts
+    too. A task's own prompt template is a task param, recorded verbatim with the config.
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return None
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
