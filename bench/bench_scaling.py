@@ -9,13 +9,12 @@ Rows, each `tunelab train examples/sentiment.yaml` (MiniLM, Rotten Tomatoes, max
 
     python bench/bench_scaling.py [--steps 40] [--repeats 2] [--write]
 
-Samples/s is the loop's own `train/samples_per_s` (rank 0's samples over rank 0's step time, times
-the process count, since every rank takes an equal share) averaged over the logging windows after
-the first (warm-up). Scaling efficiency = 2-process samples/s / (2 x one-core samples/s): 1.0 would
-be perfect data parallelism; below it are the gradient all-reduce over gloo (MiniLM: 22.7 M
-parameters, ~91 MB of fp32 gradients per step) and the cores' shared memory bandwidth. The loss at
-the last step is printed beside: the same global batch takes the same steps (up to dropout's random
-numbers, which differ per rank).
+Samples/s is the loop's own `train/samples_per_s` (the global batch's rows, all ranks, over rank
+0's step time) averaged over the logging windows after the first (warm-up). Scaling efficiency =
+2-process samples/s / (2 x one-core samples/s): 1.0 would be perfect data parallelism; below it are
+the gradient all-reduce over gloo (MiniLM: 22.7 M parameters, ~91 MB of fp32 gradients per step)
+and the cores' shared memory bandwidth. The loss at the last step is printed beside: the same
+global batch takes the same steps (up to dropout's random numbers, which differ per rank).
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ def train_once(name: str, nproc: int, threads: int, batch: int, data: Path, step
     )
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [h for h in history if "train/samples_per_s" in h]
-    speeds = [h["train/samples_per_s"] * nproc for h in train[1:]]
+    speeds = [h["train/samples_per_s"] for h in train[1:]]  # global: the loop counts all ranks' rows
     return {
         "speed": statistics.mean(speeds),
         "last_loss": train[-1]["train/loss"],
@@ -123,7 +122,7 @@ def report(results: dict[str, list[dict]], prov: dict, code_after: dict, args: a
             "- MiniLM on Rotten Tomatoes (examples/sentiment.yaml, max_length 64), "
             f"{args.steps} optimizer steps at global batch 32, {args.repeats} runs per row, "
             "rows interleaved; samples/s = the loop's "
-            "train/samples_per_s after the first logging window, times the process count",
+            "train/samples_per_s (all ranks' rows) after the first logging window",
             f"- {harness.CONTENTION_NOTE}",
             "",
             "| row | processes | threads each | batch each | samples/s, median (runs) "

@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, format_validation_error
 from tunelab.io import DuplicateKeyError, parse_yaml, read_utf8
 
 
@@ -340,51 +340,6 @@ def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
     elif not isinstance(node, dict):
         raise ConfigError(f"override --{key}: {last!r} is not inside a mapping")
     node[last] = value
-
-
-def format_loc(loc: tuple[Any, ...]) -> str:
-    """``("methods", 0, "params", "r")`` -> ``methods[0].params.r``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the pydantic model that owns the unknown key at ``loc``."""
-    current: type[BaseModel] = model
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = current.model_fields.get(part)
-        if field is None:
-            return []
-        annotation = field.annotation
-        args = getattr(annotation, "__args__", ())
-        candidates = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not candidates:
-            return []
-        current = candidates[0]
-    return sorted(current.model_fields)
-
-
-def format_validation_error(error: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """One line per problem: ``key.path: message (got value)``, listing valid keys for unknown ones."""
-    lines = []
-    for err in error.errors():
-        loc = tuple(err["loc"])
-        key = format_loc(loc) if loc else "(top level)"
-        key = f"{prefix}.{key}" if prefix and loc else (prefix or key)
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, loc)
-            msg = "unknown key" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
-            lines.append(f"{key}: {msg}")
-        elif err["type"] == "missing":
-            lines.append(f"{key}: required key is missing")
-        else:
-            lines.append(f"{key}: {msg} (got {err['input']!r})")
-    return "\n".join(lines)
 
 
 def validate_config(raw: dict[str, Any]) -> RunConfig:

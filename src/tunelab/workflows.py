@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import re
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -26,7 +24,7 @@ from tunelab.evaluation import evaluate
 from tunelab.evaluation.ensemble import ensemble_of
 from tunelab.evaluation.report import metrics_table, write_report
 from tunelab.inference.artifact import Artifact, load_artifact
-from tunelab.io import atomic_write, recover_interrupted, utf8_error
+from tunelab.io import atomic_write, utf8_error
 from tunelab.models import manifest
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
@@ -48,6 +46,7 @@ from tunelab.training.loop import OnEval
 from tunelab.training.measure import Measured, measure_steps
 from tunelab.training.memory import Estimate, Shard, estimate_plan
 from tunelab.training.plan import Plan, report_choices
+from tunelab.training.run_dir import start_dir
 from tunelab.training.tracking import read_history
 
 logger = logging.getLogger(__name__)
@@ -127,55 +126,6 @@ def check_data(plan: Plan) -> str:
     return f"rows: {rows}" + (f"; {len(data.labels)} labels: {shown}" if data.labels else "")
 
 
-# What a run writes into train.output_dir, and the hidden temp copies an interrupted atomic write leaves.
-_RUN_ENTRY = re.compile(r"\.?(run_config\.yaml|metrics\.jsonl|tb|checkpoints|best|init)(\.(tmp|old)-\w+)?")
-
-
-def _recover(out: Path) -> None:
-    """Put back what a kill in the middle of a write left in the run dir, before it is resumed."""
-    for parent in (out, out / "checkpoints"):
-        for line in recover_interrupted(parent):
-            logger.warning("%s: %s (left by an interrupted write)", parent, line)
-
-
-def _start_dir(out: Path, resume: bool, resume_from: Path | None, overwrite: bool, main: bool) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh run in an empty output dir.
-
-    One rule for ``train`` and ``train --resume``: a dir with a checkpoint is resumed with --resume or
-    replaced with --overwrite. Without a checkpoint there is nothing to resume, and the files of a run
-    killed before its first checkpoint are removed, so both commands start over; anything else (files
-    tunelab did not write, a finished zero-shot run's report) is deleted only with --overwrite.
-    """
-    if main and (resume or resume_from is not None):
-        _recover(out)
-    if resume and resume_from is None:
-        resume_from = latest_checkpoint(out)
-    if resume_from is not None or not main:
-        return resume_from
-    if not out.exists() or not any(out.iterdir()):
-        if resume:
-            logger.warning("--resume: %s holds no run to resume; starting a new one", out)
-        return None
-    if not overwrite:
-        latest = latest_checkpoint(out)
-        if latest is not None:
-            raise TunelabError(
-                f"{out} already holds a run (newest checkpoint {latest.name}); "
-                "pass --resume to continue it or --overwrite to start over"
-            )
-        keep = sorted(p.name for p in out.iterdir() if not _RUN_ENTRY.fullmatch(p.name))
-        if (out / "best" / "metrics.json").is_file():
-            keep.append("best/metrics.json (a finished run)")
-        if keep:
-            raise TunelabError(
-                f"{out} has no checkpoint to resume but holds {', '.join(keep)}; "
-                "pass --overwrite to delete it and start over, or choose another train.output_dir"
-            )
-        logger.warning("%s: the run stopped before its first checkpoint; starting over", out)
-    shutil.rmtree(out)
-    return None
-
-
 def train_run(
     config: Path,
     overrides: Sequence[str] = (),
@@ -209,7 +159,7 @@ def train_run(
     report_accelerator(accelerator, plan.cfg.train)
     report_choices(plan)
     out = plan.cfg.train.output_dir
-    resume_from = _start_dir(out, resume, resume_from, overwrite, accelerator.is_main_process)
+    resume_from = start_dir(out, resume, resume_from, overwrite, accelerator.is_main_process)
     if resume_from is not None:
         plan = resumed_micro_batch(plan, read_state(resume_from).config)
         check_resumable(resume_from, plan.cfg.model_dump(mode="json"), accelerator.num_processes)

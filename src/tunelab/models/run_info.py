@@ -29,9 +29,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunelab import __version__
-from tunelab.config import RunConfig, format_validation_error
+from tunelab.config import RunConfig
 from tunelab.data import Columns
-from tunelab.errors import CheckpointError, ConfigError
+from tunelab.errors import CheckpointError, ConfigError, format_validation_error
 from tunelab.io import sha256_file
 
 RUN_FILE = "tunelab_run.json"

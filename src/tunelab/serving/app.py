@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from tunelab import __version__
-from tunelab.config import format_loc
+from tunelab.errors import format_loc
 from tunelab.models.run_info import cpu_has_native_bf16, cpu_info
 from tunelab.serving.access import AccessLogMiddleware
 from tunelab.serving.batcher import Batcher, ModelQueue

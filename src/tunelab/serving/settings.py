@@ -15,8 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tunelab.config import format_validation_error
-from tunelab.errors import ConfigError, ServingError
+from tunelab.errors import ConfigError, ServingError, format_validation_error
 
 _ENV = "TUNELAB_SERVE_"
 logger = logging.getLogger(__name__)

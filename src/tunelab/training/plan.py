@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tunelab.config import RunConfig, format_validation_error
+from tunelab.config import RunConfig
 from tunelab.data.checks import RARE_ROWS, LabelBalance, label_balance, report_label_balance
-from tunelab.errors import AssetError, ConfigError
+from tunelab.errors import AssetError, ConfigError, format_validation_error
 from tunelab.methods import METHODS
 from tunelab.methods.spec import MethodSpec, StepFn, Target, default_step
 from tunelab.models.load import resolve_model

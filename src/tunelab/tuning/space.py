@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from tunelab.config import format_loc
-from tunelab.errors import ConfigError
+from tunelab.errors import ConfigError, format_loc
 from tunelab.io import DuplicateKeyError, parse_yaml, read_utf8
 
 Direction = Literal["maximize", "minimize"]
