@@ -170,10 +170,10 @@ def train_run(
     cfg = plan.cfg
     if accelerator.is_main_process:
         atomic_write(out / "run_config.yaml", dump_config(cfg))
-    info = run_info(plan, inputs)
+    info = run_info(plan, inputs) if accelerator.is_main_process else None  # only rank 0 saves: hash once
 
     def on_best(model: Any, metrics: Mapping[str, Any], step: int) -> None:
-        if accelerator.is_main_process:
+        if info is not None:
             record = info.model_copy(update={"step": step, "dev_metrics": dict(metrics)})
             save_model(model, inputs.tokenizer, out / "best", record)
 

@@ -85,6 +85,11 @@ class ModelQueue(ABC, Generic[In, Out]):
         """
         return (self.running + len(self._queue)) / (self.slots + self.max_queue_size)
 
+    def _set_running(self, count: int) -> None:
+        """The model now works on ``count`` items; the metrics follow."""
+        self.running = count
+        self.on_change()
+
     def start(self) -> None:
         """Start the dispatch task on the running loop."""
         self._task = asyncio.create_task(self._run(), name=f"tunelab-{type(self).__name__}")
@@ -198,8 +203,7 @@ class Batcher(ModelQueue[In, Out]):
 
     async def _execute(self, batch: list[Pending]) -> None:
         self.on_batch(len(batch))
-        self.running = len(batch)
-        self.on_change()
+        self._set_running(len(batch))
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self.executor, self.fn, [p.payload for p in batch])
@@ -209,8 +213,7 @@ class Batcher(ModelQueue[In, Out]):
                     p.future.set_exception(exc)
             return
         finally:
-            self.running = 0
-            self.on_change()
+            self._set_running(0)
         for p, result in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(result)

@@ -56,7 +56,7 @@ class DecodeLoop(ModelQueue[GenerationJob, Generation]):
         while self._decoding or await self._idle():
             joining = self._take(self.decoder.free)
             self._decoding.update((id(p.payload), p) for p in joining)
-            self._count_running()
+            self._set_running(len(self._decoding))
             try:
                 jobs = [p.payload for p in joining]
                 ended, rows = await loop.run_in_executor(self.executor, self._tick, jobs)
@@ -67,11 +67,7 @@ class DecodeLoop(ModelQueue[GenerationJob, Generation]):
                 self.on_batch(rows)
             for job, outcome in ended:
                 _settle(self._decoding.pop(id(job)).future, outcome)
-            self._count_running()
-
-    def _count_running(self) -> None:
-        self.running = len(self._decoding)
-        self.on_change()
+            self._set_running(len(self._decoding))
 
     def _tick(self, joining: list[GenerationJob]) -> tuple[list[Ended], int]:
         """In the model thread: join ``joining``, then one step; the jobs that ended and the rows stepped."""
