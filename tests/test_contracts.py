@@ -50,13 +50,16 @@ def test_import_layers_hold():
 
 @pytest.mark.parametrize(
     "example",
-    sorted(p for p in (ROOT / "examples").glob("*.yaml") if not p.name.endswith("_space.yaml")),
+    sorted(
+        p for p in (ROOT / "examples").rglob("*.yaml") if not p.name.endswith(("_space.yaml", "_app.yaml"))
+    ),
     ids=lambda p: p.name,
 )
 def test_example_configs_validate(example: Path):
     """Examples fine-tuning another example's output (model ``runs/...``) validate with MiniLM there.
 
-    Search spaces (``*_space.yaml``) are not run configs; tests/test_tuning.py validates them.
+    Search spaces (``*_space.yaml``) and app settings (``examples/apps/*/*_app.yaml``) are not run
+    configs; tests/test_tuning.py and each app's tests validate them.
     """
     upstream = load_config(example).model.name_or_path.startswith("runs/")
     plan = resolve(load_config(example, ["--model.name_or_path", "minilm-l6"] if upstream else []))
