@@ -4,8 +4,9 @@ No real reading logs ship with any package, so this module invents them, seeded,
 own structure; it is a simulation and every figure measured on it says so. The world:
 
 - an item is an article's title and first sentence (at most ``MAX_WORDS`` words), deduplicated;
-- items are grouped into stories: k-means on TF-IDF vectors inside each BBC topic
-  (``STORIES_PER_TOPIC`` per topic), so "co-membership" means same topic, and mostly same story;
+- items are grouped into stories: k-means on the TF-IDF vectors of the whole articles inside each
+  BBC topic (``STORIES_PER_TOPIC`` per topic), so "co-membership" means same topic, and mostly same
+  story, while a model only sees the short item texts;
 - the BBC files carry no dates, so time is simulated too: a seeded ``NEW_SHARE`` of the items is
   "new" (the candidates a recommender ranks), the rest is the archive readers' histories come from;
 - popularity is skewed: inside each pool an item's weight is ``1 / rank ** ZIPF`` over a seeded
@@ -31,10 +32,10 @@ import numpy as np
 from tunelab.assets.bbc import _bbc_articles
 
 MAX_WORDS = 24
-STORIES_PER_TOPIC = 8
+STORIES_PER_TOPIC = 10
 NEW_SHARE = 0.4
 ZIPF = 0.8
-P_STORY, P_TOPIC = 0.6, 0.25
+P_STORY, P_TOPIC = 0.75, 0.15
 HISTORY, NEXT = 5, 2
 READERS = {"train.jsonl": 1000, "dev.jsonl": 100, "test.jsonl": 200}
 SEPARATOR = " | "  # between the history items of a query (no item text holds a "|")
@@ -62,15 +63,18 @@ def item_text(raw: str) -> str:
     return " ".join(words[:MAX_WORDS])
 
 
-def build_world(texts: list[str], topics: list[str], seed: int = SEED) -> World:
-    """Stories by k-means inside each topic, the new/archive cut and Zipf popularity, all seeded."""
+def build_world(texts: list[str], articles: list[str], topics: list[str], seed: int = SEED) -> World:
+    """Stories by k-means of the ``articles`` inside each topic, the new/archive cut and Zipf popularity.
+
+    ``texts[i]`` is the item text of ``articles[i]``; everything random is drawn from ``seed``.
+    """
     from sklearn.cluster import KMeans
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     rng = np.random.default_rng(seed)
     names = sorted(set(topics))
     topic = np.array([names.index(t) for t in topics])
-    vectors = TfidfVectorizer(stop_words="english", sublinear_tf=True).fit_transform(texts)
+    vectors = TfidfVectorizer(stop_words="english", sublinear_tf=True, min_df=2, max_df=0.5).fit_transform(articles)
     story = np.zeros(len(texts), dtype=int)
     for t in range(len(names)):
         members = np.flatnonzero(topic == t)
@@ -126,10 +130,11 @@ def prepare_bbc_recsim(pkg: Path, out: Path) -> dict[str, int]:
     """
     from tunelab.data.writers import write_csv, write_jsonl, write_splits
 
-    texts: dict[str, str] = {}
-    for _, raw, topic in _bbc_articles(pkg):
-        texts.setdefault(item_text(raw), topic)  # a few articles share a title and first sentence
-    world = build_world(list(texts), list(texts.values()))
+    items: dict[str, tuple[str, str]] = {}
+    for article, raw, topic in _bbc_articles(pkg):
+        items.setdefault(item_text(raw), (article, topic))  # a few articles share a title and first sentence
+    articles, topics = zip(*items.values(), strict=True)
+    world = build_world(list(items), list(articles), list(topics))
     readers = iter(simulate_readers(world, sum(READERS.values()), np.random.default_rng(SEED)))
     splits = {}
     for name, n in READERS.items():
