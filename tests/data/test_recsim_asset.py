@@ -31,7 +31,12 @@ def test_item_text_is_title_and_first_sentence_capped():
 
 
 def test_world_and_readers_are_seeded():
-    texts = [f"topic{t} story{s} item{i} " + "common " * (i % 3) for t in range(5) for s in range(4) for i in range(6)]
+    texts = [
+        f"topic{t} story{s} item{i} " + "common " * (i % 3)
+        for t in range(5)
+        for s in range(4)
+        for i in range(6)
+    ]
     topics = [f"t{t}" for t in range(5) for _ in range(24)]
     first, second = build_world(texts, texts, topics), build_world(texts, texts, topics)
     other = build_world(texts, texts, topics, seed=1)

@@ -74,7 +74,9 @@ def build_world(texts: list[str], articles: list[str], topics: list[str], seed: 
     rng = np.random.default_rng(seed)
     names = sorted(set(topics))
     topic = np.array([names.index(t) for t in topics])
-    vectors = TfidfVectorizer(stop_words="english", sublinear_tf=True, min_df=2, max_df=0.5).fit_transform(articles)
+    vectors = TfidfVectorizer(stop_words="english", sublinear_tf=True, min_df=2, max_df=0.5).fit_transform(
+        articles
+    )
     story = np.zeros(len(texts), dtype=int)
     for t in range(len(names)):
         members = np.flatnonzero(topic == t)
@@ -136,9 +138,9 @@ def prepare_bbc_recsim(pkg: Path, out: Path) -> dict[str, int]:
     articles, topics = zip(*items.values(), strict=True)
     world = build_world(list(items), list(articles), list(topics))
     readers = iter(simulate_readers(world, sum(READERS.values()), np.random.default_rng(SEED)))
-    splits = {}
+    splits: dict[str, list[dict[str, str]]] = {}
     for name, n in READERS.items():
-        rows = []
+        rows: list[dict[str, str]] = []
         for history, clicks in itertools.islice(readers, n):
             query = SEPARATOR.join(world.texts[i] for i in history)
             rows.extend({"query": query, "positive": world.texts[i]} for i in clicks)

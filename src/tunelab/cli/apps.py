@@ -1,32 +1,43 @@
-"""Commands of the application recipes (``examples/apps/``): baselines scored like a task's own eval."""
+"""Application recipes' commands (``examples/apps/``): baselines printed beside a tuned run."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from tunelab.cli.common import OVERRIDES, app, fail, setup_logging
+from tunelab.cli.common import OVERRIDES, apps_app, fail, setup_logging
 from tunelab.errors import TunelabError
 
-baseline_app = typer.Typer(no_args_is_help=True, help="Baselines scored on a run config's data and metrics.")
-app.add_typer(baseline_app, name="baseline")
 
+@apps_app.command("baselines", context_settings=OVERRIDES)
+def baselines(
+    ctx: typer.Context,
+    config: Path,
+    run: Annotated[
+        Path | None, typer.Option(help="A run trained from CONFIG (its dir or best/): scored as 'tuned'.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="dev, or test (needs data.test_file).")] = "test",
+) -> None:
+    """Score a retrieval CONFIG's baselines (BM25, untuned model) and optionally its tuned RUN on one split.
 
-@baseline_app.command("popularity", context_settings=OVERRIDES)
-def baseline_popularity(ctx: typer.Context, config: Path) -> None:
-    """Rank a retrieval CONFIG's candidates by train clicks, the same list for every query; metrics JSON.
-
-    Scored on the config's test split (dev without one) and candidate set, with the retrieval task's
-    metrics, so the figures compare with the model's; --key.path VALUE overrides apply. Loads no model.
+    All rank the same candidates with the task's metrics; a table goes to stderr, JSON to stdout.
     """
     setup_logging()
     try:
-        from tunelab.apps.recommend import popularity_baseline
-        from tunelab.config import load_config
+        from rich.console import Console
 
-        metrics = popularity_baseline(load_config(config, ctx.args))
+        from tunelab.apps.baselines import compare
+        from tunelab.config import load_config
+        from tunelab.evaluation.report import metrics_table
+        from tunelab.training import resolve
+
+        plan = resolve(load_config(config, list(ctx.args)))
+        data = plan.task.load_data(plan.cfg.data, plan.task_params, plan.cfg.train.seed)
+        scores = compare(plan, data, split, run)
     except TunelabError as exc:
         fail(exc)
-    typer.echo(json.dumps(metrics, indent=2))
+    Console(stderr=True).print(metrics_table(scores))
+    typer.echo(json.dumps(scores, indent=2))
