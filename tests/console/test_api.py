@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -13,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tunelab.console.app import check_exposure, create_app
-from tunelab.console.jobs import Jobs
-from tunelab.errors import ServingError
+from tunelab.console.jobs import check_start
+from tunelab.errors import ConfigError, ServingError
 
 KEY = "console-key-0123456789"
 
@@ -92,7 +94,8 @@ def test_metrics_stream_sends_records_then_end_and_never_half_a_line(
 ) -> None:
     history = runs_root / "sweep" / "trial-0" / "metrics.jsonl"
     with open(history, "a") as fh:
-        fh.write('{"step": 13, "train/lo')  # a record being written: not complete yet
+        fh.write('{"step": 13, "train/lo')  # a record cut off by a kill: never complete
+    os.utime(history, (time.time() - 3600, time.time() - 3600))  # killed long ago, not training
     events = _events(client.get("/api/runs/sweep/trial-0/events").text)
     assert [kind for kind, _ in events] == ["message", "end"]
     records = events[0][1]
@@ -101,28 +104,31 @@ def test_metrics_stream_sends_records_then_end_and_never_half_a_line(
     assert events[1][1] == "stopped"
 
 
-def test_metrics_stream_follows_a_running_job(client: TestClient, runs_root: Path, monkeypatch: Any) -> None:
-    """While the console's job runs, the stream keeps reading; records appended later arrive."""
+def test_metrics_stream_follows_a_run_training_elsewhere(
+    client: TestClient, runs_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `tunelab train` started in a shell: records written while the stream is open arrive, then end."""
     history = runs_root / "sweep" / "trial-0" / "metrics.jsonl"
-    running = iter([True, True, False])
-    original = history.read_text()
-    history.write_text("")
+    lines = history.read_text().splitlines(keepends=True)
+    history.write_text("".join(lines[:2]))
+    monkeypatch.setattr("tunelab.console.runs.ACTIVE_S", 1.0)
+    monkeypatch.setattr("tunelab.console.app.POLL_S", 0.05)
 
-    def running_once(self: Jobs, name: str) -> bool:
-        state = next(running)
-        if state:  # the "training process" logs a record between two reads
+    def train() -> None:
+        for line in lines[2:]:
+            time.sleep(0.1)
             with open(history, "a") as fh:
-                fh.write(original.splitlines(keepends=True)[len(history.read_text().splitlines())])
-        return state
+                fh.write(line)
 
-    monkeypatch.setattr(Jobs, "running", running_once)
-    monkeypatch.setattr("tunelab.console.app.POLL_S", 0.01)
+    writer = threading.Thread(target=train)
+    writer.start()
+    assert client.get("/api/runs").json()[-1]["status"] == "running"
     events = _events(client.get("/api/runs/sweep/trial-0/events").text)
-    assert [(kind, len(data) if kind == "message" else data) for kind, data in events] == [
-        ("message", 1),
-        ("message", 1),
-        ("end", "stopped"),
-    ]
+    writer.join()
+    assert events[-1] == ("end", "stopped")
+    batches = [data for kind, data in events if kind == "message"]
+    assert len(batches) > 3  # arrived as written, not at once
+    assert [r for batch in batches for r in batch] == [json.loads(line) for line in lines]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +147,9 @@ def test_run_dirs_outside_the_root_are_refused(client: TestClient, runs_root: Pa
     assert "link-out" not in [r["name"] for r in client.get("/api/runs").json()]
 
 
-def test_start_validates_by_field_and_refuses_bad_names(client: TestClient, runs_root: Path) -> None:
+def test_start_validates_by_field_and_refuses_bad_names(
+    client: TestClient, runs_root: Path, examples_dir: Path
+) -> None:
     resp = client.post(
         "/api/start",
         json={"example": "toy.yaml", "name": "sent-full", "fields": {"train.lr": "fast", "train.bogus": "1"}},
@@ -163,6 +171,8 @@ def test_start_validates_by_field_and_refuses_bad_names(client: TestClient, runs
     for name in ("../escape", "a/b", ".hidden"):
         body = {"example": "toy.yaml", "name": name, "fields": {}}
         assert [e["field"] for e in client.post("/api/start", json=body).json()["fields"]] == ["name"]
+    with pytest.raises(ConfigError, match="name: .* exists"):  # started here, its dir not made yet
+        check_start(examples_dir, runs_root, "toy.yaml", "new", {}, started={"new"})
     missing = client.post("/api/start", json={"example": "../toy.yaml", "name": "new", "fields": {}}).json()
     assert missing["fields"][0]["field"] == "example"
     assert not (runs_root / "new").exists()

@@ -120,13 +120,17 @@ def _api(root: Path, examples: Path, workdir: Path, jobs: Jobs) -> FastAPI:
 
     @api.get("/runs/{name:path}/events")
     async def events(name: str) -> StreamingResponse:
-        """Server-sent events: the run's records as they are written, then ``end`` once it stopped."""
+        """Server-sent events: the run's records as they are written, then ``end`` once it stopped.
+
+        Followed while the console's job for it runs, or while ``train`` started elsewhere still logs.
+        """
         path = runs.run_path(root, name)
 
         async def stream() -> AsyncIterator[str]:
             offset = 0
             while True:
-                running = jobs.running(name)  # read before the file: no record written after is missed
+                # read before the file: a record written after it is read before the stream ends
+                running = jobs.running(name) or runs.training_elsewhere(path)
                 records, offset = runs.read_records(path, offset)
                 if records:
                     yield f"data: {json.dumps(records)}\n\n"
@@ -188,7 +192,7 @@ def _api(root: Path, examples: Path, workdir: Path, jobs: Jobs) -> FastAPI:
     @api.post("/start", status_code=202)
     def start(req: StartRequest) -> dict[str, Any]:
         """Validate (422 with the problems by field) and start ``tunelab train`` on the result."""
-        args = check_start(examples, root, req.example, req.name, req.fields)
+        args = check_start(examples, root, req.example, req.name, req.fields, jobs.jobs)
         jobs.start(req.name, args, workdir)
         return {"name": req.name}
 

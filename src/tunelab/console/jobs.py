@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -44,16 +45,19 @@ def example_path(examples: Path, example: str) -> Path:
     return path
 
 
-def check_start(examples: Path, root: Path, example: str, name: str, fields: dict[str, str]) -> list[str]:
+def check_start(
+    examples: Path, root: Path, example: str, name: str, fields: dict[str, str], started: Collection[str]
+) -> list[str]:
     """Validate a start like ``tunelab validate`` does; the train command's arguments, or ConfigError.
 
     ``fields`` are overrides by key path (values parsed as on the command line); the run's output dir
-    is always ``root/name``, a new directory.
+    is always ``root/name``, a new directory, and no name ``started`` here already (whose process may
+    not have created its dir yet).
     """
     problems = []
     if not _NAME.fullmatch(name):
         problems.append("name: letters, digits, '.', '_' and '-' only (at most 64), not starting with '.'")
-    elif (root / name).exists():
+    elif (root / name).exists() or name in started:
         problems.append(f"name: {root / name} exists; choose another name")
     path = example_path(examples, example)
     overrides = [arg for key, value in fields.items() for arg in (f"--{key}", value)]
@@ -111,5 +115,9 @@ class Jobs:
             if job.process.poll() is None:
                 job.process.terminate()
         for job in self.jobs.values():
-            job.process.wait(timeout)
+            try:
+                job.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+                job.process.wait()
             job.handle.close()

@@ -9,6 +9,7 @@ names are their paths relative to the root, and :func:`run_path` refuses every n
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from tunelab.training.tracking import HISTORY_FILE
 RUN_CONFIG = "run_config.yaml"
 BEST_METRICS = Path("best") / "metrics.json"
 _NOT_RUNS = frozenset({"best", "checkpoints", "tb", "init"})  # what a run dir holds, never runs themselves
+# A run not started by this console (``tunelab train`` in a shell) counts as training while it has no
+# final report and its metrics.jsonl changed this recently: the loop logs every few seconds.
+ACTIVE_S = 60.0
 
 
 class RunNotFound(TunelabError):
@@ -83,12 +87,22 @@ def best_metrics(path: Path) -> dict[str, Any]:
     return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
 
 
+def training_elsewhere(path: Path) -> bool:
+    """Whether the run looks alive although this console did not start it (see ``ACTIVE_S``)."""
+    history = path / HISTORY_FILE
+    if (path / BEST_METRICS).is_file() or not history.is_file():
+        return False
+    return time.time() - history.stat().st_mtime < ACTIVE_S
+
+
 def _scalars(report: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def summary(root: Path, name: str, running: bool) -> dict[str, Any]:
+def summary(root: Path, name: str, started_here: bool) -> dict[str, Any]:
     """One row of the runs table: task, methods, status, last step and the metrics to sort by.
+
+    ``started_here``: the console's own job for the run is still running.
 
     ``metrics`` holds the final dev/test report's scalars when the run finished (``dev/accuracy``),
     else the newest eval record's (``eval/accuracy``), so an unfinished run still sorts.
@@ -102,6 +116,7 @@ def summary(root: Path, name: str, running: bool) -> dict[str, Any]:
         metrics.update({k: v for k, v in record.items() if k.startswith("eval/")})
     for split in ("dev", "test"):
         metrics.update({f"{split}/{k}": v for k, v in _scalars(best.get(split, {})).items()})
+    running = started_here or training_elsewhere(path)
     status = "running" if running else ("finished" if best else "stopped")
     return {
         "name": name,
