@@ -2,5 +2,5 @@
 
 Above ``workflows`` and beside ``tuning`` and ``reproduce``: it reads run dirs, validates a config as
 ``train`` does (``training.plan.resolve``) and starts ``tunelab train`` in a subprocess; with ``serving``
-it is the only package that imports fastapi/starlette (its ``ApiKeyMiddleware`` guards the API).
+it is the only package that imports fastapi/uvicorn (serving's ``ApiKeyMiddleware`` guards the API).
 """
