@@ -70,19 +70,35 @@ def runs_root(tmp_path: Path, make_config: Callable[..., RunConfig]) -> Path:
 
 
 @pytest.fixture
-def examples_dir(tmp_path: Path, tiny_backbone_dir: Path, toy_data: dict[str, Path]) -> Path:
-    """One example config, ``toy.yaml``: the tiny BERT on toy data, a run of a few seconds."""
+def examples_dir(
+    tmp_path: Path, tiny_backbone_dir: Path, toy_data: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """One example config, ``toy.yaml``: the tiny BERT on toy data, a run of a few seconds that learns.
+
+    Laid out as a project dir (``tmp_path``, made the current directory, where ``tunelab ui`` runs)
+    holds it: the config names ``models/tiny-bert`` and ``data/*.csv`` relative to it, as shipped
+    examples do, so the page shows no temp paths. Its
+    settings are those the training loop's "loss falls" test uses (lr 2e-3 after 2 warmup steps,
+    120 steps): the loss stays near ln 2 for ~50 steps, then falls to ~0.05.
+    """
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny-bert").symlink_to(tiny_backbone_dir)
+    (tmp_path / "data").mkdir()
+    for split in ("train", "dev"):
+        (tmp_path / "data" / f"{split}.csv").symlink_to(toy_data[split])
     out = tmp_path / "examples"
     out.mkdir()
     config = {
-        "model": {"name_or_path": str(tiny_backbone_dir)},
-        "data": {"train_file": str(toy_data["train"]), "dev_file": str(toy_data["dev"])},
+        "model": {"name_or_path": "models/tiny-bert"},
+        "data": {"train_file": "data/train.csv", "dev_file": "data/dev.csv"},
         "task": {"name": "classification", "params": {"max_length": 32}},
         "train": {
             "output_dir": "runs/toy",
-            "num_train_epochs": 6,
+            "num_train_epochs": 10,
             "batch_size": 8,
-            "lr": 3e-3,
+            "lr": 2e-3,
+            "warmup_steps": 2,
             "logging_steps": 1,
             "eval_steps": 12,
             "save_steps": 1000,

@@ -85,7 +85,7 @@ def _call_model(req: PlaygroundRequest) -> tuple[int, Any]:
         return status, text
 
 
-def _api(root: Path, examples: Path, workdir: Path, jobs: Jobs) -> FastAPI:
+def _api(root: Path, examples: Path, jobs: Jobs) -> FastAPI:
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     @api.exception_handler(runs.RunNotFound)
@@ -193,7 +193,7 @@ def _api(root: Path, examples: Path, workdir: Path, jobs: Jobs) -> FastAPI:
     def start(req: StartRequest) -> dict[str, Any]:
         """Validate (422 with the problems by field) and start ``tunelab train`` on the result."""
         args = check_start(examples, root, req.example, req.name, req.fields, jobs.jobs)
-        jobs.start(req.name, args, workdir)
+        jobs.start(req.name, args)
         return {"name": req.name}
 
     @api.post("/playground")
@@ -209,9 +209,12 @@ def create_app(
     root: Path,
     examples: Path,
     api_key: str | None = None,
-    workdir: Path | None = None,
 ) -> FastAPI:
-    """The console for the runs below ``root``; runs start from ``examples`` with ``workdir`` as cwd."""
+    """The console for the runs below ``root``; runs start from ``examples``.
+
+    Relative paths (``root``, and those in the configs) mean the same to the console, which validates
+    a start, and to the ``train`` it starts: both resolve them against the current directory.
+    """
     jobs = Jobs()
 
     @asynccontextmanager
@@ -220,7 +223,7 @@ def create_app(
         jobs.stop_all()
 
     app = FastAPI(title="tunelab console", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    api: Callable[..., Awaitable[None]] = _api(root, examples, workdir or Path.cwd(), jobs)
+    api: Callable[..., Awaitable[None]] = _api(root, examples, jobs)
     if api_key:
         api = ApiKeyMiddleware(api, [hash_key(api_key)])
     app.mount("/api", api)

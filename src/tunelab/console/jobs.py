@@ -95,12 +95,12 @@ class Jobs:
     logs: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tunelab-ui-")))
     jobs: dict[str, Job] = field(default_factory=dict)
 
-    def start(self, name: str, train_args: list[str], cwd: Path) -> Job:
-        """Run ``tunelab train`` with ``train_args`` in ``cwd`` (relative data paths resolve there)."""
+    def start(self, name: str, train_args: list[str]) -> Job:
+        """Run ``tunelab train`` with ``train_args`` in the current dir, where ``check_start`` read them."""
         log = self.logs / f"{name}.log"
         handle = open(log, "wb")  # noqa: SIM115 - the child writes it until it exits
         cmd = [sys.executable, "-m", "tunelab.cli", "train", *train_args]
-        process = subprocess.Popen(cmd, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
         self.jobs[name] = Job(process, log, handle)
         return self.jobs[name]
 
