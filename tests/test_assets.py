@@ -96,6 +96,23 @@ def test_chatterbot_intents_are_unique_openers_with_one_category(tmp_path: Path)
     assert train_labels["trivia"] > 40 * train_labels["gossip"]
 
 
+def test_chatterbot_zh_intents_are_chinese_openers_with_one_category(tmp_path: Path):
+    counts = prepare_dataset("chatterbot-zh", tmp_path / "zh")
+    assert counts == {"train.csv": 288, "test.csv": 73}
+    splits = {}
+    for split in ("train", "test"):
+        with open(tmp_path / "zh" / f"{split}.csv", encoding="utf-8", newline="") as fh:
+            splits[split] = [(row["text"], row["label"]) for row in csv.DictReader(fh)]
+    texts = [text for rows in splits.values() for text, _ in rows]
+    assert len(set(texts)) == len(texts) == 361
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in texts)  # the Chinese files
+    train_labels, test_labels = (Counter(label for _, label in splits[s]) for s in ("train", "test"))
+    assert set(train_labels) == set(test_labels)  # stratified: every category in both splits
+    assert len(train_labels) == 16
+    assert "gossip" not in train_labels  # 4 openers
+    assert "你好" not in texts  # opens both greetings and conversations
+
+
 @pytest.mark.slow
 def test_gguf_model_is_converted_once_into_a_plain_hf_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
