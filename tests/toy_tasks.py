@@ -360,6 +360,28 @@ def embedding_classification(tmp: Path) -> Sections:
     }
 
 
+def toy_retrieval_rows(n: int, seed: int) -> list[dict[str, str]]:
+    """Learnable (query, positive) rows: a query's relevant item names its cue word ("a good story"), so
+    the 10 distinct positives are shared by many queries (duplicates inside batches)."""
+    rows = []
+    for text, _ in toy_rows(n, seed):
+        cue = next(w for w in text.split() if w in POSITIVE or w in NEGATIVE)
+        rows.append({"query": text, "positive": f"a {cue} story"})
+    return rows
+
+
+def retrieval(tmp: Path) -> Sections:
+    """Cue-word queries ranked against cue-word items (CSV train, JSONL dev) on the tiny BERT."""
+    train = [(r["query"], r["positive"]) for r in toy_retrieval_rows(48, seed=2)]
+    return {
+        "data": {
+            "train_file": str(write_csv(tmp / "ret_train.csv", train, ("query", "positive"))),
+            "dev_file": str(write_jsonl(tmp / "ret_dev.jsonl", toy_retrieval_rows(16, seed=3))),
+        },
+        "task": {"name": "retrieval", "params": {"max_length": 32}},
+    }
+
+
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "causal_lm": causal_lm,
     "classification": classification,
@@ -369,6 +391,7 @@ TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "seq2seq": seq2seq,
     "prompt_classification": prompt_classification,
     "embedding_classification": embedding_classification,
+    "retrieval": retrieval,
 }
 
 

@@ -145,6 +145,7 @@ def predict_records(
     if task.generation_prompt is not None:
         return generate_records(model, records, generation or GenerationOptions(), batch_size, on_text)
     examples = {name: [record[name] for record in records] for name in task.input_fields}
+    examples.update({name: [record.get(name) for record in records] for name in task.input_options})
     batch = {**examples, "example_id": list(range(len(records)))}
     if task.predict_preprocess is not None:
         features = task.predict_preprocess(batch, model.tokenizer, model.task_params)

@@ -2,6 +2,7 @@
 
 - ``MeanPoolingClassifier``: a BERT encoder, mean pooling + L2 norm, and a linear head on the detached
   sentence embedding (the ``embedding_classification`` task's SetFit-style model).
+- ``DualEncoder``: a shared-weight BERT bi-encoder holding its candidate set (the ``retrieval`` task's model).
 - ``LanguageModel``: picks the LM head class a checkpoint needs (causal for decoders, masked for
   encoders), so the ``lm_pretrain`` task can name one model class.
 
@@ -34,6 +35,7 @@ from transformers.utils.generic import ModelOutput
 from tunelab.errors import ConfigError
 
 HEAD_CONFIG = ("label_descriptions", "similarity_scale", "head_lr_multiplier")  # the head's config keys
+CANDIDATE_BATCH = 64  # candidates embedded per forward when a DualEncoder (re)builds its candidate matrix
 _CAUSAL_TYPES = frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 
@@ -100,12 +102,7 @@ class MeanPoolingClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-cal
         transformers does (hence ``Any``: the base class annotates only the first form).
         """
         path = pretrained_model_name_or_path
-        model_type = AutoConfig.from_pretrained(path).model_type
-        if model_type != "bert":
-            raise ConfigError(
-                f"model.name_or_path: embedding_classification pools a BERT encoder, not a {model_type} "
-                "model; use e.g. minilm-l6"
-            )
+        require_bert(path, "embedding_classification")
         want_info = kwargs.pop("output_loading_info", False)
         head = {key: kwargs.pop(key) for key in HEAD_CONFIG if key in kwargs}
         labels = {key: kwargs.pop(key) for key in ("num_labels", "id2label", "label2id") if key in kwargs}
@@ -126,6 +123,15 @@ class MeanPoolingClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-cal
         return cls(config)
 
 
+def require_bert(path: Any, task: str) -> None:
+    """Refuse a non-BERT checkpoint for ``task``'s mean-pooling BERT model, naming a model that fits."""
+    model_type = AutoConfig.from_pretrained(path).model_type
+    if model_type != "bert":
+        raise ConfigError(
+            f"model.name_or_path: {task} pools a BERT encoder, not a {model_type} model; use e.g. minilm-l6"
+        )
+
+
 @torch.no_grad()
 def init_head(model: MeanPoolingClassifier, tokenizer: Any) -> None:
     """Head rows = ``scale`` * embedding of each label's description (default: its name), bias 0.
@@ -143,6 +149,151 @@ def init_head(model: MeanPoolingClassifier, tokenizer: Any) -> None:
     model.train(was_training)
     model.classifier.weight.copy_(embeddings * cfg.similarity_scale / cfg.head_lr_multiplier)
     model.classifier.bias.zero_()
+
+
+@dataclass
+class RetrievalOutput(ModelOutput):
+    """Sentence embeddings (B, H); in eval mode also every stored candidate's cosine and logit (B, N)."""
+
+    loss: torch.Tensor | None = None
+    embeddings: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+class DualEncoder(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # HF __init_subclass__
+    """A shared-weight ("two-tower") BERT bi-encoder that ranks the candidate set it stores.
+
+    Queries and candidates are embedded alike: mean pooling + L2 norm (``mean_pool``). The candidates'
+    token ids are persistent buffers (``config.num_candidates`` x ``config.candidate_length``), saved
+    with the weights, so a saved model ranks its own corpus with no other file. In training mode the
+    forward only embeds (the task's loss pairs the rows); in eval mode it also scores every candidate:
+    ``scores`` = cosine, ``logits`` = ``config.similarity_scale`` x cosine (the in-batch loss's logits).
+
+    The candidate embeddings are computed once and cached until the weights may have changed: entering
+    training mode drops the cache (the fused AdamW step does not bump tensors' version counters), and
+    the cache is keyed on every parameter's identity, storage and version counter (a load, a device
+    move, pruning, int8 conversion or an in-place edit change it). So serving embeds the corpus on its
+    first request only and evaluation never scores against stale vectors. They are not saved: stored
+    vectors would silently disagree with weights that an export step (int8, pruning) changed.
+    """
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        shape = (getattr(config, "num_candidates", 0), getattr(config, "candidate_length", 0))
+        self.register_buffer("candidate_input_ids", torch.zeros(shape, dtype=torch.long))
+        self.register_buffer("candidate_attention_mask", torch.zeros(shape, dtype=torch.long))
+        self._cache: tuple[tuple[tuple[int, int, int], ...], torch.Tensor] | None = None
+        self.post_init()  # type: ignore[no-untyped-call]  # unannotated in transformers
+
+    def train(self, mode: bool = True) -> DualEncoder:
+        """Set the mode; training mode drops the cached candidate embeddings (the next steps change them)."""
+        if mode:
+            self._cache = None
+        return cast("DualEncoder", super().train(mode))
+
+    def embed(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) tokens -> (B, H) unit-norm sentence embeddings."""
+        hidden = self.bert(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+        ).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **targets: Any,
+    ) -> RetrievalOutput:
+        """Embed the rows; in eval mode score them against every candidate. ``targets`` are the loss's."""
+        assert attention_mask is not None, "mean pooling needs the attention mask"
+        embeddings = self.embed(input_ids, attention_mask, token_type_ids, inputs_embeds)  # (B, H)
+        if self.training:
+            return RetrievalOutput(embeddings=embeddings)
+        scores = embeddings @ self.candidate_embeddings().to(embeddings.dtype).T  # (B, N) cosine
+        return RetrievalOutput(
+            embeddings=embeddings, scores=scores, logits=scores * self.config.similarity_scale
+        )
+
+    @torch.no_grad()
+    def candidate_embeddings(self) -> torch.Tensor:
+        """(N, H) unit-norm embeddings of the stored candidates, recomputed when any parameter changed."""
+        key = tuple((id(p), p.data_ptr(), p._version) for p in self.parameters())
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._embed_candidates())
+        return self._cache[1]
+
+    def _embed_candidates(self) -> torch.Tensor:
+        """Candidates embedded in length-sorted chunks, each cut to its longest row (little padding)."""
+        ids, mask = (
+            cast(torch.Tensor, self.candidate_input_ids),
+            cast(torch.Tensor, self.candidate_attention_mask),
+        )
+        lengths = mask.sum(-1)
+        out = torch.zeros(len(ids), self.config.hidden_size, device=ids.device)
+        for chunk in torch.split(torch.argsort(lengths, descending=True), CANDIDATE_BATCH):
+            width = int(lengths[chunk].max())
+            out[chunk] = self.embed(ids[chunk, :width], mask[chunk, :width]).float()
+        return out
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Load the encoder; labels given (the candidate texts, in id order) are tokenised into the buffers.
+
+        A saved model is loaded with its own buffers (no labels passed); a base encoder gets its
+        candidates from the labels, tokenised by its own tokenizer to ``candidate_max_length``.
+        Returns the model, or ``(model, loading info)`` with ``output_loading_info=True``.
+        """
+        path = pretrained_model_name_or_path
+        require_bert(path, "retrieval")
+        want_info = kwargs.pop("output_loading_info", False)
+        id2label = kwargs.pop("id2label", None)
+        for key in ("num_labels", "label2id"):  # the candidates live in the buffers, not in config.json
+            kwargs.pop(key, None)
+        extra = {
+            key: kwargs.pop(key) for key in ("similarity_scale", "candidate_max_length") if key in kwargs
+        }
+        config = BertConfig.from_pretrained(path)
+        for key, value in extra.items():
+            setattr(config, key, value)
+        tokens = None
+        if id2label is not None:
+            texts = [id2label[i] for i in range(len(id2label))]
+            tokens = AutoTokenizer.from_pretrained(path)(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=getattr(config, "candidate_max_length", None),
+                return_tensors="pt",
+            )
+            config.num_candidates, config.candidate_length = tokens["input_ids"].shape
+        model, info = cast(  # output_loading_info=True: a (model, info) pair, not the annotated Self
+            "tuple[DualEncoder, dict[str, list[Any]]]",
+            super().from_pretrained(path, *args, config=config, output_loading_info=True, **kwargs),
+        )
+        if tokens is not None:
+            with torch.no_grad():
+                for name in ("input_ids", "attention_mask"):
+                    cast(torch.Tensor, getattr(model, f"candidate_{name}")).copy_(tokens[name])
+            info["missing_keys"] = [k for k in info["missing_keys"] if not k.startswith("candidate_")]
+        return (model, info) if want_info else model
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> DualEncoder:
+        """Random-init model of ``config`` with zero candidate buffers of its recorded shape (skeletons)."""
+        return cls(config)
 
 
 def is_causal(config: Any) -> bool:

@@ -10,6 +10,7 @@ from tunelab.tasks import (
     lm_pretrain,
     prompt_classification,
     qa,
+    retrieval,
     seq2seq,
     token_classification,
 )
@@ -26,5 +27,6 @@ TASKS: Registry[TaskSpec] = Registry(
         seq2seq.TASK.name: seq2seq.TASK,
         prompt_classification.TASK.name: prompt_classification.TASK,
         embedding_classification.TASK.name: embedding_classification.TASK,
+        retrieval.TASK.name: retrieval.TASK,
     },
 )

@@ -127,6 +127,9 @@ class TaskSpec:
         read_eval: (path, columns, params, labels) -> one checked labelled file of examples
             (``tunelab eval``, ``export --eval-data``).
         input_fields: the fields of one raw prediction record (``{"text": ...}`` for text tasks).
+        input_options: optional fields a prediction record may carry besides ``input_fields`` (a
+            request's per-input options, e.g. retrieval's ``top_k``); ``predict_records`` passes them on
+            in the examples, None where a record lacks one, and only ``postprocess`` reads them.
         preprocess: batched and pure: (examples, tokenizer, params, label2id) -> features.
         collator: (tokenizer, params) -> callable padding a list of feature dicts into a tensor batch,
             dropping the columns the model does not take. It may draw random numbers (MLM masking);
@@ -199,6 +202,7 @@ class TaskSpec:
     postprocess: Callable[[Predicted], list[dict[str, Any]]]
     metrics: Callable[[Predicted], dict[str, Any]]
     input_fields: tuple[str, ...] = ("text",)
+    input_options: tuple[str, ...] = ()
     outputs: Callable[[Any, Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] = logits_output
     loss_terms: Callable[[Any, Mapping[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor] | None] = (
         cross_entropy_terms
