@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
-    "settings", sorted((ROOT / "examples" / "apps" / "customer_service").glob("*_app.yaml")), ids=str
+    "settings",
+    sorted((ROOT / "examples" / "apps" / "customer_service").glob("*_app.yaml")),
+    ids=lambda p: p.name,
 )
 def test_shipped_assistant_settings_validate(settings: Path):
     assert load_settings(settings).top_k >= 1

@@ -49,7 +49,9 @@ def write_settings(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 def _serve(settings_file: Path, api_key: str, live: Any) -> Iterator[httpx.Client]:
     predictor = load_predictor(str(settings_file))
-    app = create_app(ServeSettings(model_dir=str(settings_file), api_key=api_key, max_new_tokens=8), predictor)
+    app = create_app(
+        ServeSettings(model_dir=str(settings_file), api_key=api_key, max_new_tokens=8), predictor
+    )
     with live(app) as base, httpx.Client(base_url=base, headers={"Authorization": f"Bearer {api_key}"}) as c:
         yield c
 
@@ -106,7 +108,9 @@ def test_route_needs_the_api_key(answering: httpx.Client):
         ({"model": "other"}, "model"),
     ],
 )
-def test_unanswerable_requests_name_the_field(answering: httpx.Client, extra: dict[str, Any], param: str | None):
+def test_unanswerable_requests_name_the_field(
+    answering: httpx.Client, extra: dict[str, Any], param: str | None
+):
     response = answering.post(
         "/v1/chat/completions", json={"messages": [{"role": "user", "content": MESSAGE}]} | extra
     )
@@ -129,10 +133,16 @@ def test_below_the_thresholds_the_generator_answers(
         assert body["usage"]["completion_tokens"] == direct.completion_tokens
 
 
-def test_handoff_message_without_a_generator_and_for_handoff_intents(write_settings: Any, runs: dict[str, Path]):
-    low = load_assistant(load_settings(write_settings("low", min_answer_score=1.0, handoff_message="a human")))
+def test_handoff_message_without_a_generator_and_for_handoff_intents(
+    write_settings: Any, runs: dict[str, Path]
+):
+    low = load_assistant(
+        load_settings(write_settings("low", min_answer_score=1.0, handoff_message="a human"))
+    )
     intents = load_artifact(runs["intent"]).labels
-    every = load_assistant(load_settings(write_settings("every", min_answer_score=-1.0, handoff_intents=intents)))
+    every = load_assistant(
+        load_settings(write_settings("every", min_answer_score=-1.0, handoff_intents=intents))
+    )
     for assistant in (low, every):
         [decision] = assistant.decide([MESSAGE])
         assert (decision.path, decision.reply) == ("handoff", assistant.settings.handoff_message)
