@@ -70,6 +70,12 @@ def test_gold_ranks_are_positions_in_the_full_ranking_and_zero_for_padding():
     assert ranks.tolist() == [[3, 1, 0]]
 
 
+def test_tied_candidates_split_the_positions_they_share():
+    """A gold tied with 3 others at 0 (no word in common) expects position 2 + 3/2, not first place."""
+    scores = torch.tensor([[0.0, 0.8, 0.0, 0.0, 0.0]])
+    assert gold_ranks(scores, torch.tensor([[0]])).tolist() == [[3.5]]
+
+
 def test_in_batch_loss_without_duplicates_is_cross_entropy_over_the_batch():
     gen = torch.Generator().manual_seed(0)
     q = F.normalize(torch.randn(6, 8, generator=gen), dim=-1)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tunelab.assets.bbc import prepare_bbc_headlines, prepare_bbc_news, prepare_bbc_squad
 from tunelab.assets.chatterbot import prepare_chatterbot, prepare_chatterbot_qa
+from tunelab.assets.chatterbot_answers import prepare_chatterbot_answers, prepare_chatterbot_answers_zh
 from tunelab.assets.chinese import prepare_chnsenticorp, prepare_peoples_daily, prepare_zh_corpus
 from tunelab.assets.instruct import prepare_tunelab_instruct
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, package_dir
@@ -158,6 +159,18 @@ DATASETS: dict[str, DatasetAsset] = {
         module="chatterbot_corpus",
         license="ChatterBot dialog corpus, English (Gunther Cox, BSD licence) via chatterbot-corpus",
         prepare=prepare_chatterbot_qa,
+    ),
+    "chatterbot-answers": DatasetAsset(
+        package="chatterbot-corpus==1.3.3",
+        module="chatterbot_corpus",
+        license="ChatterBot dialog corpus, English (Gunther Cox, BSD licence) via chatterbot-corpus",
+        prepare=prepare_chatterbot_answers,
+    ),
+    "chatterbot-answers-zh": DatasetAsset(
+        package="chatterbot-corpus==1.3.3",
+        module="chatterbot_corpus",
+        license="ChatterBot dialog corpus, Chinese (Gunther Cox, BSD licence) via chatterbot-corpus",
+        prepare=prepare_chatterbot_answers_zh,
     ),
     "tunelab-instruct": DatasetAsset(
         package="tunelab",

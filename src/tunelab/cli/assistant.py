@@ -1,4 +1,4 @@
-"""`tunelab assistant-eval`: the customer-service assistant's runs scored on held-out data, and its routes."""
+"""`tunelab apps assistant-eval`: the assistant's runs scored on held-out data, and its routes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from tunelab.cli.common import app, fail, setup_logging
+from tunelab.cli.common import apps_app, fail, setup_logging
 from tunelab.errors import TunelabError
 
 
-@app.command("assistant-eval")
+@apps_app.command("assistant-eval")
 def assistant_eval(
     settings_file: Annotated[
         Path, typer.Argument(help="Assistant settings (examples/apps/customer_service/assistant_app.yaml).")

@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Shipped datasets.")
 app.add_typer(data_app, name="data")
+apps_app = typer.Typer(no_args_is_help=True, help="Application recipes (examples/apps/).")
+app.add_typer(apps_app, name="apps")
 logger = logging.getLogger("tunelab")
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 

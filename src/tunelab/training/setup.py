@@ -103,11 +103,12 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     data = data or plan.task.load_data(cfg.data, plan.task_params, cfg.train.seed)
     params = fit_params(plan.task, plan.task_params, data)
     logger.info(
-        "data: %d train / %d dev%s rows, labels %s",
+        "data: %d train / %d dev%s rows, %d labels %s",
         len(data.train),
         len(data.dev),
         f" / {len(data.test)} test" if data.test is not None else "",
-        data.labels,
+        len(data.labels),
+        data.labels[:20] + ["..."] * (len(data.labels) > 20),  # a retrieval run's labels are its corpus
     )
     if plan.task.init_model is not None:  # e.g. a from-scratch or warm-started model, built once in init/
         start = plan.task.init_model(

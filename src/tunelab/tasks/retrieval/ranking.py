@@ -21,17 +21,22 @@ NO_GOLD = -1  # padding of a query's relevant-candidate ids
 def gold_ranks(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     """(Q, N) candidate scores, (Q, P) relevant ids padded with ``NO_GOLD`` -> (Q, P) 1-based ranks, 0 = pad.
 
-    A candidate's rank is 1 + the number of candidates scored strictly higher (ties count in its
-    favour); the other relevant candidates count too, so ranks are positions in the full ranking.
+    A candidate's rank is its position in the full ranking (the other relevant candidates count too):
+    1 + the candidates scored higher + half the others scored the same, its expected position when
+    ties are broken at random. Ties matter for lexical scorers: BM25 gives every candidate that shares
+    no word with the query the same 0, and counting such ties in the gold's favour would rank a query
+    with no overlap at all first.
     """
     valid = gold != NO_GOLD
-    gold_scores = scores.gather(1, gold.clamp(min=0))  # (Q, P)
-    ranks = (scores.unsqueeze(1) > gold_scores.unsqueeze(2)).sum(-1) + 1  # (Q, P, N) -> (Q, P)
+    gold_scores = scores.gather(1, gold.clamp(min=0)).unsqueeze(2)  # (Q, P, 1)
+    higher = (scores.unsqueeze(1) > gold_scores).sum(-1)  # (Q, P, N) -> (Q, P)
+    tied = (scores.unsqueeze(1) == gold_scores).sum(-1) - 1  # the gold itself is not a tie
+    ranks = 1.0 + higher + tied / 2.0
     return torch.where(valid, ranks, torch.zeros_like(ranks))
 
 
 def ranking_metrics(ranks: np.ndarray) -> dict[str, float]:
-    """Mean over queries of MRR, recall@1/5/10 and NDCG@10, from (Q, P) ranks (0 = padding).
+    """Mean over queries of MRR, recall@1/5/10 and NDCG@10 from (Q, P) ranks (0 = padding, may be fractional).
 
     recall@k: the share of a query's relevant candidates ranked in the top k. NDCG@10: binary
     relevance, log2 discount, normalised by the ideal ranking of the query's relevant candidates.
