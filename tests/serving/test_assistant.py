@@ -162,3 +162,9 @@ def test_batched_decisions_equal_one_at_a_time(write_settings: Any):
 def test_unknown_handoff_intent_is_refused(write_settings: Any):
     with pytest.raises(ConfigError, match=r"handoff_intents: \['billing'\] are not intents"):
         load_assistant(load_settings(write_settings("bad", handoff_intents=["billing"])))
+
+
+def test_swapped_runs_are_refused_naming_the_key(write_settings: Any, runs: dict[str, Path]):
+    swapped = write_settings("swapped", intent_run=str(runs["answers"]), answers_run=str(runs["intent"]))
+    with pytest.raises(ConfigError, match=r"intent_run: .* predicts no label probabilities"):
+        load_assistant(load_settings(swapped))

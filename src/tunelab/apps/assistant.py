@@ -30,6 +30,7 @@ from tunelab.errors import ConfigError, format_validation_error
 from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.inference.predict import predict_records
 from tunelab.io import DuplicateKeyError, parse_yaml, read_utf8
+from tunelab.tasks.retrieval.schema import TOP_K_LIMIT
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,9 @@ class AssistantSettings(BaseModel):
     handoff_intents: list[str] = Field(
         default_factory=list, description="Intents that always fall back (e.g. politics), never answered."
     )
-    top_k: int = Field(default=5, ge=1, description="Best stored answers listed with each reply.")
+    top_k: int = Field(
+        default=5, ge=1, le=TOP_K_LIMIT, description="Best stored answers listed with each reply."
+    )
     handoff_message: str = Field(
         default="Let me pass you to a colleague who can help with that.",
         min_length=1,
@@ -134,12 +137,31 @@ class Assistant:
         return {path: counts[path] for path in get_args(Route)}
 
 
+def _check_predictions(settings: AssistantSettings, intent: Artifact, answers: Artifact) -> None:
+    """Refuse runs whose predictions the assistant cannot read (e.g. the two swapped), before serving.
+
+    The probe also embeds the answer run's stored answers once, so the first request does not wait.
+    """
+    probe = [{"text": "hello", "top_k": 1}]
+    if "probabilities" not in predict_records(intent, probe, 1)[0]:
+        raise ConfigError(
+            f"intent_run: {settings.intent_run} ({intent.task.name}) predicts no label probabilities; "
+            "name a classification run"
+        )
+    if "hits" not in predict_records(answers, probe, 1)[0]:
+        raise ConfigError(
+            f"answers_run: {settings.answers_run} ({answers.task.name}) ranks no stored answers; "
+            "name a retrieval run"
+        )
+
+
 def load_assistant(settings: AssistantSettings, device: str = "cpu") -> Assistant:
     """Load the intent and answer-selection runs and check the settings against them."""
     intent, answers = (
         load_artifact(Path(settings.intent_run), device),
         load_artifact(Path(settings.answers_run), device),
     )
+    _check_predictions(settings, intent, answers)
     unknown = sorted(set(settings.handoff_intents) - set(intent.labels))
     if unknown:
         raise ConfigError(
