@@ -26,19 +26,20 @@ def assistant_eval(
     """Intent metrics, answer-selection metrics, and how many held-out questions each path answers.
 
     JSON to stdout: ``intent`` (macro-F1 beside the majority baseline), ``answers`` (recall@k of the
-    retrieval run) and ``routes`` (the held-out questions answered by a stored answer, the
+    retrieval run) and ``routes`` (the distinct held-out questions answered by a stored answer, the
     generator or the handoff message at the settings' thresholds).
     """
     setup_logging()
     try:
         from tunelab.apps.assistant import load_assistant, load_settings
-        from tunelab.workflows import evaluate_file, prediction_records
+        from tunelab.workflows import evaluate_file
 
         assistant = load_assistant(load_settings(settings_file))
         intent = evaluate_file(assistant.intent, intent_data, batch_size)
-        answers = evaluate_file(assistant.answers, answers_data, batch_size)
-        questions = prediction_records(assistant.answers, [], answers_data, None, [])
-        routes = assistant.route_counts([q["text"] for q in questions], batch_size)
+        art = assistant.answers
+        answers = evaluate_file(art, answers_data, batch_size)
+        questions = art.task.read_eval(answers_data, art.columns, art.task_params, art.labels)["text"]
+        routes = assistant.route_counts(questions, batch_size)
     except TunelabError as exc:
         fail(exc)
     typer.echo(json.dumps({"intent": intent, "answers": answers, "routes": routes}, indent=2))
