@@ -5,9 +5,9 @@ the order ``tunelab --help`` lists them.
 """
 
 # isort: off
-from tunelab.cli import train, models, serve, data, apps, assistant
+from tunelab.cli import train, models, serve, data, apps, assistant, ui
 from tunelab.cli.common import app
 
 # isort: on
 
-__all__ = ["app", "apps", "assistant", "data", "models", "serve", "train"]
+__all__ = ["app", "apps", "assistant", "data", "models", "serve", "train", "ui"]
