@@ -298,6 +298,12 @@ def tiny_bert_dir() -> Path:
     return _scratch_dir("bert")
 
 
+@functools.cache
+def tiny_modernbert_dir() -> Path:
+    """A tiny ModernBERT MLM (the architecture of tunelab's Chinese pretraining) with a toy WordPiece."""
+    return _scratch_dir("modernbert")
+
+
 def toy_pairs(n: int, seed: int) -> list[tuple[str, str]]:
     """Learnable source -> target rows: the sentence's polarity (a word no source has), its cue word, then
     its first 0-3 words, so targets differ in length (ragged labels)."""

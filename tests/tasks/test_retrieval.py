@@ -14,7 +14,14 @@ from safetensors.torch import load_file
 from sklearn.metrics import ndcg_score
 
 from served_models import close, serve
-from toy_tasks import TOY_TASKS, toy_retrieval_rows, toy_run_config, write_csv, write_jsonl
+from toy_tasks import (
+    TOY_TASKS,
+    tiny_modernbert_dir,
+    toy_retrieval_rows,
+    toy_run_config,
+    write_csv,
+    write_jsonl,
+)
 from tunelab.config import DataConfig
 from tunelab.errors import DataError
 from tunelab.evaluation import evaluate
@@ -199,7 +206,7 @@ def test_candidate_embeddings_follow_the_weights(trained):
     first = model.candidate_embeddings().clone()
     assert model.candidate_embeddings() is model.candidate_embeddings()  # cached while nothing changes
     with torch.no_grad():
-        model.bert.encoder.layer[0].output.dense.weight.mul_(1.5)
+        model.encoder.encoder.layer[0].output.dense.weight.mul_(1.5)
     second = model.candidate_embeddings()
     fresh = model._embed_candidates()
     assert not torch.allclose(first, second)
@@ -218,3 +225,18 @@ def test_served_top_k_follows_the_request(trained):
     want = predict_records(art, [{"text": "the plot was good", "top_k": 3}, {"text": "dull", "top_k": 3}], 8)
     close(asked.json()["predictions"], want)
     assert too_many.status_code == 422
+
+
+def test_a_modernbert_mlm_checkpoint_is_a_tower_too(tmp_path):
+    """tunelab's Chinese backbone is a ModernBERT MLM checkpoint: its encoder trains and round-trips."""
+    sections = {**TOY_TASKS["retrieval"](tmp_path), "model": {"name_or_path": str(tiny_modernbert_dir())}}
+    cfg = toy_run_config(tiny_modernbert_dir(), sections, [{"name": "full"}], tmp_path / "run", max_steps=2)
+    plan = resolve(cfg)
+    inputs = prepare_inputs(plan)
+    train(plan, inputs, build_accelerator(plan.cfg.train))
+    save_model(inputs.adapted.model, inputs.tokenizer, tmp_path / "best", run_info(plan, inputs))
+    loaded = load_artifact(tmp_path / "best")
+    live = dataclasses.replace(loaded, model=inputs.adapted.model.eval())
+    records = [{"text": "the plot was good"}, {"text": "a dull scene"}]
+    close(predict_records(loaded, records, 4), predict_records(live, records, 4))
+    assert type(loaded.model.encoder).__name__ == "ModernBertModel"

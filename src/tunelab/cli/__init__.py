@@ -5,7 +5,7 @@ the order ``tunelab --help`` lists them.
 """
 
 # isort: off
-from tunelab.cli import train, models, serve, data, apps, assistant, ui
+from tunelab.cli import train, models, serve, data, ui, apps, assistant
 from tunelab.cli.common import app
 
 # isort: on

@@ -2,7 +2,7 @@
 
 - ``MeanPoolingClassifier``: a BERT encoder, mean pooling + L2 norm, and a linear head on the detached
   sentence embedding (the ``embedding_classification`` task's SetFit-style model).
-- ``DualEncoder``: a shared-weight BERT bi-encoder holding its candidate set (the ``retrieval`` task's model).
+- ``DualEncoder``: a shared-weight encoder bi-encoder holding its candidate set (the ``retrieval`` task's).
 - ``LanguageModel``: picks the LM head class a checkpoint needs (causal for decoders, masked for
   encoders), so the ``lm_pretrain`` task can name one model class.
 
@@ -19,12 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoTokenizer,
     BertConfig,
     BertModel,
     BertPreTrainedModel,
+    PretrainedConfig,
+    PreTrainedModel,
 )
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
@@ -102,7 +105,12 @@ class MeanPoolingClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-cal
         transformers does (hence ``Any``: the base class annotates only the first form).
         """
         path = pretrained_model_name_or_path
-        require_bert(path, "embedding_classification")
+        model_type = AutoConfig.from_pretrained(path).model_type
+        if model_type != "bert":
+            raise ConfigError(
+                f"model.name_or_path: embedding_classification pools a BERT encoder, not a {model_type} "
+                "model; use e.g. minilm-l6"
+            )
         want_info = kwargs.pop("output_loading_info", False)
         head = {key: kwargs.pop(key) for key in HEAD_CONFIG if key in kwargs}
         labels = {key: kwargs.pop(key) for key in ("num_labels", "id2label", "label2id") if key in kwargs}
@@ -121,15 +129,6 @@ class MeanPoolingClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-cal
     def from_config(cls, config: Any) -> MeanPoolingClassifier:
         """Random-init model of ``config`` (artifact skeletons)."""
         return cls(config)
-
-
-def require_bert(path: Any, task: str) -> None:
-    """Refuse a non-BERT checkpoint for ``task``'s mean-pooling BERT model, naming a model that fits."""
-    model_type = AutoConfig.from_pretrained(path).model_type
-    if model_type != "bert":
-        raise ConfigError(
-            f"model.name_or_path: {task} pools a BERT encoder, not a {model_type} model; use e.g. minilm-l6"
-        )
 
 
 @torch.no_grad()
@@ -161,14 +160,15 @@ class RetrievalOutput(ModelOutput):
     logits: torch.Tensor | None = None
 
 
-class DualEncoder(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # HF __init_subclass__
-    """A shared-weight ("two-tower") BERT bi-encoder that ranks the candidate set it stores.
+class DualEncoder(PreTrainedModel):
+    """A shared-weight ("two-tower") encoder bi-encoder that ranks the candidate set it stores.
 
-    Queries and candidates are embedded alike: mean pooling + L2 norm (``mean_pool``). The candidates'
-    token ids are persistent buffers (``config.num_candidates`` x ``config.candidate_length``), saved
-    with the weights, so a saved model ranks its own corpus with no other file. In training mode the
-    forward only embeds (the task's loss pairs the rows); in eval mode it also scores every candidate:
-    ``scores`` = cosine, ``logits`` = ``config.similarity_scale`` x cosine (the in-batch loss's logits).
+    Any encoder ``AutoModel`` builds (MiniLM/BERT, tunelab's Chinese ModernBERT) embeds queries and
+    candidates alike: mean pooling + L2 norm (``mean_pool``). The candidates' token ids are persistent
+    buffers (``config.num_candidates`` x ``config.candidate_length``), saved with the weights, so a
+    saved model ranks its own corpus with no other file. In training mode the forward only embeds (the
+    task's loss pairs the rows); in eval mode it also scores every candidate: ``scores`` = cosine,
+    ``logits`` = ``config.similarity_scale`` x cosine (the in-batch loss's logits).
 
     The candidate embeddings are computed once and cached until the weights may have changed: entering
     training mode drops the cache (the fused AdamW step does not bump tensors' version counters), and
@@ -178,9 +178,14 @@ class DualEncoder(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # HF _
     vectors would silently disagree with weights that an export step (int8, pruning) changed.
     """
 
+    config_class = PretrainedConfig
+    base_model_prefix = "encoder"
+
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self.encoder = AutoModel.from_config(config)  # type: ignore[no-untyped-call]  # unannotated in HF
+        if getattr(self.encoder, "pooler", None) is not None:  # BERT's [CLS] pooler: unused by mean pooling
+            self.encoder.pooler = None
         shape = (getattr(config, "num_candidates", 0), getattr(config, "candidate_length", 0))
         self.register_buffer("candidate_input_ids", torch.zeros(shape, dtype=torch.long))
         self.register_buffer("candidate_attention_mask", torch.zeros(shape, dtype=torch.long))
@@ -201,12 +206,9 @@ class DualEncoder(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # HF _
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T) tokens -> (B, H) unit-norm sentence embeddings."""
-        hidden = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            inputs_embeds=inputs_embeds,
-        ).last_hidden_state
+        given = {"input_ids": input_ids, "token_type_ids": token_type_ids, "inputs_embeds": inputs_embeds}
+        inputs = {key: value for key, value in given.items() if value is not None}  # ModernBERT: no types
+        hidden = self.encoder(attention_mask=attention_mask, **inputs).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
     def forward(
@@ -250,14 +252,14 @@ class DualEncoder(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # HF _
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
-        """Load the encoder; labels given (the candidate texts, in id order) are tokenised into the buffers.
+        """A saved DualEncoder as stored, or a pretrained encoder with the labels as its candidates.
 
-        A saved model is loaded with its own buffers (no labels passed); a base encoder gets its
-        candidates from the labels, tokenised by its own tokenizer to ``candidate_max_length``.
+        Labels given (the candidate texts, in id order) are tokenised by the directory's tokenizer to
+        ``candidate_max_length`` into the candidate buffers. A pretrained encoder (a base model or an
+        MLM checkpoint: ``AutoModel`` drops any head) becomes the bi-encoder's shared tower.
         Returns the model, or ``(model, loading info)`` with ``output_loading_info=True``.
         """
         path = pretrained_model_name_or_path
-        require_bert(path, "retrieval")
         want_info = kwargs.pop("output_loading_info", False)
         id2label = kwargs.pop("id2label", None)
         for key in ("num_labels", "label2id"):  # the candidates live in the buffers, not in config.json
@@ -265,9 +267,13 @@ class DualEncoder(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # HF _
         extra = {
             key: kwargs.pop(key) for key in ("similarity_scale", "candidate_max_length") if key in kwargs
         }
-        config = BertConfig.from_pretrained(path)
-        for key, value in extra.items():
-            setattr(config, key, value)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
+        if is_causal(config) or config.is_encoder_decoder:
+            raise ConfigError(
+                f"model.name_or_path: retrieval embeds with an encoder, not a {config.model_type} "
+                "decoder; use e.g. minilm-l6"
+            )
+        config.update(extra)
         tokens = None
         if id2label is not None:
             texts = [id2label[i] for i in range(len(id2label))]
@@ -279,15 +285,22 @@ class DualEncoder(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # HF _
                 return_tensors="pt",
             )
             config.num_candidates, config.candidate_length = tokens["input_ids"].shape
-        model, info = cast(  # output_loading_info=True: a (model, info) pair, not the annotated Self
-            "tuple[DualEncoder, dict[str, list[Any]]]",
-            super().from_pretrained(path, *args, config=config, output_loading_info=True, **kwargs),
-        )
+        if cls.__name__ in (config.architectures or []):
+            model, info = cast(  # output_loading_info=True: a (model, info) pair, not the annotated Self
+                "tuple[DualEncoder, dict[str, list[Any]]]",
+                super().from_pretrained(path, *args, config=config, output_loading_info=True, **kwargs),
+            )
+        else:
+            encoder, info = AutoModel.from_pretrained(path, *args, output_loading_info=True, **kwargs)
+            model = cls(config)
+            state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}
+            model.encoder.load_state_dict(state)  # strict: every tensor of the tower, none left random
+            info = {**info, "missing_keys": [k for k in info["missing_keys"] if not k.startswith("pooler.")]}
+            model.train(False)
         if tokens is not None:
             with torch.no_grad():
                 for name in ("input_ids", "attention_mask"):
                     cast(torch.Tensor, getattr(model, f"candidate_{name}")).copy_(tokens[name])
-            info["missing_keys"] = [k for k in info["missing_keys"] if not k.startswith("candidate_")]
         return (model, info) if want_info else model
 
     @classmethod
