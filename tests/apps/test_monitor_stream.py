@@ -26,7 +26,14 @@ from tunelab.errors import DataError
 
 CALM = [text for text, label in toy_rows(200, seed=11) if label == "positive"]
 ANGRY = [text for text, label in toy_rows(200, seed=12) if label == "negative"]
-WINDOW = {"baseline": 20, "recent": 10, "threshold": 0.4, "min_items": 5, "cooldown": 100}
+WINDOW = {
+    "baseline": 20,
+    "recent": 10,
+    "threshold": 0.4,
+    "min_recent_items": 5,
+    "min_baseline_items": 5,
+    "cooldown": 100,
+}
 
 
 @pytest.fixture

@@ -120,6 +120,7 @@ def run_monitor(
     A bad line is skipped with a warning naming ``file:line``, or raised as ``DataError`` when
     ``settings.bad_lines`` is ``fail``. Each alert is emitted, logged and POSTed to the webhook in
     stream order; ``index`` in its payload is the 0-based position among the classified items.
+    ``stop`` is set on return, which ends the reader thread.
     """
     summary, windows = Summary(), dict[str, TopicWindow]()
     start = time.perf_counter()

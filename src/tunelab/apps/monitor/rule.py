@@ -2,7 +2,8 @@
 
 Pure state and functions, no models: ``observe`` takes one classified item and answers whether the
 topic alerts now. A jump (recent share minus baseline share) at or above the threshold alerts once both
-windows hold ``min_items``; a topic that alerted stays silent for ``cooldown``. Only rises alert: a
+windows hold their minimum of items (a short baseline is a noisy reference: the minimum keeps a
+topic quiet while it warms up); a topic that alerted stays silent for ``cooldown``. Only rises alert: a
 share that falls after a burst (the burst now in the baseline) is the stream recovering.
 
 Positions are the topic's own item count (unit ``items``) or the items' times in seconds (unit
@@ -53,8 +54,8 @@ def split_windows(
 
 
 def negative_jump(baseline: list[bool], recent: list[bool], rule: WindowSettings) -> Jump | None:
-    """The two shares when both windows hold ``min_items`` and the rise reaches the threshold, else None."""
-    if len(baseline) < rule.min_items or len(recent) < rule.min_items:
+    """The two shares when both windows hold their minimum items and the rise reaches the threshold."""
+    if len(baseline) < rule.min_baseline_items or len(recent) < rule.min_recent_items:
         return None
     found = Jump(sum(baseline) / len(baseline), sum(recent) / len(recent), len(baseline), len(recent))
     # a small tolerance: 0.7 - 0.4 is 0.29999999999999993 in floating point

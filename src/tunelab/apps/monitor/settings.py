@@ -27,16 +27,22 @@ class WindowSettings(_Section):
         description="What window sizes and the cooldown count: the topic's items, or seconds of the "
         "items' 'time' field (arrival time when a record has none).",
     )
-    baseline: float = Field(default=60, gt=0, description="Baseline window size (items or seconds).")
-    recent: float = Field(default=20, gt=0, description="Recent window size (items or seconds).")
+    baseline: float = Field(default=90, gt=0, description="Baseline window size (items or seconds).")
+    recent: float = Field(default=30, gt=0, description="Recent window size (items or seconds).")
     threshold: float = Field(
-        default=0.35,
+        default=0.3,
         gt=0,
         le=1,
         description="Alert when the recent negative share minus the baseline share reaches this.",
     )
-    min_items: int = Field(
-        default=10, ge=1, description="Items each window must hold before the topic can alert."
+    min_recent_items: int = Field(
+        default=10, ge=1, description="Items the recent window must hold before the topic can alert."
+    )
+    min_baseline_items: int = Field(
+        default=60,
+        ge=1,
+        description="Items the baseline window must hold before the topic can alert: a short baseline "
+        "is a noisy reference, so a topic stays quiet while it warms up.",
     )
     cooldown: float = Field(
         default=40,
@@ -78,11 +84,12 @@ class MonitorSettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _min_items_fit(self) -> MonitorSettings:
-        if self.window.unit == "items" and self.window.min_items > min(
-            self.window.baseline, self.window.recent
+    def _minimums_fit(self) -> MonitorSettings:
+        window = self.window
+        if window.unit == "items" and (
+            window.min_recent_items > window.recent or window.min_baseline_items > window.baseline
         ):
-            raise ValueError("window.min_items cannot exceed window.baseline or window.recent in items")
+            raise ValueError("window.min_*_items cannot exceed the window's size in items")
         return self
 
 

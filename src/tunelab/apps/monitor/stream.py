@@ -90,8 +90,6 @@ def read_lines(
         line, pending = pending.strip(), ""
         if line:
             yield f"{name}:{number}", line
-    if pending.strip() and not stop.is_set():
-        yield f"{name}:{number + 1}", pending.strip()
 
 
 def start_reader(lines: Iterator[tuple[str, str]], stop: threading.Event, size: int) -> queue.Queue[Any]:
