@@ -3,7 +3,8 @@
 A run's ``best/tunelab_run.json`` holds the resolved config, the seed and the manifest of what the
 run read (data files, features, tokenizer) and wrote (weights checksums). Verifying refuses a run
 whose recorded data files are missing or changed, since a re-run would then test other data; it
-trains the recorded config into a temporary directory and compares the two runs:
+trains the recorded config into a temporary directory, in as many processes as the run had (through
+``training.launch``, as ``tunelab train --nproc`` does), and compares the two runs:
 
 - ``bitwise``: the re-run's weights files are identical to the run's;
 - ``numerical``: the weights differ, every dev and test metric within ``tolerance`` (absolute);
@@ -30,6 +31,7 @@ from tunelab.errors import CheckpointError, DataError
 from tunelab.io import read_json, sha256_file
 from tunelab.models.artifact import resolve_model_dir
 from tunelab.models.run_info import RunInfo, read_run_info, weights_digests
+from tunelab.training.launch import LaunchError, launch_workers
 from tunelab.workflows import train_run
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,20 @@ def rerun_config(info: RunInfo, dest: Path) -> Path:
     path = dest / "run_config.yaml"
     path.write_text(dump_config(validate_config(raw)), encoding="utf-8")
     return path
+
+
+def retrain(config: Path, processes: int, on_start: Callable[[int], None] | None) -> None:
+    """Train ``config`` here (one process) or in ``processes`` launched workers, as the run was trained.
+
+    The process count is an input of the numbers (each rank draws its own dropout masks, gradients
+    are reduced across ranks), so a run trained with ``--nproc N`` only reproduces with N processes.
+    """
+    if processes == 1:
+        train_run(config, on_start=on_start)
+        return
+    signum = launch_workers(["-m", "tunelab.cli", "train", str(config)], processes)
+    if signum is not None:
+        raise LaunchError(f"the re-run was stopped by signal {signum}; nothing was compared")
 
 
 def flat_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,14 +164,15 @@ def verify_run(
     """Check RUN_DIR's data files, train its recorded config again in a temp dir, compare the two runs.
 
     Raises ``DataError`` naming the file when a recorded data file is missing or changed, before any
-    training. ``on_start`` is passed to ``train_run`` (the CLI's logging set-up).
+    training. ``on_start`` is passed to ``train_run`` (the CLI's logging set-up) when the run had one
+    process; launched workers set up their own.
     """
     model_dir, info = recorded_run(run_dir)
     check_data_files(info)
     with tempfile.TemporaryDirectory(prefix="tunelab-verify-") as tmp:
         config = rerun_config(info, Path(tmp))
-        logger.info("re-running %s (seed %s) in %s", run_dir, info.seed, tmp)
-        train_run(config, on_start=on_start)
+        logger.info("re-running %s (seed %s, %d process(es)) in %s", run_dir, info.seed, info.processes, tmp)
+        retrain(config, info.processes, on_start)
         rerun_dir = Path(tmp) / "run" / "best"
         rerun = read_run_info(rerun_dir)
         assert rerun is not None, "train_run writes a record into best/"

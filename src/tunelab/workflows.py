@@ -53,10 +53,11 @@ logger = logging.getLogger(__name__)
 SHARDS: tuple[str, ...] = get_args(Shard)
 
 
-def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
+def run_info(plan: Plan, inputs: TrainInputs, processes: int = 1) -> RunInfo:
     """The run record every model this run saves carries (step and dev metrics added per save).
 
-    With the manifest of what the run read (``models.manifest``): data files, features, tokenizer.
+    With the manifest of what the run read (``models.manifest``): data files, features, tokenizer,
+    and the process count, the one input of the numbers that is not in the config.
     """
     cfg = plan.cfg
     splits = {"train": inputs.train, "dev": inputs.dev, "test": inputs.test}
@@ -66,6 +67,7 @@ def run_info(plan: Plan, inputs: TrainInputs) -> RunInfo:
         labels=inputs.labels,
         columns=columns_of(cfg.data),
         seed=cfg.train.seed,
+        processes=processes,
         config=cfg,
         data_files=manifest.data_files(cfg.data),
         features_sha256={name: manifest.features_sha256(ds) for name, ds in splits.items() if ds is not None},
@@ -170,7 +172,8 @@ def train_run(
     cfg = plan.cfg
     if accelerator.is_main_process:
         atomic_write(out / "run_config.yaml", dump_config(cfg))
-    info = run_info(plan, inputs) if accelerator.is_main_process else None  # only rank 0 saves: hash once
+    # only rank 0 saves: hash once
+    info = run_info(plan, inputs, accelerator.num_processes) if accelerator.is_main_process else None
 
     def on_best(model: Any, metrics: Mapping[str, Any], step: int) -> None:
         if info is not None:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import uvicorn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     BertForSequenceClassification,
@@ -22,6 +18,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from live_server import live_server
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
 from tunelab.serving.predictor import Predictor, load_predictor
@@ -133,25 +130,6 @@ def classifier(classifier_dir: Path) -> Predictor:
     assert predictor.encoder is not None
     assert not predictor.generates
     return predictor
-
-
-@contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port in a thread; yields the base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="session")

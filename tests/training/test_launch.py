@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from toy_tasks import toy_rows, write_csv
 from tunelab.cli import app
 from tunelab.errors import ConfigError
+from tunelab.models.run_info import read_run_info
 from tunelab.training.checkpoint import config_differences
 
 FAULT_HOOK = Path(__file__).with_name("fault_hook")
@@ -146,6 +147,20 @@ def test_elastic_restart_resumes_from_the_checkpoint(tmp_path: Path, base_config
     assert sorted(resumed) == sorted(reference) == list(range(1, 13))
     for step in range(5, 13):
         assert resumed[step] == pytest.approx(reference[step], abs=1e-5), step
+
+
+@pytest.mark.slow
+def test_verify_re_runs_a_two_process_run_in_two_processes(uninterrupted: Path):
+    """The record keeps the process count; verify launches as many workers and reproduces the weights
+    bit for bit (one process would draw other batches per rank and report 'differs')."""
+    info = read_run_info(uninterrupted / "best")
+    assert info is not None
+    assert info.processes == 2
+    cmd = [sys.executable, "-m", "tunelab.cli", "verify", str(uninterrupted)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "2 process(es)" in done.stderr, done.stderr[-3000:]
+    assert "bitwise" in done.stdout, done.stdout
 
 
 @pytest.mark.slow

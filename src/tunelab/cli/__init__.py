@@ -5,9 +5,9 @@ the order ``tunelab --help`` lists them.
 """
 
 # isort: off
-from tunelab.cli import train, models, serve, monitor, data
+from tunelab.cli import train, models, serve, monitor, data, ui
 from tunelab.cli.common import app
 
 # isort: on
 
-__all__ = ["app", "data", "models", "monitor", "serve", "train"]
+__all__ = ["app", "data", "models", "monitor", "serve", "train", "ui"]

@@ -90,6 +90,9 @@ class RunInfo(_Record):
     labels: list[str] = Field(default_factory=list, description="Label names in id order.")
     columns: Columns = Field(default=Columns(text="text", label=None), description="Input columns.")
     seed: int | None = Field(default=None, description="The run's seed.")
+    processes: int = Field(
+        default=1, ge=1, description="Processes that trained it (world size); verify re-runs with as many."
+    )
     config: RunConfig | None = Field(default=None, description="The resolved run config.")
     step: int | None = Field(default=None, description="Optimizer step of these weights.")
     dev_metrics: dict[str, Any] | None = Field(default=None, description="Dev metrics of these weights.")
