@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunelab.errors import ConfigError, format_validation_error
 from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.inference.predict import predict_records
-from tunelab.io import DuplicateKeyError, parse_yaml, read_utf8
+from tunelab.io import read_yaml
 from tunelab.tasks.retrieval.schema import TOP_K_LIMIT
 
 logger = logging.getLogger(__name__)
@@ -70,12 +69,7 @@ class AssistantSettings(BaseModel):
 
 def load_settings(path: Path) -> AssistantSettings:
     """Validate an assistant settings file; all problems at once, each naming its key."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: assistant settings file not found")
-    try:
-        raw = parse_yaml(read_utf8(path, ConfigError)) or {}
-    except (DuplicateKeyError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, "assistant settings") or {}
     try:
         return AssistantSettings.model_validate(raw)
     except ValidationError as exc:
