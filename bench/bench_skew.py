@@ -52,12 +52,12 @@ SHORT = {"none": "none", "balanced": "bal"}  # run dir names: skew-<set>-<method
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 
 
-def split_rows(example: Path) -> dict[str, tuple[list[str], list[str]]]:
+def split_rows(example: Path, overrides: list[str] | None = None) -> dict[str, tuple[list[str], list[str]]]:
     """(texts, labels) of train, dev and test exactly as a tunelab run of ``example`` reads them."""
     from tunelab.config import load_config
     from tunelab.training import resolve
 
-    plan = resolve(load_config(example))
+    plan = resolve(load_config(example, overrides))
     data = plan.task.load_data(plan.cfg.data, plan.task_params, plan.cfg.train.seed)
     return {
         name: (split["text"], split["label"])
@@ -65,13 +65,18 @@ def split_rows(example: Path) -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
-def tfidf_baseline(rows: dict[str, tuple[list[str], list[str]]]) -> dict[str, dict[str, float]]:
-    """Test accuracy / macro-F1 of TF-IDF + LogisticRegression per class_weight, C picked on dev."""
+def tfidf_baseline(
+    rows: dict[str, tuple[list[str], list[str]]], analyzer: str = "word"
+) -> dict[str, dict[str, float]]:
+    """Test accuracy / macro-F1 of TF-IDF + LogisticRegression per class_weight, C picked on dev.
+
+    Uni+bigrams of words, or of characters with ``analyzer="char"`` (Chinese has no spaces).
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    vectorizer = TfidfVectorizer(analyzer=analyzer, ngram_range=(1, 2), sublinear_tf=True)
     x_train = vectorizer.fit_transform(rows["train"][0])
     x_dev, x_test = vectorizer.transform(rows["dev"][0]), vectorizer.transform(rows["test"][0])
     out = {}

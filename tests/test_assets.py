@@ -80,13 +80,19 @@ def test_chinese_corpus_holds_no_test_text(tmp_path: Path):
     assert len(corpus) > 30000
 
 
+def _intent_splits(out: Path) -> dict[str, list[tuple[str, str]]]:
+    """(text, label) rows of a prepared intent set's train.csv and test.csv."""
+    splits = {}
+    for split in ("train", "test"):
+        with open(out / f"{split}.csv", encoding="utf-8", newline="") as fh:
+            splits[split] = [(row["text"], row["label"]) for row in csv.DictReader(fh)]
+    return splits
+
+
 def test_chatterbot_intents_are_unique_openers_with_one_category(tmp_path: Path):
     counts = prepare_dataset("chatterbot", tmp_path / "cb")
     assert counts == {"train.csv": 594, "test.csv": 149}
-    splits = {}
-    for split in ("train", "test"):
-        with open(tmp_path / "cb" / f"{split}.csv", encoding="utf-8", newline="") as fh:
-            splits[split] = [(row["text"], row["label"]) for row in csv.DictReader(fh)]
+    splits = _intent_splits(tmp_path / "cb")
     texts = [text for rows in splits.values() for text, _ in rows]
     assert len(set(texts)) == len(texts) == 743
     train_labels = Counter(label for _, label in splits["train"])
@@ -94,6 +100,20 @@ def test_chatterbot_intents_are_unique_openers_with_one_category(tmp_path: Path)
     assert {"health", "humor"}.isdisjoint(train_labels)  # under 5 openers
     assert "Hello" not in texts  # opens both greetings and conversations
     assert train_labels["trivia"] > 40 * train_labels["gossip"]
+
+
+def test_chatterbot_zh_intents_are_chinese_openers_with_one_category(tmp_path: Path):
+    counts = prepare_dataset("chatterbot-zh", tmp_path / "zh")
+    assert counts == {"train.csv": 288, "test.csv": 73}
+    splits = _intent_splits(tmp_path / "zh")
+    texts = [text for rows in splits.values() for text, _ in rows]
+    assert len(set(texts)) == len(texts) == 361
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in texts)  # the Chinese files
+    train_labels, test_labels = (Counter(label for _, label in splits[s]) for s in ("train", "test"))
+    assert set(train_labels) == set(test_labels)  # stratified: every category in both splits
+    assert len(train_labels) == 16
+    assert "gossip" not in train_labels  # 4 openers
+    assert "你好" not in texts  # opens both greetings and conversations
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from tunelab.errors import CheckpointError, TunelabError
+from tunelab.errors import CheckpointError, ConfigError, TunelabError
 
 
 def _fsync_path(path: Path) -> None:
@@ -241,3 +241,17 @@ _YamlLoader.add_implicit_resolver(
 def parse_yaml(text: str) -> Any:
     """Parse YAML text with tunelab's loader (safe: no arbitrary object construction)."""
     return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed YAML file ``path`` (a ``what`` file, e.g. "search space"); problems raise ``ConfigError``.
+
+    A missing file, a byte that is not UTF-8 (``file:line``), a duplicate key or invalid YAML each say
+    which file.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        return parse_yaml(read_utf8(path, ConfigError))
+    except yaml.YAMLError as exc:  # DuplicateKeyError included
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from tunelab.assets.bbc import prepare_bbc_headlines, prepare_bbc_news, prepare_bbc_squad
@@ -157,6 +158,12 @@ DATASETS: dict[str, DatasetAsset] = {
         module="chatterbot_corpus",
         license="ChatterBot dialog corpus, English (Gunther Cox, BSD licence) via chatterbot-corpus",
         prepare=prepare_chatterbot,
+    ),
+    "chatterbot-zh": DatasetAsset(
+        package="chatterbot-corpus==1.3.3",
+        module="chatterbot_corpus",
+        license="ChatterBot dialog corpus, Chinese (Gunther Cox, BSD licence) via chatterbot-corpus",
+        prepare=partial(prepare_chatterbot, language="chinese"),
     ),
     "chatterbot-qa": DatasetAsset(
         package="chatterbot-corpus==1.3.3",

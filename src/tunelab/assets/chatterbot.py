@@ -1,4 +1,4 @@
-"""ChatterBot English dialogues (shipped in ``chatterbot-corpus``) -> intent CSV and chat JSONL.
+"""ChatterBot dialogues (shipped in ``chatterbot-corpus``) -> intent CSV (English, Chinese) and chat JSONL.
 
 ``tunelab.data`` is imported inside the converters (see ``rotten_tomatoes``), and so is ``yaml``.
 """
@@ -14,12 +14,12 @@ MIN_INTENT_ROWS = 5  # a category needs rows in both splits and a few to learn f
 MAX_CHAT_TURNS = 8  # longer chatterbot dialogues (up to 88 lines) are cut to their first turns
 
 
-def _chatterbot_openers(english: Path) -> dict[str, set[str]]:
+def _chatterbot_openers(language_dir: Path) -> dict[str, set[str]]:
     """User utterance opening each conversation (whitespace-collapsed) -> categories (file stems) it opens."""
     import yaml
 
     seen: dict[str, set[str]] = {}
-    for path in sorted(english.glob("*.yml")):
+    for path in sorted(language_dir.glob("*.yml")):
         for conversation in yaml.safe_load(path.read_text(encoding="utf-8")).get("conversations") or []:
             text = " ".join(str(conversation[0]).split()) if conversation else ""
             if text:
@@ -27,18 +27,19 @@ def _chatterbot_openers(english: Path) -> dict[str, set[str]]:
     return seen
 
 
-def prepare_chatterbot(pkg: Path, out: Path) -> dict[str, int]:
-    """Chatterbot English conversation openers -> intent category (the YAML file), deduplicated.
+def prepare_chatterbot(pkg: Path, out: Path, language: str = "english") -> dict[str, int]:
+    """Chatterbot conversation openers of ``language`` -> intent category (the YAML file), deduplicated.
 
-    Skewed (trivia 261 openers, gossip 6). An opener found in several categories (3 of 749:
-    "Hello", "How are you doing?", "Who are you?") is too rare for a multi-label set and is dropped, as
-    are categories with fewer than MIN_INTENT_ROWS openers (health 1, humor 2); seeded 80/20 stratified
-    train/test split.
+    Skewed (English: trivia 261 openers, gossip 6; Chinese: psychology 74, food 5). An opener found in
+    several categories (English 3 of 749: "Hello", "How are you doing?", "Who are you?"; Chinese 3 of
+    368: "你好", "你好吗?", "你疯了") is too rare for a multi-label set and is dropped, as are categories
+    with fewer than MIN_INTENT_ROWS openers (English health 1, humor 2; Chinese gossip 4); seeded 80/20
+    stratified train/test split.
     """
     from tunelab.data.splits import holdout_split
     from tunelab.data.writers import write_csv, write_splits
 
-    seen = _chatterbot_openers(pkg / "data" / "english")
+    seen = _chatterbot_openers(pkg / "data" / language)
     counts = Counter(next(iter(labels)) for labels in seen.values() if len(labels) == 1)
     rows = [
         (text, label)

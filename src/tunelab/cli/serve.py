@@ -13,7 +13,7 @@ from tunelab.errors import TunelabError
 @app.command()
 def serve(
     model_dir: Annotated[
-        str, typer.Argument(help="Model dir (tunelab or Hugging Face) or shipped model name.")
+        str, typer.Argument(help="Model dir (tunelab or Hugging Face), shipped model name, or *_app.yaml.")
     ],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,

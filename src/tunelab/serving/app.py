@@ -26,6 +26,7 @@ from tunelab import __version__
 from tunelab.errors import format_loc
 from tunelab.models.run_info import cpu_has_native_bf16, cpu_info
 from tunelab.serving.access import AccessLogMiddleware
+from tunelab.serving.assistant import add_assistant_route
 from tunelab.serving.batcher import Batcher, ModelQueue
 from tunelab.serving.decode_loop import DecodeLoop
 from tunelab.serving.generation import add_generation_routes
@@ -60,6 +61,8 @@ def _model_queues(ctx: Context, executor: Executor) -> dict[str, ModelQueue[Any,
     queues: dict[str, ModelQueue[Any, Any]] = {}
     if predictor.schema is not None:
         queues["predict"] = batcher("predict", predictor.predict, settings.max_batch_size)
+    if predictor.assistant is not None:
+        queues["assist"] = batcher("assist", predictor.assist, settings.max_batch_size)
     if predictor.encoder is not None:
         queues["embed"] = batcher(
             "embed", lambda texts: list(predictor.embed(texts)), settings.max_batch_size
@@ -143,13 +146,16 @@ def create_app(settings: ServeSettings, predictor: Predictor) -> FastAPI:
     """Build the app for one predictor; API keys come from ``settings`` and are kept only hashed.
 
     Routes follow the predictor's capabilities: ``/v1/predict`` when its task declares a schema,
-    ``/v1/embeddings`` for an encoder, the completions routes when it generates.
+    ``/v1/embeddings`` for an encoder, the completions routes when it generates, and for an
+    assistant app only its ``/v1/chat/completions`` (its generator is not exposed on its own).
     """
     metrics = ServeMetrics()
     ctx = Context(settings, predictor, metrics, Runtime())
     app = FastAPI(title="tunelab", version=__version__, lifespan=_lifespan(ctx))
     add_routes(app, ctx)
-    if predictor.generates:
+    if predictor.assistant is not None:
+        add_assistant_route(app, ctx)
+    elif predictor.generates:
         add_generation_routes(app, ctx)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -87,37 +87,6 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
                 "max_tokens",
             )
 
-    async def make_job(
-        prompt: str, max_tokens: int, body: Any, request: Request, chat: bool
-    ) -> GenerationJob:
-        if max_tokens > ctx.settings.max_new_tokens:
-            raise ctx.limit_error(
-                f"max_tokens: {max_tokens}; at most max_new_tokens={ctx.settings.max_new_tokens}",
-                "new_tokens",
-                "max_tokens",
-            )
-        specials = predictor.prompt_has_specials(chat)
-        await ctx.count_tokens([("messages" if chat else "prompt", prompt)], specials)
-        ctx.log(request, [prompt])
-        return GenerationJob(
-            prompt=prompt,
-            max_new_tokens=max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            top_k=body.top_k,
-            stop=_stop_list(body.stop),
-            seed=body.seed,
-            add_special_tokens=specials,
-        )
-
-    async def generate(job: GenerationJob) -> Any:
-        try:
-            [result] = await ctx.run("generate", [job])
-        finally:
-            job.cancelled.set()  # a 504 must not leave the worker generating for nobody
-        count_tokens(ctx, result)
-        return result
-
     def stream(job: GenerationJob, chunk: Any, include_usage: bool, request: Request) -> StreamingResponse:
         """SSE: role chunk, text chunks, a finish chunk, optional usage chunk, ``[DONE]``."""
         job.streamer = AsyncTextIteratorStreamer(
@@ -139,7 +108,7 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
                 count_tokens(ctx, result)
                 yield _sse(chunk(finish=result.finish_reason))
                 if include_usage:
-                    yield _sse(chunk(usage=_usage(result)))
+                    yield _sse(chunk(usage=generation_usage(result)))
             except asyncio.TimeoutError:
                 yield _error_event(504, "timeout_error", "stream exceeded request_timeout_s", request)
             except Exception as exc:  # headers are sent: the error can only travel as an event
@@ -159,14 +128,14 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return stream(job, chunk, include_usage, request)
-        return final(await generate(job))
+        return final(await run_generation(ctx, job))
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=MODEL_ROUTE_ERRORS)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         """Continue a raw prompt (OpenAI-compatible; ``stream: true`` for SSE)."""
         check_request(body, body.max_tokens if "max_tokens" in body.model_fields_set else None)
-        job = await make_job(body.prompt, body.max_tokens, body, request, chat=False)
-        head = _head("cmpl", predictor.model_id)
+        job = await generation_job(ctx, body.prompt, body.max_tokens, body, request, chat=False)
+        head = response_head("cmpl", predictor.model_id)
 
         def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:
             choices = [] if usage else [CompletionChoice(text=text, finish_reason=finish)]
@@ -180,7 +149,7 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
             lambda result: CompletionResponse(
                 **head,
                 choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
-                usage=_usage(result),
+                usage=generation_usage(result),
             ),
         )
 
@@ -191,13 +160,8 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
         ctx.refuse_blank(
             [(f"messages[{i}].content", m.content) for i, m in enumerate(body.messages) if m.role == "user"]
         )
-        try:
-            prompt = predictor.chat_prompt([m.model_dump() for m in body.messages])
-        except ValueError as exc:
-            raise ApiError(422, str(exc), "messages") from None
-        max_tokens = body.max_completion_tokens or body.max_tokens or ctx.settings.max_new_tokens
-        job = await make_job(prompt, max_tokens, body, request, chat=True)
-        head = _head("chatcmpl", predictor.model_id)
+        job = await chat_job(ctx, body, request)
+        head = response_head("chatcmpl", predictor.model_id)
 
         def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:
             if usage is not None:
@@ -220,9 +184,54 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
                         message=AssistantMessage(content=result.text), finish_reason=result.finish_reason
                     )
                 ],
-                usage=_usage(result),
+                usage=generation_usage(result),
             ),
         )
+
+
+async def generation_job(
+    ctx: Context, prompt: str, max_tokens: int, body: Any, request: Request, chat: bool
+) -> GenerationJob:
+    """The job of one request after its limits: 422 beyond max_new_tokens or max_input_tokens."""
+    if max_tokens > ctx.settings.max_new_tokens:
+        raise ctx.limit_error(
+            f"max_tokens: {max_tokens}; at most max_new_tokens={ctx.settings.max_new_tokens}",
+            "new_tokens",
+            "max_tokens",
+        )
+    specials = ctx.predictor.prompt_has_specials(chat)
+    await ctx.count_tokens([("messages" if chat else "prompt", prompt)], specials)
+    ctx.log(request, [prompt])
+    return GenerationJob(
+        prompt=prompt,
+        max_new_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        stop=_stop_list(body.stop),
+        seed=body.seed,
+        add_special_tokens=specials,
+    )
+
+
+async def chat_job(ctx: Context, body: ChatCompletionRequest, request: Request) -> GenerationJob:
+    """The job answering a conversation with the model's chat template (422 if it cannot take it)."""
+    try:
+        prompt = ctx.predictor.chat_prompt([m.model_dump() for m in body.messages])
+    except ValueError as exc:
+        raise ApiError(422, str(exc), "messages") from None
+    max_tokens = body.max_completion_tokens or body.max_tokens or ctx.settings.max_new_tokens
+    return await generation_job(ctx, prompt, max_tokens, body, request, chat=True)
+
+
+async def run_generation(ctx: Context, job: GenerationJob) -> Any:
+    """Decode ``job`` in the model thread (continuously batched for a causal LM); counts its tokens."""
+    try:
+        [result] = await ctx.run("generate", [job])
+    finally:
+        job.cancelled.set()  # a 504 must not leave the worker generating for nobody
+    count_tokens(ctx, result)
+    return result
 
 
 def count_tokens(ctx: Context, result: Generation) -> None:
@@ -233,12 +242,13 @@ def count_tokens(ctx: Context, result: Generation) -> None:
         ctx.metrics.tokens_per_s.observe(result.tokens_per_s)
 
 
-def _head(prefix: str, model: str) -> dict[str, Any]:
+def response_head(prefix: str, model: str) -> dict[str, Any]:
     """id, created and model: the same on every chunk of one response."""
     return {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
 
 
-def _usage(result: Any) -> Usage:
+def generation_usage(result: Any) -> Usage:
+    """The token counts of a finished generation, as OpenAI's ``usage``."""
     return Usage(
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,

@@ -10,6 +10,9 @@ routes of exactly those, so no route tests a task's name or a model class:
 - **generate** (``/v1/completions``, ``/v1/chat/completions``): a causal LM decodes as each request
   says; an encoder-decoder (seq2seq run) decodes with its run's own options (``TaskSpec.generation``),
   as ``tunelab predict`` does.
+- **assist** (``/v1/chat/completions`` only): an assistant app's settings (``*_app.yaml``): its
+  intent and answer-selection runs route each message (``apps.assistant``); its generator, when it
+  has one, is the predictor's causal LM.
 
 Adapter runs (a PEFT ``best/``) load through ``inference.artifact.load_artifact`` like any other run.
 Everything here is synchronous on purpose: the event loop never runs torch or the tokenizer; the
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
+from tunelab.apps.assistant import Assistant, Decision, load_assistant, load_settings
 from tunelab.errors import ConfigError, ServingError, TunelabError
 from tunelab.inference.artifact import Artifact, load_artifact, plain_hf_task
 from tunelab.inference.continuous import ContinuousDecoder, supports
@@ -65,6 +69,7 @@ class Predictor:
         artifact: the run's model bound to its task (predict; an encoder-decoder's generation).
         encoder: the bare encoder that embeds; None when the model is not encoder-only.
         lm: a causal LM that decodes as each request says; None when the model is not one.
+        assistant: an assistant app's intent and answer-selection runs (its generator is ``lm``).
         autocast: the dtype every model call autocasts to (``inference_autocast``); None runs fp32.
         sub_batch_size: rows per forward of a predict call, longest first (less padding per forward).
     """
@@ -74,6 +79,7 @@ class Predictor:
     artifact: Artifact | None = None
     encoder: torch.nn.Module | None = None
     lm: torch.nn.Module | None = None
+    assistant: Assistant | None = None
     autocast: torch.dtype | None = None
     sub_batch_size: int = 16
 
@@ -85,13 +91,17 @@ class Predictor:
 
     @property
     def model(self) -> torch.nn.Module:
-        """The whole loaded model: the artifact's (head included) when there is one, else the bare one."""
+        """The whole loaded model: the artifact's (head included), the bare one, or an assistant's intent."""
         model = (
             self.artifact.model
             if self.artifact is not None
             else self.lm
             if self.lm is not None
             else self.encoder
+            if self.encoder is not None
+            else self.assistant.intent.model
+            if self.assistant is not None
+            else None
         )
         assert model is not None, "a predictor holds a model"
         return model
@@ -149,6 +159,13 @@ class Predictor:
             raise RuntimeError(f"{self.model_id} has no task")
         with self.precision():
             return predict_records(self.artifact, records, batch_size=self.sub_batch_size)
+
+    def assist(self, texts: Sequence[str]) -> list[Decision]:
+        """The assistant's decision for each user message of one micro-batch."""
+        if self.assistant is None:
+            raise RuntimeError(f"{self.model_id} is not an assistant")
+        with self.precision():
+            return self.assistant.decide(texts, self.sub_batch_size)
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -253,6 +270,36 @@ def _from_artifact(model_id: str, art: Artifact) -> Predictor:
     return predictor
 
 
+def _from_model(name_or_path: str, device: str) -> Predictor:
+    """A model dir, run dir or shipped model name, by what it holds: a task's run, a causal LM, an encoder."""
+    path = resolve_model_dir(resolve_model(name_or_path))
+    model_id = _model_id(name_or_path, path)
+    config = None if (path / RUN_FILE).is_file() else load_config(path)
+    if config is None or plain_hf_task(config) is not None:
+        # a run's exact model (MoE, adapter), or a plain HF directory a task declares
+        return _from_artifact(model_id, load_artifact(path, device))
+    if any(arch.endswith("ForCausalLM") for arch in config.architectures or []):
+        model, tok = load_causal_lm(path)
+        return Predictor(model_id, tok, lm=model.to(device))
+    model, tok = load_encoder(path)
+    return Predictor(model_id, tok, encoder=model.to(device))
+
+
+def _from_assistant(settings_file: Path, device: str) -> Predictor:
+    """An assistant app: its runs, and its generator (a causal LM) as the predictor's ``lm``."""
+    settings = load_settings(settings_file)
+    assistant = load_assistant(settings, device)
+    if settings.generator_run is None:
+        return Predictor(settings.name, assistant.intent.tokenizer, assistant=assistant)
+    generator = _from_model(settings.generator_run, device)
+    if generator.lm is None:
+        raise ConfigError(
+            f"{settings_file}: generator_run: {settings.generator_run} is not a causal LM; name an "
+            "instruction-tuned run (examples/sft_smollm2.yaml) or leave generator_run out"
+        )
+    return Predictor(settings.name, generator.tokenizer, lm=generator.lm, assistant=assistant)
+
+
 def inference_autocast(precision: str, device: torch.device, model: torch.nn.Module) -> torch.dtype | None:
     """The dtype model calls autocast to for ``precision`` (auto | fp32 | bf16); None = plain fp32.
 
@@ -283,20 +330,13 @@ def load_predictor(
     """Load a model dir, run dir (its ``best/``, full or adapter) or shipped model name for serving.
 
     ``precision`` is the serve setting (``inference_autocast``); the default fp32 is what a caller
-    that does not choose gets, the server's setting defaults to auto.
+    that does not choose gets, the server's setting defaults to auto. An assistant app's settings
+    file (``*_app.yaml``) loads the runs it names.
     """
-    path = resolve_model_dir(resolve_model(name_or_path))
-    model_id = _model_id(name_or_path, path)
-    config = None if (path / RUN_FILE).is_file() else load_config(path)
-    if config is None or plain_hf_task(config) is not None:
-        # a run's exact model (MoE, adapter), or a plain HF directory a task declares
-        predictor = _from_artifact(model_id, load_artifact(path, device))
-    elif any(arch.endswith("ForCausalLM") for arch in config.architectures or []):
-        model, tok = load_causal_lm(path)
-        predictor = Predictor(model_id, tok, lm=model.to(device))
+    if name_or_path.endswith("_app.yaml"):
+        predictor = _from_assistant(Path(name_or_path), device)
     else:
-        model, tok = load_encoder(path)
-        predictor = Predictor(model_id, tok, encoder=model.to(device))
+        predictor = _from_model(name_or_path, device)
     predictor.autocast = inference_autocast(precision, predictor.device, predictor.model)
     if predictor.autocast is not None:
         store_linears_as(predictor.model, predictor.autocast)

@@ -170,6 +170,32 @@ class ChatCompletionResponse(_Generated):
     usage: Usage
 
 
+class AnswerCandidate(BaseModel):
+    """A stored answer the answer-selection run ranked for the message."""
+
+    text: str
+    score: float = Field(description="Its score (cosine similarity to the message).")
+
+
+class AssistantRouting(BaseModel):
+    """How the assistant answered: the intent, the best stored answers, and which path replied."""
+
+    intent: str = Field(description="The intent run's label for the last user message.")
+    intent_confidence: float = Field(description="That label's probability.")
+    answer_score: float = Field(description="The best stored answer's score.")
+    path: Literal["answer", "generator", "handoff"] = Field(
+        description="answer: the best stored answer; generator: the generator run wrote the reply; "
+        "handoff: the settings' handoff_message (below the thresholds, no generator)."
+    )
+    candidates: list[AnswerCandidate] = Field(description="The top_k stored answers, best first.")
+
+
+class AssistantChatResponse(ChatCompletionResponse):
+    """An assistant's ``/v1/chat/completions`` answer: OpenAI's object plus ``assistant`` (extra field)."""
+
+    assistant: AssistantRouting
+
+
 class ChatDelta(BaseModel):
     """What one streamed chunk adds: the role in the first chunk, then text pieces."""
 

@@ -26,7 +26,10 @@ class ServeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=_ENV, extra="forbid", frozen=True)
 
-    model_dir: str = Field(description="Model to serve: a tunelab/HF model dir or a shipped model name.")
+    model_dir: str = Field(
+        description="Model to serve: a tunelab/HF model dir, a shipped model name, or an assistant app's "
+        "settings file (*_app.yaml)."
+    )
     host: str = Field(default="127.0.0.1", description="Interface to bind; loopback unless you mean it.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind.")
     api_key: SecretStr | None = Field(default=None, description="One accepted API key.")

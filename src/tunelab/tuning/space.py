@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import optuna
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from tunelab.errors import ConfigError, format_loc
-from tunelab.io import DuplicateKeyError, parse_yaml, read_utf8
+from tunelab.io import read_yaml
 
 Direction = Literal["maximize", "minimize"]
 
@@ -162,12 +161,7 @@ def _space_problems(error: ValidationError) -> list[str]:
 
 def load_space(path: Path) -> SearchSpace:
     """Validate a search-space file; all problems at once, keyed like ``search.params.train.lr.low``."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: search space file not found")
-    try:
-        raw = parse_yaml(read_utf8(path, ConfigError)) or {}
-    except (DuplicateKeyError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, "search space") or {}
     try:
         return SearchSpace.model_validate(raw)
     except ValidationError as exc:
