@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.errors import ConfigError, format_validation_error
+from tunelab.apps.settings import load_app_settings
+from tunelab.errors import ConfigError
 from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.inference.predict import predict_records
-from tunelab.io import read_yaml
 from tunelab.tasks.retrieval.schema import TOP_K_LIMIT
 
 logger = logging.getLogger(__name__)
@@ -69,13 +69,7 @@ class AssistantSettings(BaseModel):
 
 def load_settings(path: Path) -> AssistantSettings:
     """Validate an assistant settings file; all problems at once, each naming its key."""
-    raw = read_yaml(path, "assistant settings") or {}
-    try:
-        return AssistantSettings.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{path}: invalid assistant settings:\n" + format_validation_error(exc, AssistantSettings)
-        ) from None
+    return load_app_settings(path, AssistantSettings, "assistant settings")
 
 
 @dataclass(frozen=True)

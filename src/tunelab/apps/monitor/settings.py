@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
-from tunelab.errors import ConfigError, format_validation_error
-from tunelab.io import read_yaml
+from tunelab.apps.settings import load_app_settings
 
 
 class _Section(BaseModel):
@@ -94,15 +93,5 @@ class MonitorSettings(_Section):
 
 
 def load_monitor_settings(path: Path) -> MonitorSettings:
-    """Validate a ``*_app.yaml`` monitor settings file; all problems at once, keyed like ``window.recent``.
-
-    Run paths that are relative stay relative to the working directory (the recipe's commands run from
-    the repository root, where ``tunelab train`` wrote ``runs/``).
-    """
-    raw = read_yaml(path, "monitor settings") or {}
-    try:
-        return MonitorSettings.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{path}: invalid monitor settings:\n" + format_validation_error(exc, MonitorSettings)
-        ) from None
+    """Validate a ``*_app.yaml`` monitor settings file; all problems at once, keyed like ``window.recent``."""
+    return load_app_settings(path, MonitorSettings, "monitor settings")
