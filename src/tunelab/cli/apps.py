@@ -21,7 +21,7 @@ def baselines(
     ] = None,
     split: Annotated[str, typer.Option(help="dev, or test (needs data.test_file).")] = "test",
 ) -> None:
-    """Score a retrieval CONFIG's baselines (BM25, untuned model) and optionally its tuned RUN on one split.
+    """Score a retrieval CONFIG's baselines (BM25, popularity, untuned model) and an optional tuned RUN.
 
     All rank the same candidates with the task's metrics; a table goes to stderr, JSON to stdout.
     """
