@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.apps.settings import load_app_settings
+from tunelab.apps.settings import classification_run, load_app_settings
 from tunelab.errors import ConfigError
 from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.inference.predict import predict_records
@@ -130,12 +130,8 @@ def _check_predictions(settings: AssistantSettings, intent: Artifact, answers: A
 
     The probe also embeds the answer run's stored answers once, so the first request does not wait.
     """
+    classification_run(intent, "intent_run")
     probe = [{"text": "hello", "top_k": 1}]
-    if "probabilities" not in predict_records(intent, probe, 1)[0]:
-        raise ConfigError(
-            f"intent_run: {settings.intent_run} ({intent.task.name}) predicts no label probabilities; "
-            "name a classification run"
-        )
     if "hits" not in predict_records(answers, probe, 1)[0]:
         raise ConfigError(
             f"answers_run: {settings.answers_run} ({answers.task.name}) ranks no stored answers; "

@@ -1,4 +1,4 @@
-"""Reading an app's ``*_app.yaml`` settings file: one reader for every app, so errors read alike."""
+"""An app's ``*_app.yaml`` settings: one reader and one check of the runs they name, so errors read alike."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from tunelab.errors import ConfigError, format_validation_error
+from tunelab.inference.artifact import Artifact
 from tunelab.io import read_yaml
+from tunelab.tasks.classification import ClassificationResponse
 
 Settings = TypeVar("Settings", bound=BaseModel)
 
@@ -24,3 +26,16 @@ def load_app_settings(path: Path, model: type[Settings], what: str) -> Settings:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid {what}:\n" + format_validation_error(exc, model)) from None
+
+
+def classification_run(art: Artifact, key: str) -> Artifact:
+    """``art`` if it predicts label probabilities (a classification run), else a ConfigError naming ``key``.
+
+    Read from the task's declared response, so nothing is predicted to find out.
+    """
+    schema = art.task.serve_schema
+    if schema is None or schema.response is not ClassificationResponse or not art.labels:
+        raise ConfigError(
+            f"{key}: {art.path} ({art.task.name}) predicts no label probabilities; name a classification run"
+        )
+    return art

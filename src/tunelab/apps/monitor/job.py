@@ -20,10 +20,10 @@ from tunelab.apps.monitor.rule import Jump, TopicWindow, observe
 from tunelab.apps.monitor.settings import MonitorSettings
 from tunelab.apps.monitor.stream import Record, batches, start_reader
 from tunelab.apps.monitor.webhook import post_alert
-from tunelab.errors import CheckpointError, ConfigError, DataError
+from tunelab.apps.settings import classification_run
+from tunelab.errors import ConfigError, DataError
 from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.inference.predict import predict_records
-from tunelab.tasks.classification import ClassificationResponse
 
 logger = logging.getLogger(__name__)
 
@@ -37,23 +37,16 @@ class Classifiers:
     negative_label: str
 
 
-def _classifier(art: Artifact, key: str) -> Artifact:
-    schema = art.task.serve_schema
-    if schema is None or schema.response is not ClassificationResponse or not art.labels:
-        raise CheckpointError(f"{key}: {art.path} is a {art.task.name} model; give a classification run")
-    return art
-
-
 def load_classifiers(settings: MonitorSettings) -> Classifiers:
     """Load both runs once; the negative label must be one of the sentiment run's labels."""
-    sentiment = _classifier(load_artifact(settings.sentiment_run), "sentiment_run")
+    sentiment = classification_run(load_artifact(settings.sentiment_run), "sentiment_run")
     if settings.negative_label not in sentiment.labels:
         raise ConfigError(
             f"negative_label: {settings.negative_label!r} is not a label of {sentiment.path}; "
             f"choose one of {sentiment.labels}"
         )
     return Classifiers(
-        sentiment, _classifier(load_artifact(settings.topic_run), "topic_run"), settings.negative_label
+        sentiment, classification_run(load_artifact(settings.topic_run), "topic_run"), settings.negative_label
     )
 
 
