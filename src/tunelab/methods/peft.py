@@ -154,13 +154,33 @@ def refuses_unless(served: tuple[TaskType, ...], why: str) -> Callable[[Any, Tar
 FULL_FINE_TUNING_LR = 1e-4
 
 
+def no_previous_run(method: str) -> Callable[[Any, RunConfig], list[str]]:
+    """A ``conflicts`` hook: an adapter artifact is saved over a base model a continual run does not have.
+
+    A continual run's base is the previous run's model with its head grown, which no directory holds.
+    """
+
+    def conflicts(params: Any, cfg: RunConfig) -> list[str]:
+        if cfg.model.previous_run is None:
+            return []
+        return [
+            f"name: {method} saves an adapter over a saved base model, and model.previous_run grows the "
+            "previous model's head (no saved base holds it); continue a run with full or freeze"
+        ]
+
+    return conflicts
+
+
 def warns_on_full_fine_tuning_lr(method: str, rate: str) -> Callable[[Any, RunConfig], list[str]]:
     """A ``conflicts`` hook that refuses nothing but warns when ``train.lr`` suits full fine-tuning.
 
     Too small a rate is legal (the run trains, only less per step), so it is a warning, not a refusal.
+    A continual run is refused (:func:`no_previous_run`).
     """
 
     def conflicts(params: Any, cfg: RunConfig) -> list[str]:
+        if cfg.model.previous_run is not None:
+            return no_previous_run(method)(params, cfg)
         if cfg.train.lr <= FULL_FINE_TUNING_LR:
             warnings.warn(
                 f"train.lr {cfg.train.lr:g} is a full fine-tuning rate; {method} trains few parameters and "
@@ -364,6 +384,7 @@ ADALORA = MethodSpec(
     on_optimizer_step=adalora_step,
     group="trainable",
     refuses=refuses_restructuring,
+    conflicts=no_previous_run("adalora"),
 )
 IA3 = MethodSpec(
     "ia3",
@@ -384,6 +405,7 @@ PREFIX = MethodSpec(
         "prefix tuning needs a forward that takes past_key_values, which transformers 5 {model_class} "
         "models do not declare (peft refuses them); use lora or prompt_tuning",
     ),
+    conflicts=no_previous_run("prefix_tuning"),
 )
 # Soft prompts shift token positions: only heads that do not read per-token outputs.
 PROMPT = MethodSpec(
@@ -396,5 +418,6 @@ PROMPT = MethodSpec(
         "prompt tuning prepends virtual tokens to the sequence, so per-token outputs of {model_class} "
         "no longer line up with the labels; use lora",
     ),
+    conflicts=no_previous_run("prompt_tuning"),
 )
 SPECS = (LORA, ADALORA, IA3, PREFIX, PROMPT)
