@@ -59,6 +59,15 @@ def needs_previous_run(method: str, uses: str) -> Callable[[Any, RunConfig], lis
     return conflicts
 
 
+def refuses_previous_run(method: str, why: str) -> Callable[[Any, RunConfig], list[str]]:
+    """A ``conflicts`` hook of a method that cannot continue a previous run (``model.previous_run``)."""
+
+    def conflicts(params: Any, cfg: RunConfig) -> list[str]:
+        return [f"name: {method} {why}"] if cfg.model.previous_run is not None else []
+
+    return conflicts
+
+
 def refuses_without_continual(params: Any, target: Target) -> str | None:
     """For continual-learning methods: the task must be able to continue a previous run."""
     return target.why_no_continual
