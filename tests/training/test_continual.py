@@ -58,7 +58,7 @@ def _write(path: Path, cfg) -> Path:
 def test_continual_run_reports_the_previous_task_before_and_after(tiny_backbone_dir, tmp_path):
     a_sections = classification(tmp_path)
     a_sections["data"]["test_file"] = a_sections["data"]["dev_file"]
-    a_cfg = toy_run_config(tiny_backbone_dir, a_sections, [{"name": "full"}], tmp_path / "a", max_steps=6)
+    a_cfg = toy_run_config(tiny_backbone_dir, a_sections, [{"name": "full"}], tmp_path / "a", max_steps=2)
     train_run(_write(tmp_path / "a.yaml", a_cfg))
     b_cfg = toy_run_config(
         tiny_backbone_dir,
