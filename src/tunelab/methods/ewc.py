@@ -16,7 +16,6 @@ Hand-written: the penalty sits inside tunelab's one training step and its checkp
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -124,16 +123,9 @@ def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Ad
 def prepare(adapted: Adapted, params: Params, features: Any, collator: Any) -> None:
     """Anchor θ_A (the weights now, before the first step) and estimate F on the previous task's rows."""
     previous = previous_task(adapted, "ewc")
-    rows = sorted(
-        random.Random(params.seed).sample(
-            range(len(previous.train)), min(params.fisher_samples, len(previous.train))
-        )
-    )
+    rows = previous.train_rows(params.fisher_samples, params.seed)
     size = params.fisher_batch_size
-    batches = [
-        previous.collator([previous.train[i] for i in rows[start : start + size]])
-        for start in range(0, len(rows), size)
-    ]
+    batches = [previous.collator(rows[start : start + size]) for start in range(0, len(rows), size)]
     model = _unwrap(adapted.model)
     device = next(model.parameters()).device
     batches = [{k: v.to(device) for k, v in batch.items()} for batch in batches]

@@ -12,7 +12,6 @@ Hand-written: the replay sits inside tunelab's one training step and its checkpo
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -24,6 +23,7 @@ from tunelab.methods.spec import (
     Adapted,
     Backward,
     MethodSpec,
+    PreviousTask,
     StepOutput,
     needs_previous_run,
     previous_task,
@@ -50,11 +50,6 @@ def replay_count(batch_rows: int, ratio: float) -> int:
     return round(batch_rows * ratio / (1 - ratio))
 
 
-def buffer_rows(n_rows: int, size: int, seed: int) -> list[int]:
-    """The previous task's train rows kept in the buffer: ``size`` of ``n_rows``, seeded, in row order."""
-    return sorted(random.Random(seed).sample(range(n_rows), min(size, n_rows)))
-
-
 class Replay(nn.Module):
     """The buffer (feature rows), its collator and the draw generator: a checkpointed run state."""
 
@@ -65,10 +60,9 @@ class Replay(nn.Module):
         self.collator: Any = None
         self.generator = torch.Generator().manual_seed(params.seed)
 
-    def fill(self, previous: Any) -> None:
+    def fill(self, previous: PreviousTask) -> None:
         """Keep ``buffer_size`` rows of the previous task's train features."""
-        keep = buffer_rows(len(previous.train), self.params.buffer_size, self.params.seed)
-        self.rows = [previous.train[i] for i in keep]
+        self.rows = previous.train_rows(self.params.buffer_size, self.params.seed)
         self.collator = previous.collator
 
     def draw(self, k: int) -> dict[str, torch.Tensor]:

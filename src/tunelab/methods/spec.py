@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,11 @@ class PreviousTask:
     test: Any
     examples: Mapping[str, Any]
     collator: Any
+
+    def train_rows(self, size: int, seed: int) -> list[dict[str, Any]]:
+        """``size`` feature rows of the train split (all, if fewer), chosen by ``seed``, in row order."""
+        n = len(self.train)
+        return [self.train[i] for i in sorted(random.Random(seed).sample(range(n), min(size, n)))]
 
 
 def previous_task(adapted: Adapted, method: str) -> PreviousTask:
