@@ -95,7 +95,7 @@ def markdown(result: dict[str, Any], prov: dict[str, Any]) -> str:
         "",
         f"A before B (A's own run): test accuracy {a['test']['accuracy']:.3f}; run {_cost(result['A'])}.",
         "",
-        "| B trained with | A test acc. after B (A's labels) | drop vs before "
+        "| B trained with | A test acc. after B (A's labels) | change vs before "
         "| A test acc. after B (all 7 labels) | B test accuracy | B test macro-F1 | B run |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -118,7 +118,7 @@ def main() -> None:
         "--runs", type=Path, default=OUT / "continual", help="run dirs (finished ones reused)"
     )
     parser.add_argument(
-        "--ewc-strength", type=float, nargs="+", default=[1000.0], help="one EWC row per strength"
+        "--ewc-strength", type=float, nargs="+", default=[10000.0], help="one EWC row per strength"
     )
     args = parser.parse_args()
     os.chdir(ROOT)  # the examples' data paths are relative to the repository

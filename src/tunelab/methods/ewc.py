@@ -40,7 +40,7 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strength: float = Field(1000.0, ge=0, description="lambda: weight of the penalty lambda/2·ΣF(θ−θ_A)².")
+    strength: float = Field(10000.0, ge=0, description="lambda: weight of the penalty lambda/2·ΣF(θ−θ_A)².")
     fisher_samples: int = Field(
         500, gt=0, description="Previous-task train rows the Fisher is estimated on (all, if fewer)."
     )
