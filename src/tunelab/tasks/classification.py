@@ -8,6 +8,7 @@ weight labels (``class_weights``) for skewed data; the weights reach every metho
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -367,6 +368,9 @@ def classification_response(model: str, predictions: Sequence[dict[str, Any]]) -
     return ClassificationResponse(model=model, predictions=out)
 
 
+# labels + probabilities for a text: also served by the few-/zero-shot tasks, which do not explain
+LABEL_SCHEMA = ServeSchema(TextsRequest, text_records, ClassificationResponse, classification_response)
+
 TASK = TaskSpec(
     name="classification",
     params=Params,
@@ -385,9 +389,7 @@ TASK = TaskSpec(
     model_config=model_config,
     few_shot=True,
     augmentable=True,
-    serve_schema=ServeSchema(
-        ClassificationRequest, text_records, ClassificationResponse, classification_response
-    ),
+    serve_schema=dataclasses.replace(LABEL_SCHEMA, request=ClassificationRequest),
     hf_architecture="ForSequenceClassification",
     pipeline_tag="text-classification",
     explain_input=explain_input,
