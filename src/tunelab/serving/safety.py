@@ -75,12 +75,20 @@ class SafetyGate:
         return verdicts
 
 
-def load_gate(settings: SafetySettings, device: str = "cpu") -> SafetyGate:
+def load_gate(settings: SafetySettings, mute_model: str | None = None, device: str = "cpu") -> SafetyGate:
     """Load ``settings.run`` and check it can judge: a classification run with every block label.
 
+    ``mute_model`` names a served model that generates nothing: it has no reply to judge, so a gate
+    on it is a mistake in the settings.
+
     Raises:
-        ConfigError: naming ``safety.run`` or ``safety.block_labels``, before the server starts.
+        ConfigError: naming ``safety``, ``safety.run`` or ``safety.block_labels``, before the server starts.
     """
+    if mute_model is not None:
+        raise ConfigError(
+            f"safety: {mute_model} generates no replies to judge; serve a generating model or an assistant "
+            "with a generator_run, or drop the safety settings"
+        )
     try:
         run = classification_run(load_artifact(settings.run, device), "safety.run")
     except ConfigError:
