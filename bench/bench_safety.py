@@ -5,7 +5,7 @@
 tunelab ships no harmful-output data set, so this measures the gate under a stand-in policy: a
 customer-service brand rule "never send a negative-toned reply", judged by the Rotten Tomatoes
 sentiment run of ``examples/sentiment.yaml`` (label ``negative`` blocks; the settings of
-``examples/apps/customer_service/brand_safety_app.yaml``). The candidate replies are RT test
+``examples/apps/customer_service/brand_safety_gate.yaml``). The candidate replies are RT test
 snippets (never trained on), half negative and half positive, drawn with seed 0; they stand in
 for generated replies, so what is measured is the gate, not a generator.
 
@@ -41,7 +41,7 @@ from harness import ROOT
 
 OUT = harness.OUT / "safety"
 EXAMPLE = ROOT / "examples" / "sentiment.yaml"
-GATE = ROOT / "examples" / "apps" / "customer_service" / "brand_safety_app.yaml"
+GATE = ROOT / "examples" / "apps" / "customer_service" / "brand_safety_gate.yaml"
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
 BATCH = 16
 # The baseline's list: common negative review/complaint words, written for this bench (not tuned on
@@ -214,7 +214,7 @@ def markdown(result: dict[str, Any], prov: dict[str, Any]) -> str:
         "positive; seed 0) standing in for generated replies; tunelab ships no harmful-output data, so "
         "the sentiment run (`examples/sentiment.yaml`, MiniLM, 4,000 training rows; test accuracy "
         f"{result['run']['test']['accuracy']:.3f}) stands in for a harm classifier and `negative` "
-        "blocks (`examples/apps/customer_service/brand_safety_app.yaml`). recall = share of negative "
+        "blocks (`examples/apps/customer_service/brand_safety_gate.yaml`). recall = share of negative "
         "replies blocked; false blocks = share of positive replies blocked. Latency: the gate's "
         "`judge()` (what the server runs in its model thread), fp32, 1 torch thread; at most "
         f"{result['max_windows']} window(s) per reply. Keyword list: {result['keyword_words']} negative "

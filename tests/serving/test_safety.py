@@ -176,7 +176,7 @@ def test_workers_receive_the_safety_settings(run: Path, monkeypatch: pytest.Monk
 
 def test_brand_safety_example_validates(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(ROOT)
-    example = ROOT / "examples" / "apps" / "customer_service" / "brand_safety_app.yaml"
+    example = ROOT / "examples" / "apps" / "customer_service" / "brand_safety_gate.yaml"
     settings = load_settings(model_dir="runs/sft-smollm2", safety=read_yaml(example, "safety settings"))
     assert settings.safety is not None
     assert settings.safety.block_labels == ["negative"]
