@@ -44,15 +44,15 @@ def label_suggest(
 
         check_out(out)
         art = load_artifact(run)
-        found = suggest(art, pool, k, strategy, batch_size)
+        rows = suggest(art, pool, k, strategy, batch_size)
         if out is not None:
-            write_suggestions(found.rows, out)
+            write_suggestions(rows, out)
     except TunelabError as exc:
         fail(exc)
     if out is not None:
-        logger.info("%d suggested rows in %s", len(found.rows), out)
+        logger.info("%d suggested rows in %s", len(rows), out)
         return
-    _print_table(found.rows, art.columns.text)
+    _print_table(rows, art.columns.text)
 
 
 def _print_table(rows: list[dict[str, Any]], text_column: str) -> None:

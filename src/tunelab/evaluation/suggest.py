@@ -16,7 +16,6 @@ import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,15 +38,6 @@ SCORE, PREDICTED = "score", "predicted_label"  # columns added to each suggested
 EMBEDDING = "embedding"  # the sentence-embedding output the coreset strategy adds to a prediction
 OUT_SUFFIXES = (".csv", ".jsonl")
 SPLIT_FILES = ("train_file", "dev_file", "test_file")
-
-
-@dataclass(frozen=True)
-class Suggestions:
-    """The suggested rows, best first, and how the pool was cut down to the rows they were chosen from."""
-
-    rows: list[dict[str, Any]]
-    pool_rows: int  # rows the pool file holds
-    excluded: int  # of those, rows of the run's labelled splits
 
 
 def check_out(out: Path | None) -> None:
@@ -136,13 +126,13 @@ def _embeddings(predictions: Sequence[Mapping[str, Any]]) -> torch.Tensor:
     return torch.from_numpy(np.stack([p[EMBEDDING] for p in predictions]))
 
 
-def suggest(art: Artifact, pool: Path, k: int, strategy: str, batch_size: int = 64) -> Suggestions:
-    """The ``k`` pool rows ``strategy`` ranks first (all of them when the pool has fewer), best first.
+def suggest(art: Artifact, pool: Path, k: int, strategy: str, batch_size: int = 64) -> list[dict[str, Any]]:
+    """The ``k`` pool rows ``strategy`` ranks first (all when fewer are left), best first, pre-annotated.
 
     Raises:
         ConfigError: an unknown strategy.
         DataError: a bad pool row (``file:line``, every one at once), or no row left once the run's
-            training rows are left out.
+            labelled rows are left out.
         TunelabError: a run whose task has no one label per row, or whose outputs the strategy cannot use.
     """
     if strategy not in STRATEGIES:
@@ -181,7 +171,7 @@ def suggest(art: Artifact, pool: Path, k: int, strategy: str, batch_size: int = 
         predictions = predict_records(art, records, batch_size)
         probs = _probabilities(predictions, art.labels, strategy)
         picks, scores = uncertainty_picks(cast(Strategy, strategy), probs, k)
-    rows = [
+    return [
         {
             **{name: values[keep[i]] for name, values in table.columns.items()},
             SCORE: float(score),
@@ -189,7 +179,6 @@ def suggest(art: Artifact, pool: Path, k: int, strategy: str, batch_size: int = 
         }
         for i, score in zip(picks.tolist(), scores.tolist(), strict=True)
     ]
-    return Suggestions(rows=rows, pool_rows=len(examples), excluded=len(examples) - len(keep))
 
 
 def write_suggestions(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
