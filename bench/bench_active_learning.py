@@ -11,8 +11,9 @@ unlabelled pool rows with a seeded RNG. Every strategy starts from the same roun
 
 Each training run takes max(MIN_STEPS, EPOCHS x rows / batch) optimizer steps, so every strategy gets
 the same compute at the same label count; dev is the labelled set itself (no labels beyond the counted
-ones), scored once at the end, so ``best/`` is the last model. Sizes fit ~20 minutes on a shared 2-core
-machine (one torch thread, the datasets in parallel processes): ``SIZES``.
+ones), scored once at the end, so ``best/`` is the last model. The datasets run side by side, one
+process each, one torch thread. ``SIZES`` is the full simulation; ``--small`` (the recorded run) took
+47 (RT) and 56 (BBC) minutes on a 2-core machine that other jobs kept busy (1.7 other cores).
 
     python bench/bench_active_learning.py   # RESULTS.md's section and docs/img/active-learning.png
 """
@@ -24,7 +25,6 @@ import csv
 import json
 import math
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -42,7 +42,7 @@ SIZES: dict[str, dict[str, int]] = {
     "rt": {"pool": 1000, "test": 500, "k": 8, "n": 32, "rounds": 4, "max_length": 64},
     "bbc": {"pool": 1000, "test": 500, "k": 8, "n": 32, "rounds": 4, "max_length": 128},
 }
-SMALL: dict[str, dict[str, int]] = {  # --small: what a busy shared machine affords in ~20 minutes
+SMALL: dict[str, dict[str, int]] = {  # --small: the sizes a busy shared machine affords
     "rt": {"pool": 500, "test": 300, "rounds": 3},
     "bbc": {"pool": 400, "test": 200, "rounds": 3, "max_length": 64},
 }
@@ -184,46 +184,10 @@ def worker(dataset: str, a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def from_log(dataset: str, a: argparse.Namespace) -> dict[str, Any]:
-    """A stopped worker's finished rounds, read back from its log (``--collect``).
-
-    Round 0 is the first training's metrics table (test column); later rounds are the worker's
-    ``<dataset> <strategy> round <r>: <n> labels, acc <x>`` lines. Strategies end where the worker stopped.
-    """
-    text = (harness.OUT / "active_learning" / f"{dataset}.log").read_text(encoding="utf-8", errors="replace")
-
-    def first(name: str) -> list[str]:
-        found = re.search(rf"│ {name} +│ +([0-9.]+) │ +([0-9.]+) │", text)
-        assert found is not None, f"{dataset}.log has no round-0 {name}"
-        return [found.group(1), found.group(2)]
-
-    start = {"labels": int(float(first("n_examples")[0])), "accuracy": float(first("accuracy")[1])}
-    curves: dict[str, list[dict[str, Any]]] = {}
-    pattern = rf"^{dataset} (\w+) round (\d+): (\d+) labels, acc ([0-9.]+)$"
-    for strategy, _, labels, accuracy in re.findall(pattern, text, flags=re.M):
-        curve = curves.setdefault(strategy, [start])
-        curve.append({"labels": int(labels), "accuracy": float(accuracy), "pick_s": float("nan")})
-    majority = float(first("majority_baseline_accuracy")[1])
-    size = sizes(dataset, a.small)
-    return {"dataset": dataset, "sizes": size, "curves": curves, "majority": majority, "stopped": True}
-
-
 def mean_gain(curve: list[dict[str, Any]], random_curve: list[dict[str, Any]]) -> float:
     """Mean accuracy difference to random over the rounds after round 0 (same label counts)."""
-    diffs = [c["accuracy"] - r["accuracy"] for c, r in zip(curve[1:], random_curve[1:], strict=False)]
-    return sum(diffs) / len(diffs) if diffs else float("nan")
-
-
-def run_note(result: dict[str, Any]) -> str:
-    """How the dataset's worker ended: its measures, or how ``--collect`` recovered its rounds."""
-    if result.get("stopped"):
-        return "**stopped at the deadline**: the rounds its worker finished, read from its log (`--collect`)"
-    if "peak_rss_mb" not in result:
-        return "every round finished (read back with `--collect`: wall time and RSS not recorded)"
-    return (
-        f"peak RSS {result['peak_rss_mb']:.0f} MB, wall {result['wall_s'] / 60:.1f} min, "
-        f"other cores {result['foreign_cores']:.2f}"
-    )
+    diffs = [c["accuracy"] - r["accuracy"] for c, r in zip(curve[1:], random_curve[1:], strict=True)]
+    return sum(diffs) / len(diffs)
 
 
 def render(results: list[dict[str, Any]], prov: dict[str, Any], code_after: dict[str, Any]) -> str:
@@ -240,23 +204,23 @@ def render(results: list[dict[str, Any]], prov: dict[str, Any], code_after: dict
     ]
     for result in results:
         size, curves = result["sizes"], result["curves"]
-        counts = [str(point["labels"]) for point in max(curves.values(), key=len)]
+        counts = [str(point["labels"]) for point in next(iter(curves.values()))]
         lines += [
             f"**{result['dataset']}**: pool {size['pool']}, test {size['test']} "
             f"(majority {result['majority']:.3f}), "
             f"start {size['k']} per label, +{size['n']} per round, {size['rounds']} rounds, "
-            f"texts cut to {size['max_length']} tokens, " + run_note(result),
+            f"texts cut to {size['max_length']} tokens, peak RSS {result['peak_rss_mb']:.0f} MB, "
+            f"wall {result['wall_s'] / 60:.1f} min, other cores {result['foreign_cores']:.2f}",
             "",
             f"| strategy | {' | '.join(f'{n} labels' for n in counts)} "
             "| mean gain vs random | pick s / round |",
             "|---|" + "---:|" * (len(counts) + 2),
         ]
         for strategy, curve in curves.items():
-            pick = [point["pick_s"] for point in curve[1:] if not math.isnan(point["pick_s"])]
+            pick = [point["pick_s"] for point in curve[1:]]
             gain = f"{mean_gain(curve, curves['random']):+.3f}" if "random" in curves else "-"
-            cells = [format(p["accuracy"], ".3f") for p in curve] + ["-"] * (len(counts) - len(curve))
-            pick_cell = f"{sum(pick) / len(pick):.0f}" if pick else "-"
-            lines.append(f"| {strategy} | {' | '.join(cells)} | {gain} | {pick_cell} |")
+            cells = " | ".join(format(p["accuracy"], ".3f") for p in curve)
+            lines.append(f"| {strategy} | {cells} | {gain} | {sum(pick) / len(pick):.0f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -301,9 +265,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-root", type=Path, default=ROOT / "data")
     parser.add_argument("--out", type=Path, default=harness.OUT / "active_learning.json")
-    parser.add_argument(
-        "--collect", action="store_true", help="write the section from the workers' logs (a stopped run)"
-    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     a = parser.parse_args()
     a.strategies = a.strategies.split(",")
@@ -320,20 +281,8 @@ def main() -> None:
         return harness.run_worker(cmd, harness.OUT / "active_learning" / f"{dataset}.log", dataset, env=env)
 
     datasets = a.datasets.split(",")
-    if a.collect:
-        done = harness.OUT / "active_learning"
-        results = [
-            json.loads((done / f"{d}.out.json").read_text().strip().splitlines()[-1])
-            if (done / f"{d}.out.json").is_file() and (done / f"{d}.out.json").read_text().strip()
-            else from_log(d, a)
-            for d in datasets
-        ]
-        prov["command"] = harness.command_line(
-            [*args[: args.index("--collect")], *args[args.index("--collect") + 1 :]]
-        )
-    else:
-        with ThreadPoolExecutor(max_workers=len(datasets)) as pool:  # one process per dataset, side by side
-            results = list(pool.map(run, datasets))
+    with ThreadPoolExecutor(max_workers=len(datasets)) as pool:  # one process per dataset, side by side
+        results = list(pool.map(run, datasets))
     a.out.write_text(json.dumps(results, indent=2))
     harness.write_section("active-learning", render(results, prov, harness.source_state(with_files=True)))
     plot(results, PNG)
