@@ -62,11 +62,23 @@ def save_teacher(tiny_backbone_dir: Path, tmp_path: Path, task: str) -> Path:
     return tmp_path / "teacher"
 
 
+def with_unlabeled(methods: list[dict[str, Any]], train_file: str) -> list[dict[str, Any]]:
+    """``methods`` with the UNLABELED placeholder of a self-training entry replaced by ``train_file``."""
+    return [
+        {**m, "params": {**m["params"], "unlabeled_file": train_file}}
+        if m.get("params", {}).get("unlabeled_file")
+        else m
+        for m in methods
+    ]
+
+
 def toy_config(
     tiny_backbone_dir: Path, tmp_path: Path, task: str, method: str, teacher: Path | None = None, **train: Any
 ) -> Any:
+    sections = TOY_TASKS[task](tmp_path)
     methods = toy_methods(method) if teacher is None else with_teacher(toy_methods(method), teacher)
-    return toy_run_config(tiny_backbone_dir, TOY_TASKS[task](tmp_path), methods, tmp_path / "run", **train)
+    methods = with_unlabeled(methods, sections["data"]["train_file"])
+    return toy_run_config(tiny_backbone_dir, sections, methods, tmp_path / "run", **train)
 
 
 def test_declared_incompatibilities():
