@@ -15,6 +15,10 @@ full-data run takes ``EPOCHS_FULL`` epochs of its rows. train s is the loop's wa
 share of unlabelled rows whose pseudo-label passed the threshold (after the warm start).
 
     flock -x /tmp/tunelab-cpu.lock python bench/bench_self_train.py --seeds 1,2
+
+On a shared machine the rows can run at once (``--parallel N``), and an invocation that was stopped
+leaves each finished worker's result beside its log; ``--reuse`` takes those instead of running the
+row again, ``--collect`` renders only them (their process measures then read n/r).
 """
 
 from __future__ import annotations
@@ -152,15 +156,25 @@ def worker(row: str, seed: int, files: dict[str, str], a: argparse.Namespace) ->
     }
 
 
+def _figure(value: float | None, spec: str) -> str:
+    """A process measure, or "n/r" for a row reused from an earlier invocation (not recorded)."""
+    return "n/r" if value is None else format(value, spec)
+
+
 def render(results: list[dict[str, Any]], prov: dict[str, Any], a: argparse.Namespace) -> str:
     """The RESULTS section: per-seed rows and the mean of each row kind."""
     lines = [
         *harness.provenance_lines(prov, harness.source_state(with_files=True)),
         f"- {harness.CONTENTION_NOTE}"
-        + (
-            f"; {a.parallel} workers ran at once, so they include the sibling workers"
-            if a.parallel > 1
-            else ""
+        + (f"; {a.parallel} workers ran at once, each counts the others" if a.parallel > 1 else ""),
+        *(
+            [
+                "- n/r: the row's worker finished under an earlier invocation of this script (`--reuse` / "
+                "`--collect` took its result); its peak RSS and the other cores meanwhile were not recorded, "
+                "train s is the worker's own (the loop's wall time)"
+            ]
+            if any(r["peak_rss_mb"] is None for r in results)
+            else []
         ),
         "",
         f"Rotten Tomatoes, MiniLM (full fine-tune, lr 1e-4, batch {BATCH}, max_length {MAX_LENGTH}), final "
@@ -168,8 +182,14 @@ def render(results: list[dict[str, Any]], prov: dict[str, Any], a: argparse.Name
         f"with the seed from train.csv; unlabelled pool = {a.pool} other train rows (labels dropped); "
         f"full-data = those 200 + the pool with gold labels (capped at {a.pool + 2 * LABELLED} rows). "
         f"200-row runs: {EPOCHS_200} epochs; full-data: {EPOCHS_FULL}. self_train params: "
-        f"`{json.dumps(SELF_TRAIN)}`; +eda adds `consistency` (EDA swap/delete/insert, alpha 0.1) to the "
-        "student's view. kept = share of unlabelled rows above the threshold, mean over logged steps.",
+        f"`{json.dumps(SELF_TRAIN)}`"
+        + (
+            "; +eda adds `consistency` (EDA swap/delete/insert, alpha 0.1) to the student's view"
+            if any(r["row"] == "self-train+eda" for r in results)
+            else ""
+        )
+        + ". kept = share of unlabelled rows above the threshold, mean over the logged steps after the "
+        "warm start.",
         "",
         "| row | seed | labelled rows | test accuracy | test macro-F1 | steps | kept | train s | "
         "peak RSS (MB) | other cores |",
@@ -179,8 +199,8 @@ def render(results: list[dict[str, Any]], prov: dict[str, Any], a: argparse.Name
         kept = f"{r['kept']:.2f}" if r["kept"] is not None else "-"
         lines.append(
             f"| {r['row']} | {r['seed']} | {r['n_train']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} "
-            f"| {r['steps']} | {kept} | {r['train_s']:.0f} | {r['peak_rss_mb']:.0f} "
-            f"| {r['foreign_cores']:.2f} |"
+            f"| {r['steps']} | {kept} | {r['train_s']:.0f} | {_figure(r['peak_rss_mb'], '.0f')} "
+            f"| {_figure(r['foreign_cores'], '.2f')} |"
         )
     for row in dict.fromkeys(r["row"] for r in results):
         mine = [r for r in results if r["row"] == row]
@@ -199,11 +219,24 @@ def main() -> None:
     )
     parser.add_argument("--seeds", default="1,2", help="comma-separated seeds")
     parser.add_argument("--rows", default="supervised-200,self-train,full-data", help="comma-separated rows")
+    parser.add_argument(
+        "--full-seeds",
+        type=lambda text: {int(x) for x in text.split(",")},
+        help="seeds of the full-data row (default: every seed)",
+    )
     parser.add_argument("--pool", type=int, default=3000, help="unlabelled rows")
     parser.add_argument("--test", type=int, default=1000, help="test rows scored")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parallel", type=int, default=1, help="workers run at once (each --threads)")
     parser.add_argument("--data-dir", type=Path, default=OUT / "data")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take rows whose worker already finished (its .out.json) as they are",
+    )
+    parser.add_argument(
+        "--collect", action="store_true", help="render the rows whose worker already finished; run nothing"
+    )
     parser.add_argument("--no-write", action="store_true", help="print the section, leave RESULTS.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     a = parser.parse_args()
@@ -216,18 +249,28 @@ def main() -> None:
     if not (a.data_dir / "train.csv").is_file():
         prepare_dataset("rotten-tomatoes", a.data_dir)
     prov = harness.provenance(threads=a.threads, with_files=True)
-    args = [x for x in sys.argv[1:] if x != "--no-write"]
+    args = [x for x in sys.argv[1:] if x not in ("--no-write", "--reuse", "--collect")]
     jobs = []
     for seed in (int(s) for s in a.seeds.split(",")):
         files = {k: str(v) for k, v in split_files(a.data_dir, seed, a.pool).items()}
-        jobs += [(row, seed, files) for row in a.rows.split(",")]
+        rows = [
+            r for r in a.rows.split(",") if r != "full-data" or a.full_seeds is None or seed in a.full_seeds
+        ]
+        jobs += [(row, seed, files) for row in rows]
 
-    def measured(job: tuple[str, int, dict[str, str]]) -> dict[str, Any]:
+    def measured(job: tuple[str, int, dict[str, str]]) -> dict[str, Any] | None:
         row, seed, files = job
+        log = OUT / f"{row}-s{seed}.log"
+        done = log.with_suffix(".out.json")
+        if (a.reuse or a.collect) and done.is_file() and done.read_text(encoding="utf-8").strip():
+            # a worker of an earlier invocation that finished: its own figures, no process measures
+            lines = done.read_text(encoding="utf-8").strip().splitlines()
+            unmeasured = {"wall_s": None, "peak_rss_mb": None, "foreign_cores": None}
+            return {"row": row, "seed": seed} | json.loads(lines[-1]) | unmeasured
+        if a.collect:
+            return None
         cmd = [sys.executable, __file__, *args, "--worker", json.dumps([row, seed, files])]
-        result = {"row": row, "seed": seed} | harness.run_worker(
-            cmd, OUT / f"{row}-s{seed}.log", f"{row} {seed}"
-        )
+        result = {"row": row, "seed": seed} | harness.run_worker(cmd, log, f"{row} {seed}")
         print(
             f"{row} seed {seed}: accuracy {result['accuracy']:.3f} ({result['wall_s']:.0f} s)",
             file=sys.stderr,
@@ -235,7 +278,7 @@ def main() -> None:
         return result
 
     with ThreadPoolExecutor(a.parallel) as pool:
-        results = list(pool.map(measured, jobs))
+        results = [r for r in pool.map(measured, jobs) if r is not None]
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     markdown = render(results, prov, a)
     if not a.no_write:

@@ -128,6 +128,21 @@ def test_teacher_is_refreshed_on_its_schedule(tiny_backbone_dir, unlabeled):
     assert not teacher_weight.requires_grad
 
 
+def test_unlabeled_rows_are_read_with_the_runs_columns(tmp_path):
+    """The label column is ignored (any value, or none); an empty text is reported as file:line."""
+    rows = [("a fine film", "not-a-label"), ("dull", "")]
+    table = write_csv(tmp_path / "u.csv", rows, header=("review", "label"))
+    assert load_inputs(table, Columns("review", "label")) == {"text": ["a fine film", "dull"]}
+    pairs = write_csv(tmp_path / "p.csv", [("q one", "a one"), ("q two", "a two")], header=("q", "a"))
+    assert load_inputs(pairs, Columns("q", None, "a")) == {
+        "text": ["q one", "q two"],
+        "text_pair": ["a one", "a two"],
+    }
+    bad = write_csv(tmp_path / "bad.csv", [("fine", "x"), ("", "y")])
+    with pytest.raises(DataError, match=r"bad\.csv:3"):
+        load_inputs(bad, Columns("text"))
+
+
 def test_unlabeled_file_errors_name_the_file(tiny_backbone_dir, tmp_path):
     model = tiny_model(tiny_backbone_dir, LABELS)
     with pytest.raises(DataError, match="missing.csv"):
@@ -197,7 +212,13 @@ def test_learns_the_toy_task_with_an_unlabeled_pool(make_config, tmp_path):
     plan = resolve(cfg)
     result, inputs = _run(cfg)
     metrics = evaluate(
-        inputs.adapted.model, plan.task, inputs.dev, inputs.collator, inputs.labels, 16, params=inputs.task_params
+        inputs.adapted.model,
+        plan.task,
+        inputs.dev,
+        inputs.collator,
+        inputs.labels,
+        16,
+        params=inputs.task_params,
     )
     assert metrics["accuracy"] >= 0.8
     assert result.losses[max(result.losses)] < result.losses[min(result.losses)]

@@ -18,6 +18,11 @@ confident rows pulls little. It is unweighted cross-entropy (class weights and l
 the labelled loss). Multi-label heads keep each (row, label) whose sigmoid is far enough from 0.5.
 Written by hand: no library in the stack trains with pseudo-labels inside a custom step.
 
+Measured (bench/RESULTS.md, "Self-training": RT, MiniLM, 200 labelled + 3,000 unlabelled rows, one
+seed): the defaults with ``rounds: 3`` did not beat the 200 labelled rows alone (test accuracy 0.701 vs
+0.718; full data 0.801); the teacher, over-confident after 200 rows, kept most unlabelled rows at 0.9.
+The defaults are FixMatch-style starting points, not a tuned setting.
+
 With several processes every rank draws the same unlabelled rows (each rank's labelled rows differ):
 correct, but the unlabelled rows per step do not grow with the process count.
 """
