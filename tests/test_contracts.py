@@ -137,3 +137,13 @@ def test_no_task_or_method_name_is_compared_outside_its_own_module():
                 if name in owners and path not in owners[name]
             ]
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_explaining_tasks_accept_explain_at_predict(name: str) -> None:
+    """A task that explains (``explain_input``) takes ``explain`` in its /v1/predict body, and only such."""
+    from tunelab.tasks.schemas import ExplainOptions
+
+    task = TASKS.get(name)
+    takes = task.serve_schema is not None and issubclass(task.serve_schema.request, ExplainOptions)
+    assert takes == (task.explain_input is not None)

@@ -37,12 +37,27 @@ def field_errors(exc: ConfigError) -> list[dict[str, str]]:
     return out
 
 
+def example_names(examples: Path) -> list[str]:
+    """The run configs below ``examples`` as ``/``-separated relative names, app settings excluded.
+
+    Recipes keep their run configs in sub-directories (``apps/recommend/recommend.yaml``); their
+    ``*_app.yaml`` files configure an application, not a training run, so they cannot start one.
+    """
+    return sorted(
+        p.relative_to(examples).as_posix()
+        for p in examples.rglob("*.yaml")
+        if not p.name.endswith("_app.yaml") and p.is_file() and not p.is_symlink()
+    )
+
+
 def example_path(examples: Path, example: str) -> Path:
-    """The example config named ``example`` (a file directly in ``examples``), or ConfigError."""
-    path = examples / example
-    if "/" in example or "\\" in example or not example.endswith(".yaml") or not path.is_file():
+    """The example config named ``example`` (one of :func:`example_names`), or ConfigError.
+
+    Only listed names are accepted, so no ``..``, absolute path or symlink can leave ``examples``.
+    """
+    if example not in example_names(examples):
         raise ConfigError(f"example: no example config {example!r} in {examples}")
-    return path
+    return examples / example
 
 
 def check_start(

@@ -7,6 +7,7 @@ processes each calling :func:`app_from_env` (``uvicorn --factory``). The lifespa
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -61,6 +62,9 @@ def _model_queues(ctx: Context, executor: Executor) -> dict[str, ModelQueue[Any,
     queues: dict[str, ModelQueue[Any, Any]] = {}
     if predictor.schema is not None:
         queues["predict"] = batcher("predict", predictor.predict, settings.max_batch_size)
+    if predictor.explains:
+        explain = functools.partial(predictor.explain, steps=settings.explain_steps)
+        queues["explain"] = batcher("explain", explain, settings.max_explain_items)
     if predictor.assistant is not None:
         queues["assist"] = batcher("assist", predictor.assist, settings.max_batch_size)
     if predictor.encoder is not None:

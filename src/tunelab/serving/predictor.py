@@ -35,6 +35,7 @@ from tunelab.apps.assistant import Assistant, Decision, load_assistant, load_set
 from tunelab.errors import ConfigError, ServingError, TunelabError
 from tunelab.inference.artifact import Artifact, load_artifact, plain_hf_task
 from tunelab.inference.continuous import ContinuousDecoder, supports
+from tunelab.inference.explain import explain_one, explain_refusal
 from tunelab.inference.generate import Generation, GenerationJob, cut_at_stop, generate
 from tunelab.inference.predict import predict_records
 from tunelab.models.adapter import is_peft_model
@@ -44,7 +45,7 @@ from tunelab.models.int8 import is_int8
 from tunelab.models.load import load_causal_lm, load_config, load_encoder, resolve_model
 from tunelab.models.run_info import RUN_FILE, cpu_has_native_bf16
 from tunelab.tasks.causal_lm import chat_prompt
-from tunelab.tasks.schemas import ServeSchema
+from tunelab.tasks.schemas import ExplainOptions, ServeSchema
 
 if TYPE_CHECKING:
     from tunelab.models.protocols import Configured, HasBaseModel
@@ -159,6 +160,33 @@ class Predictor:
             raise RuntimeError(f"{self.model_id} has no task")
         with self.precision():
             return predict_records(self.artifact, records, batch_size=self.sub_batch_size)
+
+    @property
+    def explains(self) -> bool:
+        """Whether ``/v1/predict`` takes ``explain: true`` (the task explains and its request says so)."""
+        art, schema = self.artifact, self.schema
+        if art is None or schema is None or art.task.explain_input is None:
+            return False
+        return issubclass(schema.request, ExplainOptions)
+
+    def explain_refusal(self, method: str) -> str | None:
+        """Why the served model cannot explain with ``method`` (e.g. ig on an int8 model), or None."""
+        return explain_refusal(self.model, method)
+
+    def explain(self, items: Sequence[tuple[dict[str, Any], str]], steps: int) -> list[dict[str, Any]]:
+        """Predictions of one micro-batch of (raw record, explain method), each with its explanations."""
+        if self.artifact is None:
+            raise RuntimeError(f"{self.model_id} has no task")
+        records = [record for record, _ in items]
+        with self.precision():
+            predictions = predict_records(self.artifact, records, batch_size=self.sub_batch_size)
+            return [
+                {
+                    **prediction,
+                    "explanations": explain_one(self.artifact, record, prediction, method, steps=steps),
+                }
+                for (record, method), prediction in zip(items, predictions, strict=True)
+            ]
 
     def assist(self, texts: Sequence[str]) -> list[Decision]:
         """The assistant's decision for each user message of one micro-batch."""

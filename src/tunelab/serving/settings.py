@@ -74,6 +74,15 @@ class ServeSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1, description="Request body limit; beyond it 413.")
     max_batch_items: int = Field(default=64, ge=1, description="Inputs per request; beyond it 422.")
+    max_explain_items: int = Field(
+        default=4,
+        ge=1,
+        description="Inputs per request with explain: true (each costs explain_steps forward and backward "
+        "passes with ig); beyond it 422.",
+    )
+    explain_steps: int = Field(
+        default=32, ge=2, le=512, description="Integrated-gradients interpolation steps per explanation."
+    )
     max_input_tokens: int = Field(
         default=512, ge=1, description="Tokens per input (prompt), counted with the model's tokenizer."
     )
