@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tunelab.config import load_raw, validate_config
+from tunelab.config import NOT_RUN_CONFIGS, load_raw, validate_config
 from tunelab.errors import ConfigError
 from tunelab.training.plan import resolve
 
@@ -40,13 +40,14 @@ def field_errors(exc: ConfigError) -> list[dict[str, str]]:
 def example_names(examples: Path) -> list[str]:
     """The run configs below ``examples`` as ``/``-separated relative names, app settings excluded.
 
-    Recipes keep their run configs in sub-directories (``apps/recommend/recommend.yaml``); their
-    ``*_app.yaml`` files configure an application, not a training run, so they cannot start one.
+    Recipes keep their run configs in sub-directories (``apps/recommend/recommend.yaml``); files
+    named as :data:`~tunelab.config.NOT_RUN_CONFIGS` (app settings, search spaces, safety gates)
+    cannot start a run.
     """
     return sorted(
         p.relative_to(examples).as_posix()
         for p in examples.rglob("*.yaml")
-        if not p.name.endswith("_app.yaml") and p.is_file() and not p.is_symlink()
+        if not p.name.endswith(NOT_RUN_CONFIGS) and p.is_file() and not p.is_symlink()
     )
 
 
