@@ -17,7 +17,7 @@ Hand-written: the penalty sits inside tunelab's one training step and its checkp
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from tunelab.methods.spec import (
     Adapted,
     Backward,
     MethodSpec,
+    RunData,
     StepOutput,
     needs_previous_run,
     previous_task,
@@ -120,7 +121,7 @@ def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Ad
     return Adapted(model=model, companions={"ewc": Consolidation(params)})
 
 
-def prepare(adapted: Adapted, params: Params, features: Any, collator: Any) -> None:
+def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
     """Anchor θ_A (the weights now, before the first step) and estimate F on the previous task's rows."""
     previous = previous_task(adapted, "ewc")
     rows = previous.train_rows(params.fisher_samples, params.seed)

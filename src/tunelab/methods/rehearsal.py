@@ -24,6 +24,7 @@ from tunelab.methods.spec import (
     Backward,
     MethodSpec,
     PreviousTask,
+    RunData,
     StepOutput,
     needs_previous_run,
     previous_task,
@@ -88,7 +89,7 @@ def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Ad
     return Adapted(model=model, companions={"rehearsal": Replay(params)})
 
 
-def prepare(adapted: Adapted, params: Params, features: Any, collator: Any) -> None:
+def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
     """Fill the buffer from the previous task's train split."""
     _replay(adapted).fill(previous_task(adapted, "rehearsal"))
 
