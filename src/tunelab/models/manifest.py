@@ -69,8 +69,11 @@ def tokenizer_sha256(tokenizer: Any) -> str | None:
 
     The files are the ones transformers reads for this tokenizer class (its vocabulary files) plus its
     config, special-tokens map, added tokens and chat template file, those present. None when the
-    tokenizer was not loaded from a directory.
+    tokenizer was not loaded from a directory. An image model's image processor (``load_input_processor``)
+    is hashed from its settings.
     """
+    if not hasattr(tokenizer, "vocab_files_names"):  # an image processor: its settings are all it holds
+        return hashlib.sha256(tokenizer.to_json_string().encode()).hexdigest()
     source = Path(str(tokenizer.name_or_path))
     if not source.is_dir():
         return None
