@@ -24,7 +24,7 @@ from transformers import (
     PretrainedConfig,
 )
 from transformers import logging as hf_logging
-from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
+from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE, PreTrainedTokenizerBase
 from transformers.utils import IMAGE_PROCESSOR_NAME as IMAGE_PROCESSOR_FILE
 
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, shipped_source
@@ -44,6 +44,7 @@ __all__ = [
     "load_seq2seq",
     "load_tokenizer",
     "resolve_model",
+    "takes_text",
 ]
 
 
@@ -98,6 +99,11 @@ def load_input_processor(path: Path, trust_remote_code: bool = False) -> Any:
         _check_config_json(path)
         return AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return load_tokenizer(path, trust_remote_code)
+
+
+def takes_text(processor: Any) -> bool:
+    """Whether an input processor (``load_input_processor``) is a tokenizer, i.e. its model reads text."""
+    return isinstance(processor, PreTrainedTokenizerBase)
 
 
 def load_pretrained(

@@ -22,6 +22,7 @@ from transformers.utils.hub import CHAT_TEMPLATE_FILE
 
 from tunelab.config import DataConfig
 from tunelab.io import sha256_file
+from tunelab.models.load import takes_text
 from tunelab.models.run_info import DataFile, file_digest
 
 _ROWS_PER_BATCH = 1000
@@ -72,7 +73,7 @@ def tokenizer_sha256(tokenizer: Any) -> str | None:
     tokenizer was not loaded from a directory. An image model's image processor (``load_input_processor``)
     is hashed from its settings.
     """
-    if not hasattr(tokenizer, "vocab_files_names"):  # an image processor: its settings are all it holds
+    if not takes_text(tokenizer):  # an image processor: its settings are all it holds
         return hashlib.sha256(tokenizer.to_json_string().encode()).hexdigest()
     source = Path(str(tokenizer.name_or_path))
     if not source.is_dir():

@@ -220,6 +220,28 @@ def image_array(raw: bytes) -> np.ndarray:
         raise ValueError(f"not a readable image file ({type(exc).__name__})") from None
 
 
+def image_file_records(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Prediction records of image files: ``image`` (the file's bytes) and ``source`` (its path)."""
+    records = []
+    for path in paths:
+        try:
+            raw = path.read_bytes()
+            image_array(raw)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+        except ValueError as exc:
+            raise DataError(f"{path}: {exc}") from None
+        records.append({"image": raw, "source": str(path)})
+    return records
+
+
+def idx_records(path: Path) -> list[dict[str, Any]]:
+    """Prediction records of an idx images file: each image as PNG bytes, ``source`` ``file[index]``."""
+    return [
+        {"image": encode_png(image), "source": f"{path}[{i}]"} for i, image in enumerate(read_images(path))
+    ]
+
+
 def decode_image(data: str) -> np.ndarray:
     """A base64-encoded image file -> its uint8 pixels; ValueError (a 422 at the server) if it is none."""
     try:

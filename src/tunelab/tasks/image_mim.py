@@ -12,12 +12,13 @@ processor normalising by the training images' statistics (``models.scratch.init_
 ``best/`` is a plain Hugging Face directory that ``image_classification`` fine-tunes directly (the
 decoder is dropped, a fresh classifier head is added).
 
-``tunelab predict`` reports each image's reconstruction loss under a mask drawn from the evaluation
-seed; the task declares no ``/v1/predict`` schema (a pretraining run is not served).
+``tunelab predict`` and ``/v1/predict`` (base64 images, as ``image_classification``) report each
+image's reconstruction loss under a mask seeded by the image's own bytes.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,16 +32,19 @@ from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData
 from tunelab.errors import ConfigError
 from tunelab.tasks.image_classification import (
+    ImagesRequest,
     ScratchParams,
     from_scratch,
     image_dataset,
+    image_records,
     init_model,
     pixel_values,
     preprocess,
     read_images,
 )
 from tunelab.tasks.image_classification import load_image_data as _load_image_data
-from tunelab.tasks.spec import Predicted, TaskSpec
+from tunelab.tasks.schemas import ServeSchema
+from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec
 
 
 class Params(BaseModel):
@@ -79,12 +83,27 @@ def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str
     return image_dataset(images, None, range(len(images)))
 
 
+def predict_preprocess(batch: Batch, processor: Any, params: Params) -> Features:
+    """Prediction records keep their image and get a mask seed of their own (crc32 of the image's bytes).
+
+    So an image is masked, and scored, the same in any batch: the CLI's and the server's micro-batches.
+    """
+    return {"image": list(batch["image"]), "mask_seed": [zlib.crc32(image) for image in batch["image"]]}
+
+
+def _mask(n: int, patches: int, masked: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(n, patches) bool: ``masked`` random patches per row set."""
+    order = torch.rand(n, patches, generator=generator).argsort(dim=1)
+    return torch.zeros(n, patches, dtype=torch.bool).scatter_(1, order[:, :masked], True)
+
+
 def collator(processor: Any, params: Params, seed: int | None = None) -> Any:
     """``pixel_values`` and a random patch mask ``bool_masked_pos`` (B, patches) per batch.
 
     ``seed=None`` draws from torch's global RNG (which training checkpoints save, so a resumed run
-    masks as the uninterrupted one would); evaluation forks that RNG from a fixed seed. Every image
-    gets exactly round(mask_ratio * patches) masked patches.
+    masks as the uninterrupted one would); evaluation forks that RNG from a fixed seed. Prediction rows
+    (``predict_preprocess``) are masked from their own ``mask_seed``. Every image gets exactly
+    round(mask_ratio * patches) masked patches.
     """
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
@@ -92,9 +111,11 @@ def collator(processor: Any, params: Params, seed: int | None = None) -> Any:
         pixels = torch.from_numpy(pixel_values([r["image"] for r in rows], processor))  # (B, C, H, W)
         patches = (pixels.shape[-2] // params.patch_size) * (pixels.shape[-1] // params.patch_size)
         masked = round(params.mask_ratio * patches)
-        order = torch.rand(len(rows), patches, generator=generator).argsort(dim=1)
-        mask = torch.zeros(len(rows), patches, dtype=torch.bool)
-        mask.scatter_(1, order[:, :masked], True)
+        if "mask_seed" in rows[0]:
+            seeded = [torch.Generator().manual_seed(r["mask_seed"]) for r in rows]
+            mask = torch.cat([_mask(1, patches, masked, g) for g in seeded])
+        else:
+            mask = _mask(len(rows), patches, masked, generator)
         return {"pixel_values": pixels, "bool_masked_pos": mask}
 
     return collate
@@ -147,9 +168,27 @@ def metrics(predicted: Predicted) -> dict[str, Any]:
 
 
 def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
-    """Per image: its reconstruction loss under the evaluation mask."""
+    """Per image: its reconstruction loss under its own mask (``predict_preprocess``)."""
     sums, counts = predicted.arrays["l1_sum"], predicted.arrays["n_pixels"]
     return [{"reconstruction_loss": float(s) / max(float(n), 1.0)} for s, n in zip(sums, counts, strict=True)]
+
+
+class MIMPrediction(BaseModel):
+    """One image's masked-image-modelling score."""
+
+    reconstruction_loss: float = Field(description="Mean L1 error per masked pixel (normalised units).")
+
+
+class MIMResponse(BaseModel):
+    """``/v1/predict`` response of a masked-image model: the model id and one score per image."""
+
+    model: str
+    predictions: list[MIMPrediction] = Field(description="One per input, in input order.")
+
+
+def mim_response(model: str, predictions: Sequence[dict[str, Any]]) -> MIMResponse:
+    """Map image_mim's postprocess output to the response schema."""
+    return MIMResponse(model=model, predictions=[MIMPrediction.model_validate(p) for p in predictions])
 
 
 TASK = TaskSpec(
@@ -172,5 +211,7 @@ TASK = TaskSpec(
     check_model=check_model,
     from_scratch=from_scratch,
     init_model=init_model,
+    predict_preprocess=predict_preprocess,
+    serve_schema=ServeSchema(ImagesRequest, image_records, MIMResponse, mim_response),
     why_no_logits="its model outputs reconstructed pixels, not logits",
 )
