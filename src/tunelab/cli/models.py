@@ -6,6 +6,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -90,7 +91,7 @@ def predict(
         from tunelab.workflows import load_models, prediction_records, shown_record
 
         art = load_models(model_dir, combine)
-        stdin = _stdin() if not text else []
+        stdin: Iterable[str] = _stdin() if not text else []
         records = prediction_records(art, text or [], file, text_column, stdin, tokens, image or [])
         generation = GenerationOptions(max_new_tokens, temperature, top_p, top_k, tuple(stop or ()), seed)
         if stream and art.task.generation_prompt is None:

@@ -64,11 +64,10 @@ def check_compatible(teachers: Sequence[nn.Module], paths: Sequence[Path], stude
                 f"methods.distill.params.teacher: {path} has labels {theirs} but the student has {ours}; "
                 "a teacher must be trained on the same labels in the same order (set task.params.labels)"
             )
-        vocab = [getattr(config, "vocab_size", None) for config in (teacher_config, student_config)]
-        if vocab[0] != vocab[1]:  # image models have none
+        if teacher_config.vocab_size != student_config.vocab_size:
             raise ConfigError(
-                f"methods.distill.params.teacher: {path} has a vocabulary of {vocab[0]} "
-                f"tokens, the student {vocab[1]}; teacher and student must share a tokenizer"
+                f"methods.distill.params.teacher: {path} has a vocabulary of {teacher_config.vocab_size} "
+                f"tokens, the student {student_config.vocab_size}; teacher and student must share a tokenizer"
             )
 
 
