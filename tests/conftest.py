@@ -25,10 +25,12 @@ from typing import Any
 import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-from transformers import BertTokenizerFast
+from transformers import BertForSequenceClassification, BertTokenizerFast
 
 from toy_tasks import save_tiny_bert, toy_rows, write_csv
 from tunelab.config import RunConfig, validate_config
+from tunelab.models.artifact import save_model
+from tunelab.models.run_info import RunInfo
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +103,19 @@ def make_config(
         return validate_config(_merge(raw, sections))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tunelab classification artifact (random head) on the tiny BERT."""
+    out = tmp_path_factory.mktemp("tiny-clf") / "model"
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(
+        tiny_backbone_dir, num_labels=2, id2label={0: "negative", 1: "positive"}
+    )
+    info = RunInfo(task="classification", task_params={"max_length": 32}, labels=["negative", "positive"])
+    save_model(model, BertTokenizerFast.from_pretrained(tiny_backbone_dir), out, info)
+    return out
 
 
 @pytest.fixture(autouse=True)

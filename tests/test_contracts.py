@@ -13,7 +13,7 @@ import pytest
 import tunelab.methods
 import tunelab.tasks
 from toy_tasks import TOY_TASKS
-from tunelab.config import load_config
+from tunelab.config import NOT_RUN_CONFIGS, load_config
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
 from tunelab.training.plan import resolve
@@ -50,16 +50,15 @@ def test_import_layers_hold():
 
 @pytest.mark.parametrize(
     "example",
-    sorted(
-        p for p in (ROOT / "examples").rglob("*.yaml") if not p.name.endswith(("_space.yaml", "_app.yaml"))
-    ),
+    sorted(p for p in (ROOT / "examples").rglob("*.yaml") if not p.name.endswith(NOT_RUN_CONFIGS)),
     ids=lambda p: p.name,
 )
 def test_example_configs_validate(example: Path):
     """Examples fine-tuning another example's output (model ``runs/...``) validate with MiniLM there.
 
-    Search spaces (``*_space.yaml``) and app settings (``examples/apps/*/*_app.yaml``) are not run
-    configs; tests/test_tuning.py and each app's tests validate them.
+    Search spaces (``*_space.yaml``), app settings (``*_app.yaml``) and safety gates (``*_gate.yaml``)
+    are not run configs; tests/test_tuning.py, each app's tests and tests/serving/test_safety.py
+    validate them.
     """
     upstream = load_config(example).model.name_or_path.startswith("runs/")
     plan = resolve(load_config(example, ["--model.name_or_path", "minilm-l6"] if upstream else []))
@@ -137,3 +136,13 @@ def test_no_task_or_method_name_is_compared_outside_its_own_module():
                 if name in owners and path not in owners[name]
             ]
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_explaining_tasks_accept_explain_at_predict(name: str) -> None:
+    """A task that explains (``explain_input``) takes ``explain`` in its /v1/predict body, and only such."""
+    from tunelab.tasks.schemas import ExplainOptions
+
+    task = TASKS.get(name)
+    takes = task.serve_schema is not None and issubclass(task.serve_schema.request, ExplainOptions)
+    assert takes == (task.explain_input is not None)

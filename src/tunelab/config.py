@@ -342,6 +342,13 @@ def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
+NOT_RUN_CONFIGS = ("_space.yaml", "_app.yaml", "_gate.yaml")
+"""Name endings of YAML files that are not run configs: search spaces, app settings, safety gates.
+
+Examples keep them beside the run configs they go with; whatever lists run configs skips them.
+"""
+
+
 def validate_config(raw: dict[str, Any]) -> RunConfig:
     """Validate a raw dict; all problems are reported at once in one ConfigError."""
     try:

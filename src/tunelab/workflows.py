@@ -369,3 +369,32 @@ def prediction_records(
     if not records:
         raise TunelabError("no input: give --text, --file, or lines on stdin")
     return records
+
+
+def explain_text(
+    model_dir: Path,
+    text: str,
+    options: Mapping[str, Any],
+    html: Path | None = None,
+    png: Path | None = None,
+) -> dict[str, Any]:
+    """``text``'s prediction by a saved model and its explanations; the HTML / PNG renderings written.
+
+    ``options`` are ``inference.explain.explain_one``'s keywords (method, target, word, steps). The
+    files are written atomically, so a reader never sees half a page.
+    """
+    from tunelab.evaluation.explanation_view import explanation_html, explanation_png
+    from tunelab.inference.explain import explain_one
+    from tunelab.inference.predict import predict_records
+
+    if not text.strip():
+        raise DataError("--text: blank text; give at least one non-space character")
+    art = load_artifact(model_dir)
+    record = {"text": text}
+    [prediction] = predict_records(art, [record], batch_size=1)
+    explanations = explain_one(art, record, prediction, **options)
+    if html is not None:
+        atomic_write(html, explanation_html(text, explanations))
+    if png is not None:
+        atomic_write(png, explanation_png(explanations))
+    return {"text": text, **prediction, "explanations": explanations}

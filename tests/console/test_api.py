@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tunelab.console.app import check_exposure, create_app
-from tunelab.console.jobs import check_start
+from tunelab.console.jobs import check_start, example_path
 from tunelab.errors import ConfigError, ServingError
 
 KEY = "console-key-0123456789"
@@ -177,6 +177,27 @@ def test_start_validates_by_field_and_refuses_bad_names(
     assert missing["fields"][0]["field"] == "example"
     assert not (runs_root / "new").exists()
     assert not (runs_root.parent / "escape").exists()
+
+
+def test_examples_in_sub_directories_are_listed_and_shown_but_app_settings_and_links_are_not(
+    client: TestClient, examples_dir: Path, tmp_path: Path
+) -> None:
+    recipe = examples_dir / "apps" / "recipe"
+    recipe.mkdir(parents=True)
+    (recipe / "run.yaml").write_text((examples_dir / "toy.yaml").read_text())
+    (recipe / "serve_app.yaml").write_text("runs: {}\n")
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("secret: 1\n")
+    (examples_dir / "linked.yaml").symlink_to(outside)
+    assert client.get("/api/examples").json() == ["apps/recipe/run.yaml", "toy.yaml"]
+    shown = client.get("/api/examples/apps/recipe/run.yaml")
+    assert shown.status_code == 200
+    assert "tiny-bert" in shown.json()["text"]
+    for name in ("apps/recipe/serve_app.yaml", "linked.yaml"):
+        assert client.get(f"/api/examples/{name}").status_code == 422, name
+    for name in ("apps/../toy.yaml", str(examples_dir / "toy.yaml")):  # an HTTP client normalises ".."
+        with pytest.raises(ConfigError, match="example: no example config"):
+            example_path(examples_dir, name)
 
 
 def test_non_loopback_needs_a_key_and_the_api_then_requires_it(runs_root: Path, examples_dir: Path) -> None:

@@ -69,6 +69,7 @@ def test_monitor_replay_alerts_on_the_injected_burst_without_false_alarms(tmp_pa
     }
     (tmp_path / "monitor_app.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
     out = _cli(
+        "apps",
         "monitor-replay",
         tmp_path / "monitor_app.yaml",
         f"--news={bbc / 'test.csv'}",

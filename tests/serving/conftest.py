@@ -11,16 +11,12 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
-    BertForSequenceClassification,
-    BertTokenizerFast,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
 
 from live_server import live_server
-from tunelab.models.artifact import save_model
-from tunelab.models.run_info import RunInfo
 from tunelab.serving.predictor import Predictor, load_predictor
 
 KEY = "test-key-0123456789"
@@ -28,19 +24,6 @@ CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
-
-
-@pytest.fixture(scope="session")
-def classifier_dir(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tunelab classification artifact (random head) on the tiny BERT."""
-    out = tmp_path_factory.mktemp("tiny-clf") / "model"
-    torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained(
-        tiny_backbone_dir, num_labels=2, id2label={0: "negative", 1: "positive"}
-    )
-    info = RunInfo(task="classification", task_params={"max_length": 32}, labels=["negative", "positive"])
-    save_model(model, BertTokenizerFast.from_pretrained(tiny_backbone_dir), out, info)
-    return out
 
 
 @pytest.fixture(scope="session")

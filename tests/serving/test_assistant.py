@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 from served_models import ArtifactCache
 from tunelab.apps.assistant import Assistant, load_assistant, load_settings
@@ -22,7 +23,7 @@ from tunelab.inference.generate import GenerationJob, generate
 from tunelab.inference.predict import predict_records
 from tunelab.serving.app import create_app
 from tunelab.serving.predictor import load_predictor
-from tunelab.serving.settings import ServeSettings
+from tunelab.serving.settings import SafetySettings, ServeSettings
 from tunelab.tasks.causal_lm import chat_prompt
 
 MESSAGE = "the movie was good and lovely"
@@ -168,3 +169,36 @@ def test_swapped_runs_are_refused_naming_the_key(write_settings: Any, runs: dict
     swapped = write_settings("swapped", intent_run=str(runs["answers"]), answers_run=str(runs["intent"]))
     with pytest.raises(ConfigError, match=r"intent_run: .* predicts no label probabilities"):
         load_assistant(load_settings(swapped))
+
+
+def test_safety_gate_judges_generated_replies_only(
+    write_settings: Any, tiny_llama_dir: Path, classifier_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A gate that blocks everything replaces the generator's reply; stored answers are not judged."""
+    monkeypatch.chdir(classifier_dir.parent)  # the gate's run must be inside the working directory
+    safety = SafetySettings(run=Path(classifier_dir.name), block_labels=["negative"], threshold=0.0)
+    for name, score, path in [("gated-gen", 1.0, "generator"), ("gated-answer", -1.0, "answer")]:
+        settings_file = write_settings(name, min_answer_score=score, generator_run=str(tiny_llama_dir))
+        predictor = load_predictor(str(settings_file), safety=safety)
+        app = create_app(
+            ServeSettings(model_dir="a", allow_unauthenticated=True, max_new_tokens=8), predictor
+        )
+        with TestClient(app) as client:
+            body = _chat(client, max_tokens=6, temperature=0).json()
+            checked = [
+                m
+                for m in client.get("/metrics").text.splitlines()
+                if m.startswith("tunelab_safety_checked_total")
+            ]
+        [choice] = body["choices"]
+        assert body["assistant"]["path"] == path
+        if path == "generator":
+            assert (choice["message"]["content"], choice["finish_reason"]) == (
+                safety.refusal,
+                "content_filter",
+            )
+            assert checked == ["tunelab_safety_checked_total 1.0"]
+        else:
+            assert choice["finish_reason"] == "stop"
+            assert choice["content_filter"] is None
+            assert checked == ["tunelab_safety_checked_total 0.0"]

@@ -111,6 +111,46 @@ def predict(
         typer.echo(json.dumps({**shown_record(record), **prediction}, ensure_ascii=False))
 
 
+@app.command()
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="A classification or token_classification model dir.")],
+    text: Annotated[str, typer.Option("--text", help="The text whose prediction is explained.")],
+    method: Annotated[
+        str, typer.Option(help="ig: integrated gradients (signed) | rollout: attention rollout (cheap).")
+    ] = "ig",
+    target: Annotated[
+        str | None, typer.Option(help="Explain this label instead of the predicted one.")
+    ] = None,
+    token: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Token-level tasks: explain the tag of this word (0-based index into the text's words); "
+            "default: each predicted entity's first word.",
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=2, max=512, help="ig: interpolation steps (default 32).")
+    ] = None,
+    html: Annotated[Path | None, typer.Option(help="Also write the coloured text as an HTML page.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Also write a bar chart of word scores as a PNG.")] = None,
+) -> None:
+    """Explain a prediction: per-word attributions of the predicted label (JSON to stdout).
+
+    A word's ig score is its share of the change in the label's probability from an all-padding input
+    (positive: the word raises it); word pieces are summed into words.
+    """
+    setup_logging()
+    try:
+        from tunelab.workflows import explain_text
+
+        options = {"method": method, "target": target, "word": token, **({"steps": steps} if steps else {})}
+        result = explain_text(model_dir, text, options, html, png)
+    except TunelabError as exc:
+        fail(exc)
+    typer.echo(json.dumps(result, ensure_ascii=False))
+
+
 def _log_decode_speed(predictions: list[dict[str, Any]], seconds: float) -> None:
     """One stderr line with the generated tokens per second, when the predictions generated text."""
     tokens = sum(p.get("completion_tokens", 0) for p in predictions)

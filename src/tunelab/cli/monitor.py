@@ -1,4 +1,4 @@
-"""`tunelab monitor` and `tunelab monitor-replay`: the streaming sentiment/topic monitor of issue 20."""
+"""`tunelab monitor` and `tunelab apps monitor-replay`: the streaming sentiment/topic monitor of issue 20."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tunelab.cli.common import app, fail, logger, setup_logging
+from tunelab.cli.common import app, apps_app, fail, logger, setup_logging
 from tunelab.errors import TunelabError
 
 SETTINGS_HELP = "Monitor settings file (examples/apps/monitor/monitor_app.yaml)."
@@ -95,7 +95,7 @@ def monitor(
     typer.echo(json.dumps({"summary": summary.as_dict()}), err=True)
 
 
-@app.command("monitor-replay")
+@apps_app.command("monitor-replay")
 def monitor_replay(
     settings_file: Annotated[Path, typer.Argument(help=SETTINGS_HELP)],
     news: Annotated[Path, typer.Option(help="News CSV (text,label): the stream's texts.")] = Path(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,16 +25,26 @@ def serve(
         int,
         typer.Option(min=1, help="Model processes behind the port, torch threads split between them."),
     ] = 1,
+    safety: Annotated[
+        Path | None,
+        typer.Option(
+            help="Safety gate settings file (YAML: run, block_labels, threshold, refusal) that judges "
+            "every generated reply."
+        ),
+    ] = None,
 ) -> None:
     """Serve a model over HTTP until SIGTERM; other settings from TUNELAB_SERVE_* variables (README)."""
     setup_logging()
     try:
+        from tunelab.io import read_yaml
         from tunelab.log import setup_json_lines
         from tunelab.serving.app import app_from_settings, run
         from tunelab.serving.settings import load_settings
         from tunelab.serving.workers import run_workers
 
-        explicit = {"allow_unauthenticated": True} if no_auth else {}  # else the environment decides
+        explicit: dict[str, object] = {"allow_unauthenticated": True} if no_auth else {}  # else: env
+        if safety is not None:
+            explicit["safety"] = read_yaml(safety, "safety settings")
         settings = load_settings(model_dir=model_dir, host=host, port=port, **explicit)
         if workers > 1:
             run_workers(settings, workers)

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.console import runs
-from tunelab.console.jobs import Jobs, check_start, example_path, field_errors
+from tunelab.console.jobs import Jobs, check_start, example_names, example_path, field_errors
 from tunelab.errors import ConfigError, ServingError
 from tunelab.serving.security import ApiKeyMiddleware, hash_key
 from tunelab.serving.settings import is_loopback
@@ -37,7 +37,7 @@ class StartRequest(BaseModel):
     """A run to start: an example config, its new name and the fields edited on the page."""
 
     model_config = ConfigDict(extra="forbid")
-    example: str = Field(description="File name of an example config in the examples dir.")
+    example: str = Field(description="An example config as /api/examples lists it.")
     name: str = Field(description="Run name: its output dir is <runs root>/<name>.")
     fields: dict[str, str] = Field(default_factory=dict, description="Overrides: key path -> value.")
 
@@ -182,9 +182,9 @@ def _api(root: Path, examples: Path, jobs: Jobs) -> FastAPI:
     @api.get("/examples")
     def list_examples() -> list[str]:
         """The example configs a run can start from."""
-        return sorted(p.name for p in examples.glob("*.yaml"))
+        return example_names(examples)
 
-    @api.get("/examples/{example}")
+    @api.get("/examples/{example:path}")
     def show_example(example: str) -> dict[str, str]:
         """An example config's text, as the form shows it before fields are edited."""
         return {"name": example, "text": example_path(examples, example).read_text(encoding="utf-8")}

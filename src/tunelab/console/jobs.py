@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tunelab.config import load_raw, validate_config
+from tunelab.config import NOT_RUN_CONFIGS, load_raw, validate_config
 from tunelab.errors import ConfigError
 from tunelab.training.plan import resolve
 
@@ -37,12 +37,28 @@ def field_errors(exc: ConfigError) -> list[dict[str, str]]:
     return out
 
 
+def example_names(examples: Path) -> list[str]:
+    """The run configs below ``examples`` as ``/``-separated relative names, app settings excluded.
+
+    Recipes keep their run configs in sub-directories (``apps/recommend/recommend.yaml``); files
+    named as :data:`~tunelab.config.NOT_RUN_CONFIGS` (app settings, search spaces, safety gates)
+    cannot start a run.
+    """
+    return sorted(
+        p.relative_to(examples).as_posix()
+        for p in examples.rglob("*.yaml")
+        if not p.name.endswith(NOT_RUN_CONFIGS) and p.is_file() and not p.is_symlink()
+    )
+
+
 def example_path(examples: Path, example: str) -> Path:
-    """The example config named ``example`` (a file directly in ``examples``), or ConfigError."""
-    path = examples / example
-    if "/" in example or "\\" in example or not example.endswith(".yaml") or not path.is_file():
+    """The example config named ``example`` (one of :func:`example_names`), or ConfigError.
+
+    Only listed names are accepted, so no ``..``, absolute path or symlink can leave ``examples``.
+    """
+    if example not in example_names(examples):
         raise ConfigError(f"example: no example config {example!r} in {examples}")
-    return path
+    return examples / example
 
 
 def check_start(

@@ -8,10 +8,11 @@ safetensors only, ``trust_remote_code`` off unless the run's config turned it on
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import (
@@ -31,8 +32,12 @@ from tunelab.assets.models import MODELS, ModelAsset, cache_dir, shipped_source
 from tunelab.errors import AssetError, CheckpointError
 from tunelab.io import atomic_dir, read_json
 
+if TYPE_CHECKING:
+    from tunelab.models.protocols import SwitchesAttention
+
 __all__ = [
     "build_empty",
+    "eager_attention",
     "label_maps",
     "load_by_architecture",
     "load_causal_lm",
@@ -138,6 +143,28 @@ def load_pretrained(
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` with eager attention inside the block, so ``output_attentions=True`` returns weights.
+
+    transformers' sdpa and flash kernels never materialise the attention probabilities (they return
+    none), and models load with the faster default; switching the loaded model here avoids a second
+    load, and the previous kernel is restored on exit. Only the thread that runs the model may use it.
+
+    Raises:
+        CheckpointError: the model cannot switch its attention (not a transformers model).
+    """
+    previous = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if previous is None or not hasattr(model, "set_attn_implementation"):
+        raise CheckpointError(f"{type(model).__name__} is not a transformers model with attention weights")
+    switching = cast("SwitchesAttention", model)
+    switching.set_attn_implementation("eager")
+    try:
+        yield model
+    finally:
+        switching.set_attn_implementation(previous)
 
 
 def build_empty(model_class: Any, path: Path, labels: Sequence[str] = (), **config: Any) -> torch.nn.Module:

@@ -61,3 +61,13 @@ class Generates(Protocol):
         transformers returns an output object instead.
         """
         ...
+
+
+class SwitchesAttention(Protocol):
+    """A model that can change its attention kernel after loading (``PreTrainedModel``)."""
+
+    config: PretrainedConfig
+
+    def set_attn_implementation(self, attn_implementation: str, /) -> None:
+        """Use ``attn_implementation`` (eager, sdpa...) from the next forward on."""
+        ...

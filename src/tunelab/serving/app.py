@@ -7,6 +7,7 @@ processes each calling :func:`app_from_env` (``uvicorn --factory``). The lifespa
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -61,8 +62,13 @@ def _model_queues(ctx: Context, executor: Executor) -> dict[str, ModelQueue[Any,
     queues: dict[str, ModelQueue[Any, Any]] = {}
     if predictor.schema is not None:
         queues["predict"] = batcher("predict", predictor.predict, settings.max_batch_size)
+    if predictor.explains:
+        explain = functools.partial(predictor.explain, steps=settings.explain_steps)
+        queues["explain"] = batcher("explain", explain, settings.max_explain_items)
     if predictor.assistant is not None:
         queues["assist"] = batcher("assist", predictor.assist, settings.max_batch_size)
+    if predictor.gate is not None:
+        queues["safety"] = batcher("safety", predictor.judge, settings.max_batch_size)
     if predictor.encoder is not None:
         queues["embed"] = batcher(
             "embed", lambda texts: list(predictor.embed(texts)), settings.max_batch_size
@@ -181,7 +187,10 @@ def app_from_settings(settings: ServeSettings, bind_host: str | None) -> FastAPI
 
         torch.set_num_threads(settings.torch_threads)
     predictor = load_predictor(
-        settings.model_dir, precision=settings.precision, sub_batch_size=settings.sub_batch_size
+        settings.model_dir,
+        precision=settings.precision,
+        sub_batch_size=settings.sub_batch_size,
+        safety=settings.safety,
     )
     logger.info(
         "serving %s on %s in %s (precision %s; CPU %s, native bf16 %s)",

@@ -5,6 +5,8 @@ forward and one answer-selection forward (``apps.assistant``). A reply the gener
 (``path: generator``) then joins the generator's continuous decode loop like any chat completion.
 The response is OpenAI's chat completion plus an ``assistant`` field: the intent, the answer score,
 the top stored answers and which path replied. Streaming is refused: a stored answer is one piece.
+With a safety gate, a generated reply is judged before it is sent (``generation.screen``); stored
+answers and the handoff message are the operator's own curated text and are not judged.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from tunelab.apps.assistant import Decision
-from tunelab.serving.generation import chat_job, generation_usage, response_head, run_generation
+from tunelab.serving.generation import (
+    chat_choice,
+    chat_job,
+    generation_usage,
+    response_head,
+    run_generation,
+    screen,
+)
 from tunelab.serving.routes import MODEL_ROUTE_ERRORS, Context
 from tunelab.serving.schemas import (
     AnswerCandidate,
     ApiError,
     AssistantChatResponse,
-    AssistantMessage,
     AssistantRouting,
-    ChatChoice,
     ChatCompletionRequest,
     Usage,
 )
@@ -68,11 +75,10 @@ def add_assistant_route(app: FastAPI, ctx: Context) -> None:
                 ctx.runtime.tokenize, predictor.count_tokens, [decision.reply], False
             )
             usage = Usage(prompt_tokens=n_tokens, completion_tokens=n_reply, total_tokens=n_tokens + n_reply)
-            reply = ChatChoice(message=AssistantMessage(content=decision.reply), finish_reason="stop")
+            reply = chat_choice(decision.reply, "stop")
         else:
-            result = await run_generation(ctx, await chat_job(ctx, body, request))
+            generated = await run_generation(ctx, await chat_job(ctx, body, request))
+            result, flagged = await screen(ctx, generated, request)
             usage = generation_usage(result)
-            reply = ChatChoice(
-                message=AssistantMessage(content=result.text), finish_reason=result.finish_reason
-            )
+            reply = chat_choice(result.text, result.finish_reason, flagged)
         return AssistantChatResponse(**head, choices=[reply], usage=usage, assistant=_routing(decision))

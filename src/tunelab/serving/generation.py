@@ -8,6 +8,11 @@ Either way the same bounded queue, 429, timeout and drain apply. Streaming uses 
 ``tunelab predict --stream``) holds back just enough text that a stop string split across pieces
 never leaks. An encoder-decoder run decodes with its run's options, as ``tunelab predict`` does, so
 a request that sets decoding fields is refused rather than silently decoded otherwise.
+
+With a safety gate (``safety`` settings, ``serving.safety``) every reply is judged whole before any
+of it is sent: a streaming request then gets its reply as one piece once decoding and the check are
+done, so blocked text never reaches the client, at the cost of a first token that waits for the
+last. A blocked reply is replaced by the refusal with ``finish_reason: "content_filter"``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,6 +45,7 @@ from tunelab.serving.schemas import (
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
+    ContentFilter,
     ErrorBody,
     ErrorDetail,
     Usage,
@@ -54,6 +61,20 @@ def _stop_list(stop: str | list[str] | None) -> list[str]:
 def _sse(payload: BaseModel | str) -> str:
     data = payload if isinstance(payload, str) else payload.model_dump_json(exclude_none=False)
     return f"data: {data}\n\n"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What one streamed event carries: the role, a text piece, the finish (and why), or the usage."""
+
+    role: bool = False
+    text: str = ""
+    finish: Any = None
+    flagged: ContentFilter | None = None
+    usage: Usage | None = None
+
+
+Chunk = Callable[[Piece], BaseModel]  # one route's event payload for a piece
 
 
 def add_generation_routes(app: FastAPI, ctx: Context) -> None:
@@ -87,7 +108,7 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
                 "max_tokens",
             )
 
-    def stream(job: GenerationJob, chunk: Any, include_usage: bool, request: Request) -> StreamingResponse:
+    def stream(job: GenerationJob, chunk: Chunk, include_usage: bool, request: Request) -> StreamingResponse:
         """SSE: role chunk, text chunks, a finish chunk, optional usage chunk, ``[DONE]``."""
         job.streamer = AsyncTextIteratorStreamer(
             predictor.tokenizer, skip_prompt=True, skip_special_tokens=True
@@ -98,17 +119,17 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
         async def events() -> AsyncIterator[str]:
             scanner = StopScanner(job.stop)
             try:
-                yield _sse(chunk(role=True))
+                yield _sse(chunk(Piece(role=True)))
                 async for piece in _until(job.streamer, deadline):
                     if text := scanner.feed(piece):
-                        yield _sse(chunk(text=text))
+                        yield _sse(chunk(Piece(text=text)))
                 result = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
                 if text := scanner.flush():
-                    yield _sse(chunk(text=text))
+                    yield _sse(chunk(Piece(text=text)))
                 count_tokens(ctx, result)
-                yield _sse(chunk(finish=result.finish_reason))
+                yield _sse(chunk(Piece(finish=result.finish_reason)))
                 if include_usage:
-                    yield _sse(chunk(usage=generation_usage(result)))
+                    yield _sse(chunk(Piece(usage=generation_usage(result))))
             except asyncio.TimeoutError:
                 yield _error_event(504, "timeout_error", "stream exceeded request_timeout_s", request)
             except Exception as exc:  # headers are sent: the error can only travel as an event
@@ -123,12 +144,23 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    async def respond(job: GenerationJob, body: Any, request: Request, chunk: Any, final: Any) -> Any:
-        """SSE when the client asked to stream, else ``final(generation)`` once it is done."""
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    def replay(result: Generation, flagged: ContentFilter | None, chunk: Chunk, usage: bool) -> Any:
+        """SSE of a reply decoded and judged before anything is sent: the whole text as one piece."""
+        events = [chunk(Piece(role=True)), *([chunk(Piece(text=result.text))] if result.text else [])]
+        events.append(chunk(Piece(finish=result.finish_reason, flagged=flagged)))
+        events += [chunk(Piece(usage=generation_usage(result)))] if usage else []
+        return StreamingResponse(iter([*map(_sse, events), _sse("[DONE]")]), media_type="text/event-stream")
+
+    async def respond(job: GenerationJob, body: Any, request: Request, chunk: Chunk, final: Any) -> Any:
+        """SSE when the client asked to stream, else ``final(generation, flagged)`` once it is done.
+
+        With a safety gate, the reply is decoded and judged before the first byte goes out.
+        """
+        include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+        if body.stream and predictor.gate is None:
             return stream(job, chunk, include_usage, request)
-        return final(await run_generation(ctx, job))
+        result, flagged = await screen(ctx, await run_generation(ctx, job), request)
+        return replay(result, flagged, chunk, include_usage) if body.stream else final(result, flagged)
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=MODEL_ROUTE_ERRORS)
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -137,18 +169,24 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
         job = await generation_job(ctx, body.prompt, body.max_tokens, body, request, chat=False)
         head = response_head("cmpl", predictor.model_id)
 
-        def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:
-            choices = [] if usage else [CompletionChoice(text=text, finish_reason=finish)]
-            return CompletionResponse(**head, choices=choices, usage=usage)
+        def chunk(piece: Piece) -> CompletionResponse:
+            choice = CompletionChoice(
+                text=piece.text, finish_reason=piece.finish, content_filter=piece.flagged
+            )
+            return CompletionResponse(**head, choices=[] if piece.usage else [choice], usage=piece.usage)
 
         return await respond(
             job,
             body,
             request,
             chunk,
-            lambda result: CompletionResponse(
+            lambda result, flagged: CompletionResponse(
                 **head,
-                choices=[CompletionChoice(text=result.text, finish_reason=result.finish_reason)],
+                choices=[
+                    CompletionChoice(
+                        text=result.text, finish_reason=result.finish_reason, content_filter=flagged
+                    )
+                ],
                 usage=generation_usage(result),
             ),
         )
@@ -163,27 +201,26 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
         job = await chat_job(ctx, body, request)
         head = response_head("chatcmpl", predictor.model_id)
 
-        def chunk(role: bool = False, text: str = "", finish: Any = None, usage: Usage | None = None) -> Any:
-            if usage is not None:
+        def chunk(piece: Piece) -> ChatCompletionChunk:
+            if piece.usage is not None:
                 choices = []
-            elif role:
+            elif piece.role:
                 choices = [ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))]
             else:
-                choices = [ChatChunkChoice(delta=ChatDelta(content=text or None), finish_reason=finish)]
-            return ChatCompletionChunk(**head, choices=choices, usage=usage)
+                delta = ChatDelta(content=piece.text or None)
+                choices = [
+                    ChatChunkChoice(delta=delta, finish_reason=piece.finish, content_filter=piece.flagged)
+                ]
+            return ChatCompletionChunk(**head, choices=choices, usage=piece.usage)
 
         return await respond(
             job,
             body,
             request,
             chunk,
-            lambda result: ChatCompletionResponse(
+            lambda result, flagged: ChatCompletionResponse(
                 **head,
-                choices=[
-                    ChatChoice(
-                        message=AssistantMessage(content=result.text), finish_reason=result.finish_reason
-                    )
-                ],
+                choices=[chat_choice(result.text, result.finish_reason, flagged)],
                 usage=generation_usage(result),
             ),
         )
@@ -232,6 +269,44 @@ async def run_generation(ctx: Context, job: GenerationJob) -> Any:
         job.cancelled.set()  # a 504 must not leave the worker generating for nobody
     count_tokens(ctx, result)
     return result
+
+
+async def screen(
+    ctx: Context, result: Generation, request: Request
+) -> tuple[Generation, ContentFilter | None]:
+    """``result`` as it may be sent: unchanged, or its text replaced by the refusal when the gate blocks it.
+
+    Counts every judged reply and each blocked one by label; the log line names the request, the
+    label and the score, never the reply.
+    """
+    if ctx.predictor.gate is None:
+        return result, None
+    [verdict] = await ctx.run("safety", [result.text])
+    ctx.metrics.safety_checked.inc()
+    if not verdict.blocked:
+        return result, None
+    ctx.metrics.safety_blocked.labels(verdict.label).inc()
+    logger.info(
+        json.dumps(
+            {
+                "request_id": request.state.request_id,
+                "safety": "blocked",
+                "label": verdict.label,
+                "score": round(verdict.score, 4),
+            }
+        )
+    )
+    refusal = ctx.predictor.gate.settings.refusal
+    return replace(result, text=refusal, finish_reason="content_filter"), ContentFilter(
+        label=verdict.label, score=verdict.score
+    )
+
+
+def chat_choice(text: str, finish_reason: Any, flagged: ContentFilter | None = None) -> ChatChoice:
+    """The one choice of a chat completion."""
+    return ChatChoice(
+        message=AssistantMessage(content=text), finish_reason=finish_reason, content_filter=flagged
+    )
 
 
 def count_tokens(ctx: Context, result: Generation) -> None:

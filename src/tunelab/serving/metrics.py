@@ -90,6 +90,17 @@ class ServeMetrics:
         self.rejected = Counter(
             "tunelab_rejected", "Requests turned away by a limit.", ["reason"], registry=self.registry
         )
+        self.safety_checked = Counter(
+            "tunelab_safety_checked",
+            "Generated replies the safety gate judged.",
+            registry=self.registry,
+        )
+        self.safety_blocked = Counter(
+            "tunelab_safety_blocked",
+            "Generated replies the safety gate replaced by its refusal, by the label that blocked them.",
+            ["label"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The text exposition format for ``/metrics``: this app's, or every worker's combined."""

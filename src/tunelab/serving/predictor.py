@@ -10,6 +10,7 @@ routes of exactly those, so no route tests a task's name or a model class:
 - **generate** (``/v1/completions``, ``/v1/chat/completions``): a causal LM decodes as each request
   says; an encoder-decoder (seq2seq run) decodes with its run's own options (``TaskSpec.generation``),
   as ``tunelab predict`` does.
+- **judge**: a safety gate's classification run judges each generated reply (``serving.safety``).
 - **assist** (``/v1/chat/completions`` only): an assistant app's settings (``*_app.yaml``): its
   intent and answer-selection runs route each message (``apps.assistant``); its generator, when it
   has one, is the predictor's causal LM.
@@ -35,6 +36,7 @@ from tunelab.apps.assistant import Assistant, Decision, load_assistant, load_set
 from tunelab.errors import ConfigError, ServingError, TunelabError
 from tunelab.inference.artifact import Artifact, load_artifact, plain_hf_task
 from tunelab.inference.continuous import ContinuousDecoder, supports
+from tunelab.inference.explain import explain_one, explain_refusal
 from tunelab.inference.generate import Generation, GenerationJob, cut_at_stop, generate
 from tunelab.inference.predict import predict_records
 from tunelab.models.adapter import is_peft_model
@@ -43,8 +45,10 @@ from tunelab.models.artifact import resolve_model_dir
 from tunelab.models.int8 import is_int8
 from tunelab.models.load import load_causal_lm, load_config, load_encoder, resolve_model, takes_text
 from tunelab.models.run_info import RUN_FILE, cpu_has_native_bf16
+from tunelab.serving.safety import SafetyGate, Verdict, load_gate
+from tunelab.serving.settings import SafetySettings
 from tunelab.tasks.causal_lm import chat_prompt
-from tunelab.tasks.schemas import ServeSchema
+from tunelab.tasks.schemas import ExplainOptions, ServeSchema
 
 if TYPE_CHECKING:
     from tunelab.models.protocols import Configured, HasBaseModel
@@ -70,6 +74,7 @@ class Predictor:
         encoder: the bare encoder that embeds; None when the model is not encoder-only.
         lm: a causal LM that decodes as each request says; None when the model is not one.
         assistant: an assistant app's intent and answer-selection runs (its generator is ``lm``).
+        gate: the safety gate that judges generated replies; None sends them unchecked.
         autocast: the dtype every model call autocasts to (``inference_autocast``); None runs fp32.
         sub_batch_size: rows per forward of a predict call, longest first (less padding per forward).
     """
@@ -80,6 +85,7 @@ class Predictor:
     encoder: torch.nn.Module | None = None
     lm: torch.nn.Module | None = None
     assistant: Assistant | None = None
+    gate: SafetyGate | None = None
     autocast: torch.dtype | None = None
     sub_batch_size: int = 16
 
@@ -160,12 +166,46 @@ class Predictor:
         with self.precision():
             return predict_records(self.artifact, records, batch_size=self.sub_batch_size)
 
+    @property
+    def explains(self) -> bool:
+        """Whether ``/v1/predict`` takes ``explain: true`` (the task explains and its request says so)."""
+        art, schema = self.artifact, self.schema
+        if art is None or schema is None or art.task.explain_input is None:
+            return False
+        return issubclass(schema.request, ExplainOptions)
+
+    def explain_refusal(self, method: str) -> str | None:
+        """Why the served model cannot explain with ``method`` (e.g. ig on an int8 model), or None."""
+        return explain_refusal(self.model, method)
+
+    def explain(self, items: Sequence[tuple[dict[str, Any], str]], steps: int) -> list[dict[str, Any]]:
+        """Predictions of one micro-batch of (raw record, explain method), each with its explanations."""
+        if self.artifact is None:
+            raise RuntimeError(f"{self.model_id} has no task")
+        records = [record for record, _ in items]
+        with self.precision():
+            predictions = predict_records(self.artifact, records, batch_size=self.sub_batch_size)
+            return [
+                {
+                    **prediction,
+                    "explanations": explain_one(self.artifact, record, prediction, method, steps=steps),
+                }
+                for (record, method), prediction in zip(items, predictions, strict=True)
+            ]
+
     def assist(self, texts: Sequence[str]) -> list[Decision]:
         """The assistant's decision for each user message of one micro-batch."""
         if self.assistant is None:
             raise RuntimeError(f"{self.model_id} is not an assistant")
         with self.precision():
             return self.assistant.decide(texts, self.sub_batch_size)
+
+    def judge(self, texts: Sequence[str]) -> list[Verdict]:
+        """The safety gate's verdict on each generated reply of one micro-batch."""
+        if self.gate is None:
+            raise RuntimeError(f"{self.model_id} has no safety gate")
+        with self.precision():
+            return self.gate.judge(texts, self.sub_batch_size)
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -327,18 +367,24 @@ def inference_autocast(precision: str, device: torch.device, model: torch.nn.Mod
 
 
 def load_predictor(
-    name_or_path: str, device: str = "cpu", precision: str = "fp32", sub_batch_size: int = 16
+    name_or_path: str,
+    device: str = "cpu",
+    precision: str = "fp32",
+    sub_batch_size: int = 16,
+    safety: SafetySettings | None = None,
 ) -> Predictor:
     """Load a model dir, run dir (its ``best/``, full or adapter) or shipped model name for serving.
 
     ``precision`` is the serve setting (``inference_autocast``); the default fp32 is what a caller
     that does not choose gets, the server's setting defaults to auto. An assistant app's settings
-    file (``*_app.yaml``) loads the runs it names.
+    file (``*_app.yaml``) loads the runs it names; ``safety`` the gate's run.
     """
     if name_or_path.endswith("_app.yaml"):
         predictor = _from_assistant(Path(name_or_path), device)
     else:
         predictor = _from_model(name_or_path, device)
+    if safety is not None:  # a model that generates nothing has no reply to judge: refused
+        predictor.gate = load_gate(safety, None if predictor.generates else predictor.model_id, device)
     predictor.autocast = inference_autocast(precision, predictor.device, predictor.model)
     if predictor.autocast is not None:
         store_linears_as(predictor.model, predictor.autocast)

@@ -104,6 +104,20 @@ class Context:
                 f"{where}: {n} items; at most max_batch_items={limit} per request", "batch_items", where
             )
 
+    def check_explain(self, n: int, method: str) -> None:
+        """422 beyond max_explain_items inputs per explained request, or for a method the model cannot run."""
+        limit = self.settings.max_explain_items
+        if n > limit:
+            raise self.limit_error(
+                f"inputs: {n} items with explain: true; at most max_explain_items={limit} per explained "
+                "request (send the others without explain, or in several requests)",
+                "explain_items",
+                "inputs",
+            )
+        why = self.predictor.explain_refusal(method)
+        if why is not None:
+            raise self.limit_error(f"explain_method: {why}", "explain_method", "explain_method")
+
     def refuse_blank(self, fields: Sequence[Located]) -> None:
         """422 naming the first blank or whitespace-only text (training refuses those rows too)."""
         for where, text in fields:
@@ -244,10 +258,16 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
             ctx.check_model(getattr(body, "model", None))
             records = schema.records(body)
             ctx.check_batch(len(records), "inputs")
+            explain = predictor.explains and body.explain
+            if explain:
+                ctx.check_explain(len(records), body.explain_method)
             fields = record_fields(records)
             ctx.metrics.tokens.labels("input").inc(sum(await ctx.count_tokens(fields)))
             await ctx.check_records(records)
             ctx.log(request, [text for _, text in fields])
+            if explain:
+                items = [(record, body.explain_method) for record in records]
+                return schema.build(predictor.model_id, await ctx.run("explain", items))
             return schema.build(predictor.model_id, await ctx.run("predict", records))
 
         # The body model depends on the served task; FastAPI reads it from the annotation.

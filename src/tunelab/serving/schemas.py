@@ -119,7 +119,17 @@ class ChatCompletionRequest(_Sampling):
     )
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "content_filter"]
+
+
+class ContentFilter(BaseModel):
+    """Why the safety gate withheld a generated reply (``finish_reason: content_filter``)."""
+
+    label: str = Field(description="The safety run's label that blocked the reply.")
+    score: float = Field(description="That label's probability (the highest over the reply's windows).")
+
+
+_FILTERED = "Set when the safety gate replaced the reply by its refusal: the label and score that blocked it."
 
 
 class CompletionChoice(BaseModel):
@@ -129,6 +139,7 @@ class CompletionChoice(BaseModel):
     text: str
     finish_reason: FinishReason | None
     logprobs: None = None
+    content_filter: ContentFilter | None = Field(default=None, description=_FILTERED)
 
 
 class _Generated(BaseModel):
@@ -160,6 +171,7 @@ class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: FinishReason
+    content_filter: ContentFilter | None = Field(default=None, description=_FILTERED)
 
 
 class ChatCompletionResponse(_Generated):
@@ -209,6 +221,7 @@ class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: ChatDelta
     finish_reason: FinishReason | None = None
+    content_filter: ContentFilter | None = Field(default=None, description=_FILTERED)
 
 
 class ChatCompletionChunk(_Generated):

@@ -12,7 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tunelab.errors import ConfigError, ServingError, format_validation_error
@@ -21,10 +29,45 @@ _ENV = "TUNELAB_SERVE_"
 logger = logging.getLogger(__name__)
 
 
+class SafetySettings(BaseModel):
+    """The safety gate: a classification run judges every generated reply before it is sent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: Path = Field(
+        description="Classification run dir (or its best/) that judges each generated reply; a path inside "
+        "the working directory."
+    )
+    block_labels: list[str] = Field(
+        min_length=1, description="Labels of that run that block a reply (checked against the run at start)."
+    )
+    threshold: float = Field(
+        default=0.5, ge=0, le=1, description="A reply is blocked when a block label's probability reaches it."
+    )
+    refusal: str = Field(
+        default="Sorry, I can't send that reply. Please rephrase your request or ask for a colleague.",
+        min_length=1,
+        description="The message sent instead of a blocked reply.",
+    )
+
+    @field_validator("run")
+    @classmethod
+    def _inside_working_dir(cls, run: Path) -> Path:
+        """Refuse a run outside the working directory (``..``, a symlink out, an absolute path elsewhere).
+
+        Why: the gate loads weights from it, and a value read from the environment must not point the
+        server at a model outside the deployment's directory.
+        """
+        base = Path.cwd().resolve()
+        if not run.resolve().is_relative_to(base):
+            raise ValueError(f"{run} leaves the working directory {base}; name a run inside it")
+        return run
+
+
 class ServeSettings(BaseSettings):
     """Everything ``create_app`` needs besides the predictor."""
 
-    model_config = SettingsConfigDict(env_prefix=_ENV, extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=_ENV, env_nested_delimiter="__", extra="forbid", frozen=True)
 
     model_dir: str = Field(
         description="Model to serve: a tunelab/HF model dir, a shipped model name, or an assistant app's "
@@ -74,6 +117,15 @@ class ServeSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1, description="Request body limit; beyond it 413.")
     max_batch_items: int = Field(default=64, ge=1, description="Inputs per request; beyond it 422.")
+    max_explain_items: int = Field(
+        default=4,
+        ge=1,
+        description="Inputs per request with explain: true (each costs explain_steps forward and backward "
+        "passes with ig); beyond it 422.",
+    )
+    explain_steps: int = Field(
+        default=32, ge=2, le=512, description="Integrated-gradients interpolation steps per explanation."
+    )
     max_input_tokens: int = Field(
         default=512, ge=1, description="Tokens per input (prompt), counted with the model's tokenizer."
     )
@@ -86,6 +138,11 @@ class ServeSettings(BaseSettings):
     )
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads (default: torch's)."
+    )
+    safety: SafetySettings | None = Field(
+        default=None,
+        description="Safety gate on generated replies (run, block_labels, threshold, refusal; "
+        "--safety FILE or TUNELAB_SERVE_SAFETY__<KEY>); none: replies are sent unchecked.",
     )
 
     @model_validator(mode="after")

@@ -54,6 +54,7 @@ def worker_environment(settings: ServeSettings, threads: int) -> dict[str, str]:
         "TUNELAB_SERVE_PORT": str(settings.port),
         "TUNELAB_SERVE_ALLOW_UNAUTHENTICATED": str(settings.allow_unauthenticated).lower(),
         "TUNELAB_SERVE_TORCH_THREADS": str(threads),
+        **({"TUNELAB_SERVE_SAFETY": settings.safety.model_dump_json()} if settings.safety else {}),
     }
 
 

@@ -8,6 +8,7 @@ weight labels (``class_weights``) for skewed data; the weights reach every metho
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -26,8 +27,8 @@ from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData, load_labeled_data, load_labeled_file
 from tunelab.data.checks import label_balance
 from tunelab.errors import ConfigError
-from tunelab.tasks.schemas import ServeSchema, TextsRequest, text_records
-from tunelab.tasks.spec import Batch, Features, Predicted, TaskSpec
+from tunelab.tasks.schemas import ExplainOptions, Explanations, ServeSchema, TextsRequest, text_records
+from tunelab.tasks.spec import Batch, Explainable, Features, Predicted, TaskSpec, encoding_words
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type for a sigmoid/BCE head
 
@@ -306,6 +307,24 @@ def _multi_label_metrics(
     }
 
 
+def explain_input(record: Mapping[str, Any], tokenizer: Any, params: Params) -> Explainable:
+    """The record's text as the model reads it; words are the tokenizer's own pre-tokenized words."""
+    text = record["text"]
+    enc = tokenizer(text, truncation=True, max_length=params.max_length, return_offsets_mapping=True)
+    offsets, word_ids = enc.pop("offset_mapping"), encoding_words(enc)
+    n = max(word_ids) + 1
+    starts, ends = [len(text)] * n, [0] * n
+    for w, (start, end) in zip(word_ids, offsets, strict=True):
+        if w >= 0:
+            starts[w], ends[w] = min(starts[w], start), max(ends[w], end)
+    spans = list(zip(starts, ends, strict=True))
+    return Explainable(dict(enc), word_ids, [text[a:b] for a, b in spans], spans, text)
+
+
+class ClassificationRequest(TextsRequest, ExplainOptions):
+    """``/v1/predict`` of a classification model: one text or a list, optionally explained."""
+
+
 class LabelScore(BaseModel):
     """One label and its probability."""
 
@@ -322,6 +341,7 @@ class ClassificationPrediction(BaseModel):
     labels: list[str] | None = Field(
         default=None, description="Multi-label models only: every label at or above the threshold."
     )
+    explanations: Explanations = None
 
 
 class ClassificationResponse(BaseModel):
@@ -342,10 +362,14 @@ def classification_response(model: str, predictions: Sequence[dict[str, Any]]) -
                 score=pred["probabilities"][pred["label"]],
                 scores=[LabelScore(label=name, score=p) for name, p in ranked],
                 labels=pred.get("labels"),
+                explanations=pred.get("explanations"),
             )
         )
     return ClassificationResponse(model=model, predictions=out)
 
+
+# labels + probabilities for a text: also served by the few-/zero-shot tasks, which do not explain
+LABEL_SCHEMA = ServeSchema(TextsRequest, text_records, ClassificationResponse, classification_response)
 
 TASK = TaskSpec(
     name="classification",
@@ -365,7 +389,8 @@ TASK = TaskSpec(
     model_config=model_config,
     few_shot=True,
     augmentable=True,
-    serve_schema=ServeSchema(TextsRequest, text_records, ClassificationResponse, classification_response),
+    serve_schema=dataclasses.replace(LABEL_SCHEMA, request=ClassificationRequest),
     hf_architecture="ForSequenceClassification",
     pipeline_tag="text-classification",
+    explain_input=explain_input,
 )

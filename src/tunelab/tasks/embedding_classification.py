@@ -180,6 +180,6 @@ TASK = TaskSpec(
     model_config=model_config,
     few_shot=True,
     zero_shot=True,
-    serve_schema=classification.TASK.serve_schema,  # labels + probabilities, as classification
+    serve_schema=classification.LABEL_SCHEMA,  # labels + probabilities, as classification
     own_architecture=True,
 )

@@ -387,7 +387,7 @@ TASK = TaskSpec(
     check_model=check_model,
     few_shot=True,
     zero_shot=True,
-    serve_schema=classification.TASK.serve_schema,  # labels + probabilities, as classification
+    serve_schema=classification.LABEL_SCHEMA,  # labels + probabilities, as classification
     why_no_logits=(
         "its label scores are verbalizer log-likelihoods read from a causal LM's vocabulary logits"
     ),

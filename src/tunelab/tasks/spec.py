@@ -62,6 +62,31 @@ class Predicted:
     tokenizer: Any = None
 
 
+@dataclass(frozen=True)
+class Explainable:
+    """One prediction record as explanation code sees it (``TaskSpec.explain_input``).
+
+    Attributes:
+        features: one unpadded model row (``input_ids``, ``attention_mask``...): the first chunk of an
+            input the task would split, so words past ``max_length`` tokens get no attribution.
+        word_ids: per token of ``features``, the index of the word it belongs to; -1 for special tokens.
+        words: the words shown to the user, in text order (their sub-word pieces are merged).
+        spans: each word's (start, end) character offsets in ``text``.
+        text: the text the spans index (a pre-split input's words joined by spaces).
+    """
+
+    features: dict[str, list[int]]
+    word_ids: list[int]
+    words: list[str]
+    spans: list[tuple[int, int]]
+    text: str
+
+
+def encoding_words(encoding: Any) -> list[int]:
+    """Per token of a fast tokenizer's one-row encoding: its word index, -1 for special tokens."""
+    return [-1 if w is None else int(w) for w in encoding.word_ids(0)]
+
+
 def logits_output(outputs: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The default ``outputs``: the model's ``logits``."""
     return {"logits": outputs.logits}
@@ -185,6 +210,12 @@ class TaskSpec:
             (distillation, R-Drop) can compare; else why not (shown in their refusal).
         own_architecture: the model class is tunelab's own, so a saved directory of it loads only
             through tunelab's artifact reader, not as the transformers class its config names.
+        explain_input: (raw prediction record, tokenizer, params) -> :class:`Explainable`, the model
+            row and the words ``tunelab explain`` and ``explain: true`` attribute to; None: the task's
+            predictions cannot be explained.
+        explain_words: (a record's prediction) -> the word indices whose predicted tags are explained by
+            default, for a task that labels each word (NER: each entity's first word); None: the task
+            predicts one label per input, and that label is explained.
         block_mask: ``block_mask(params)`` says why the batches built with these params carry a 4D
             attention mask (rows whose tokens see only some earlier tokens), with the param that
             turns it off; None: a 2D padding mask. Methods that join or read a padding mask refuse it.
@@ -229,6 +260,8 @@ class TaskSpec:
     why_no_logits: str | None = None
     own_architecture: bool = False
     block_mask: Callable[[Any], str | None] | None = None
+    explain_input: Callable[[Mapping[str, Any], Any, Any], Explainable] | None = None
+    explain_words: Callable[[Mapping[str, Any]], list[int]] | None = None
 
 
 def has_column(data: Any, name: str) -> bool:

@@ -32,10 +32,12 @@ from tunelab.tasks.schemas import ServeSchema
 from tunelab.tasks.spec import (
     IGNORE_INDEX,
     Batch,
+    Explainable,
     Features,
     Predicted,
     TaskSpec,
     count_labelled_tokens,
+    encoding_words,
     has_column,
     without_columns,
 )
@@ -276,6 +278,18 @@ def postprocess(predicted: Predicted) -> list[dict[str, Any]]:
     return out
 
 
+def explain_input(record: Mapping[str, Any], tokenizer: Any, params: Params) -> Explainable:
+    """The record's words (given, or split from raw text as prediction splits them) and their first chunk."""
+    words, spans, text = _sentence(record["text"])
+    enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=params.max_length)
+    return Explainable(dict(enc), encoding_words(enc), words, spans, text)
+
+
+def explain_words(prediction: Mapping[str, Any]) -> list[int]:
+    """By default each predicted entity is explained through its first word's tag (B-type in BIO)."""
+    return [entity["word_start"] for entity in prediction["entities"]]
+
+
 def _entity_scores(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict[str, Any]:
     """Entity scores by seqeval: micro P/R/F1, macro F1 and per-type P/R/F1/support."""
     strict = {"mode": "strict", "scheme": IOBES} if scheme == "BIOES" else {}
@@ -346,4 +360,6 @@ TASK = TaskSpec(
         TokensRequest, token_records, TokenClassificationResponse, token_classification_response
     ),
     pipeline_tag="token-classification",
+    explain_input=explain_input,
+    explain_words=explain_words,
 )

@@ -7,17 +7,17 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from tunelab.tasks.schemas import RequestBody, Texts
+from tunelab.tasks.schemas import ExplainOptions, Explanations, RequestBody, Texts
 
 Word = Annotated[str, Field(min_length=1)]
 Sentence = Annotated[list[Word], Field(min_length=1)]
 
 
-class TokensRequest(RequestBody):
+class TokensRequest(RequestBody, ExplainOptions):
     """``/v1/predict`` of a token classification model: raw texts, or sentences already split into words.
 
     Words from the caller's own segmenter (Japanese, Chinese, Thai) are tagged as given, so they can be
-    the words the model was trained on.
+    the words the model was trained on. With ``explain``, each entity is explained by its first word's tag.
     """
 
     inputs: str | Texts | None = Field(default=None, description="One raw text or a list of raw texts.")
@@ -68,6 +68,7 @@ class EntitiesPrediction(BaseModel):
     """The entities found in one input (for given tokens, the text is the words joined by spaces)."""
 
     entities: list[Entity] = Field(description="Entities in text order.")
+    explanations: Explanations = None
 
 
 class TokenClassificationResponse(BaseModel):

@@ -1,0 +1,182 @@
+"""The safety gate on generated replies: a tiny classification run judges a tiny Llama's replies."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tunelab.errors import ConfigError
+from tunelab.inference.predict import predict_records
+from tunelab.io import read_yaml
+from tunelab.serving.app import create_app
+from tunelab.serving.predictor import Predictor, load_predictor
+from tunelab.serving.safety import SafetyGate, load_gate
+from tunelab.serving.settings import SafetySettings, ServeSettings, load_settings
+from tunelab.serving.workers import worker_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAT = {"messages": [{"role": "user", "content": "hello the movie"}], "max_tokens": 12, "temperature": 0}
+REFUSAL = "I cannot send that."
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_llama_dir: Path) -> Predictor:
+    return load_predictor(str(tiny_llama_dir))
+
+
+@pytest.fixture
+def run(classifier_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The classifier run, named relative to its parent dir as working directory (it must be inside)."""
+    monkeypatch.chdir(classifier_dir.parent)
+    return Path(classifier_dir.name)
+
+
+def gate(run: Path, threshold: float) -> SafetyGate:
+    """Threshold 0 blocks every reply; 1 blocks none (the random head's probabilities stay below 1)."""
+    return load_gate(SafetySettings(run=run, block_labels=["negative"], threshold=threshold, refusal=REFUSAL))
+
+
+@contextmanager
+def serving(predictor: Predictor) -> Iterator[TestClient]:
+    settings = ServeSettings(model_dir="tiny", allow_unauthenticated=True, max_new_tokens=24)
+    with TestClient(create_app(settings, predictor)) as client:
+        yield client
+
+
+def safety_counts(client: TestClient) -> dict[str, float]:
+    """The gate's counter samples from /metrics: ``checked`` and ``blocked:<label>``."""
+    counts = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("tunelab_safety_checked_total"):
+            counts["checked"] = float(line.split()[-1])
+        elif line.startswith("tunelab_safety_blocked_total"):
+            label = line.split('label="')[1].split('"')[0]
+            counts[f"blocked:{label}"] = float(line.split()[-1])
+    return counts
+
+
+def leaked(reply: str, text: str) -> bool:
+    """Whether ``reply`` is in ``text`` as it is or JSON-escaped (a random model's bytes often are)."""
+    return reply in text or json.dumps(reply)[1:-1] in text
+
+
+@pytest.fixture(scope="module")
+def unchecked(lm: Predictor) -> dict[str, str]:
+    """What the model replies without a gate: the chat reply and the completion."""
+    with serving(lm) as client:
+        chat = client.post("/v1/chat/completions", json=CHAT).json()["choices"][0]["message"]["content"]
+        text = client.post(
+            "/v1/completions", json={"prompt": "the movie", "max_tokens": 12, "temperature": 0}
+        )
+    replies = {"chat": chat, "completion": text.json()["choices"][0]["text"]}
+    assert all(len(reply.strip()) > 3 for reply in replies.values())  # something a leak would show
+    return replies
+
+
+def test_blocking_gate_answers_the_refusal_and_counts_it(
+    lm: Predictor, run: Path, unchecked: dict[str, str], caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)
+    with serving(replace(lm, gate=gate(run, 0.0))) as client:
+        body = client.post("/v1/chat/completions", json=CHAT).json()
+        completion = client.post("/v1/completions", json={"prompt": "the movie", "max_tokens": 12}).json()
+        counts = safety_counts(client)
+    [choice] = body["choices"]
+    assert choice["message"]["content"] == REFUSAL
+    assert choice["finish_reason"] == "content_filter"
+    assert choice["content_filter"]["label"] == "negative"
+    assert 0 < choice["content_filter"]["score"] < 1
+    assert completion["choices"][0]["text"] == REFUSAL
+    assert completion["choices"][0]["finish_reason"] == "content_filter"
+    assert body["usage"]["completion_tokens"] == 12  # the decoding that was done is still reported
+    assert counts == {"checked": 2.0, "blocked:negative": 2.0}
+    assert '"safety": "blocked"' in caplog.text  # the block is logged ...
+    assert not leaked(unchecked["chat"], caplog.text)  # ... without the reply
+    assert not leaked(unchecked["completion"], caplog.text)
+
+
+def test_streaming_never_sends_blocked_text(lm: Predictor, run: Path, unchecked: dict[str, str]):
+    with (
+        serving(replace(lm, gate=gate(run, 0.0))) as client,
+        client.stream("POST", "/v1/chat/completions", json=CHAT | {"stream": True}) as response,
+    ):
+        raw = "".join(response.iter_text())
+    events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
+    sent = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert sent == REFUSAL
+    assert events[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert events[-1]["choices"][0]["content_filter"]["label"] == "negative"
+    assert not leaked(unchecked["chat"], raw)
+    assert raw.rstrip().endswith("data: [DONE]")
+
+
+def test_passing_gate_returns_the_generated_reply_unchanged(
+    lm: Predictor, run: Path, unchecked: dict[str, str]
+):
+    with serving(replace(lm, gate=gate(run, 1.0))) as client:
+        [choice] = client.post("/v1/chat/completions", json=CHAT).json()["choices"]
+        with client.stream("POST", "/v1/chat/completions", json=CHAT | {"stream": True}) as response:
+            raw = "".join(response.iter_text())
+        counts = safety_counts(client)
+    assert choice["message"]["content"] == unchecked["chat"]
+    assert choice["finish_reason"] == "length"
+    assert choice["content_filter"] is None
+    events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == unchecked["chat"]
+    assert counts == {"checked": 2.0}
+
+
+def test_unknown_block_label_fails_at_startup_naming_the_key(tiny_llama_dir: Path, run: Path):
+    safety = SafetySettings(run=run, block_labels=["negative", "toxic"])
+    with pytest.raises(ConfigError, match=r"safety\.block_labels: \['toxic'\] are not labels of .*negative"):
+        load_predictor(str(tiny_llama_dir), safety=safety)
+
+
+def test_safety_settings_refuse_a_run_outside_the_working_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"safety\.run: .*leaves the working directory"):
+        load_settings(model_dir="m", safety={"run": "../elsewhere", "block_labels": ["negative"]})
+    with pytest.raises(ConfigError, match=r"safety\.block_labels: .*at least 1 item"):
+        load_settings(model_dir="m", safety={"run": "runs/x", "block_labels": []})
+
+
+def test_a_model_that_generates_nothing_refuses_a_gate(classifier_dir: Path, run: Path):
+    with pytest.raises(ConfigError, match=r"safety: .* generates no replies"):
+        load_predictor(str(classifier_dir), safety=SafetySettings(run=run, block_labels=["negative"]))
+
+
+def test_long_reply_is_judged_in_windows_of_the_run_length(run: Path):
+    judge = gate(run, 0.5)
+    text = " ".join(["the movie was very good"] * 30)  # far beyond the run's max_length 32
+    windows = judge.windows(text)
+    tokens = [len(judge.run.tokenizer(w)["input_ids"]) for w in windows]
+    assert len(windows) > 2
+    assert max(tokens) <= 32
+    assert " ".join(windows).split() == text.split()
+    [verdict] = judge.judge([text])
+    alone = [predict_records(judge.run, [{"text": w}], 1)[0]["probabilities"]["negative"] for w in windows]
+    assert verdict.score == pytest.approx(max(alone), abs=1e-5)
+
+
+def test_workers_receive_the_safety_settings(run: Path, monkeypatch: pytest.MonkeyPatch):
+    settings = load_settings(model_dir="m", safety={"run": str(run), "block_labels": ["negative"]})
+    for key, value in worker_environment(settings, threads=1).items():
+        monkeypatch.setenv(key, value)
+    assert load_settings().safety == settings.safety
+
+
+def test_brand_safety_example_validates(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(ROOT)
+    example = ROOT / "examples" / "apps" / "customer_service" / "brand_safety_gate.yaml"
+    settings = load_settings(model_dir="runs/sft-smollm2", safety=read_yaml(example, "safety settings"))
+    assert settings.safety is not None
+    assert settings.safety.block_labels == ["negative"]
