@@ -12,7 +12,7 @@ import pytest
 
 import tunelab.methods
 import tunelab.tasks
-from toy_tasks import TOY_TASKS
+from toy_tasks import TOY_TASKS, save_previous_run
 from tunelab.config import NOT_RUN_CONFIGS, load_config
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
@@ -53,15 +53,21 @@ def test_import_layers_hold():
     sorted(p for p in (ROOT / "examples").rglob("*.yaml") if not p.name.endswith(NOT_RUN_CONFIGS)),
     ids=lambda p: p.name,
 )
-def test_example_configs_validate(example: Path):
+def test_example_configs_validate(example: Path, tiny_backbone_dir: Path, tmp_path: Path):
     """Examples fine-tuning another example's output (model ``runs/...``) validate with MiniLM there.
 
+    Continual examples (``model.previous_run``) validate continuing a toy run of the same task.
     Search spaces (``*_space.yaml``), app settings (``*_app.yaml``) and safety gates (``*_gate.yaml``)
     are not run configs; tests/test_tuning.py, each app's tests and tests/serving/test_safety.py
     validate them.
     """
-    upstream = load_config(example).model.name_or_path.startswith("runs/")
-    plan = resolve(load_config(example, ["--model.name_or_path", "minilm-l6"] if upstream else []))
+    model = load_config(example).model
+    overrides = []
+    if model.previous_run is not None:
+        overrides = ["--model.previous_run", str(save_previous_run(tiny_backbone_dir, tmp_path))]
+    elif model.start.startswith("runs/"):
+        overrides = ["--model.name_or_path", "minilm-l6"]
+    plan = resolve(load_config(example, overrides))
     assert plan.task.name == plan.cfg.task.name
 
 

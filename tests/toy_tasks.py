@@ -43,15 +43,24 @@ def save_tiny_bert(
 
 
 def toy_run_config(
-    backbone: Path, sections: Sections, methods: list[dict[str, Any]], output_dir: Path, **train: Any
+    backbone: Path,
+    sections: Sections,
+    methods: list[dict[str, Any]],
+    output_dir: Path,
+    previous_run: Path | None = None,
+    **train: Any,
 ) -> Any:
-    """A validated config of the tiny test runs: batch 8, lr 1e-2, one step, seed 7 (``train`` overrides)."""
+    """A validated config of the tiny test runs: batch 8, lr 1e-2, one step, seed 7 (``train`` overrides).
+
+    With ``previous_run`` the run continues that run (``model.previous_run``) instead of ``backbone``.
+    """
     from tunelab.config import validate_config
 
     defaults = {"batch_size": 8, "lr": 1e-2, "max_steps": 1, "save_steps": 1000, "seed": 7}
+    model = {"name_or_path": str(backbone)} if previous_run is None else {"previous_run": str(previous_run)}
     return validate_config(
         {
-            "model": {"name_or_path": str(backbone)},
+            "model": model,
             **sections,
             "methods": methods,
             "train": {"output_dir": str(output_dir), **defaults, **train},
@@ -95,6 +104,41 @@ def classification(tmp: Path) -> Sections:
         },
         "task": {"name": "classification", "params": {"max_length": 32}},
     }
+
+
+def continual_classification(tmp: Path) -> Sections:
+    """Task B of a continual run after :func:`classification`: the cue-word rows under new label names."""
+    names = {"positive": "upbeat", "negative": "downbeat"}
+
+    def rows(n: int, seed: int) -> list[tuple[str, str]]:
+        return [(text, names[label]) for text, label in toy_rows(n, seed)]
+
+    return {
+        "data": {
+            "train_file": str(write_csv(tmp / "b_train.csv", rows(48, seed=4))),
+            "dev_file": str(write_csv(tmp / "b_dev.csv", rows(16, seed=5))),
+        },
+        "task": {"name": "classification", "params": {"max_length": 32}},
+    }
+
+
+def save_previous_run(backbone: Path, tmp: Path) -> Path:
+    """A run to continue: the untrained toy :func:`classification` model saved as best/ with its record."""
+    from tunelab.models.artifact import save_model
+    from tunelab.training import prepare_inputs, resolve
+    from tunelab.workflows import run_info
+
+    run = tmp / "previous-run"
+    plan = resolve(toy_run_config(backbone, classification(tmp), [{"name": "full"}], run))
+    inputs = prepare_inputs(plan)
+    save_model(inputs.adapted.model, inputs.tokenizer, run / "best", run_info(plan, inputs))
+    return run
+
+
+def continual_run_config(backbone: Path, tmp: Path, methods: list[dict[str, Any]], **train: Any) -> Any:
+    """A toy continual run: :func:`continual_classification` after :func:`save_previous_run`'s run."""
+    previous = save_previous_run(backbone, tmp)
+    return toy_run_config(backbone, continual_classification(tmp), methods, tmp / "run", previous, **train)
 
 
 def write_lines(path: Path, texts: list[str]) -> Path:
@@ -486,6 +530,11 @@ TOY_METHODS: dict[str, list[dict[str, Any]]] = {
     # TEACHER is replaced by a saved model of the same task and labels (the contract test builds one).
     "distill": [{"name": "distill", "params": {"teacher": "TEACHER", "hidden_layers": [[2, 2]]}}],
 }
+
+
+# Methods that continue a previous run (model.previous_run): the contract matrix gives them one,
+# save_previous_run's, and trains continual_classification after it.
+CONTINUAL_METHODS = ("rehearsal", "ewc")
 
 
 def toy_methods(name: str) -> list[dict[str, Any]]:

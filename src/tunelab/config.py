@@ -28,16 +28,41 @@ class ModelConfig(_Section):
     Resolved to a local directory by ``models.load.resolve_model``; hub downloads never happen.
     """
 
-    name_or_path: str = Field(
+    name_or_path: str | None = Field(
+        default=None,
         description=(
             "Shipped model asset name (see `tunelab assets`), a local HF directory, or `scratch` with "
-            "task.params.from_scratch (lm_pretrain, seq2seq)."
+            "task.params.from_scratch (lm_pretrain, seq2seq). Exclusive with previous_run."
+        ),
+    )
+    previous_run: Path | None = Field(
+        default=None,
+        description=(
+            "Continual learning: the run dir of the task learned before (its best/ is the start, its head "
+            "grown to its labels + this run's); the report adds its dev/test metrics. Exclusive with "
+            "name_or_path."
         ),
     )
     trust_remote_code: bool = Field(
         default=False,
         description="Allow model code from the model directory to run. Off unless you trust it.",
     )
+
+    @model_validator(mode="after")
+    def _one_start(self) -> ModelConfig:
+        if (self.name_or_path is None) == (self.previous_run is None):
+            raise ValueError(
+                "give exactly one of name_or_path (a model) and previous_run (a run to continue)"
+            )
+        return self
+
+    @property
+    def start(self) -> str:
+        """The model the run starts from: ``name_or_path``, or the previous run's ``best/``."""
+        if self.previous_run is not None:
+            return str(self.previous_run / "best")
+        assert self.name_or_path is not None, "_one_start: name_or_path or previous_run"
+        return self.name_or_path
 
 
 AugmentOp = Literal["swap", "delete", "insert", "synonym"]

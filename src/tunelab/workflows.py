@@ -21,6 +21,7 @@ from tunelab.data import Columns, columns_of, load_records
 from tunelab.data.tagging import read_word_sentences
 from tunelab.errors import ConfigError, DataError, TunelabError
 from tunelab.evaluation import evaluate
+from tunelab.evaluation.continual import previous_task_metrics
 from tunelab.evaluation.ensemble import ensemble_of
 from tunelab.evaluation.report import metrics_table, write_report
 from tunelab.inference.artifact import Artifact, load_artifact
@@ -231,7 +232,8 @@ def train_run(
 def final_report(plan: Plan, out: Path, inputs: TrainInputs, batch_size: int) -> dict[str, Any]:
     """Write metrics.json + PNGs into best/: dev metrics as recorded when it was saved, test scored now.
 
-    Methods with a ``report`` (e.g. MoE's router health) add their sections, computed on dev.
+    Methods with a ``report`` (e.g. MoE's router health) add their sections, computed on dev. A
+    continual run adds the previous task's dev/test metrics (``evaluation.continual``).
     """
     best = load_artifact(out / "best")
     metrics = {"dev": best.info.dev_metrics or {}}  # the loop scored these exact weights on dev already
@@ -239,6 +241,9 @@ def final_report(plan: Plan, out: Path, inputs: TrainInputs, batch_size: int) ->
         metrics["test"] = evaluate_artifact(
             best, inputs.test, inputs.examples["test"], inputs.collator, batch_size
         )
+    previous = inputs.adapted.previous
+    if previous is not None:  # a continual run: how much of the previous task it kept
+        metrics.update(previous_task_metrics(best.model, best.task, previous, batch_size))
     report: dict[str, Any] = dict(metrics)
     for spec, _ in plan.methods:
         if spec.report is not None:

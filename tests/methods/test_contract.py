@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 import torch
 
-from toy_tasks import TOY_TASKS, toy_methods, toy_run_config
+from toy_tasks import (
+    CONTINUAL_METHODS,
+    TOY_TASKS,
+    continual_classification,
+    save_previous_run,
+    toy_methods,
+    toy_run_config,
+)
 from tunelab.errors import ConfigError
 from tunelab.inference.artifact import load_artifact
 from tunelab.methods import METHODS
@@ -63,10 +70,18 @@ def save_teacher(tiny_backbone_dir: Path, tmp_path: Path, task: str) -> Path:
 
 
 def toy_config(
-    tiny_backbone_dir: Path, tmp_path: Path, task: str, method: str, teacher: Path | None = None, **train: Any
+    tiny_backbone_dir: Path,
+    tmp_path: Path,
+    task: str,
+    method: str,
+    teacher: Path | None = None,
+    previous: Path | None = None,
+    **train: Any,
 ) -> Any:
+    """The toy run of ``task`` under ``method``; a ``previous`` run is continued on new labels."""
     methods = toy_methods(method) if teacher is None else with_teacher(toy_methods(method), teacher)
-    return toy_run_config(tiny_backbone_dir, TOY_TASKS[task](tmp_path), methods, tmp_path / "run", **train)
+    sections = TOY_TASKS[task](tmp_path) if previous is None else continual_classification(tmp_path)
+    return toy_run_config(tiny_backbone_dir, sections, methods, tmp_path / "run", previous, **train)
 
 
 def test_declared_incompatibilities():
@@ -86,7 +101,8 @@ def test_validation_refuses_declared_pairs_with_the_reason(tiny_backbone_dir, tm
 @pytest.mark.parametrize(("task", "method"), COMPATIBLE, ids=[f"{t}-{m}" for t, m in COMPATIBLE])
 def test_one_step_trains_what_it_should_and_round_trips(tiny_backbone_dir, tmp_path, task, method):
     teacher = save_teacher(tiny_backbone_dir, tmp_path, task) if method == "distill" else None
-    plan = resolve(toy_config(tiny_backbone_dir, tmp_path, task, method, teacher))
+    previous = save_previous_run(tiny_backbone_dir, tmp_path) if method in CONTINUAL_METHODS else None
+    plan = resolve(toy_config(tiny_backbone_dir, tmp_path, task, method, teacher, previous))
     accelerator = build_accelerator(plan.cfg.train)
     inputs = prepare_inputs(plan)
     model = inputs.adapted.model

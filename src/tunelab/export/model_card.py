@@ -42,7 +42,7 @@ def _spdx(license_text: str) -> str:
 def card_metadata(info: RunInfo) -> dict[str, Any]:
     """Front-matter dict from an export's run record."""
     cfg = info.config
-    base = cfg.model.name_or_path if cfg is not None else UNKNOWN
+    base = cfg.model.start if cfg is not None else UNKNOWN
     data = [cfg.data.train_file, cfg.data.dev_file, cfg.data.test_file] if cfg is not None else []
     base_license = base_model_license(base)
     metrics = info.dev_metrics or {}

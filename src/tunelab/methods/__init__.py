@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunelab.methods import adversarial, distill, freeze, full, moe, peft, rdrop
+from tunelab.methods import adversarial, distill, ewc, freeze, full, moe, peft, rdrop, rehearsal
 from tunelab.methods.spec import MethodSpec
 from tunelab.registry import Registry
 
@@ -16,5 +16,7 @@ METHODS: Registry[MethodSpec] = Registry(
         distill.SPEC.name: distill.SPEC,
         adversarial.SPEC.name: adversarial.SPEC,
         rdrop.SPEC.name: rdrop.SPEC,
+        rehearsal.SPEC.name: rehearsal.SPEC,
+        ewc.SPEC.name: ewc.SPEC,
     },
 )

@@ -42,7 +42,14 @@ from transformers.pytorch_utils import Conv1D
 
 from tunelab.config import RunConfig
 from tunelab.errors import ConfigError
-from tunelab.methods.spec import Adapted, MethodSpec, OptimizerStepContext, Target, refuses_block_mask
+from tunelab.methods.spec import (
+    Adapted,
+    MethodSpec,
+    OptimizerStepContext,
+    Target,
+    refuses_block_mask,
+    refuses_previous_run,
+)
 from tunelab.models.adapter import peft_wrapping
 
 # transformers head class suffix -> peft task type (peft wraps forward and saving per task type).
@@ -171,15 +178,23 @@ def refuses_unless(served: tuple[TaskType, ...], why: str) -> Callable[[Any, Tar
 # trains at 1e-4), and on RT LoRA lost accuracy at each lower rate tried below 2e-3 (1e-3, 5e-4;
 # bench/RESULTS.md, PEFT sweep).
 FULL_FINE_TUNING_LR = 1e-4
+# Why PEFT methods refuse model.previous_run: an adapter artifact is loaded over a saved base model.
+ADAPTER_BASE = (
+    "saves an adapter over a saved base model, and model.previous_run grows the previous model's head "
+    "(no saved base holds it); continue a run with full or freeze"
+)
 
 
 def warns_on_full_fine_tuning_lr(method: str, rate: str) -> Callable[[Any, RunConfig], list[str]]:
     """A ``conflicts`` hook that refuses nothing but warns when ``train.lr`` suits full fine-tuning.
 
     Too small a rate is legal (the run trains, only less per step), so it is a warning, not a refusal.
+    A continual run is refused (``ADAPTER_BASE``).
     """
 
     def conflicts(params: Any, cfg: RunConfig) -> list[str]:
+        if cfg.model.previous_run is not None:
+            return refuses_previous_run(method, ADAPTER_BASE)(params, cfg)
         if cfg.train.lr <= FULL_FINE_TUNING_LR:
             warnings.warn(
                 f"train.lr {cfg.train.lr:g} is a full fine-tuning rate; {method} trains few parameters and "
@@ -390,6 +405,7 @@ ADALORA = MethodSpec(
     on_optimizer_step=adalora_step,
     group="trainable",
     refuses=refuses_restructuring,
+    conflicts=refuses_previous_run("adalora", ADAPTER_BASE),
 )
 IA3 = MethodSpec(
     "ia3",
@@ -410,6 +426,7 @@ PREFIX = MethodSpec(
         "prefix tuning needs a forward that takes past_key_values, which transformers 5 {model_class} "
         "models do not declare (peft refuses them); use lora or prompt_tuning",
     ),
+    conflicts=refuses_previous_run("prefix_tuning", ADAPTER_BASE),
 )
 # Soft prompts shift token positions: only heads that do not read per-token outputs.
 PROMPT = MethodSpec(
@@ -422,5 +439,6 @@ PROMPT = MethodSpec(
         "prompt tuning prepends virtual tokens to the sequence, so per-token outputs of {model_class} "
         "no longer line up with the labels; use lora",
     ),
+    conflicts=refuses_previous_run("prompt_tuning", ADAPTER_BASE),
 )
 SPECS = (LORA, ADALORA, IA3, PREFIX, PROMPT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,69 @@ def model_loss(outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return cast(torch.Tensor, outputs.loss)
 
 
+@dataclass(frozen=True)
+class PreviousTask:
+    """The task a continual run (``model.previous_run``) learned before this one, as this run reads it.
+
+    ``labels`` are that task's labels: the first ``len(labels)`` columns of this run's grown head.
+    ``params`` are its task params; ``train``, ``dev`` and ``test`` its splits (the ones its run
+    saw) as features of this run (this run's tokenizer, label ids in this run's label order), and
+    ``examples`` the raw ``dev``/``test`` rows. ``collator`` pads its features into a batch.
+    """
+
+    run: Path
+    labels: tuple[str, ...]
+    params: Any
+    train: Any
+    dev: Any
+    test: Any
+    examples: Mapping[str, Any]
+    collator: Any
+
+    def train_rows(self, size: int, seed: int) -> list[dict[str, Any]]:
+        """``size`` feature rows of the train split (all, if fewer), chosen by ``seed``, in row order."""
+        n = len(self.train)
+        return [self.train[i] for i in sorted(random.Random(seed).sample(range(n), min(size, n)))]
+
+
+def previous_task(adapted: Adapted, method: str) -> PreviousTask:
+    """The previous task of a continual run; ``plan.resolve`` has refused ``method`` without one."""
+    assert adapted.previous is not None, f"{method} needs model.previous_run (checked by its conflicts)"
+    return adapted.previous
+
+
+def needs_previous_run(method: str, uses: str) -> Callable[[Any, RunConfig], list[str]]:
+    """A ``conflicts`` hook of a continual-learning method: it ``uses`` the previous run's task."""
+
+    def conflicts(params: Any, cfg: RunConfig) -> list[str]:
+        if cfg.model.previous_run is None:
+            return [f"name: {method} {uses}; name that run with model.previous_run"]
+        return []
+
+    return conflicts
+
+
+def refuses_previous_run(method: str, why: str) -> Callable[[Any, RunConfig], list[str]]:
+    """A ``conflicts`` hook of a method that cannot continue a previous run (``model.previous_run``)."""
+
+    def conflicts(params: Any, cfg: RunConfig) -> list[str]:
+        return [f"name: {method} {why}"] if cfg.model.previous_run is not None else []
+
+    return conflicts
+
+
+def refuses_without_continual(params: Any, target: Target) -> str | None:
+    """For continual-learning methods: the task must be able to continue a previous run."""
+    return target.why_no_continual
+
+
 @dataclass
 class Adapted:
     """The trainable model, frozen companions a method needs (e.g. a distillation teacher), and the loss.
 
     ``loss(outputs, batch)`` is the task's supervised loss (e.g. class-weighted cross-entropy); every
     method's step computes its hard loss through it, so a task's loss applies under any method.
+    ``previous`` is the task a continual run learned before (``model.previous_run``), else None.
     ``lr_scale`` (parameter name -> learning-rate multiplier, e.g. layer-wise decay) and ``lr_start``
     (parameter name -> first optimizer step at which it learns, e.g. head-first schedules) are how a
     method shapes the optimizer's parameter groups; parameters not named keep scale 1 and start 0.
@@ -38,6 +96,7 @@ class Adapted:
     loss: LossFn = model_loss
     lr_scale: Mapping[str, float] = field(default_factory=dict)
     lr_start: Mapping[str, int] = field(default_factory=dict)
+    previous: PreviousTask | None = None
 
 
 @runtime_checkable
@@ -129,6 +188,7 @@ class Target:
     (``MethodSpec.rebuild``), so a method can refuse such a neighbour.
     ``why_no_logits``, ``own_architecture`` and ``block_mask`` are the task's capabilities
     (``TaskSpec``); ``block_mask`` is already evaluated on the run's task params.
+    ``why_no_continual`` says why a run of the task cannot continue a previous run (None: it can).
     """
 
     task: str
@@ -137,6 +197,7 @@ class Target:
     why_no_logits: str | None = None
     own_architecture: bool = False
     block_mask: str | None = None
+    why_no_continual: str | None = None
 
 
 SEQ2SEQ_CLASS = "AutoModelForSeq2SeqLM"  # encoder-decoders: embeddings and hidden states split in two

@@ -53,7 +53,7 @@ def save_model(model: torch.nn.Module, tokenizer: Any, dest: Path, info: RunInfo
     if is_peft_model(model):
         if info.config is None:
             raise CheckpointError(f"{dest}: an adapter artifact needs the run config naming its base model")
-        info = info.model_copy(update={"adapter": AdapterInfo(base_model=info.config.model.name_or_path)})
+        info = info.model_copy(update={"adapter": AdapterInfo(base_model=info.config.model.start)})
     with atomic_dir(dest) as tmp:
         cast("SavesPretrained", model).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

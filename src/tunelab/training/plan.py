@@ -18,9 +18,10 @@ from pydantic import BaseModel, ValidationError
 
 from tunelab.config import RunConfig
 from tunelab.data.checks import RARE_ROWS, LabelBalance, label_balance, report_label_balance
-from tunelab.errors import AssetError, ConfigError, format_validation_error
+from tunelab.errors import AssetError, CheckpointError, ConfigError, format_validation_error
 from tunelab.methods import METHODS
 from tunelab.methods.spec import MethodSpec, StepFn, Target, default_step
+from tunelab.models.continual import continued_labels, previous_model_dir, previous_record
 from tunelab.models.load import resolve_model
 from tunelab.tasks import TASKS
 from tunelab.tasks.spec import TaskSpec
@@ -158,7 +159,10 @@ def resolve(cfg: RunConfig, count_labels: bool = True) -> Plan:
             )
     model_dir = Path()
     scratch = _from_scratch(task, task_params)
-    if scratch or cfg.model.name_or_path == SCRATCH:
+    if cfg.model.previous_run is not None:
+        model_dir, continual_problems = _previous_run(cfg, task, task_params)
+        problems += continual_problems
+    elif scratch or cfg.model.name_or_path == SCRATCH:
         model_dir = cfg.train.output_dir / "init"
         if not (scratch and cfg.model.name_or_path == SCRATCH):
             problems.append(
@@ -166,6 +170,7 @@ def resolve(cfg: RunConfig, count_labels: bool = True) -> Plan:
                 "built by tunelab); set both, or give a model without from_scratch"
             )
     else:
+        assert cfg.model.name_or_path is not None, "ModelConfig: name_or_path or previous_run"
         try:
             model_dir = resolve_model(cfg.model.name_or_path)
         except AssetError as exc:
@@ -187,6 +192,54 @@ def resolve(cfg: RunConfig, count_labels: bool = True) -> Plan:
         label_balance=balance,
         selection_reason=reason,
     )
+
+
+def can_continue(task: TaskSpec) -> bool:
+    """Whether a run of ``task`` can continue a previous run (``model.previous_run``).
+
+    Continuing grows the previous model's label head, so the task needs one label per row
+    (``few_shot``), a head of its own (``head_modules``) and a transformers architecture (transformers
+    loads the grown head).
+    """
+    return task.few_shot and bool(task.head_modules) and not task.own_architecture
+
+
+def why_no_continual(task: TaskSpec) -> str | None:
+    """Why a run of ``task`` cannot continue a previous run, or None (see :func:`can_continue`)."""
+    if can_continue(task):
+        return None
+    able = ", ".join(name for name in TASKS.names() if can_continue(TASKS.get(name)))
+    return (
+        f"continuing a previous run grows its label head, and task {task.name!r} has no transformers head "
+        f"with one label per row; tasks that continue: {able}"
+    )
+
+
+def _previous_run(cfg: RunConfig, task: TaskSpec | None, task_params: Any) -> tuple[Path, list[str]]:
+    """``model.previous_run``'s best/ (the start) and what keeps this run from continuing it."""
+    assert cfg.model.previous_run is not None
+    try:
+        record = previous_record(cfg.model.previous_run)
+    except CheckpointError as exc:
+        return Path(), [f"model.previous_run: {exc}"]
+    run = cfg.model.previous_run
+    problems = []
+    if run.resolve() == cfg.train.output_dir.resolve():
+        problems.append("train.output_dir: is model.previous_run; a continual run writes a new run dir")
+    if task is not None and record.task != task.name:
+        problems.append(
+            f"model.previous_run: {run} trained task {record.task!r}, this run {task.name!r}; continual "
+            "runs grow one task's label head, so both must be the same task"
+        )
+    elif task is not None and (why := why_no_continual(task)):
+        problems.append(f"model.previous_run: {why}")
+    given = getattr(task_params, "labels", None)
+    if given is not None:
+        try:
+            continued_labels(record.labels, given, explicit=True)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return previous_model_dir(run), problems
 
 
 def train_label_balance(cfg: RunConfig, task: TaskSpec, task_params: Any) -> LabelBalance | None:
@@ -269,4 +322,5 @@ def method_target(task: TaskSpec, methods: Sequence[MethodSpec], task_params: An
         why_no_logits=task.why_no_logits,
         own_architecture=task.own_architecture,
         block_mask=block_mask,
+        why_no_continual=why_no_continual(task),
     )

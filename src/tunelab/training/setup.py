@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import datasets
 import torch
@@ -15,9 +15,11 @@ from tunelab.config import AugmentConfig
 from tunelab.data import TaskData
 from tunelab.data.augment import AugmentingCollator, load_synonyms
 from tunelab.methods.losses import model_logits, smoothed_cross_entropy
-from tunelab.methods.spec import Adapted, LossFn, model_loss
+from tunelab.methods.spec import Adapted, LossFn, PreviousTask, model_loss
+from tunelab.models.continual import continued_labels, load_grown, previous_record
 from tunelab.models.load import load_input_processor
-from tunelab.tasks.spec import TaskSpec, load_with_labels, tokenize_dataset
+from tunelab.tasks.spec import TaskSpec, load_with_labels, model_config_overrides, tokenize_dataset
+from tunelab.training.continual import load_previous
 from tunelab.training.plan import Plan
 
 if TYPE_CHECKING:
@@ -49,17 +51,31 @@ class TrainInputs:
 
 
 def load_model(plan: Plan, labels: list[str], params: Any) -> torch.nn.Module:
-    """Pretrained backbone + a fresh task head sized for ``labels``, in fp32 (autocast handles precision)."""
-    model: PreTrainedModel = load_with_labels(
-        plan.task, plan.model_dir, labels, params, trust_remote_code=plan.cfg.model.trust_remote_code
-    )
+    """Pretrained backbone + a fresh task head sized for ``labels``, in fp32 (autocast handles precision).
+
+    A continual run (``model.previous_run``) starts from the previous run's model with its head grown.
+    """
+    model: PreTrainedModel
+    if plan.cfg.model.previous_run is not None:
+        overrides = model_config_overrides(plan.task, params)
+        model = cast(
+            "PreTrainedModel", load_grown(plan.task.model_class, plan.model_dir, labels, **overrides)
+        )
+    else:
+        model = load_with_labels(
+            plan.task, plan.model_dir, labels, params, trust_remote_code=plan.cfg.model.trust_remote_code
+        )
     if plan.cfg.train.gradient_checkpointing:
         model.activation_checkpointing_enable()
     return model
 
 
 def task_adapted(
-    task: TaskSpec, params: Any, model: torch.nn.Module, label_smoothing: float = 0.0
+    task: TaskSpec,
+    params: Any,
+    model: torch.nn.Module,
+    label_smoothing: float = 0.0,
+    previous: PreviousTask | None = None,
 ) -> Adapted:
     """``model`` trained with ``task``'s loss under ``params`` (else the model's own loss).
 
@@ -74,7 +90,7 @@ def task_adapted(
         def loss(outputs: Any, batch: Any) -> torch.Tensor:
             return smoothed_cross_entropy(model_logits(outputs), batch.get("labels"), label_smoothing)
 
-    return Adapted(model=model, loss=loss)
+    return Adapted(model=model, loss=loss, previous=previous)
 
 
 def fit_params(task: TaskSpec, params: Any, data: TaskData) -> Any:
@@ -82,9 +98,11 @@ def fit_params(task: TaskSpec, params: Any, data: TaskData) -> Any:
     return task.fit(params, data.train, data.labels) if task.fit is not None else params
 
 
-def apply_methods(plan: Plan, model: torch.nn.Module, params: Any) -> Adapted:
+def apply_methods(
+    plan: Plan, model: torch.nn.Module, params: Any, previous: PreviousTask | None = None
+) -> Adapted:
     """Apply the configured methods in order; each sees the previous one's model."""
-    adapted = task_adapted(plan.task, params, model, plan.cfg.train.label_smoothing)
+    adapted = task_adapted(plan.task, params, model, plan.cfg.train.label_smoothing, previous)
     for spec, method_params in plan.methods:
         nxt = spec.apply(adapted.model, method_params, plan.task.head_modules)
         adapted = Adapted(
@@ -93,6 +111,7 @@ def apply_methods(plan: Plan, model: torch.nn.Module, params: Any) -> Adapted:
             loss=adapted.loss,
             lr_scale={**adapted.lr_scale, **nxt.lr_scale},
             lr_start={**adapted.lr_start, **nxt.lr_start},
+            previous=previous,
         )
     return adapted
 
@@ -101,6 +120,9 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     """Load and check data (the task's reader), then tokenizer, model and methods; tokenise every split."""
     cfg = plan.cfg
     data = data or plan.task.load_data(cfg.data, plan.task_params, cfg.train.seed)
+    if cfg.model.previous_run is not None:  # the grown head: the previous run's labels come first
+        previous_labels = previous_record(cfg.model.previous_run).labels
+        data = replace(data, labels=continued_labels(previous_labels, data.labels, explicit=False))
     params = fit_params(plan.task, plan.task_params, data)
     logger.info(
         "data: %d train / %d dev%s rows, %d labels %s",
@@ -120,12 +142,15 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     model = load_model(plan, data.labels, params)
     if plan.task.check_model is not None:
         plan.task.check_model(model.config, params)
-    adapted = apply_methods(plan, model, params)
+    collator = plan.task.collator(tokenizer, params)
+    previous = None
+    if cfg.model.previous_run is not None:
+        previous = load_previous(plan.task, cfg.model.previous_run, tokenizer, data.labels, collator)
+    adapted = apply_methods(plan, model, params, previous)
 
     def features(split: datasets.Dataset) -> datasets.Dataset:
         return tokenize_dataset(plan.task, params, tokenizer, split, data.labels)
 
-    collator = plan.task.collator(tokenizer, params)
     train = features(data.train)
     for spec, method_params in plan.methods:
         if spec.prepare is not None:
