@@ -529,6 +529,10 @@ TOY_METHODS: dict[str, list[dict[str, Any]]] = {
     "prompt_tuning": [{"name": "prompt_tuning", "params": {"num_virtual_tokens": 4}}],
     # TEACHER is replaced by a saved model of the same task and labels (the contract test builds one).
     "distill": [{"name": "distill", "params": {"teacher": "TEACHER", "hidden_layers": [[2, 2]]}}],
+    # UNLABELED is replaced by the toy task's train file (its labels are ignored); pseudo-labels from step 1.
+    "self_train": [
+        {"name": "self_train", "params": {"unlabeled_file": "UNLABELED", "warm_start": 0.0, "threshold": 0.0}}
+    ],
 }
 
 

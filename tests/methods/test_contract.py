@@ -69,6 +69,16 @@ def save_teacher(tiny_backbone_dir: Path, tmp_path: Path, task: str) -> Path:
     return tmp_path / "teacher"
 
 
+def with_unlabeled(methods: list[dict[str, Any]], train_file: str) -> list[dict[str, Any]]:
+    """``methods`` with the UNLABELED placeholder of a self-training entry replaced by ``train_file``."""
+    return [
+        {**m, "params": {**m["params"], "unlabeled_file": train_file}}
+        if m.get("params", {}).get("unlabeled_file")
+        else m
+        for m in methods
+    ]
+
+
 def toy_config(
     tiny_backbone_dir: Path,
     tmp_path: Path,
@@ -81,6 +91,7 @@ def toy_config(
     """The toy run of ``task`` under ``method``; a ``previous`` run is continued on new labels."""
     methods = toy_methods(method) if teacher is None else with_teacher(toy_methods(method), teacher)
     sections = TOY_TASKS[task](tmp_path) if previous is None else continual_classification(tmp_path)
+    methods = with_unlabeled(methods, sections["data"]["train_file"])
     return toy_run_config(tiny_backbone_dir, sections, methods, tmp_path / "run", previous, **train)
 
 

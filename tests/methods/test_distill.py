@@ -16,7 +16,7 @@ from tunelab.errors import CheckpointError, ConfigError, DataError
 from tunelab.methods import distill
 from tunelab.methods.distill import cache as distill_cache
 from tunelab.methods.losses import topk_kl
-from tunelab.methods.spec import Adapted, default_step
+from tunelab.methods.spec import Adapted, RunData, default_step
 
 LABELS = ["a", "b", "c", "d"]
 
@@ -90,7 +90,7 @@ def test_cached_teacher_gives_the_live_teachers_loss(tiny_backbone_dir, tmp_path
     for k in (4, 2):
         params = distill.Params(teacher=[str(teacher)], cache_dir=str(tmp_path / "cache"), cache_top_k=k)
         adapted = distill.apply(clone(student), params, ())
-        distill.prepare(adapted, params, features, collator)
+        distill.prepare(adapted, params, RunData(features, collator))
         assert len(adapted.companions["distill"].teachers) == 0  # the teacher is released
         results[k] = run_step(distill.step, adapted, batch)
     torch.testing.assert_close(results[4][0].loss, live.loss)
@@ -116,7 +116,8 @@ def test_cache_refuses_rows_it_has_not_seen(tiny_backbone_dir, tmp_path):
     teacher = _teacher_dir(tiny_backbone_dir, tmp_path, False)
     params = distill.Params(teacher=[str(teacher)], cache_dir=str(tmp_path / "cache"))
     adapted = distill.apply(tiny_model(tiny_backbone_dir, LABELS), params, ())
-    distill.prepare(adapted, params, *_features(tiny_backbone_dir, toy_batch(tiny_backbone_dir, 4, 4)))
+    features = _features(tiny_backbone_dir, toy_batch(tiny_backbone_dir, 4, 4))
+    distill.prepare(adapted, params, RunData(*features))
     unseen = toy_batch(tiny_backbone_dir, 4, 4, seed=99)
     with pytest.raises(DataError, match="not in the teacher cache"):
         distill.step(adapted, unseen, lambda loss: loss.backward())

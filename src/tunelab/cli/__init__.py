@@ -5,9 +5,9 @@ the order ``tunelab --help`` lists them.
 """
 
 # isort: off
-from tunelab.cli import train, models, serve, monitor, data, ui, apps, assistant
+from tunelab.cli import train, models, serve, monitor, data, label, ui, apps, assistant
 from tunelab.cli.common import app
 
 # isort: on
 
-__all__ = ["app", "apps", "assistant", "data", "models", "monitor", "serve", "train", "ui"]
+__all__ = ["app", "apps", "assistant", "data", "label", "models", "monitor", "serve", "train", "ui"]

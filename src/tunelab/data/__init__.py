@@ -169,6 +169,19 @@ def load_records(path: Path, fields: Mapping[str, str]) -> list[dict[str, str]]:
     return [{name: raw[column][i] for name, column in fields.items()} for i in range(len(table.lines))]
 
 
+def load_inputs(path: Path, columns: Columns) -> dict[str, list[str]]:
+    """The input columns of a file in a run's data format (``text``, + ``text_pair``), labels ignored.
+
+    For unlabelled training rows (self-training): the columns are checked as the training file's are,
+    every bad row reported with file:line; a one-column run also reads the lines of a plain text file.
+    """
+    fields = {"text": columns.text}
+    if columns.text_pair is not None:
+        fields["text_pair"] = columns.text_pair
+    records = load_records(path, fields)
+    return {name: [record[name] for record in records] for name in fields}
+
+
 def _read_texts(path: Path, column: str, problems: Problems) -> list[str]:
     """A corpus file: lines of a .txt (or any non-table file), else the text column of a table."""
     if path.suffix.lower() in (".csv", ".jsonl", ".json", ".parquet"):

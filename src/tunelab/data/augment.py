@@ -140,7 +140,7 @@ class AugmentingCollator:
     """Collates training rows that carry ``row`` and ``text``: augment, re-tokenise, then pad.
 
     Rows without ``text`` (dev and test features) go straight to the base collator, so one collator
-    serves training and evaluation.
+    serves training and evaluation. A row's ``labels`` ride along unchanged; unlabelled rows have none.
     """
 
     def __init__(
@@ -169,5 +169,6 @@ class AugmentingCollator:
         features = self.tokenize(columns)
         out = [dict(zip(features, values, strict=True)) for values in zip(*features.values(), strict=True)]
         for feature, row in zip(out, rows, strict=True):
-            feature["labels"] = row["labels"]
+            if "labels" in row:  # unlabelled rows (self-training's student view) carry none
+                feature["labels"] = row["labels"]
         return self.base(out)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunelab.methods import adversarial, distill, ewc, freeze, full, moe, peft, rdrop, rehearsal
+from tunelab.methods import adversarial, distill, ewc, freeze, full, moe, peft, rdrop, rehearsal, self_train
 from tunelab.methods.spec import MethodSpec
 from tunelab.registry import Registry
 
@@ -18,5 +18,6 @@ METHODS: Registry[MethodSpec] = Registry(
         rdrop.SPEC.name: rdrop.SPEC,
         rehearsal.SPEC.name: rehearsal.SPEC,
         ewc.SPEC.name: ewc.SPEC,
+        self_train.SPEC.name: self_train.SPEC,
     },
 )

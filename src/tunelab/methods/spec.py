@@ -16,6 +16,7 @@ from tunelab.config import RunConfig
 
 Backward = Callable[[torch.Tensor], None]
 LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
+ColumnDict = dict[str, list[Any]]  # column name -> values, one per row
 
 
 def model_loss(outputs: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -143,6 +144,26 @@ def step_only_apply(key: str) -> Callable[[nn.Module, Any, tuple[str, ...]], Ada
 
 
 @dataclass(frozen=True)
+class RunData:
+    """What ``MethodSpec.prepare`` sees of the run's data besides the model.
+
+    ``features`` is the training split, tokenised and unpadded (a ``datasets.Dataset``), and ``collator``
+    pads a list of its rows into a batch. ``seed`` is ``train.seed``. ``read_inputs(path)`` reads a file
+    in the run's data format through the task's reader, keeping the input columns (``text``, and
+    ``text_pair`` when the run has one; a label column is ignored), every bad row reported as file:line;
+    ``tokenize(columns)`` turns such columns into unpadded features exactly as training rows are
+    tokenised, without labels. The training setup always gives all five; tests of a method that reads
+    only the training features may leave the last two out.
+    """
+
+    features: Any
+    collator: Any
+    seed: int = 0
+    read_inputs: Callable[[Path], ColumnDict] | None = None
+    tokenize: Callable[[ColumnDict], ColumnDict] | None = None
+
+
+@dataclass(frozen=True)
 class StepOutput:
     """Loss of one micro-batch (already back-propagated) and extra scalars to log.
 
@@ -231,13 +252,14 @@ class MethodSpec:
     dict of a structurally changed model loads without remote code. Methods sharing a ``group`` exclude
     each other (e.g. ``"trainable"``: full, freeze and the PEFT methods each decide which parameters
     train). ``refuses(params, target)`` returns why the method cannot serve ``target``, or None;
-    ``training.plan.resolve`` reports it before any weight loads. ``prepare(adapted, params,
-    train_features, collator)``, if set, runs once after the training split is tokenised and before
-    the first step (e.g. distillation's offline teacher-logit cache). ``conflicts(params, cfg)`` lists
-    what the method cannot take from the rest of the run config, each as ``params.key: why`` (e.g. a
-    teacher-logit cache beside data augmentation). ``report(model, dev_batches, model_dir)``, if set,
-    writes the method's own health report of the best model beside its metrics and returns its
-    sections for ``metrics.json`` (e.g. MoE's router load per expert).
+    ``training.plan.resolve`` reports it before any weight loads. ``prepare(adapted, params, data)``, if
+    set, runs once after the training split is tokenised and before the first step, with the run's
+    :class:`RunData` (e.g. distillation's offline teacher-logit cache, self-training's unlabelled
+    rows). ``conflicts(params, cfg)`` lists what the method cannot take from the rest of the run config,
+    each as ``params.key: why`` (e.g. a teacher-logit cache beside data augmentation).
+    ``report(model, dev_batches, model_dir)``, if set, writes the method's own health report of the best
+    model beside its metrics and returns its sections for ``metrics.json`` (e.g. MoE's router load per
+    expert).
     """
 
     name: str
@@ -248,6 +270,6 @@ class MethodSpec:
     rebuild: Callable[[nn.Module, Any], nn.Module] | None = None
     group: str | None = None
     refuses: Callable[[Any, Target], str | None] | None = None
-    prepare: Callable[[Adapted, Any, Any, Any], None] | None = None
+    prepare: Callable[[Adapted, Any, RunData], None] | None = None
     conflicts: Callable[[Any, RunConfig], list[str]] | None = None
     report: Callable[[nn.Module, Iterable[Mapping[str, torch.Tensor]], Path], dict[str, Any]] | None = None

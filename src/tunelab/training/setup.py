@@ -12,10 +12,10 @@ import torch
 from accelerate.utils import set_seed
 
 from tunelab.config import AugmentConfig
-from tunelab.data import TaskData
-from tunelab.data.augment import AugmentingCollator, load_synonyms
+from tunelab.data import TaskData, columns_of, load_inputs
+from tunelab.data.augment import AugmentingCollator, Tokenize, load_synonyms
 from tunelab.methods.losses import model_logits, smoothed_cross_entropy
-from tunelab.methods.spec import Adapted, LossFn, PreviousTask, model_loss
+from tunelab.methods.spec import Adapted, ColumnDict, LossFn, PreviousTask, RunData, model_loss
 from tunelab.models.continual import continued_labels, load_grown, previous_record
 from tunelab.models.load import load_input_processor
 from tunelab.tasks.spec import TaskSpec, load_with_labels, model_config_overrides, tokenize_dataset
@@ -151,12 +151,17 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     def features(split: datasets.Dataset) -> datasets.Dataset:
         return tokenize_dataset(plan.task, params, tokenizer, split, data.labels)
 
+    def tokenize(columns: ColumnDict) -> ColumnDict:
+        return plan.task.preprocess(columns, tokenizer, params, {})
+
     train = features(data.train)
+    read_inputs = partial(load_inputs, columns=columns_of(cfg.data))
+    run_data = RunData(train, collator, cfg.train.seed, read_inputs, tokenize)
     for spec, method_params in plan.methods:
         if spec.prepare is not None:
-            spec.prepare(adapted, method_params, train, collator)
+            spec.prepare(adapted, method_params, run_data)
     if cfg.data.augment is not None:
-        train, collator = _augmenting(plan, cfg.data.augment, tokenizer, data.train, train, collator)
+        train, collator = _augmenting(plan, cfg.data.augment, tokenize, data.train, train, collator)
     train_collator = plan.task.train_collator(tokenizer, params) if plan.task.train_collator else None
     return TrainInputs(
         adapted=adapted,
@@ -175,7 +180,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
 def _augmenting(
     plan: Plan,
     cfg: AugmentConfig,
-    tokenizer: Any,
+    tokenize: Tokenize,
     raw: datasets.Dataset,
     train: datasets.Dataset,
     collator: Any,
@@ -186,8 +191,4 @@ def _augmenting(
         if column in raw.column_names:
             train = train.add_column(column, raw[column])
     synonyms = load_synonyms(cfg.synonyms_file) if cfg.synonyms_file is not None else {}
-
-    def tokenize(columns: dict[str, list[str]]) -> dict[str, list[Any]]:
-        return plan.task.preprocess(columns, tokenizer, plan.task_params, {})
-
     return train, AugmentingCollator(collator, tokenize, cfg, plan.cfg.train.seed, synonyms)

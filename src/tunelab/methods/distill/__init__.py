@@ -32,6 +32,7 @@ from tunelab.methods.spec import (
     Adapted,
     Backward,
     MethodSpec,
+    RunData,
     StepOutput,
     Target,
     refuses_without_logits,
@@ -136,10 +137,11 @@ def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Ad
     return Adapted(model=model, companions={"distill": Distiller(teachers, params, paths)})
 
 
-def prepare(adapted: Adapted, params: Params, features: Any, collator: Any) -> None:
+def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
     """With ``cache_dir``: load or build the teacher-logit cache of the training rows; drop the teachers."""
     if params.cache_dir is None:
         return
+    features, collator = data.features, data.collator
     distiller = _distiller(adapted)
     student_config: Any = adapted.model.config  # a transformers config, untyped here
     top_k: int = params.cache_top_k or student_config.num_labels
