@@ -11,6 +11,7 @@ one in process as ``tunelab serve`` would, and ``check_served`` asserts its rout
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from toy_tasks import TOY_TASKS, toy_run_config
+from toy_tasks import TOY_TASKS, toy_images, toy_run_config
 from tunelab.export.pipeline import ExportOptions, export_model
 from tunelab.inference.artifact import Artifact
 from tunelab.inference.generate import GenerationJob, GenerationOptions, generate
@@ -28,10 +29,12 @@ from tunelab.inference.predict import predict_records
 from tunelab.methods import METHODS
 from tunelab.models.architectures import mean_pool
 from tunelab.models.artifact import save_model
+from tunelab.models.load import takes_text
 from tunelab.serving.app import create_app
 from tunelab.serving.predictor import load_predictor
 from tunelab.serving.settings import ServeSettings
 from tunelab.tasks import TASKS
+from tunelab.tasks.image_classification import encode_png
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 from tunelab.training.plan import method_target
 from tunelab.workflows import run_info
@@ -137,9 +140,11 @@ def serve(path: Path, **settings: Any) -> Iterator[TestClient]:
 
 
 def records_of(art: Artifact) -> list[dict[str, Any]]:
-    """Raw prediction records in the task's input fields."""
+    """Raw prediction records in the task's input fields (an image task's: PNG files of toy images)."""
     if art.task.input_fields == ("question", "context"):
         return QA_ITEMS
+    if art.task.input_fields == ("image",):
+        return [{"image": encode_png(image)} for image in toy_images(3, seed=5)[0]]
     assert art.task.input_fields == ("text",), f"add inputs for {art.task.input_fields}"
     return [{"text": text} for text in TEXTS]
 
@@ -150,10 +155,12 @@ def is_generating(art: Artifact) -> bool:
 
 
 def is_encoder(art: Artifact) -> bool:
-    """Neither a decoder nor an encoder-decoder: the model embeds at /v1/embeddings."""
+    """A text model, neither a decoder nor an encoder-decoder: the model embeds at /v1/embeddings."""
     config = cast(Any, art.model).config  # an adapter dir has no config.json; the loaded model has one
-    return not config.is_encoder_decoder and not any(
-        arch.endswith("ForCausalLM") for arch in config.architectures or []
+    return (
+        takes_text(art.tokenizer)
+        and not config.is_encoder_decoder
+        and not any(arch.endswith("ForCausalLM") for arch in config.architectures or [])
     )
 
 
@@ -198,6 +205,8 @@ def check_served(client: TestClient, art: Artifact) -> None:
         schema = art.task.serve_schema
         assert schema is not None, f"task {art.task.name} has no /v1/predict schema: it cannot be served"
         inputs = [r["text"] for r in records] if art.task.input_fields == ("text",) else records
+        if art.task.input_fields == ("image",):  # image files travel base64-encoded
+            inputs = [base64.b64encode(r["image"]).decode("ascii") for r in records]
         response = client.post("/v1/predict", json={"inputs": inputs})
         assert response.status_code == 200, response.text
         reference = predict_records(art, records, batch_size=len(records))

@@ -432,6 +432,77 @@ def retrieval(tmp: Path) -> Sections:
     }
 
 
+def write_idx(path: Path, array: Any) -> Path:
+    """``array`` (numpy, uint8) as an uncompressed idx file: the format's header, then the bytes."""
+    import numpy as np
+
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+    return path
+
+
+def toy_images(n: int, seed: int, side: int = 8) -> tuple[Any, Any]:
+    """Learnable (n, side, side) uint8 images and labels: 0 is dark, 1 is bright, with pixel noise.
+
+    The noise keeps every image distinct and a masked patch predictable only from the visible ones (their
+    brightness); labels alternate, so any split is balanced.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.uint8) % 2
+    base = np.where(labels == 0, 50, 190)[:, None, None]
+    images = base + rng.integers(-40, 40, size=(n, side, side))
+    return images.astype(np.uint8), labels
+
+
+def write_toy_images(tmp: Path, name: str, n: int, seed: int) -> Path:
+    """An idx images file ``<name>-images-idx3-ubyte`` of ``toy_images`` with its labels file beside it."""
+    images, labels = toy_images(n, seed)
+    write_idx(tmp / f"{name}-labels-idx1-ubyte", labels)
+    return write_idx(tmp / f"{name}-images-idx3-ubyte", images)
+
+
+@functools.cache
+def tiny_vit_dir() -> Path:
+    """A random-init ViT (8x8 grayscale images, patch 4, hidden 16, 2 layers) with its MIM decoder and
+    image processor, built by tunelab's own ``from_scratch`` path once per test process."""
+    import torch
+
+    from tunelab.models.scratch import init_vit
+    from tunelab.tasks.image_classification import ScratchParams
+
+    out = Path(tempfile.mkdtemp(prefix="tunelab-tiny-vit-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    scratch = ScratchParams(image_size=8, patch_size=4, hidden_size=16, layers=2, heads=2)
+    with torch.random.fork_rng(devices=[]):
+        return init_vit(scratch, [0.4], [0.3], out / "vit", seed=0)
+
+
+def image_classification(tmp: Path) -> Sections:
+    """Dark vs bright 8x8 images (idx files) on the tiny ViT."""
+    return {
+        "model": {"name_or_path": str(tiny_vit_dir())},
+        "data": {
+            "train_file": str(write_toy_images(tmp, "toy-train", 48, seed=2)),
+            "dev_file": str(write_toy_images(tmp, "toy-dev", 16, seed=3)),
+        },
+        "task": {"name": "image_classification", "params": {"labels": ["dark", "bright"]}},
+    }
+
+
+def image_mim(tmp: Path) -> Sections:
+    """The toy images without their labels, masked image modelling on the tiny ViT."""
+    return {
+        "model": {"name_or_path": str(tiny_vit_dir())},
+        "data": {
+            "train_file": str(write_toy_images(tmp, "mim-train", 48, seed=2)),
+            "dev_file": str(write_toy_images(tmp, "mim-dev", 16, seed=3)),
+        },
+        "task": {"name": "image_mim", "params": {"mask_ratio": 0.5, "patch_size": 4}},
+    }
+
+
 TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "causal_lm": causal_lm,
     "classification": classification,
@@ -442,6 +513,8 @@ TOY_TASKS: dict[str, Callable[[Path], Sections]] = {
     "prompt_classification": prompt_classification,
     "embedding_classification": embedding_classification,
     "retrieval": retrieval,
+    "image_classification": image_classification,
+    "image_mim": image_mim,
 }
 
 

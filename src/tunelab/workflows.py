@@ -29,6 +29,7 @@ from tunelab.io import atomic_write, utf8_error
 from tunelab.models import manifest
 from tunelab.models.artifact import save_model
 from tunelab.models.run_info import RunInfo
+from tunelab.tasks.image_classification import idx_records, image_file_records
 from tunelab.tasks.spec import tokenize_dataset
 from tunelab.training import (
     StopFlag,
@@ -314,6 +315,11 @@ def evaluate_file(
     return metrics["eval"]
 
 
+def shown_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A prediction record as ``tunelab predict`` prints it: binary inputs (image bytes) left out."""
+    return {name: value for name, value in record.items() if not isinstance(value, bytes)}
+
+
 def _stdin_lines(stdin: Iterable[str]) -> Iterator[str]:
     """Lines of stdin (opened with ``errors="surrogateescape"``); a byte that is not UTF-8 is refused."""
     for number, line in enumerate(stdin, start=1):
@@ -330,15 +336,23 @@ def prediction_records(
     text_column: str | None,
     stdin: Iterable[str],
     tokens: bool = False,
+    images: Sequence[Path] = (),
 ) -> list[dict[str, Any]]:
     """Raw input records from ``--text``, a ``--file`` or stdin lines, in the task's input fields.
 
     Tasks whose inputs have several fields (e.g. question + context) read them from a table file.
     With ``tokens`` the inputs are pre-split words, for tasks whose ``/v1/predict`` takes ``tokens``
     (token classification): lines split at whitespace, or a CoNLL / JSONL file's sentences; each
-    record's ``text`` is then its list of words, tagged as given.
+    record's ``text`` is then its list of words, tagged as given. Image tasks (input field ``image``)
+    read ``images`` (image files) or an idx images ``file``; each record names its ``source``.
     """
     fields = {name: name for name in art.task.input_fields}
+    if "image" in fields or images:
+        if "image" not in fields:
+            raise TunelabError(f"--image: task {art.task.name} takes {', '.join(fields)}, not images")
+        if texts or (file is None and not images):
+            raise TunelabError(f"task {art.task.name} takes images: give --image files or an idx --file")
+        return image_file_records(images) if images else idx_records(cast(Path, file))
     if "text" in fields:
         fields["text"] = text_column or art.columns.text
     if tokens:

@@ -17,6 +17,7 @@ from tunelab.assets.bbc import prepare_bbc_headlines, prepare_bbc_news, prepare_
 from tunelab.assets.chatterbot import prepare_chatterbot, prepare_chatterbot_qa
 from tunelab.assets.chatterbot_answers import prepare_chatterbot_answers, prepare_chatterbot_answers_zh
 from tunelab.assets.chinese import prepare_chnsenticorp, prepare_peoples_daily, prepare_zh_corpus
+from tunelab.assets.fashion_mnist import DEBIAN_DIR, DEBIAN_PACKAGE, prepare_fashion_mnist
 from tunelab.assets.instruct import prepare_tunelab_instruct
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, package_dir
 from tunelab.assets.recsim import prepare_bbc_recsim
@@ -31,6 +32,7 @@ __all__ = [
     "DatasetAsset",
     "ModelAsset",
     "cache_dir",
+    "dataset_dir",
     "hub_offline",
     "package_dir",
     "prepare_dataset",
@@ -51,12 +53,29 @@ def hub_offline() -> None:
 
 @dataclass(frozen=True)
 class DatasetAsset:
-    """A dataset built from an installed package's raw files by ``prepare`` (never downloaded)."""
+    """A dataset built from an installed package's raw files by ``prepare`` (never downloaded).
+
+    ``module`` is the Python package holding the files; a Debian package installs them in
+    ``system_dir`` instead (``package`` is then the Debian package's name and ``module`` is empty).
+    """
 
     package: str
     module: str
     license: str
     prepare: Callable[[Path, Path], dict[str, int]]  # (package dir, out dir) -> rows per written file
+    system_dir: Path | None = None
+
+
+def dataset_dir(asset: DatasetAsset) -> Path:
+    """The folder holding a dataset asset's raw files, or an AssetError saying what to install."""
+    if asset.system_dir is None:
+        return package_dir(asset.module, asset.package)
+    if not asset.system_dir.is_dir():
+        raise AssetError(
+            f"{asset.system_dir}: missing; install the Debian package {asset.package} "
+            f"(apt-get install {asset.package}, or scripts/setup.sh dev)"
+        )
+    return asset.system_dir
 
 
 DATASETS: dict[str, DatasetAsset] = {
@@ -192,6 +211,13 @@ DATASETS: dict[str, DatasetAsset] = {
         ),
         prepare=prepare_tunelab_instruct,
     ),
+    "fashion-mnist": DatasetAsset(
+        package=DEBIAN_PACKAGE,
+        module="",
+        license="Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017; Zalando Research, MIT) as shipped by Debian",
+        prepare=prepare_fashion_mnist,
+        system_dir=DEBIAN_DIR,
+    ),
 }
 
 
@@ -200,7 +226,7 @@ def prepare_dataset(name: str, out: Path) -> dict[str, int]:
     if name not in DATASETS:
         raise AssetError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
     asset = DATASETS[name]
-    pkg = package_dir(asset.module, asset.package)
+    pkg = dataset_dir(asset)
     with atomic_dir(out) as tmp:
         counts = asset.prepare(pkg, tmp)
         (tmp / "SOURCE.txt").write_text(f"{name}: {asset.license}\n", encoding="utf-8")

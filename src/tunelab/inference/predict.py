@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object, send_to_device
 from torch.utils.data import DataLoader
 
-from tunelab.data.batching import eval_order
+from tunelab.data.batching import eval_order, row_lengths
 from tunelab.inference.continuous import generate_records
 from tunelab.inference.generate import GenerationOptions, generate_ids
 from tunelab.tasks.spec import OUTPUT_PAD, Predicted, TaskSpec
@@ -53,7 +53,7 @@ def predict_outputs(
     A generating task (``task.generation``, given ``params``) adds its generated arrays; rows without
     targets then skip the forward.
     """
-    order = eval_order(_lengths(features))
+    order = eval_order(row_lengths(features))
     batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     mine = batches[rank::world]
@@ -109,13 +109,6 @@ def _assemble(
             full[index] = array
         out[name] = full
     return out
-
-
-def _lengths(features: Any) -> list[int]:
-    """Tokens per row, by column access for a ``Dataset`` (fast) or per row for a list of dicts."""
-    if isinstance(features, list):
-        return [len(row["input_ids"]) for row in features]
-    return [len(ids) for ids in features["input_ids"]]
 
 
 class Predictable(Protocol):

@@ -18,7 +18,7 @@ refusals at validation for what peft cannot do with our transformers:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import torch
@@ -31,6 +31,10 @@ from peft import (
     PromptTuningConfig,
     TaskType,
     get_peft_model,
+)
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING,
+    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
 )
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -98,6 +102,13 @@ def apply_lora(model: nn.Module, params: BaseModel, head_modules: tuple[str, ...
     return applier(LoraConfig, "lora")(model, lora, head_modules)
 
 
+# peft's per-architecture default targets, for the methods that fall back on them
+PEFT_DEFAULT_TARGETS: dict[type[PeftConfig], Mapping[str, Any]] = {
+    AdaLoraConfig: TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING,
+    IA3Config: TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+}
+
+
 def applier(
     config_class: type[PeftConfig], name: str, **fixed: Any
 ) -> Callable[[nn.Module, BaseModel, tuple[str, ...]], Adapted]:
@@ -108,7 +119,15 @@ def applier(
     """
 
     def apply(model: nn.Module, params: BaseModel, head_modules: tuple[str, ...]) -> Adapted:
-        config = config_class(**params.model_dump(), **fixed, **_common(model, head_modules))
+        values = params.model_dump()
+        defaults = PEFT_DEFAULT_TARGETS.get(config_class)
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if defaults is not None and values.get("target_modules") is None and model_type not in defaults:
+            # peft has no default targets for this architecture (e.g. ViT): every backbone linear, as LoRA
+            values["target_modules"] = backbone_linears(model, modules_to_save(model, head_modules))
+            if "feedforward_modules" in values and values["feedforward_modules"] is None:
+                values["feedforward_modules"] = []  # IA3 then rescales every target's output
+        config = config_class(**values, **fixed, **_common(model, head_modules))
         try:
             with peft_wrapping():
                 return Adapted(model=get_peft_model(model, config))
@@ -220,7 +239,8 @@ class AdaLoraParams(_Params):
     target_modules: list[str] | None = Field(
         None,
         description="Module names (suffixes) to adapt; None uses peft's per-architecture default "
-        "(query, value for BERT; q_proj, v_proj for Llama).",
+        "(query, value for BERT; q_proj, v_proj for Llama), or every backbone linear where peft has none "
+        "(e.g. ViT).",
     )
     tinit_ratio: float = Field(
         0.1,
@@ -345,9 +365,15 @@ def apply_adalora(model: nn.Module, params: BaseModel, head_modules: tuple[str, 
 class IA3Params(_Params):
     """IA3: learned vectors rescaling keys, values and feed-forward activations."""
 
-    target_modules: list[str] | None = Field(None, description="Modules to rescale; None: peft's default.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Modules to rescale; None: peft's default, or every backbone linear where peft has none "
+        "(e.g. ViT).",
+    )
     feedforward_modules: list[str] | None = Field(
-        None, description="Subset of target_modules that are feed-forward (scaled on the input side)."
+        None,
+        description="Subset of target_modules that are feed-forward (scaled on the input side); None: "
+        "peft's default, or none where peft has no default targets.",
     )
 
 

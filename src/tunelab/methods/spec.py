@@ -222,6 +222,8 @@ class Target:
 
 
 SEQ2SEQ_CLASS = "AutoModelForSeq2SeqLM"  # encoder-decoders: embeddings and hidden states split in two
+# vision transformers: patches, not token embeddings, and transformers' own MLP block (no BERT/Llama FFN)
+IMAGE_CLASSES = ("AutoModelForImageClassification", "AutoModelForMaskedImageModeling")
 
 
 def refuses_without_logits(params: Any, target: Target) -> str | None:

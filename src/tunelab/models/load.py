@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -24,6 +25,8 @@ from transformers import (
     PretrainedConfig,
 )
 from transformers import logging as hf_logging
+from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE, PreTrainedTokenizerBase
+from transformers.utils import IMAGE_PROCESSOR_NAME as IMAGE_PROCESSOR_FILE
 
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, shipped_source
 from tunelab.errors import AssetError, CheckpointError
@@ -40,11 +43,13 @@ __all__ = [
     "load_causal_lm",
     "load_config",
     "load_encoder",
+    "load_input_processor",
     "load_pretrained",
     "load_saved",
     "load_seq2seq",
     "load_tokenizer",
     "resolve_model",
+    "takes_text",
 ]
 
 
@@ -85,6 +90,25 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     """The directory's tokenizer (fast, Rust-backed where the files allow)."""
     _check_config_json(path)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def load_input_processor(path: Path, trust_remote_code: bool = False) -> Any:
+    """What turns the model's raw inputs into tensors: its tokenizer, or an image model's image processor.
+
+    Tasks receive it where they take a tokenizer (``preprocess``, ``collator``) and it is saved with
+    the model (both kinds have ``save_pretrained``). A directory with an image processor's
+    ``preprocessor_config.json`` and no tokenizer config holds an image model; every other one a text
+    model.
+    """
+    if (path / IMAGE_PROCESSOR_FILE).is_file() and not (path / TOKENIZER_CONFIG_FILE).is_file():
+        _check_config_json(path)
+        return AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return load_tokenizer(path, trust_remote_code)
+
+
+def takes_text(processor: Any) -> bool:
+    """Whether an input processor (``load_input_processor``) is a tokenizer, i.e. its model reads text."""
+    return isinstance(processor, PreTrainedTokenizerBase)
 
 
 def load_pretrained(

@@ -22,6 +22,7 @@ from transformers.utils.hub import CHAT_TEMPLATE_FILE
 
 from tunelab.config import DataConfig
 from tunelab.io import sha256_file
+from tunelab.models.load import takes_text
 from tunelab.models.run_info import DataFile, file_digest
 
 _ROWS_PER_BATCH = 1000
@@ -69,8 +70,11 @@ def tokenizer_sha256(tokenizer: Any) -> str | None:
 
     The files are the ones transformers reads for this tokenizer class (its vocabulary files) plus its
     config, special-tokens map, added tokens and chat template file, those present. None when the
-    tokenizer was not loaded from a directory.
+    tokenizer was not loaded from a directory. An image model's image processor (``load_input_processor``)
+    is hashed from its settings.
     """
+    if not takes_text(tokenizer):  # an image processor: its settings are all it holds
+        return hashlib.sha256(tokenizer.to_json_string().encode()).hexdigest()
     source = Path(str(tokenizer.name_or_path))
     if not source.is_dir():
         return None

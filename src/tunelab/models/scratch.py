@@ -1,7 +1,8 @@
 """Models built by tunelab itself: a corpus-trained tokenizer with a random-init model, or a warm start.
 
 The from-scratch start is a tokenizer trained on the corpus plus a random-init BERT, ModernBERT, Llama
-or T5; the warm start is BERT2BERT. Each is saved as a plain HF directory that every task loads.
+or T5 (``init_vit``: an image processor normalising by the training images' statistics plus a
+random-init ViT); the warm start is BERT2BERT. Each is saved as a plain HF directory that every task loads.
 
 Tokenizers are trained with Hugging Face ``tokenizers`` and wrapped as a fast HF tokenizer, so every
 task loads them with ``AutoTokenizer``. Two kinds:
@@ -40,6 +41,9 @@ from transformers import (
     PreTrainedTokenizerFast,
     T5Config,
     T5ForConditionalGeneration,
+    ViTConfig,
+    ViTForMaskedImageModeling,
+    ViTImageProcessorPil,
 )
 
 from tunelab.errors import TunelabError
@@ -251,5 +255,38 @@ def init_encoder_decoder(encoder_dir: Path, dest: Path, seed: int) -> Path:
         setattr(model.generation_config, key, value)
     with atomic_dir(dest) as tmp:
         tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+    return dest
+
+
+def init_vit(scratch: Any, mean: list[float], std: list[float], dest: Path, seed: int) -> Path:
+    """A random-init ViT with its masked-image-modelling decoder and an image processor, saved to ``dest``.
+
+    ``scratch`` sizes it (image_size, patch_size, channels, hidden_size, layers, heads,
+    intermediate_size, dropout); ``mean`` / ``std`` (one per channel, pixels in [0, 1]) normalise its
+    inputs. The decoder upsamples by ``patch_size`` (``encoder_stride``), as SimMIM's one-layer
+    prediction head does; a classification run loads the encoder and drops the decoder. The PIL
+    backend of ViT's image processor needs no torchvision. An existing ``dest`` is reused (resume).
+    """
+    if (dest / "config.json").is_file():
+        return dest
+    side = {"height": scratch.image_size, "width": scratch.image_size}
+    processor = ViTImageProcessorPil(size=side, image_mean=mean, image_std=std)
+    config = ViTConfig(
+        image_size=scratch.image_size,
+        patch_size=scratch.patch_size,
+        num_channels=scratch.channels,
+        hidden_size=scratch.hidden_size,
+        num_hidden_layers=scratch.layers,
+        num_attention_heads=scratch.heads,
+        intermediate_size=scratch.intermediate_size or 4 * scratch.hidden_size,
+        hidden_dropout_prob=scratch.dropout,
+        attention_probs_dropout_prob=scratch.dropout,
+        encoder_stride=scratch.patch_size,
+    )
+    torch.manual_seed(seed)
+    model = ViTForMaskedImageModeling(config)
+    with atomic_dir(dest) as tmp:
+        processor.save_pretrained(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
     return dest

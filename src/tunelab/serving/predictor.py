@@ -43,7 +43,7 @@ from tunelab.models.adapter import is_peft_model
 from tunelab.models.architectures import is_causal, mean_pool
 from tunelab.models.artifact import resolve_model_dir
 from tunelab.models.int8 import is_int8
-from tunelab.models.load import load_causal_lm, load_config, load_encoder, resolve_model
+from tunelab.models.load import load_causal_lm, load_config, load_encoder, resolve_model, takes_text
 from tunelab.models.run_info import RUN_FILE, cpu_has_native_bf16
 from tunelab.serving.safety import SafetyGate, Verdict, load_gate
 from tunelab.serving.settings import SafetySettings
@@ -300,8 +300,10 @@ def _from_artifact(model_id: str, art: Artifact) -> Predictor:
         predictor = Predictor(model_id, art.tokenizer, art)
     elif is_causal(config):
         predictor = Predictor(model_id, art.tokenizer, art, lm=art.model)
-    else:
+    elif takes_text(art.tokenizer):
         predictor = Predictor(model_id, art.tokenizer, art, encoder=_backbone(art.model))
+    else:  # an image model: no text embeddings
+        predictor = Predictor(model_id, art.tokenizer, art)
     if predictor.schema is None and not predictor.generates:
         raise ServingError(
             f"{art.path}: task {art.task.name!r} declares no /v1/predict schema (TaskSpec.serve_schema) and "

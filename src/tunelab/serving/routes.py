@@ -198,10 +198,13 @@ def record_fields(records: Sequence[Mapping[str, Any]]) -> list[Located]:
     """The texts of raw input records, each named as a 422 would: ``inputs[i]`` or ``inputs[i].<field>``.
 
     A pre-split field (a list of words) counts as its words joined by spaces, and none may be blank.
+    Binary fields (an image task's encoded image files) hold no text: the request model validated them.
     """
     out = []
     for i, record in enumerate(records):
         for name, value in record.items():
+            if isinstance(value, bytes):
+                continue
             where = f"inputs[{i}]" if name == "text" else f"inputs[{i}].{name}"
             if isinstance(value, list):
                 out += [(f"{where}[{j}]", str(word)) for j, word in enumerate(value) if not str(word).strip()]

@@ -7,6 +7,8 @@ from tunelab.tasks import (
     causal_lm,
     classification,
     embedding_classification,
+    image_classification,
+    image_mim,
     lm_pretrain,
     prompt_classification,
     qa,
@@ -28,5 +30,7 @@ TASKS: Registry[TaskSpec] = Registry(
         prompt_classification.TASK.name: prompt_classification.TASK,
         embedding_classification.TASK.name: embedding_classification.TASK,
         retrieval.TASK.name: retrieval.TASK,
+        image_classification.TASK.name: image_classification.TASK,
+        image_mim.TASK.name: image_mim.TASK,
     },
 )

@@ -36,6 +36,7 @@ from accelerate.utils import find_executable_batch_size, send_to_device
 from torch.utils.data import DataLoader
 
 from tunelab.config import TrainConfig
+from tunelab.data.batching import row_lengths
 from tunelab.errors import ConfigError
 from tunelab.training.memory import FP32, Estimate, Shape, estimate_model
 from tunelab.training.plan import Plan
@@ -155,7 +156,7 @@ def fit_trial(effective: int, trial: Callable[[int], None]) -> int:
 
 def longest_rows(inputs: TrainInputs) -> list[int]:
     """Training row indices, longest first: the first b make the largest micro-batch of b rows."""
-    lengths = [len(ids) for ids in inputs.train["input_ids"]]
+    lengths = row_lengths(inputs.train)
     return sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
 
 
@@ -204,7 +205,7 @@ def estimator(plan: Plan, inputs: TrainInputs, accelerator: Accelerator) -> Call
     """
     train, model = plan.cfg.train, inputs.adapted.model
     rows = len(inputs.train)
-    length = max(len(ids) for ids in inputs.train["input_ids"])
+    length = max(row_lengths(inputs.train))
     companions = list(inputs.adapted.companions.values())
     config = getattr(model, "config", None)
     matmul = 2 if accelerator.mixed_precision in ("bf16", "fp16") else FP32

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
-from tunelab.data.batching import epoch_batches, shard_batches
+from tunelab.data.batching import epoch_batches, row_lengths, shard_batches
 from tunelab.methods.spec import OptimizerStepContext, RunState
 from tunelab.training.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from tunelab.training.optim import build_optimizer, build_scheduler
@@ -186,7 +186,7 @@ class TrainingRun:
         self.plan, self.inputs, self.accelerator = plan, inputs, accelerator
         self.evaluate, self.on_best, self.on_eval = evaluate, on_best, on_eval
         config_dict = plan.cfg.model_dump(mode="json")
-        self.lengths = [len(ids) for ids in inputs.train["input_ids"]]
+        self.lengths = row_lengths(inputs.train)
         per_epoch = steps_per_epoch(
             len(self.lengths), cfg.batch_size, cfg.gradient_accumulation_steps, accelerator.num_processes
         )

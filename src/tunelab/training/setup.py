@@ -17,7 +17,7 @@ from tunelab.data.augment import AugmentingCollator, Tokenize, load_synonyms
 from tunelab.methods.losses import model_logits, smoothed_cross_entropy
 from tunelab.methods.spec import Adapted, ColumnDict, LossFn, PreviousTask, RunData, model_loss
 from tunelab.models.continual import continued_labels, load_grown, previous_record
-from tunelab.models.load import load_tokenizer
+from tunelab.models.load import load_input_processor
 from tunelab.tasks.spec import TaskSpec, load_with_labels, model_config_overrides, tokenize_dataset
 from tunelab.training.continual import load_previous
 from tunelab.training.plan import Plan
@@ -137,7 +137,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
             plan.task_params, data, plan.model_dir, cfg.train.output_dir / "init", cfg.train.seed
         )
         plan = replace(plan, model_dir=start)
-    tokenizer = load_tokenizer(plan.model_dir, trust_remote_code=cfg.model.trust_remote_code)
+    tokenizer = load_input_processor(plan.model_dir, trust_remote_code=cfg.model.trust_remote_code)
     set_seed(cfg.train.seed)  # the fresh head's init is part of the run's reproducibility
     model = load_model(plan, data.labels, params)
     if plan.task.check_model is not None:

@@ -27,6 +27,7 @@ from tunelab.errors import ConfigError
 from tunelab.methods.distill import cache, teacher
 from tunelab.methods.losses import masked_mean, model_logits, topk_kl, valid_mask
 from tunelab.methods.spec import (
+    IMAGE_CLASSES,
     SEQ2SEQ_CLASS,
     Adapted,
     Backward,
@@ -211,15 +212,19 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
 
 
 def refuses(params: Params, target: Target) -> str | None:
-    """Refuse tasks whose logits a teacher cannot give or whose model class a teacher cannot load as.
+    """Refuse tasks whose logits, model class or inputs a teacher cannot serve.
 
-    Hidden-state matching also needs one stack of hidden states (not an encoder-decoder's two).
+    A teacher gives one logits tensor, loads as a transformers class, and its cache is keyed by token
+    ids (image models take pixels). Hidden-state matching also needs one stack of hidden states (not
+    an encoder-decoder's two).
     """
     if target.own_architecture:
         return (
             "a teacher loads as the transformers architecture its config.json names, and "
             f"{target.task}'s {target.model_class} is tunelab's own class"
         )
+    if target.model_class in IMAGE_CLASSES:
+        return "its batches and teacher-logit cache are keyed by token ids, and image models take pixels"
     if params.hidden_layers and target.model_class == SEQ2SEQ_CLASS:
         return (
             "hidden_layers matches one stack of hidden states; an encoder-decoder has two (use logits only)"

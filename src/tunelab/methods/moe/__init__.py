@@ -20,7 +20,7 @@ from torch import nn
 from tunelab.methods.moe import hooks, stats
 from tunelab.methods.moe.params import Params
 from tunelab.methods.moe.upcycle import upcycle
-from tunelab.methods.spec import SEQ2SEQ_CLASS, Adapted, MethodSpec, Target, refuses_block_mask
+from tunelab.methods.spec import IMAGE_CLASSES, SEQ2SEQ_CLASS, Adapted, MethodSpec, Target, refuses_block_mask
 
 __all__ = ["SPEC", "Params", "upcycle"]
 
@@ -46,11 +46,13 @@ def rebuild(model: nn.Module, params: Params) -> nn.Module:
 def refuses(params: Params, target: Target) -> str | None:
     """What upcycling cannot serve: encoder-decoders, and batches without a 2D padding mask.
 
-    It knows BERT-family and Llama-family FFNs (T5 has neither); the balance statistics count the
+    It knows BERT-family and Llama-family FFNs (T5 and ViT have neither); the balance statistics count the
     tokens of a 2D padding mask.
     """
     if target.model_class == SEQ2SEQ_CLASS:
         return "upcycling supports BERT-family and Llama-family FFNs, not encoder-decoders such as T5"
+    if target.model_class in IMAGE_CLASSES:
+        return "upcycling supports BERT-family and Llama-family FFNs, not vision transformers' MLP blocks"
     return refuses_block_mask("counts routed tokens through a 2D padding mask", target)
 
 
