@@ -1,13 +1,13 @@
 """Customer-service intent, English and Chinese: tunelab against the majority class and TF-IDF + LR.
 
-    OMP_NUM_THREADS=1 python bench/bench_customer_service.py [--zh-backbone runs/zh-pretrain-small/best]
+    OMP_NUM_THREADS=1 python bench/bench_customer_service.py [--zh-backbone runs/zh-pretrain/best]
 
 The two intent recipes of ``examples/apps/customer_service/README.md``, each on its prepared test.csv:
 
 - English: ``examples/intent_chatterbot.yaml`` (MiniLM) on ``chatterbot`` (19 categories);
 - Chinese: ``examples/apps/customer_service/intent_zh.yaml`` on ``chatterbot-zh`` (16 categories),
-  fine-tuning ``--zh-backbone`` (the char-level ModernBERT of ``pretrain_zh_small.yaml``; trained
-  first when it is missing, ~35 min on one busy core).
+  fine-tuning ``--zh-backbone`` (the char-level ModernBERT of ``examples/pretrain_zh.yaml``; trained
+  first when it is missing, ~27 min on 2 quiet threads, ~100 min on one busy core).
 
 A run whose ``best/metrics.json`` exists (its example's ``train.output_dir``) is reused, so the
 README's commands and this bench share runs; delete it to retrain. The references, on the same rows
@@ -66,7 +66,7 @@ def trained(example: Path, overrides: list[str], name: str) -> dict[str, Any]:
 
 def bench(zh_backbone: Path) -> dict[str, Any]:
     if not (zh_backbone / "config.json").is_file():
-        pretrain = APP / "pretrain_zh_small.yaml"
+        pretrain = ROOT / "examples" / "pretrain_zh.yaml"
         corpus = ROOT / "data" / "zh-corpus"
         if not (corpus / "train.txt").is_file():
             harness.require_ok(
@@ -102,9 +102,9 @@ def markdown(result: dict[str, Any], prov: dict[str, Any]) -> str:
         *harness.provenance_lines(prov),
         "",
         "Test = the prepared test.csv of each set. tunelab: English `examples/intent_chatterbot.yaml` "
-        "(MiniLM), Chinese `examples/apps/customer_service/intent_zh.yaml` (the char-level ModernBERT of "
-        "`pretrain_zh_small.yaml`), as shipped, one seed (42). TF-IDF + LR: word (English) or character "
-        "(Chinese) uni+bigrams, C on dev macro-F1, class weights none / balanced.",
+        "(MiniLM), Chinese `examples/apps/customer_service/intent_zh.yaml` (the char-level ModernBERT "
+        "of `examples/pretrain_zh.yaml`, 6,000 steps), as shipped, one seed (42). TF-IDF + LR: word "
+        "(English) or character (Chinese) uni+bigrams, C on dev macro-F1, class weights none / balanced.",
         "",
         "| set | rows train / dev / test | labels | majority class | TF-IDF + LR (none) "
         "| TF-IDF + LR (balanced) | tunelab | tunelab accuracy |",
@@ -126,7 +126,7 @@ def markdown(result: dict[str, Any], prov: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--zh-backbone", type=Path, default=ROOT / "runs" / "zh-pretrain-small" / "best", help="ZH model dir"
+        "--zh-backbone", type=Path, default=ROOT / "runs" / "zh-pretrain" / "best", help="ZH model dir"
     )
     args = parser.parse_args()
     os.chdir(ROOT)  # the examples' data and run paths are relative to the repository
