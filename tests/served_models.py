@@ -139,6 +139,15 @@ def serve(path: Path, **settings: Any) -> Iterator[TestClient]:
         yield client
 
 
+def served_inputs(art: Artifact, records: list[dict[str, Any]]) -> list[Any]:
+    """``records`` as ``/v1/predict`` takes them: texts as strings, image files base64-encoded."""
+    if art.task.input_fields == ("text",):
+        return [r["text"] for r in records]
+    if art.task.input_fields == ("image",):
+        return [base64.b64encode(r["image"]).decode("ascii") for r in records]
+    return records
+
+
 def records_of(art: Artifact) -> list[dict[str, Any]]:
     """Raw prediction records in the task's input fields (an image task's: PNG files of toy images)."""
     if art.task.input_fields == ("question", "context"):
@@ -204,9 +213,7 @@ def check_served(client: TestClient, art: Artifact) -> None:
     else:
         schema = art.task.serve_schema
         assert schema is not None, f"task {art.task.name} has no /v1/predict schema: it cannot be served"
-        inputs = [r["text"] for r in records] if art.task.input_fields == ("text",) else records
-        if art.task.input_fields == ("image",):  # image files travel base64-encoded
-            inputs = [base64.b64encode(r["image"]).decode("ascii") for r in records]
+        inputs = served_inputs(art, records)
         response = client.post("/v1/predict", json={"inputs": inputs})
         assert response.status_code == 200, response.text
         reference = predict_records(art, records, batch_size=len(records))

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from served_models import ArtifactCache, is_generating, serve
+from served_models import ArtifactCache, is_generating, records_of, serve, served_inputs
 from tunelab.inference.artifact import Artifact, load_artifact
 from tunelab.tasks import TASKS
 
@@ -117,12 +117,7 @@ def problem(client: TestClient, case: Case) -> str | None:
 
 
 VALID: dict[str, Callable[[Artifact, str], tuple[str, Any]]] = {
-    "predict": lambda art, model: (
-        "/v1/predict",
-        {"inputs": [{"question": "what was good", "context": "a fine plot"}]}
-        if art.task.input_fields != ("text",)
-        else {"inputs": ["a fine plot"]},
-    ),
+    "predict": lambda art, model: ("/v1/predict", {"inputs": served_inputs(art, records_of(art)[:1])}),
     "generate": lambda art, model: ("/v1/completions", {"model": model, "prompt": "good", "max_tokens": 16}),
 }
 
