@@ -45,11 +45,21 @@ MAX_LENGTH = 64
 BATCH = 16
 EPOCHS_200 = 10
 EPOCHS_FULL = 1
-SELF_TRAIN: dict[str, Any] = {"threshold": 0.9, "ratio": 2, "warm_start": 0.3, "rounds": 3}
-VARIANTS: dict[str, dict[str, Any]] = {
-    "self-train": SELF_TRAIN,
-    "self-train+eda": SELF_TRAIN | {"consistency": {"ops": ["swap", "delete", "insert"], "alpha": 0.1}},
+EDA: dict[str, Any] = {"consistency": {"ops": ["swap", "delete", "insert"], "alpha": 0.1}}
+VARIANTS: dict[str, dict[str, Any]] = {  # params beside unlabeled_file; {}: the method's defaults
+    "self-train": {},
+    "self-train+eda": EDA,
 }
+
+
+def self_train_defaults() -> dict[str, Any]:
+    """The method's default params that the bench's variants change."""
+    from tunelab.methods.self_train import Params
+
+    defaults = Params(unlabeled_file=Path("-")).model_dump(mode="json")
+    return {
+        k: defaults[k] for k in ("threshold", "class_fraction", "weight", "ratio", "warm_start", "rounds")
+    }
 
 
 def write_rows(path: Path, rows: list[tuple[str, str]], labelled: bool = True) -> Path:
@@ -181,15 +191,15 @@ def render(results: list[dict[str, Any]], prov: dict[str, Any], a: argparse.Name
         f"model scored on {a.test} seeded test.csv rows. 200 labelled rows = {LABELLED} per label drawn "
         f"with the seed from train.csv; unlabelled pool = {a.pool} other train rows (labels dropped); "
         f"full-data = those 200 + the pool with gold labels (capped at {a.pool + 2 * LABELLED} rows). "
-        f"200-row runs: {EPOCHS_200} epochs; full-data: {EPOCHS_FULL}. self_train params: "
-        f"`{json.dumps(SELF_TRAIN)}`"
-        + (
-            "; +eda adds `consistency` (EDA swap/delete/insert, alpha 0.1) to the student's view"
-            if any(r["row"] == "self-train+eda" for r in results)
-            else ""
+        f"200-row runs: {EPOCHS_200} epochs; full-data: {EPOCHS_FULL}. self_train params beside the "
+        "unlabelled file: "
+        + "; ".join(
+            f"{row} `{json.dumps(VARIANTS[row])}`" for row in VARIANTS if row in {r["row"] for r in results}
         )
-        + ". kept = share of unlabelled rows above the threshold, mean over the logged steps after the "
-        "warm start.",
+        + " ({}: the method's defaults, "
+        f"`{json.dumps(self_train_defaults())}`). kept = share of unlabelled rows whose pseudo-label "
+        "was kept "
+        "(threshold and class quota), mean over the logged steps after the warm start.",
         "",
         "| row | seed | labelled rows | test accuracy | test macro-F1 | steps | kept | train s | "
         "peak RSS (MB) | other cores |",

@@ -60,7 +60,7 @@ def test_threshold_one_gives_exactly_the_default_step(tiny_backbone_dir, unlabel
     assert torch.equal(out.loss, plain.loss)
     assert float(out.metrics["self_train_kept"]) == 0.0
     assert_same_grads(grads, plain_grads, atol=0.0)
-    assert adapted.companions["self_train"].position.tolist() == [0, 12]  # ratio 2 x 6 rows drawn
+    assert adapted.companions["self_train"].position.tolist() == [0, 6]  # ratio 1 x 6 rows drawn
 
 
 def test_pseudo_labels_are_the_argmax_kept_above_the_threshold():
@@ -73,11 +73,29 @@ def test_pseudo_labels_are_the_argmax_kept_above_the_threshold():
     assert keep.tolist() == [[True, False], [True, False]]
 
 
+def test_class_fraction_keeps_each_classs_most_confident_rows():
+    """Quota ceil(0.5 x 6 rows / 2 classes) = 2 per predicted class, most confident first, above the
+    threshold; class 1 has one row only, so the quota does not move a row to class 0."""
+    logits = torch.tensor([[1.0, 0], [3, 0], [2, 0], [0, 2.5], [4, 0], [0.05, 0]])
+    targets, keep = self_train.pseudo_labels(logits, 0.55, multi_label=False, class_fraction=0.5)
+    assert targets.tolist() == [0, 0, 0, 1, 0, 0]
+    assert keep.tolist() == [False, True, False, True, True, False]  # class 0: margins 4 and 3 of 4, 3, 2, 1
+    _, keep = self_train.pseudo_labels(logits, 0.55, multi_label=False)
+    assert keep.tolist() == [True, True, True, True, True, False]  # no quota: the threshold alone
+    _, keep = self_train.pseudo_labels(logits, 0.94, multi_label=False, class_fraction=0.5)
+    assert keep.tolist() == [False, True, False, False, True, False]  # the threshold still applies (0.92)
+    # multi-label: per label, its predicted 1s and 0s each keep ceil(0.5 x 4 / 2) = 1
+    multi = torch.tensor([[3.0, -1], [2, -4], [-1, 1], [-2, 0.5]])
+    targets, keep = self_train.pseudo_labels(multi, 0.5, multi_label=True, class_fraction=0.5)
+    assert targets.tolist() == [[1, 0], [1, 0], [0, 1], [0, 1]]
+    assert keep.tolist() == [[True, False], [False, True], [False, True], [True, False]]
+
+
 def test_step_trains_on_the_teachers_confident_rows_only(tiny_backbone_dir, unlabeled):
     """loss = labelled + weight x CE(student, teacher argmax) summed over the kept rows / all rows."""
     model = tiny_model(tiny_backbone_dir, LABELS, **NO_DROPOUT)
     batch = toy_batch(tiny_backbone_dir, 4, 2)
-    adapted = _prepared(tiny_backbone_dir, model, unlabeled, threshold=0.0, weight=0.5)
+    adapted = _prepared(tiny_backbone_dir, model, unlabeled, threshold=0.0, weight=0.5, class_fraction=None)
     trainer = adapted.companions["self_train"]
     with torch.no_grad():  # a teacher that differs from the student, with a spread of confidences
         for p in trainer.teacher.classifier.parameters():

@@ -78,13 +78,21 @@ class Params(BaseModel):
         "ignored), or a .txt file of one text per line.",
     )
     threshold: float = Field(
-        0.9,
+        0.95,
         ge=0,
         le=1,
         description="Keep a pseudo-label when the teacher's probability exceeds this; 1 keeps none.",
     )
+    class_fraction: float | None = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Class-balanced selection: of each unlabelled batch, each predicted class keeps at most "
+        "ceil(class_fraction x rows / classes) rows above the threshold, the most confident first; "
+        "null: every row above the threshold.",
+    )
     weight: float = Field(1.0, ge=0, description="Weight of the pseudo-label loss beside the labelled loss.")
-    ratio: int = Field(2, ge=1, description="Unlabelled rows per labelled row in each micro-batch.")
+    ratio: int = Field(1, ge=1, description="Unlabelled rows per labelled row in each micro-batch.")
     warm_start: float = Field(
         0.3,
         ge=0,
@@ -131,18 +139,40 @@ def refresh_due(params: Params, step: int, total_steps: int) -> bool:
 
 
 def pseudo_labels(
-    logits: torch.Tensor, threshold: float, multi_label: bool
+    logits: torch.Tensor, threshold: float, multi_label: bool, class_fraction: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's targets and which of them are kept: confidence strictly above ``threshold``.
 
     Single-label (B, C): the argmax (B,) and whether its softmax probability exceeds the threshold.
     Multi-label (B, C): per label 1 when the sigmoid exceeds 0.5, kept when max(p, 1 - p) exceeds it.
+    With ``class_fraction`` each class (multi-label: each label's 0 and 1) also keeps at most its quota,
+    ``ceil(class_fraction x B / classes)`` of the rows predicted as it, the most confident first.
     """
     if multi_label:
         probs = logits.float().sigmoid()
-        return (probs > 0.5).float(), torch.maximum(probs, 1 - probs) > threshold
+        targets, confidence = (probs > 0.5).float(), torch.maximum(probs, 1 - probs)
+        keep = confidence > threshold
+        if class_fraction is not None:
+            quota = math.ceil(class_fraction * len(logits) / 2)
+            for label in range(logits.shape[-1]):  # each label is a 2-class problem of its own
+                ranks = class_ranks(confidence[:, label], targets[:, label].long(), 2)
+                keep[:, label] &= ranks < quota
+        return targets, keep
     confidence, targets = logits.float().softmax(-1).max(-1)
-    return targets, confidence > threshold
+    keep = confidence > threshold
+    if class_fraction is not None:
+        quota = math.ceil(class_fraction * len(logits) / logits.shape[-1])
+        keep &= class_ranks(confidence, targets, logits.shape[-1]) < quota
+    return targets, keep
+
+
+def class_ranks(confidence: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
+    """Each row's rank (0 = most confident) among the rows of its predicted class; ties by position."""
+    order = confidence.argsort(descending=True, stable=True)
+    onehot = F.one_hot(targets[order], classes)
+    ranks = torch.empty_like(targets)
+    ranks[order] = (onehot.cumsum(0) * onehot).sum(-1) - 1
+    return ranks
 
 
 def pseudo_label_loss(logits: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -289,7 +319,9 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
     multi_label = batch["labels"].shape == logits.shape
     clean, view = trainer.batches(trainer.next_rows(params.ratio * len(batch["input_ids"])), device)
     with torch.no_grad():
-        targets, keep = pseudo_labels(model_logits(trainer.teacher(**clean)), params.threshold, multi_label)
+        targets, keep = pseudo_labels(
+            model_logits(trainer.teacher(**clean)), params.threshold, multi_label, params.class_fraction
+        )
     unlabelled_loss = torch.zeros((), device=device)
     if keep.any():
         unlabelled_loss = pseudo_label_loss(model_logits(adapted.model(**view)), targets, keep)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from transformers.tokenization_utils_base import (
     ADDED_TOKENS_FILE,
     SPECIAL_TOKENS_MAP_FILE,
@@ -28,20 +29,36 @@ from tunelab.models.run_info import DataFile, file_digest
 _ROWS_PER_BATCH = 1000
 
 
-def data_files(cfg: DataConfig) -> dict[str, DataFile]:
-    """sha256 and size of every file the ``data:`` section names, keyed by its config key path."""
+def data_files(cfg: DataConfig, method_params: Sequence[BaseModel] = ()) -> dict[str, DataFile]:
+    """sha256 and size of every file the run reads, keyed by its config key path.
+
+    The files the ``data:`` section names, and every path among the validated params of
+    ``methods[i]`` (e.g. ``self_train``'s unlabelled file), nested options included.
+    """
     paths = {
         "data.train_file": cfg.train_file,
         "data.dev_file": cfg.dev_file,
         "data.test_file": cfg.test_file,
         "data.augment.synonyms_file": cfg.augment.synonyms_file if cfg.augment is not None else None,
     }
+    for i, params in enumerate(method_params):
+        paths |= dict(_paths(params, f"methods[{i}].params"))
     out = {}
     for key, path in paths.items():
         if path is not None:
             digest = file_digest(path)
             out[key] = DataFile(path=str(path.resolve()), sha256=digest.sha256, size=digest.size)
     return out
+
+
+def _paths(params: BaseModel, prefix: str) -> Iterator[tuple[str, Path]]:
+    """(config key path, value) of every Path field of ``params`` and of the option models inside it."""
+    for name in type(params).model_fields:
+        value = getattr(params, name)
+        if isinstance(value, Path):
+            yield f"{prefix}.{name}", value
+        elif isinstance(value, BaseModel):
+            yield from _paths(value, f"{prefix}.{name}")
 
 
 def features_sha256(features: Any) -> str:
