@@ -3,6 +3,7 @@ the teacher follows its schedule; an interrupted run resumes with identical loss
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -12,15 +13,20 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from transformers import AutoTokenizer, DataCollatorWithPadding
+from typer.testing import CliRunner
 
 from robust_helpers import NO_DROPOUT, assert_same_grads, clone, run_step, tiny_model, toy_batch
 from toy_tasks import toy_rows, write_csv
+from tunelab.cli import app
 from tunelab.data import Columns, load_inputs
 from tunelab.errors import DataError
 from tunelab.evaluation import evaluate
 from tunelab.methods import self_train
 from tunelab.methods.spec import Adapted, OptimizerStepContext, RunData, default_step
+from tunelab.models.run_info import read_run_info
+from tunelab.reproduce import rerun_config
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 
 LABELS = ["negative", "positive"]
@@ -240,3 +246,34 @@ def test_learns_the_toy_task_with_an_unlabeled_pool(make_config, tmp_path):
     )
     assert metrics["accuracy"] >= 0.8
     assert result.losses[max(result.losses)] < result.losses[min(result.losses)]
+
+
+def test_run_record_hashes_the_unlabeled_file_and_verify_notices_a_change(tiny_backbone_dir, tmp_path):
+    """The unlabelled file is a data file of the run: recorded with its sha256, re-read by verify's
+    re-run from its recorded path, and an edit to it refuses verify, naming its key."""
+    pool = write_csv(tmp_path / "pool.csv", toy_rows(24, seed=5))
+    raw = {
+        "model": {"name_or_path": str(tiny_backbone_dir)},
+        "data": {
+            "train_file": str(write_csv(tmp_path / "train.csv", toy_rows(16, seed=2))),
+            "dev_file": str(write_csv(tmp_path / "dev.csv", toy_rows(8, seed=3))),
+        },
+        "task": {"params": {"max_length": 16}},
+        "methods": [{"name": "self_train", "params": {"unlabeled_file": str(pool), "threshold": 0.5}}],
+        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 3, "batch_size": 8},
+    }
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert (trained := CliRunner().invoke(app, ["train", str(config)])).exit_code == 0, trained.output
+    info = read_run_info(tmp_path / "run" / "best")
+    assert info is not None
+    key = "methods[0].params.unlabeled_file"
+    assert info.data_files[key].path == str(pool.resolve())
+    assert info.data_files[key].sha256 == hashlib.sha256(pool.read_bytes()).hexdigest()
+    (tmp_path / "again").mkdir()
+    rerun = yaml.safe_load(rerun_config(info, tmp_path / "again").read_text())
+    assert rerun["methods"][0]["params"]["unlabeled_file"] == str(pool.resolve())
+    pool.write_text(pool.read_text() + "one more unlabelled row,positive\n")
+    changed = CliRunner().invoke(app, ["verify", str(tmp_path / "run")])
+    assert changed.exit_code == 1
+    assert f"{pool.resolve()}: {key} changed since the run" in " ".join(changed.output.split())

@@ -78,7 +78,7 @@ class Params(BaseModel):
         "ignored), or a .txt file of one text per line.",
     )
     threshold: float = Field(
-        0.95,
+        0.0,
         ge=0,
         le=1,
         description="Keep a pseudo-label when the teacher's probability exceeds this; 1 keeps none.",
