@@ -13,8 +13,8 @@ sentence embedding (``models.architectures.mean_pool``, what ``label suggest``'s
 a logistic-regression head refitted from scratch each round, scikit-learn's
 ``LogisticRegression(class_weight="balanced")`` (L2, C=1; balanced like tunelab's own
 ``class_weights: auto`` on skewed labels). It needs no dev set and no step count, so every label count
-gets a converged model. Unweighted, the head follows the labelled rows' label mix: uncertainty picks
-are often mostly one or two labels, and one entropy round on BBC fell from 0.767 to 0.435.
+gets a converged model. Unweighted, the head follows the labelled rows' label mix, and uncertainty
+picks are often mostly one or two labels: the ``-unweighted`` strategies measure that ablation.
 
 Not full fine-tuning: with the machine loaded, one MiniLM step on 16 rows took 3.5 s, and 100 steps on
 16 RT rows scored 0.413 on test after fitting those rows perfectly (the few-sample instability of
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import random
 import statistics
@@ -40,7 +41,9 @@ from typing import Any
 import harness
 from harness import ROOT
 
-STRATEGIES = ("random", "entropy", "margin", "coreset")
+# "-unweighted": the same strategy under an unweighted head (the ablation behind class_weight="balanced")
+STRATEGIES = ("random", "entropy", "margin", "coreset", "random-unweighted", "entropy-unweighted")
+UNWEIGHTED = "-unweighted"
 ASSETS = {"rt": "rotten-tomatoes", "bbc": "bbc-news"}
 SIZES: dict[str, dict[str, int]] = {
     "rt": {"pool": 1500, "test": 600, "k": 4, "n": 24, "rounds": 10, "max_length": 64},
@@ -134,11 +137,12 @@ def curve(
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
+    base, weights = strategy.removesuffix(UNWEIGHTED), None if strategy.endswith(UNWEIGHTED) else "balanced"
     rng, chosen, points = random.Random(seed), [], []
     for r in range(size["rounds"] + 1):
         train_x = np.concatenate([x["start"], x["pool"][chosen]])
         train_y = np.concatenate([y["start"], y["pool"][chosen]])
-        model = LogisticRegression(class_weight="balanced").fit(train_x, train_y)
+        model = LogisticRegression(class_weight=weights).fit(train_x, train_y)
         points.append(
             {"labels": len(train_y), "accuracy": float((model.predict(x["test"]) == y["test"]).mean())}
         )
@@ -146,7 +150,7 @@ def curve(
             t0 = time.perf_counter()
             taken = set(chosen)
             unlabelled = [i for i in range(len(y["pool"])) if i not in taken]
-            chosen += pick(strategy, model, x["pool"], train_x, unlabelled, size["n"], rng)
+            chosen += pick(base, model, x["pool"], train_x, unlabelled, size["n"], rng)
             points[-1]["pick_s"] = time.perf_counter() - t0
     return points
 
@@ -195,12 +199,22 @@ def worker(dataset: str, a: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def baseline(strategy: str) -> str:
+    """The random strategy under the same head."""
+    return "random" + (UNWEIGHTED if strategy.endswith(UNWEIGHTED) else "")
+
+
 def gains(curves: dict[str, list[list[dict[str, Any]]]], strategy: str) -> list[float]:
     """Per seed: the strategy's mean accuracy difference to random over the rounds after the start."""
     return [
         statistics.fmean(c["accuracy"] - r["accuracy"] for c, r in zip(mine[1:], rand[1:], strict=True))
-        for mine, rand in zip(curves[strategy], curves["random"], strict=True)
+        for mine, rand in zip(curves[strategy], curves[baseline(strategy)], strict=True)
     ]
+
+
+def worst_drop(runs: list[list[dict[str, Any]]]) -> float:
+    """The largest fall of test accuracy from one round to the next, over every seed (0 if none)."""
+    return min(0.0, *(b["accuracy"] - a["accuracy"] for run in runs for a, b in itertools.pairwise(run)))
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -223,7 +237,9 @@ def render(results: list[dict[str, Any]], prov: dict[str, Any], code_after: dict
         '`LogisticRegression(class_weight="balanced")`, refitted from scratch each round; strategies from '
         "`tunelab.evaluation.active` (what `tunelab label suggest` runs); cells are test accuracy, "
         "mean ± sample sd over the seeds; gain = per-seed mean accuracy difference to random over the "
-        "rounds after the start, mean ± sd over seeds, and in how many seeds it is > 0",
+        "rounds after the start, mean ± sd over seeds, and in how many seeds it is > 0; worst drop = the "
+        "largest fall of accuracy from one round to the next in any seed; `-unweighted`: the same "
+        "strategy under `LogisticRegression()` without class weights, against random under that head",
         "",
     ]
     for result in results:
@@ -239,18 +255,19 @@ def render(results: list[dict[str, Any]], prov: dict[str, Any], code_after: dict
             f"wall {result['wall_s'] / 60:.1f} min, other cores {result['foreign_cores']:.2f}",
             "",
             f"| strategy | {' | '.join(f'{counts[r]} labels' for r in shown)} "
-            "| gain vs random | seeds ahead |",
-            "|---|" + "---:|" * (len(shown) + 2),
+            "| gain vs random | seeds ahead | worst drop |",
+            "|---|" + "---:|" * (len(shown) + 3),
         ]
         for strategy, runs in curves.items():
             cells = " | ".join("{:.3f} ± {:.3f}".format(*spread(at_round(runs, r))) for r in shown)
-            if "random" not in curves or strategy == "random":
-                lines.append(f"| {strategy} | {cells} | - | - |")
+            drop = f"{worst_drop(runs):+.3f}"
+            if baseline(strategy) not in curves or strategy == baseline(strategy):
+                lines.append(f"| {strategy} | {cells} | - | - | {drop} |")
                 continue
             per_seed = gains(curves, strategy)
             mean, sd = spread(per_seed)
-            ahead = sum(g > 0 for g in per_seed)
-            lines.append(f"| {strategy} | {cells} | {mean:+.3f} ± {sd:.3f} | {ahead}/{len(per_seed)} |")
+            ahead = f"{sum(g > 0 for g in per_seed)}/{len(per_seed)}"
+            lines.append(f"| {strategy} | {cells} | {mean:+.3f} ± {sd:.3f} | {ahead} | {drop} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -265,6 +282,8 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.8), squeeze=False)
     for ax, result in zip(axes[0], results, strict=True):
         for strategy, runs in result["curves"].items():
+            if strategy.endswith(UNWEIGHTED):
+                continue  # the ablation is in the table; the plot shows what label suggest users get
             xs = [p["labels"] for p in runs[0]]
             per_round = [at_round(runs, r) for r in range(len(xs))]
             style = STYLES.get(strategy, {})
