@@ -16,7 +16,7 @@ a logistic-regression head refitted from scratch each round, scikit-learn's
 gets a converged model. Unweighted, the head follows the labelled rows' label mix, and uncertainty
 picks are often mostly one or two labels: the ``-unweighted`` strategies measure that ablation.
 
-Not full fine-tuning: with the machine loaded, one MiniLM step on 16 rows took 3.5 s, and 100 steps on
+Not full fine-tuning: with the machine loaded, one MiniLM step on 16 rows took 3.4 s, and 100 steps on
 16 RT rows scored 0.413 on test after fitting those rows perfectly (the few-sample instability of
 fine-tuning). Several seeds of 4 strategies over many rounds would take hours; with the encoder
 frozen, each text is embedded once per dataset and a round takes milliseconds.
