@@ -17,7 +17,9 @@ from toy_tasks import (
     continual_classification,
     continual_run_config,
     save_previous_run,
+    toy_rows,
     toy_run_config,
+    write_csv,
 )
 from tunelab.config import ConfigError, validate_config
 from tunelab.inference.artifact import load_artifact
@@ -138,6 +140,25 @@ def test_validation_refuses_multi_label_on_either_side(tiny_backbone_dir, tmp_pa
     )
     with pytest.raises(ConfigError, match=f"{message}: continual runs grow a head with one label per row"):
         resolve(toy_run_config(tiny_backbone_dir, b, [{"name": "ewc"}], tmp_path / "run", previous))
+
+
+def test_class_weights_auto_reads_only_this_runs_labels(tiny_backbone_dir, tmp_path):
+    """The previous labels have no row in B's train: that is no skew, so mildly uneven B stays unweighted."""
+    sections = continual_classification(tmp_path)
+    rows = [row for i, row in enumerate(toy_rows(48, seed=4)) if row[1] == "positive" or i % 2]
+    names = {"positive": "upbeat", "negative": "downbeat"}
+    write_csv(Path(sections["data"]["train_file"]), [(text, names[label]) for text, label in rows])
+    counts = [sum(label == name for _, label in rows) for name in names]
+    assert 1.5 < max(counts) / min(counts) < 3  # uneven, but not skewed (IMBALANCE_RATIO)
+    previous = save_previous_run(tiny_backbone_dir, tmp_path)
+    plan = resolve(
+        toy_run_config(tiny_backbone_dir, sections, [{"name": "full"}], tmp_path / "run", previous)
+    )
+
+    params = prepare_inputs(plan).task_params
+
+    assert params.class_weights == "none"
+    assert params.labels == B_LABELS
 
 
 def test_model_takes_one_start():
