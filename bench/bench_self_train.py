@@ -46,9 +46,12 @@ BATCH = 16
 EPOCHS_200 = 10
 EPOCHS_FULL = 1
 EDA: dict[str, Any] = {"consistency": {"ops": ["swap", "delete", "insert"], "alpha": 0.1}}
+QUOTA: dict[str, Any] = {"threshold": 0.0, "ratio": 1}  # the class quota alone selects
 VARIANTS: dict[str, dict[str, Any]] = {  # params beside unlabeled_file; {}: the method's defaults
     "self-train": {},
     "self-train+eda": EDA,
+    "self-train-q0.5": QUOTA | {"class_fraction": 0.5},
+    "self-train-q0.1": QUOTA | {"class_fraction": 0.1},
 }
 
 

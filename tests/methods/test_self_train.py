@@ -66,7 +66,7 @@ def test_threshold_one_gives_exactly_the_default_step(tiny_backbone_dir, unlabel
     assert torch.equal(out.loss, plain.loss)
     assert float(out.metrics["self_train_kept"]) == 0.0
     assert_same_grads(grads, plain_grads, atol=0.0)
-    assert adapted.companions["self_train"].position.tolist() == [0, 6]  # ratio 1 x 6 rows drawn
+    assert adapted.companions["self_train"].position.tolist() == [0, 12]  # ratio 2 x 6 rows drawn
 
 
 def test_pseudo_labels_are_the_argmax_kept_above_the_threshold():
