@@ -1,6 +1,6 @@
 """Customer-service intent, English and Chinese: tunelab against the majority class and TF-IDF + LR.
 
-    OMP_NUM_THREADS=1 python bench/bench_customer_service.py [--zh-backbone DIR] [--zh-seeds 42 1 2]
+    OMP_NUM_THREADS=1 python bench/bench_customer_service.py [--zh-backbone DIR] [--zh-seeds 42 1 2 3 4]
 
 The two intent recipes of ``examples/apps/customer_service/README.md``, each on its prepared test.csv:
 
@@ -9,9 +9,9 @@ The two intent recipes of ``examples/apps/customer_service/README.md``, each on 
   fine-tuning ``--zh-backbone`` (the char-level ModernBERT of ``examples/pretrain_zh.yaml``; trained
   first when it is missing, ~27 min on 2 quiet threads, ~100 min on one busy core).
 
-English is trained with its config's seed; Chinese with each of ``--zh-seeds`` (the config's seed in
-its ``train.output_dir``, seed S in ``<output_dir>-seedS``: 73 test rows swing macro-F1 by seed), and
-the table gives their mean and each. A run whose ``best/metrics.json`` exists is reused, so the
+English is trained with its config's seed; Chinese with each of ``--zh-seeds`` (the config's seed
+in its ``train.output_dir``, seed S in ``<output_dir>-seedS``: 73 test rows swing macro-F1 by seed),
+and the table gives their mean and each. A run whose ``best/metrics.json`` exists is reused, so the
 README's commands and this bench share runs; delete it to retrain. The references, on the same rows
 (tunelab's reader: dev split off train): the majority class (tunelab's own
 ``majority_baseline_macro_f1``) and ``bench_skew.tfidf_baseline`` (uni+bigrams of words for English,
@@ -174,7 +174,9 @@ def main() -> None:
     parser.add_argument(
         "--zh-backbone", type=Path, default=ROOT / "runs" / "zh-pretrain" / "best", help="ZH model dir"
     )
-    parser.add_argument("--zh-seeds", type=int, nargs="+", default=[42, 1, 2], help="seeds of the ZH runs")
+    parser.add_argument(
+        "--zh-seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4], help="seeds of the ZH runs"
+    )
     args = parser.parse_args()
     os.chdir(ROOT)  # the examples' data and run paths are relative to the repository
     prov = harness.provenance()
