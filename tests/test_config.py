@@ -9,14 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tunelab.config import (
-    RunConfig,
-    apply_override,
-    load_config,
-    parse_overrides,
-    validate_config,
-)
+from tunelab.config import RunConfig, load_config, validate_config
 from tunelab.errors import ConfigError
+from tunelab.overrides import apply_override, parse_overrides
 from tunelab.registry import Registry
 
 

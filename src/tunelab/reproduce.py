@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tunelab.config import apply_override, dump_config, validate_config
+from tunelab.config import dump_config, validate_config
 from tunelab.errors import CheckpointError, DataError
 from tunelab.io import read_json, sha256_file
 from tunelab.models.artifact import resolve_model_dir
 from tunelab.models.run_info import RunInfo, read_run_info, weights_digests
+from tunelab.overrides import apply_override
 from tunelab.training.launch import LaunchError, launch_workers
 from tunelab.workflows import train_run
 

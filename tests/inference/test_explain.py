@@ -20,7 +20,7 @@ import tunelab.workflows
 from toy_tasks import FILLER, toy_rows
 from tunelab.cli import app
 from tunelab.errors import ConfigError
-from tunelab.evaluation.explanation_view import explanation_html
+from tunelab.evaluation.explanation_view import explanation_html, explanation_png
 from tunelab.evaluation.faithfulness import deletion_drops
 from tunelab.inference.explain import explain_one, explain_refusal, merge_pieces
 from tunelab.models.int8 import quantize_int8
@@ -167,6 +167,14 @@ def test_html_escapes_the_input_text():
     assert "<b>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; " in page
     assert 'title="+0.5000">good</span>' in page
+
+
+def test_png_shows_dollar_signs_as_text():
+    """Words and labels are the input's text, never matplotlib mathtext (``$^$`` failed to parse)."""
+    texts = ["$^$", "$\\foo$", "$5-$10"]
+    words = [{"text": t, "start": 0, "end": len(t), "score": 0.5 - i} for i, t in enumerate(texts)]
+    explanation = {"target": "$_{$", "word": 0, "probability": 0.9, "method": "ig", "words": words}
+    assert explanation_png([explanation])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_explain_writes_html_and_png_atomically(classifier_dir: Path, tmp_path: Path, monkeypatch):

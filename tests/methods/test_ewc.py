@@ -62,3 +62,33 @@ def test_new_label_rows_get_no_fisher(consolidated):
     assert float(head[:2].abs().sum()) > 0
     assert float(head[2:].abs().sum()) == 0.0
     assert float(state.fisher["classifier.bias"][2:].abs().sum()) == 0.0
+
+
+def test_fisher_is_the_mean_squared_per_row_gradient_with_batches_of_one(
+    tiny_backbone_no_dropout_dir, tmp_path
+):
+    """``fisher_batch_size: 1`` is the empirical Fisher exactly: the mean over rows of each row's squared
+    gradient of A's loss (A's label columns only); larger batches scale each batch's squared gradient by
+    its size, as the module says."""
+    from tunelab.methods.ewc import diagonal_fisher, restricted_loss
+
+    methods = [{"name": "ewc", "params": {"fisher_samples": 6, "fisher_batch_size": 1}}]
+    inputs = prepare_inputs(resolve(continual_run_config(tiny_backbone_no_dropout_dir, tmp_path, methods)))
+    model, previous = inputs.adapted.model, inputs.adapted.previous
+    rows = previous.train_rows(6, 0)
+    name = "bert.encoder.layer.1.output.dense.weight"
+    param = dict(model.named_parameters())[name]
+
+    def squared_gradient(batch_rows):
+        batch = previous.collator(batch_rows)
+        model.zero_grad()
+        inputs_ = {k: v for k, v in batch.items() if k != "labels"}
+        restricted_loss(model(**inputs_).logits, batch["labels"], 2).backward()
+        return param.grad.detach().pow(2).clone()
+
+    per_row = sum(squared_gradient([row]) for row in rows) / len(rows)
+    torch.testing.assert_close(inputs.adapted.companions["ewc"].fisher[name], per_row)
+    pairs = [previous.collator(rows[i : i + 2]) for i in (0, 2, 4)]
+    per_pair = sum(2 * squared_gradient(rows[i : i + 2]) for i in (0, 2, 4)) / 3
+    torch.testing.assert_close(diagonal_fisher(model, pairs, 2)[name], per_pair)
+    assert not torch.allclose(per_pair, per_row)  # the two estimators differ: the test tells them apart

@@ -17,7 +17,8 @@ from tunelab.cli import app
 from tunelab.config import dump_config
 from tunelab.errors import ConfigError
 from tunelab.inference.artifact import load_artifact
-from tunelab.methods.peft import backbone_linears, rank_budget
+from tunelab.methods.adalora import rank_budget
+from tunelab.methods.peft import backbone_linears
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 from tunelab.training.tracking import read_history
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toy_tasks import continual_run_config
+from toy_tasks import continual_run_config, image_classification, toy_run_config
 from tunelab.methods import rehearsal
+from tunelab.models.artifact import save_model
 from tunelab.training import prepare_inputs, resolve
+from tunelab.workflows import run_info
 
 
 @pytest.mark.parametrize(
@@ -62,3 +64,23 @@ def test_step_loss_is_the_mean_over_new_and_replayed_rows(tiny_backbone_no_dropo
     assert set(old_batch["labels"].tolist()) <= {0, 1}
     torch.testing.assert_close(out.loss, (6 * new + 2 * old) / 8)
     torch.testing.assert_close(out.metrics["rehearsal_old"], old)
+
+
+def test_image_run_replays_previous_images(tmp_path):
+    """Image batches carry pixel_values, no input_ids: the mixed batch is sized by its labels."""
+    sections = image_classification(tmp_path)
+    backbone = sections.pop("model")["name_or_path"]
+    previous = tmp_path / "previous-run"
+    plan = resolve(toy_run_config(backbone, sections, [{"name": "full"}], previous))
+    inputs = prepare_inputs(plan)
+    save_model(inputs.adapted.model, inputs.tokenizer, previous / "best", run_info(plan, inputs))
+    methods = [{"name": "rehearsal", "params": {"buffer_size": 10, "ratio": 0.5}}]
+    inputs = prepare_inputs(resolve(toy_run_config(backbone, sections, methods, tmp_path / "run", previous)))
+    batch = inputs.collator([inputs.train[i] for i in range(4)])
+
+    out = rehearsal.step(inputs.adapted, batch, lambda loss: None)
+
+    assert "input_ids" not in batch
+    assert torch.isfinite(out.loss)
+    assert set(out.metrics) == {"rehearsal_new", "rehearsal_old"}
+    assert inputs.adapted.companions["rehearsal"].draw(3)["pixel_values"].shape[0] == 3

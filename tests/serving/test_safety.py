@@ -167,6 +167,19 @@ def test_long_reply_is_judged_in_windows_of_the_run_length(run: Path):
     assert verdict.score == pytest.approx(max(alone), abs=1e-5)
 
 
+def test_windows_starting_inside_a_word_still_fit_the_run(run: Path):
+    """A window cut inside a word tokenises into more pieces on its own; none may be truncated away."""
+    judge = gate(run, 0.5)
+    tokenizer = judge.run.tokenizer
+    text = " ".join(["the undeniably unbelievable hyperparameterization movie"] * 12)
+    pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(pieces) > 3 * 32  # several windows, words of many pieces in the tiny vocabulary
+    windows = judge.windows(text)
+    counts = [len(tokenizer(w)["input_ids"]) for w in windows]
+    assert max(counts) <= 32  # nothing past the run's max_length, so the run reads every window whole
+    assert "".join(windows).replace(" ", "") == text.replace(" ", "")
+
+
 def test_workers_receive_the_safety_settings(run: Path, monkeypatch: pytest.MonkeyPatch):
     settings = load_settings(model_dir="m", safety={"run": str(run), "block_labels": ["negative"]})
     for key, value in worker_environment(settings, threads=1).items():

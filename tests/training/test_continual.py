@@ -17,13 +17,16 @@ from toy_tasks import (
     continual_classification,
     continual_run_config,
     save_previous_run,
+    toy_rows,
     toy_run_config,
+    write_csv,
 )
 from tunelab.config import ConfigError, validate_config
 from tunelab.inference.artifact import load_artifact
 from tunelab.inference.predict import predict_outputs
+from tunelab.models.artifact import save_model
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
-from tunelab.workflows import train_run
+from tunelab.workflows import run_info, train_run
 
 B_LABELS = ["negative", "positive", "downbeat", "upbeat"]  # the previous run's labels first
 
@@ -121,6 +124,41 @@ def test_validation_refuses_what_cannot_continue(tiny_backbone_dir, tmp_path, ch
             raw[section] = value
     with pytest.raises(ConfigError, match=message):
         resolve(validate_config(raw))
+
+
+@pytest.mark.parametrize("side", ["this", "previous"])
+def test_validation_refuses_multi_label_on_either_side(tiny_backbone_dir, tmp_path, side):
+    """A multi-hot row has no label column of the grown head: refused before any weight loads."""
+    a, b = classification(tmp_path), continual_classification(tmp_path)
+    (b if side == "this" else a)["task"]["params"]["multi_label"] = True
+    previous = tmp_path / "previous-run"
+    plan = resolve(toy_run_config(tiny_backbone_dir, a, [{"name": "full"}], previous))
+    inputs = prepare_inputs(plan)
+    save_model(inputs.adapted.model, inputs.tokenizer, previous / "best", run_info(plan, inputs))
+    message = (
+        "task.params.multi_label" if side == "this" else "previous-run trained with task.params.multi_label"
+    )
+    with pytest.raises(ConfigError, match=f"{message}: continual runs grow a head with one label per row"):
+        resolve(toy_run_config(tiny_backbone_dir, b, [{"name": "ewc"}], tmp_path / "run", previous))
+
+
+def test_class_weights_auto_reads_only_this_runs_labels(tiny_backbone_dir, tmp_path):
+    """The previous labels have no row in B's train: that is no skew, so mildly uneven B stays unweighted."""
+    sections = continual_classification(tmp_path)
+    rows = [row for i, row in enumerate(toy_rows(48, seed=4)) if row[1] == "positive" or i % 2]
+    names = {"positive": "upbeat", "negative": "downbeat"}
+    write_csv(Path(sections["data"]["train_file"]), [(text, names[label]) for text, label in rows])
+    counts = [sum(label == name for _, label in rows) for name in names]
+    assert 1.5 < max(counts) / min(counts) < 3  # uneven, but not skewed (IMBALANCE_RATIO)
+    previous = save_previous_run(tiny_backbone_dir, tmp_path)
+    plan = resolve(
+        toy_run_config(tiny_backbone_dir, sections, [{"name": "full"}], tmp_path / "run", previous)
+    )
+
+    params = prepare_inputs(plan).task_params
+
+    assert params.class_weights == "none"
+    assert params.labels == B_LABELS
 
 
 def test_model_takes_one_start():

@@ -76,10 +76,13 @@ def explanation_png(explanations: Sequence[Mapping[str, Any]]) -> bytes:
         scores = [w["score"] for w in words]
         colours = ["#16a34a" if s >= 0 else "#dc2626" for s in scores]
         ax.bar(range(len(words)), scores, color=colours)
-        ax.set_xticks(range(len(words)), [w["text"] for w in words], rotation=60, ha="right")
+        # parse_math off: the input's own text is shown as it is ("$x$" would be mathtext, "$^$" an error)
+        ax.set_xticks(
+            range(len(words)), [w["text"] for w in words], rotation=60, ha="right", parse_math=False
+        )
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_ylabel("attribution")
-        ax.set_title(_title(explanation, words), fontsize=10)
+        ax.set_title(_title(explanation, words), fontsize=10, parse_math=False)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from tunelab.methods import adversarial, distill, ewc, freeze, full, moe, peft, rdrop, rehearsal, self_train
+from tunelab.methods import (
+    adalora,
+    adversarial,
+    distill,
+    ewc,
+    freeze,
+    full,
+    moe,
+    peft,
+    rdrop,
+    rehearsal,
+    self_train,
+)
 from tunelab.methods.spec import MethodSpec
 from tunelab.registry import Registry
 
@@ -13,6 +25,7 @@ METHODS: Registry[MethodSpec] = Registry(
         freeze.SPEC.name: freeze.SPEC,
         moe.SPEC.name: moe.SPEC,
         **{spec.name: spec for spec in peft.SPECS},
+        adalora.SPEC.name: adalora.SPEC,
         distill.SPEC.name: distill.SPEC,
         adversarial.SPEC.name: adversarial.SPEC,
         rdrop.SPEC.name: rdrop.SPEC,

@@ -97,13 +97,13 @@ def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
 def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
     """The new rows' loss and the replayed rows' loss, averaged over all rows, one backward."""
     replay = _replay(adapted)
-    b = len(batch["input_ids"])
+    b = len(batch["labels"])  # every continual task's batch has labels; an image batch has no input_ids
     k = replay_count(b, replay.params.ratio)
     new = adapted.loss(adapted.model(**batch), batch)
     if k == 0:
         backward(new)
         return StepOutput(loss=new.detach())
-    device = batch["input_ids"].device
+    device = batch["labels"].device
     old_batch = {key: value.to(device) for key, value in replay.draw(k).items()}
     old = adapted.loss(adapted.model(**old_batch), old_batch)
     loss = (b * new + k * old) / (b + k)

@@ -7,8 +7,9 @@ probabilities; the client then gets ``safety.refusal`` with ``finish_reason: "co
 (``safety`` queue), so concurrent replies are judged in one forward.
 
 A classifier reads at most its run's ``max_length`` tokens, so a reply is judged in consecutive
-windows of that many tokens and blocked when any window is: harmful text after the first window
-cannot slip through. Windows do not overlap (a phrase cut in two at a boundary is judged in halves).
+windows of at most that many tokens (as each window tokenises on its own) and blocked when any window
+is: harmful text after the first window cannot slip through. Windows do not overlap (a phrase cut
+in two at a boundary is judged in halves).
 """
 
 from __future__ import annotations
@@ -49,13 +50,26 @@ class SafetyGate:
     run: Artifact
 
     def windows(self, text: str) -> list[str]:
-        """``text`` in consecutive pieces of at most the run's ``max_length`` tokens, specials included."""
+        """``text`` in consecutive pieces of at most the run's ``max_length`` tokens, specials included.
+
+        A piece is cut at token offsets, and one that starts inside a word tokenises again into more
+        pieces than it had (``##bly`` alone reads ``b ##ly``): it is shortened until it fits, else the
+        run's truncation would drop its last tokens unjudged.
+        """
         tokenizer = self.run.tokenizer
         size = self.run.task_params.max_length - tokenizer.num_special_tokens_to_add()
         spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        return [
-            text[spans[i][0] : spans[min(i + size, len(spans)) - 1][1]] for i in range(0, len(spans), size)
-        ]
+        out, start = [], 0
+        while start < len(spans):
+            end = min(start + size, len(spans))
+            while end - start > 1 and self._tokens(text[spans[start][0] : spans[end - 1][1]]) > size:
+                end -= 1
+            out.append(text[spans[start][0] : spans[end - 1][1]])
+            start = end
+        return out
+
+    def _tokens(self, text: str) -> int:
+        return len(self.run.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def judge(self, texts: Sequence[str], batch_size: int = 16) -> list[Verdict]:
         """One verdict per reply; every window of every reply goes through the run in one call."""

@@ -233,6 +233,18 @@ def _previous_run(cfg: RunConfig, task: TaskSpec | None, task_params: Any) -> tu
         )
     elif task is not None and (why := why_no_continual(task)):
         problems.append(f"model.previous_run: {why}")
+    # A multi-hot row has no one column of the grown head: ewc's loss and the forgetting report read one.
+    multi_label = {
+        "task.params.multi_label": getattr(task_params, "multi_label", False),
+        f"model.previous_run: {run} trained with task.params.multi_label": record.task_params.get(
+            "multi_label"
+        ),
+    }
+    problems += [
+        f"{where}: continual runs grow a head with one label per row; both runs must be single-label"
+        for where, on in multi_label.items()
+        if on
+    ]
     given = getattr(task_params, "labels", None)
     if given is not None:
         try:

@@ -120,10 +120,13 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
     """Load and check data (the task's reader), then tokenizer, model and methods; tokenise every split."""
     cfg = plan.cfg
     data = data or plan.task.load_data(cfg.data, plan.task_params, cfg.train.seed)
+    # Fitted on this run's own labels: a previous run's label has no train row here, which would
+    # read as skewed data (class_weights auto) though this run's labels are not.
+    params = fit_params(plan.task, plan.task_params, data)
     if cfg.model.previous_run is not None:  # the grown head: the previous run's labels come first
         previous_labels = previous_record(cfg.model.previous_run).labels
         data = replace(data, labels=continued_labels(previous_labels, data.labels, explicit=False))
-    params = fit_params(plan.task, plan.task_params, data)
+        params = fit_params(plan.task, params, data)  # the fitted values, extended to the grown labels
     logger.info(
         "data: %d train / %d dev%s rows, %d labels %s",
         len(data.train),

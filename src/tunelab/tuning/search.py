@@ -20,9 +20,10 @@ from typing import Any
 import optuna
 import yaml
 
-from tunelab.config import apply_override, load_raw, validate_config
+from tunelab.config import load_raw, validate_config
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.io import atomic_write
+from tunelab.overrides import apply_override
 from tunelab.training import resolve
 from tunelab.tuning.results import TuneResult, shown, summarize
 from tunelab.tuning.space import Direction, SearchSpace, load_space
