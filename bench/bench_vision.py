@@ -1,7 +1,7 @@
 """Vision transfer on Fashion-MNIST: a small ViT pretrained by masked image modelling vs random init,
 beside a pixel logistic regression on the same labelled images.
 
-    OMP_NUM_THREADS=1 python bench/bench_vision.py [--mim-steps 1400] [--ft-steps 400 1600]
+    OMP_NUM_THREADS=1 python bench/bench_vision.py [--mim-steps 1400] [--ft-steps 800 1600]
         [--parallel 2] [--starts mim scratch] [--runs DIR]
 
 Steps, each a ``tunelab`` subprocess on one thread, on the shipped ``fashion-mnist`` asset (Debian's
@@ -231,7 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mim-steps", type=int, default=1400)
     parser.add_argument(
-        "--ft-steps", type=int, nargs=2, default=[400, 1600], metavar=("AT_1PCT", "AT_10PCT"),
+        "--ft-steps", type=int, nargs=2, default=[800, 1600], metavar=("AT_1PCT", "AT_10PCT"),
         help="fine-tune steps of 64 images at 1%% and at 10%% of the labels",
     )  # fmt: skip
     parser.add_argument("--parallel", type=int, default=2)
