@@ -75,10 +75,13 @@ def cases() -> list[tuple[str, str]]:
 
 
 def train_and_save(
-    work: Path, backbone: Path, sections: dict[str, Any], methods: list[dict[str, Any]]
+    work: Path, backbone: Path, sections: dict[str, Any], methods: list[dict[str, Any]], **settings: Any
 ) -> Any:
-    """Train two steps through the real loop and save like a run's ``best/``; returns (model, best dir)."""
-    cfg = toy_run_config(backbone, sections, methods, work / "run", max_steps=2)
+    """Train through the real loop (two steps; ``settings`` override ``train:``), save like a run's ``best/``.
+
+    Returns (model, best dir).
+    """
+    cfg = toy_run_config(backbone, sections, methods, work / "run", **{"max_steps": 2, **settings})
     plan = resolve(cfg)
     inputs = prepare_inputs(plan)
     train(plan, inputs, build_accelerator(plan.cfg.train))

@@ -6,6 +6,10 @@ answer-selection run's best stored answer, the generator's greedy reply, or the 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +18,14 @@ import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from test_process import free_port, wait_until_ready  # tests/serving is on sys.path (rootdir import)
+from typer.testing import CliRunner
 
-from served_models import ArtifactCache
-from tunelab.apps.assistant import Assistant, load_assistant, load_settings
+from served_models import ArtifactCache, train_and_save
+from toy_tasks import classification, toy_rows, write_csv
+from tunelab.apps.assistant import Assistant, Decision, load_assistant, load_settings
+from tunelab.apps.replies import generate_replies, score_replies
+from tunelab.cli import app as cli
 from tunelab.errors import ConfigError
 from tunelab.inference.artifact import load_artifact
 from tunelab.inference.generate import GenerationJob, generate
@@ -31,8 +40,19 @@ MESSAGE = "the movie was good and lovely"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: Path) -> dict[str, Path]:
-    cache = ArtifactCache(tmp_path_factory.mktemp("assistant"), tiny_backbone_dir)
-    return {"intent": cache.run("classification", "full"), "answers": cache.run("retrieval", "full")}
+    """The answer-selection run, and an intent run trained until its cue words split the intents."""
+    root = tmp_path_factory.mktemp("assistant")
+    intent_work = root / "intent"
+    intent_work.mkdir()
+    _, intent = train_and_save(
+        intent_work,
+        tiny_backbone_dir,
+        classification(intent_work),
+        [{"name": "full"}],
+        max_steps=120,
+        lr=3e-3,
+    )
+    return {"intent": intent, "answers": ArtifactCache(root, tiny_backbone_dir).run("retrieval", "full")}
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +167,7 @@ def test_handoff_message_without_a_generator_and_for_handoff_intents(
     for assistant in (low, every):
         [decision] = assistant.decide([MESSAGE])
         assert (decision.path, decision.reply) == ("handoff", assistant.settings.handoff_message)
-    assert low.route_counts([MESSAGE, "a dull plot"]) == {"answer": 0, "generator": 0, "handoff": 2}
+    assert [d.path for d in low.decide([MESSAGE, "a dull plot"])] == ["handoff", "handoff"]
 
 
 def test_batched_decisions_equal_one_at_a_time(write_settings: Any):
@@ -202,3 +222,75 @@ def test_safety_gate_judges_generated_replies_only(
             assert choice["finish_reason"] == "stop"
             assert choice["content_filter"] is None
             assert checked == ["tunelab_safety_checked_total 0.0"]
+
+
+def _three_paths(write_settings: Any) -> tuple[dict[str, str], dict[str, Decision]]:
+    """A message per path, as the tiny runs score them, and their decisions at no threshold.
+
+    One message's intent is handed off; of the messages with other intents the best-scored is answered
+    from the store and the worst-scored generated.
+    """
+    probe = load_assistant(load_settings(write_settings("probe", min_answer_score=-1.0)))
+    pool = list(dict.fromkeys(text for text, _ in toy_rows(24, seed=5)))
+    decided = dict(zip(pool, probe.decide(pool), strict=True))
+    handoff = pool[0]
+    others = [t for t in pool if decided[t].intent != decided[handoff].intent]
+    assert len(others) >= 2, "the tiny intent run names one intent for every message of the pool"
+    others.sort(key=lambda t: decided[t].answer_score)
+    return {"handoff": handoff, "answer": others[-1], "generator": others[0]}, decided
+
+
+def test_tunelab_serve_of_the_app_file_answers_generates_and_hands_off(
+    write_settings: Any, tiny_llama_dir: Path, tmp_path: Path
+):
+    """``tunelab serve`` of an app file, in its own process, takes each path; assistant-eval scores them."""
+    texts, decided = _three_paths(write_settings)
+    low, high = (decided[texts[p]].answer_score for p in ("generator", "answer"))
+    assert low < high
+    settings = write_settings(
+        "served",
+        min_answer_score=(low + high) / 2,
+        handoff_intents=[decided[texts["handoff"]].intent],
+        generator_run=str(tiny_llama_dir),
+        handoff_message="A colleague will answer you.",
+    )
+    port = free_port()
+    command = [sys.executable, "-c", "from tunelab.cli import app; app()", "serve", str(settings)]
+    with (tmp_path / "server.log").open("w") as log:  # a file: a full pipe would stall the server
+        proc = subprocess.Popen(
+            [*command, "--port", str(port)],
+            env={**os.environ, "TUNELAB_SERVE_API_KEY": "k"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, proc)
+        with httpx.Client(base_url=url, headers={"X-API-Key": "k"}, timeout=60) as client:
+            served = {p: _chat(client, t, max_tokens=6, temperature=0).json() for p, t in texts.items()}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    replies = {p: body["choices"][0]["message"]["content"] for p, body in served.items()}
+    assert {p: body["assistant"]["path"] for p, body in served.items()} == {p: p for p in texts}
+    right = decided[texts["answer"]].candidates[0]["text"]
+    assert replies["answer"] == right
+    assert replies["handoff"] == "A colleague will answer you."
+    lm = load_predictor(str(tiny_llama_dir))
+    [generated] = generate_replies(lm.lm, lm.tokenizer, [texts["generator"]], 6, 4)
+    assert replies["generator"] == generated  # the evaluation prompts and decodes as the server does
+
+    answers = write_csv(tmp_path / "answers.csv", [(t, right) for t in texts.values()], ("query", "positive"))
+    intents = write_csv(tmp_path / "intents.csv", toy_rows(8, seed=6))
+    args = ["apps", "assistant-eval", str(settings), "--intent-data", str(intents)]
+    result = CliRunner().invoke(cli, [*args, "--answers-data", str(answers), "--max-new-tokens", "6"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["routes"] == {"answer": 1, "generator": 1, "handoff": 1}
+    quality = out["replies"]
+    assert quality["all"]["questions"] == 3
+    assert quality["answer"]["sent"] == {"chrf": 100.0, "exact": 1.0}
+    assert quality["handoff"]["sent"] == quality["handoff"]["handoff"]
+    assert quality["generator"]["sent"] == quality["generator"]["generator"]
+    expected = score_replies([generated], [[right]])["chrf"][0]
+    assert quality["generator"]["sent"]["chrf"] == pytest.approx(expected)

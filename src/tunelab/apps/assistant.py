@@ -3,12 +3,13 @@
 Each user message goes through both saved runs in one batch: the intent classifier
 (``classification``) names the intent and its probability, the answer-selection run (``retrieval``,
 a bi-encoder over the stored answers) gives the best stored answers and their scores. The stored
-answer is the reply when both clear their thresholds (``min_intent_confidence``, ``min_answer_score``)
-and the intent is not one that always goes to a person (``handoff_intents``); otherwise the generator
-answers (a causal LM, e.g. the SFT'd SmolLM2 of ``examples/sft_smollm2.yaml``) or, without one, the
-fixed ``handoff_message``. The thresholds are the product's choice, so they live in the settings file
-(``examples/apps/customer_service/assistant_app.yaml``); ``tunelab assistant eval`` shows how many
-held-out questions each path takes at those thresholds.
+answer is the reply when both clear their thresholds (``min_intent_confidence``, ``min_answer_score``);
+otherwise the generator answers (a causal LM, e.g. the SFT'd SmolLM2 of ``examples/sft_smollm2.yaml``)
+or, without one, the fixed ``handoff_message``. An intent that always goes to a person
+(``handoff_intents``) gets the handoff message, never a stored or generated reply. The thresholds
+are the product's choice, so they live in the settings file
+(``examples/apps/customer_service/assistant_app.yaml``); ``tunelab apps assistant-eval`` shows how
+many held-out questions each path takes at those thresholds and scores the replies (``apps.replies``).
 
 Decoding is left to the caller: ``tunelab serve`` runs the generator in its continuous decode loop,
 so a reply that needs generating joins the other generating requests there.
@@ -17,11 +18,10 @@ so a reply that needs generating joins the other generating requests there.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,7 +55,8 @@ class AssistantSettings(BaseModel):
         default=0.0, ge=-1, le=1, description="Lowest answer score (cosine) a stored answer is given with."
     )
     handoff_intents: list[str] = Field(
-        default_factory=list, description="Intents that always fall back (e.g. politics), never answered."
+        default_factory=list,
+        description="Intents always given handoff_message (e.g. politics), never a stored or generated one.",
     )
     top_k: int = Field(
         default=5, ge=1, le=TOP_K_LIMIT, description="Best stored answers listed with each reply."
@@ -112,17 +113,15 @@ class Assistant:
         candidates = answers["hits"]
         score = float(candidates[0]["score"])
         confident = confidence >= s.min_intent_confidence and score >= s.min_answer_score
-        if confident and intent["label"] not in s.handoff_intents:
-            path: Route = "answer"
-            reply: str | None = candidates[0]["text"]
+        path: Route
+        reply: str | None
+        if intent["label"] in s.handoff_intents:
+            path, reply = "handoff", s.handoff_message
+        elif confident:
+            path, reply = "answer", candidates[0]["text"]
         else:
             path, reply = ("generator", None) if s.generator_run else ("handoff", s.handoff_message)
         return Decision(intent["label"], confidence, score, candidates, path, reply)
-
-    def route_counts(self, texts: Sequence[str], batch_size: int = 16) -> dict[str, int]:
-        """How many of ``texts`` each path answers (every path listed, 0 included)."""
-        counts = Counter(d.path for d in self.decide(texts, batch_size))
-        return {path: counts[path] for path in get_args(Route)}
 
 
 def _check_predictions(settings: AssistantSettings, intent: Artifact, answers: Artifact) -> None:

@@ -312,6 +312,18 @@ def decode_all(
     return [results[i] for i in range(len(jobs))]
 
 
+def decode_jobs(
+    model: torch.nn.Module, tokenizer: Any, jobs: Sequence[GenerationJob], max_rows: int
+) -> list[Generation]:
+    """Every job decoded, in order: continuously batched ``max_rows`` at a time when :func:`supports` allows.
+
+    One at a time otherwise; ``generate_records`` and the assistant's evaluation decode through here.
+    """
+    if supports(model):
+        return decode_all(model, tokenizer, jobs, max_rows)
+    return [generate(model, tokenizer, job) for job in jobs]
+
+
 class Generative(Protocol):
     """A loaded model of a generating task (``TaskSpec.generation_prompt``); an ``Artifact`` is one."""
 
@@ -336,10 +348,8 @@ def generate_records(
     jobs = [options.job(model.task.generation_prompt(r, model.tokenizer, model.task_params)) for r in records]
     if on_text is not None:
         generations = [_streamed(model, job, functools.partial(on_text, i)) for i, job in enumerate(jobs)]
-    elif supports(model.model):
-        generations = decode_all(model.model, model.tokenizer, jobs, max_rows)
     else:
-        generations = [generate(model.model, model.tokenizer, job) for job in jobs]
+        generations = decode_jobs(model.model, model.tokenizer, jobs, max_rows)
     return [
         {"generated": g.text, "finish_reason": g.finish_reason, "completion_tokens": g.completion_tokens}
         for g in generations
