@@ -1,27 +1,32 @@
-"""Vision transfer on Fashion-MNIST: a small ViT pretrained by masked image modelling vs random init.
+"""Vision transfer on Fashion-MNIST: a small ViT pretrained by masked image modelling vs random init,
+beside a pixel logistic regression on the same labelled images.
 
-    OMP_NUM_THREADS=1 python bench/bench_vision.py [--mim-steps 500] [--ft-steps 150] [--parallel 2]
-        [--starts mim scratch] [--runs DIR]
+    OMP_NUM_THREADS=1 python bench/bench_vision.py [--mim-steps 1400] [--ft-steps 800 1600]
+        [--parallel 2] [--starts mim scratch] [--runs DIR]
 
 Steps, each a ``tunelab`` subprocess on one thread, on the shipped ``fashion-mnist`` asset (Debian's
 ``dataset-fashion-mnist``, prepared into data/fashion-mnist as the examples read it):
 
-1. ``examples/vision/mim_fashion.yaml``: SimMIM pretraining of a ViT (28x28 images, patch 4 -> 49
+1. ``examples/vision/mim_fashion.yaml``: SimMIM pretraining of a ViT (28x28 images, patch 7 -> 16
    patches, hidden 128, 4 layers, 4 heads) on the unlabelled train images (98% of the 60k; 2% is the
    dev split that picks best/), ``--mim-steps`` steps of 128 images;
 2. ``examples/vision/finetune_fashion.yaml`` (from the MIM run's best/) and
    ``examples/vision/finetune_fashion_scratch.yaml`` (the same architecture, random init, same seed) at
-   1% of the labels (``data.k_shot`` 60 per class = 600 images) and 10% (600 per class = 6,000), each
-   for ``--ft-steps`` steps with the same batch size, learning rate and schedule, ``--parallel`` runs
-   at a time; best/ is chosen on 2,000 dev images split off the train images, and scored once on a
-   seeded 2,000-image subsample of the t10k test set (``data.max_eval_samples``);
-3. ``tunelab export --quantize int8`` of the pretrained 10% model, whose parity report scores fp32 and
-   int8 on that run's 2,000 dev images.
+   1% of the labels (``data.k_shot`` 60 per class = 600 images) and 10% (600 per class = 6,000), for
+   ``--ft-steps`` steps (1%, 10%) of 64 augmented images (random crop, flip), ``--parallel`` runs at a
+   time; best/ is chosen on the 2,040 dev images split off the train images and scored once on the
+   whole 10,000-image t10k test set;
+3. the baseline: scikit-learn's logistic regression (C=1) on raw pixels in [0, 1], fitted on exactly
+   the labelled images each fine-tune trains on (the task's own ``load_data`` with the same config and
+   seed) and scored on the same test set;
+4. ``tunelab export --quantize int8`` of the pretrained 10% model, whose parity report scores fp32 and
+   int8 on that run's dev images.
 
 ``--starts scratch`` runs only the random-init fine-tunes (no pretraining) and writes no section. A run
-dir that already holds ``best/metrics.json`` is reused (an interrupted bench resumes; delete it to
-retrain); a reused run's wall time is its run dir's (run_config.yaml written -> last metrics line).
-Results go between the ``bench:vision`` markers of RESULTS.md.
+dir that already holds ``best/metrics.json`` is reused (an interrupted bench resumes, and the
+pretrained backbone is trained once; delete it to retrain); a reused run's wall time is its run dir's
+(run_config.yaml written -> last metrics line). Results go between the ``bench:vision`` markers of
+RESULTS.md.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,7 @@ OUT = harness.OUT / "vision"
 DATA = ROOT / "data" / "fashion-mnist"
 EXAMPLES = ROOT / "examples" / "vision"
 SHOTS = {"1%": 60, "10%": 600}  # labelled train images per class (10 classes)
+FT_BATCH, MIM_BATCH = 64, 128  # the examples' train.batch_size
 STARTS = {"mim": "finetune_fashion.yaml", "scratch": "finetune_fashion_scratch.yaml"}
 START_NAMES = {"mim": "MIM-pretrained", "scratch": "random init"}
 
@@ -87,6 +94,11 @@ def export_int8(run_dir: Path) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
+def share(shots: int) -> str:
+    """``1%`` / ``10%``: the share of the labels ``shots`` per class is."""
+    return next(name for name, n in SHOTS.items() if n == shots)
+
+
 def finetune(runs: Path, start: str, shots: int, ft_steps: int) -> dict[str, Any]:
     """One fine-tune of ``start`` (mim or scratch) on ``shots`` labelled images per class."""
     run_dir = runs / f"ft-{start}-{shots}"
@@ -95,12 +107,47 @@ def finetune(runs: Path, start: str, shots: int, ft_steps: int) -> dict[str, Any
     if start == "mim":
         overrides += ["--model.name_or_path", str(runs / "mim" / "best")]
     row = train(EXAMPLES / STARTS[start], run_dir, *overrides)
-    share = next(name for name, n in SHOTS.items() if n == shots)
-    return {"start": START_NAMES[start], "labels": share, "shots": shots, **row}
+    return {"start": START_NAMES[start], "labels": share(shots), "shots": shots, **row}
 
 
-def bench(runs: Path, starts: list[str], mim_steps: int, ft_steps: int, parallel: int) -> dict[str, Any]:
-    """Pretrain (when a start needs it), fine-tune each (start, labels) pair, export one to int8."""
+def pixel_baseline(shots: int) -> dict[str, Any]:
+    """Logistic regression on raw pixels, fitted on the fine-tunes' labelled images, scored on their test set.
+
+    The rows come from the task's own ``load_data`` under the random-init example's config with
+    ``data.k_shot`` = ``shots`` (the same seed, dev split and few-shot draw as every fine-tune).
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    from tunelab.config import load_config
+    from tunelab.tasks.image_classification import image_array
+    from tunelab.training import resolve
+
+    plan = resolve(load_config(EXAMPLES / STARTS["scratch"], ["--data.k_shot", str(shots)]))
+    data = plan.task.load_data(plan.cfg.data, plan.task_params, plan.cfg.train.seed)
+
+    def xy(split: Any) -> tuple[Any, list[str]]:
+        return np.stack([image_array(raw).reshape(-1) for raw in split["image"]]) / 255.0, split["label"]
+
+    (x, y), (x_test, y_test) = xy(data.train), xy(data.test)
+    started = time.perf_counter()
+    model = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
+    wall = time.perf_counter() - started
+    predicted = model.predict(x_test)
+    test = {
+        "accuracy": float(np.mean(predicted == np.asarray(y_test))),
+        "macro_f1": float(f1_score(y_test, predicted, average="macro")),
+    }
+    start = "pixel logistic regression"
+    return {"start": start, "labels": share(shots), "shots": shots, "test": test, "wall_s": wall}
+
+
+def bench(
+    runs: Path, starts: list[str], mim_steps: int, ft_steps: dict[int, int], parallel: int
+) -> dict[str, Any]:
+    """Pretrain (when a start needs it), fine-tune each (start, labels) pair, fit the pixel baseline,
+    export one fine-tune to int8."""
     if not (DATA / "labels.txt").is_file():
         cmd = tunelab("data", "prepare", "fashion-mnist", DATA)
         harness.require_ok(harness.run(cmd, OUT / "prepare.log", env=harness.child_env()), "prepare")
@@ -112,53 +159,66 @@ def bench(runs: Path, starts: list[str], mim_steps: int, ft_steps: int, parallel
             "--train.max_steps", str(mim_steps), "--train.eval_steps", str(mim_steps // 4),
             "--train.save_steps", str(mim_steps), stopped_ok=True,
         )  # fmt: skip
-    pairs = [(start, shots) for start in starts for shots in SHOTS.values()]
+    pairs = [(start, shots) for shots in SHOTS.values() for start in starts]
     with ThreadPoolExecutor(parallel) as pool:
-        rows = list(pool.map(lambda pair: finetune(runs, *pair, ft_steps), pairs))
+        rows = list(pool.map(lambda pair: finetune(runs, *pair, ft_steps[pair[1]]), pairs))
+    rows += [pixel_baseline(shots) for shots in SHOTS.values()]
     int8 = export_int8(runs / f"ft-mim-{SHOTS['10%']}")["parity"] if "mim" in starts else None
     result = {"mim": mim, "mim_steps": mim_steps, "finetune": rows, "int8": int8, "ft_steps": ft_steps}
     return result | {"parallel": parallel}
+
+
+def _row(row: dict[str, Any]) -> str:
+    """One table line: a fine-tune (steps, epochs, dev, wall) or the pixel baseline (fit time)."""
+    images = row["shots"] * 10
+    if "steps" in row:
+        steps = f"{row['steps']:,} ({row['steps'] * FT_BATCH / images:.0f} epochs)"
+        dev = f"{row['dev']['accuracy']:.4f} (step {row['best_step']})"
+        wall = f"{row['wall_s'] / 60:.1f} min" + (" (reused)" if row["reused"] else "")
+    else:
+        steps, dev, wall = "-", "-", f"{row['wall_s']:.1f} s fit"
+    return (
+        f"| {row['labels']} ({images:,} images) | {row['start']} | {steps} "
+        f"| {row['test']['accuracy']:.4f} | {row['test']['macro_f1']:.4f} | {dev} | {wall} |"
+    )
 
 
 def markdown(result: dict[str, Any], prov: dict[str, Any]) -> str:
     """The RESULTS.md section: the accuracy table, the pretraining run and the int8 export."""
     mim, int8 = result["mim"], result["int8"]
     lines = [
-        "## Vision transfer: MIM-pretrained ViT vs random init on Fashion-MNIST (`bench/bench_vision.py`)",
+        "## Vision transfer: MIM-pretrained ViT vs random init vs pixel logistic regression on "
+        "Fashion-MNIST (`bench/bench_vision.py`)",
         "",
         *harness.provenance_lines(prov),
-        "- pretraining: SimMIM (mask ratio 0.6) of a ViT (28x28, patch 4 -> 49 patches, hidden 128, "
+        "- pretraining: SimMIM (mask ratio 0.6) of a ViT (28x28, patch 7 -> 16 patches, hidden 128, "
         "4 layers, 4 heads, 0.8M parameters) on 58,800 unlabelled train images, "
-        f"{mim['steps']} steps of 128 images ({mim['steps'] * 128 / 58800:.2f} epochs) in "
-        f"{mim['wall_s'] / 60:.1f} min wall on 1 thread (a shared, loaded machine)"
+        f"{mim['steps']:,} steps of {MIM_BATCH} images ({mim['steps'] * MIM_BATCH / 58800:.1f} epochs) in "
+        f"{mim['wall_s'] / 60:.0f} min wall on 1 thread (a shared, loaded machine)"
         + (
-            f", stopped (SIGTERM) for the time budget before the planned {result['mim_steps']} "
-            "(so its learning rate never decayed)"
+            f", stopped (SIGTERM) for the time budget before the planned {result['mim_steps']:,}"
             if mim["steps"] < result["mim_steps"]
             else ""
         )
-        + f"; best/ (used below) "
+        + f"{' (reused run dir)' if mim['reused'] else ''}; best/ (used below) "
         f"from step {mim['best_step']}, dev masked-pixel L1 {mim['dev']['reconstruction_loss']:.4f}",
-        f"- fine-tuning: {result['ft_steps']} steps of 64 images, lr 1e-3 (linear decay, 10% warmup), "
-        "the same for both starts; best/ on 2,000 dev images split off train; labelled rows are "
-        "`data.k_shot` per class (seed 42); test = a seeded 2,000-image subsample of the 10,000-image "
-        f"t10k set (`data.max_eval_samples`); {result['parallel']} fine-tunes ran at a time",
+        f"- fine-tuning (`examples/vision/finetune_fashion*.yaml`): batches of {FT_BATCH} images, random "
+        "crop (pad 2) and flip, AdamW lr 1e-3, weight decay 0.05, 10% warmup then linear decay; the "
+        "pretrained start adds layer-wise lr decay 0.75 (`freeze` method); labelled rows are "
+        "`data.k_shot` per class (seed 42); best/ on 2,040 dev images split off train; test = the whole "
+        f"10,000-image t10k set; {result['parallel']} fine-tunes ran at a time",
+        "- pixel logistic regression: scikit-learn `LogisticRegression(C=1)` on the raw pixels in [0, 1] "
+        "of exactly the fine-tunes' labelled images, same test set",
         "",
-        "| labels | start | test accuracy | test macro-F1 | dev accuracy (best/) | train wall |",
-        "|---|---|---|---|---|---|",
+        "| labels | start | steps (epochs) | test accuracy | test macro-F1 | dev accuracy (best/) | wall |",
+        "|---|---|---|---|---|---|---|",
+        *map(_row, result["finetune"]),
     ]
-    for row in result["finetune"]:
-        wall = f"{row['wall_s']:.0f} s" if "wall_s" in row else "reused"
-        lines.append(
-            f"| {row['labels']} ({row['shots'] * 10:,} images) | {row['start']} "
-            f"| {row['test']['accuracy']:.4f} | {row['test']['macro_f1']:.4f} "
-            f"| {row['dev']['accuracy']:.4f} | {wall} |"
-        )
     before, after = int8["before"], int8["after"]
     lines += [
         "",
         "int8 export (`tunelab export --quantize int8`) of the MIM-pretrained 10% model, its parity "
-        f"report on that run's 2,000 dev images: accuracy {before['metrics']['accuracy']:.4f} (fp32) -> "
+        f"report on that run's dev images: accuracy {before['metrics']['accuracy']:.4f} (fp32) -> "
         f"{after['metrics']['accuracy']:.4f} (int8), weights {before['size_mb']:.2f} MB -> "
         f"{after['size_mb']:.2f} MB, batch-32 latency {before['latency_ms']['32']:.0f} -> "
         f"{after['latency_ms']['32']:.0f} ms (1 thread).",
@@ -169,15 +229,19 @@ def markdown(result: dict[str, Any], prov: dict[str, Any]) -> str:
 def main() -> None:
     """Run the bench and write its RESULTS.md section (when both starts ran)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mim-steps", type=int, default=500)
-    parser.add_argument("--ft-steps", type=int, default=150)
+    parser.add_argument("--mim-steps", type=int, default=1400)
+    parser.add_argument(
+        "--ft-steps", type=int, nargs=2, default=[800, 1600], metavar=("AT_1PCT", "AT_10PCT"),
+        help="fine-tune steps of 64 images at 1%% and at 10%% of the labels",
+    )  # fmt: skip
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--starts", nargs="+", choices=sorted(STARTS), default=sorted(STARTS))
     parser.add_argument("--runs", type=Path, default=OUT)
     args = parser.parse_args()
     os.chdir(ROOT)  # the examples' data paths are relative to the repository
     prov = harness.provenance(threads=1)
-    result = bench(args.runs.resolve(), args.starts, args.mim_steps, args.ft_steps, args.parallel)
+    ft_steps = dict(zip(SHOTS.values(), args.ft_steps, strict=True))
+    result = bench(args.runs.resolve(), args.starts, args.mim_steps, ft_steps, args.parallel)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"result-{'-'.join(args.starts)}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     if set(args.starts) == set(STARTS):

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from accelerate import Accelerator
 
 from served_models import close, serve
 from toy_tasks import image_classification as toy_images_task
-from toy_tasks import toy_images, toy_run_config, write_idx
+from toy_tasks import tiny_vit_dir, toy_images, toy_run_config, write_idx
 from tunelab.assets import DatasetAsset, dataset_dir
 from tunelab.assets.fashion_mnist import DEBIAN_DIR, read_idx
 from tunelab.errors import AssetError, DataError
@@ -21,7 +22,15 @@ from tunelab.export.pipeline import ExportOptions, export_model
 from tunelab.inference.artifact import load_artifact
 from tunelab.inference.predict import predict_records
 from tunelab.models.artifact import save_model
-from tunelab.tasks.image_classification import TASK, encode_png, idx_records
+from tunelab.models.load import load_input_processor
+from tunelab.tasks.image_classification import (
+    TASK,
+    AugmentParams,
+    Params,
+    encode_png,
+    idx_records,
+    pixel_values,
+)
 from tunelab.training import prepare_inputs, resolve, train
 from tunelab.workflows import run_info
 
@@ -127,3 +136,36 @@ def test_int8_export_keeps_predictions(saved_classifier: Path, tmp_path: Path):
     for a, b in zip(int8, fp32, strict=True):
         for label, prob in b["probabilities"].items():
             assert a["probabilities"][label] == pytest.approx(prob, abs=0.02)
+
+
+def _rows(n: int) -> list[dict]:
+    return [{"image": encode_png(image), "labels": 0} for image in toy_images(n, seed=4)[0]]
+
+
+def test_train_collator_augments_training_batches_reproducibly_and_eval_batches_never():
+    processor = load_input_processor(tiny_vit_dir())
+    rows = _rows(16)
+    plain = TASK.collator(processor, Params())(rows)["pixel_values"]
+    assert torch.equal(TASK.train_collator(processor, Params())(rows)["pixel_values"], plain)
+    augmented = Params(augment=AugmentParams(crop_padding=2, flip=True))
+    edit = TASK.train_collator(processor, augmented)
+    torch.manual_seed(3)
+    first = edit(rows)
+    torch.manual_seed(3)
+    again = edit(rows)["pixel_values"]
+    assert torch.equal(first["pixel_values"], again)  # drawn from torch's RNG, which checkpoints save
+    assert first["pixel_values"].shape == plain.shape
+    assert torch.equal(first["labels"], torch.zeros(16, dtype=torch.long))
+    changed = (first["pixel_values"] != plain).flatten(1).any(1)
+    assert changed.sum() >= 14  # 1 in 50 draws leaves an image as it was
+    assert torch.equal(TASK.collator(processor, augmented)(rows)["pixel_values"], plain)  # dev / test
+
+
+def test_images_at_the_model_size_skip_the_resize_with_identical_inputs():
+    processor = load_input_processor(tiny_vit_dir())
+    images = [raw["image"] for raw in _rows(4)]
+    pixels = [np.asarray(image)[..., None] for image in toy_images(4, seed=4)[0]]
+    resized = processor(pixels, input_data_format="channels_last", return_tensors="np", do_resize=True)
+    np.testing.assert_array_equal(pixel_values(images, processor), resized["pixel_values"])
+    larger = encode_png(np.full((12, 12), 200, dtype=np.uint8))
+    assert pixel_values([larger], processor).shape == (1, 1, 8, 8)  # other sizes are still resized
