@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
 from tunelab.methods.peft import ADAPTER_BASE, ParamsBase, applier, refuses_restructuring
-from tunelab.methods.spec import Adapted, MethodSpec, OptimizerStepContext, refuses_previous_run
+from tunelab.methods.spec import Adapted, MethodSpec, OptimizerStepContext, refuses_previous_run, unwrap_ddp
 
 
 class AdaLoraParams(ParamsBase):
@@ -97,7 +97,7 @@ def rank_budget(model: nn.Module) -> int:
 
 def adalora_step(adapted: Adapted, params: AdaLoraParams, ctx: OptimizerStepContext) -> dict[str, float]:
     """Score importances from this step's gradients and mask ranks to the current budget (peft's call)."""
-    model: nn.Module = getattr(adapted.model, "module", adapted.model)  # DDP-wrapped on several processes
+    model = unwrap_ddp(adapted.model)
     peft_model = _adalora(model)
     config = peft_model.peft_config["default"]
     config.total_step = ctx.total_steps

@@ -47,6 +47,7 @@ from tunelab.methods.spec import (
     StepOutput,
     Target,
     default_step,
+    unwrap_ddp,
 )
 
 
@@ -113,7 +114,7 @@ class _NoSync(Protocol):
 
 def input_embeddings(model: nn.Module) -> nn.Module:
     """The token embedding module of a (possibly DDP- or peft-wrapped) model."""
-    unwrapped: Any = getattr(model, "module", model)  # a transformers or peft model: untyped here
+    unwrapped: Any = unwrap_ddp(model)  # a transformers or peft model: untyped here
     embeddings: nn.Module = unwrapped.get_input_embeddings()
     return embeddings
 

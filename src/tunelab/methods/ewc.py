@@ -33,6 +33,7 @@ from tunelab.methods.spec import (
     needs_previous_run,
     previous_task,
     refuses_without_continual,
+    unwrap_ddp,
 )
 
 
@@ -60,7 +61,7 @@ class Consolidation(nn.Module):
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """``strength/2 · Σ F·(θ − θ_A)²`` over the anchored parameters of ``model``."""
-        named = dict(_unwrap(model).named_parameters())
+        named = dict(unwrap_ddp(model).named_parameters())
         terms = [
             (self.fisher[name].to(p.device) * (p - self.anchor[name].to(p.device)).pow(2)).sum()
             for name, p in named.items()
@@ -79,11 +80,6 @@ class Consolidation(nn.Module):
         """Put F and θ_A back from a checkpoint."""
         self.fisher = {k.removeprefix("fisher."): v for k, v in tensors.items() if k.startswith("fisher.")}
         self.anchor = {k.removeprefix("anchor."): v for k, v in tensors.items() if k.startswith("anchor.")}
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (parameter names without ``module.``)."""
-    return getattr(model, "module", model)
 
 
 def _consolidation(adapted: Adapted) -> Consolidation:
@@ -127,7 +123,7 @@ def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
     rows = previous.train_rows(params.fisher_samples, params.seed)
     size = params.fisher_batch_size
     batches = [previous.collator(rows[start : start + size]) for start in range(0, len(rows), size)]
-    model = _unwrap(adapted.model)
+    model = unwrap_ddp(adapted.model)
     device = next(model.parameters()).device
     batches = [{k: v.to(device) for k, v in batch.items()} for batch in batches]
     state = _consolidation(adapted)

@@ -62,6 +62,7 @@ from tunelab.methods.spec import (
     RunData,
     StepOutput,
     Target,
+    unwrap_ddp,
 )
 
 logger = logging.getLogger(__name__)
@@ -191,11 +192,6 @@ def pseudo_label_loss(logits: torch.Tensor, targets: torch.Tensor, keep: torch.T
     return (per * keep).sum() / keep.numel()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper."""
-    return getattr(model, "module", model)
-
-
 class SelfTrainer(ParamsCompanion):
     """The teacher, the unlabelled rows and the run state that makes a resume exact.
 
@@ -220,7 +216,7 @@ class SelfTrainer(ParamsCompanion):
     def refresh(self, model: nn.Module) -> None:
         """The teacher takes the model's current weights."""
         assert self.teacher is not None, "prepare() builds the teacher"
-        self.teacher.load_state_dict(_unwrap(model).state_dict())
+        self.teacher.load_state_dict(unwrap_ddp(model).state_dict())
 
     def order(self, epoch: int) -> list[int]:
         """The unlabelled rows of ``epoch`` in their seeded order (its own stream, not the labelled one)."""
@@ -301,7 +297,7 @@ def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
         trainer.student_view = AugmentingCollator(
             data.collator, data.tokenize, params.consistency, data.seed, synonyms
         )
-    trainer.teacher = copy.deepcopy(_unwrap(adapted.model)).eval().requires_grad_(False)
+    trainer.teacher = copy.deepcopy(unwrap_ddp(adapted.model)).eval().requires_grad_(False)
     logger.info("self_train: %d unlabelled rows from %s", len(trainer.features), params.unlabeled_file)
 
 

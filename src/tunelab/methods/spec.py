@@ -123,6 +123,15 @@ class ParamsCompanion(nn.Module):
         self.params = params
 
 
+def unwrap_ddp(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (several processes), else ``model``.
+
+    Methods read parameter names, state dicts and attributes of the model itself; DDP would prefix
+    them with ``module.`` and hide the attributes.
+    """
+    return cast(nn.Module, getattr(model, "module", model))
+
+
 def companion_params(adapted: Adapted, key: str) -> Any:
     """The params a step-only method keeps as companion ``key`` (see :func:`step_only_apply`).
 

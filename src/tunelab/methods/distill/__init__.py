@@ -36,6 +36,7 @@ from tunelab.methods.spec import (
     StepOutput,
     Target,
     refuses_without_logits,
+    unwrap_ddp,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,11 +101,6 @@ class Distiller(nn.Module):
 def _distiller(adapted: Adapted) -> Distiller:
     """The :class:`Distiller` that :func:`apply` put in ``adapted.companions["distill"]``."""
     return cast(Distiller, adapted.companions["distill"])
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (attributes such as the projection live there)."""
-    return getattr(model, "module", model)
 
 
 class _SavesSelectively(Protocol):
@@ -198,7 +194,7 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
         loss = loss + (1 - p.alpha) * kd
         metrics["distill_kd"] = kd.detach()
         if hidden:
-            projections = getattr(_unwrap(adapted.model), PROJECTION)
+            projections = getattr(unwrap_ddp(adapted.model), PROJECTION)
             if not any(w.requires_grad for w in projections.parameters()):
                 raise ConfigError(
                     "methods: the distill projection was frozen by a later method; list distill after "
