@@ -121,7 +121,7 @@ def pixel_baseline(shots: int) -> dict[str, Any]:
     from sklearn.metrics import f1_score
 
     from tunelab.config import load_config
-    from tunelab.tasks.image_classification import image_array
+    from tunelab.data.images import image_array
     from tunelab.training import resolve
 
     plan = resolve(load_config(EXAMPLES / STARTS["scratch"], ["--data.k_shot", str(shots)]))

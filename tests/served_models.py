@@ -22,6 +22,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from toy_tasks import TOY_TASKS, toy_images, toy_run_config
+from tunelab.data.images import encode_png
 from tunelab.export.pipeline import ExportOptions, export_model
 from tunelab.inference.artifact import Artifact
 from tunelab.inference.generate import GenerationJob, GenerationOptions, generate
@@ -34,7 +35,6 @@ from tunelab.serving.app import create_app
 from tunelab.serving.predictor import load_predictor
 from tunelab.serving.settings import ServeSettings
 from tunelab.tasks import TASKS
-from tunelab.tasks.image_classification import encode_png
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 from tunelab.training.plan import method_target
 from tunelab.workflows import run_info

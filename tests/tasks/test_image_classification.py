@@ -16,6 +16,7 @@ from toy_tasks import image_classification as toy_images_task
 from toy_tasks import tiny_vit_dir, toy_images, toy_run_config, write_idx
 from tunelab.assets import DatasetAsset, dataset_dir
 from tunelab.assets.fashion_mnist import DEBIAN_DIR, read_idx
+from tunelab.data.images import encode_png
 from tunelab.errors import AssetError, DataError
 from tunelab.evaluation import evaluate
 from tunelab.export.pipeline import ExportOptions, export_model
@@ -27,7 +28,6 @@ from tunelab.tasks.image_classification import (
     TASK,
     AugmentParams,
     Params,
-    encode_png,
     idx_records,
     pixel_values,
 )

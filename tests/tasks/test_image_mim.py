@@ -10,9 +10,9 @@ from accelerate import Accelerator
 
 from toy_tasks import image_mim as toy_mim
 from toy_tasks import toy_images, toy_run_config
+from tunelab.data.images import encode_png
 from tunelab.evaluation import evaluate
 from tunelab.inference.predict import predict_records
-from tunelab.tasks.image_classification import encode_png
 from tunelab.tasks.image_mim import TASK
 from tunelab.training import prepare_inputs, resolve, train
 

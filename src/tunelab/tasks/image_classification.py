@@ -18,15 +18,13 @@ same architecture with masked image modelling, and its ``best/`` is what this ta
 from __future__ import annotations
 
 import base64
-import binascii
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from transformers import AutoModelForImageClassification
 
@@ -34,6 +32,7 @@ from tunelab.assets.fashion_mnist import LABEL_NAMES_FILE, read_idx
 from tunelab.config import DataConfig
 from tunelab.data import Columns, TaskData, few_shot_rows
 from tunelab.data.image_augment import random_crop_flip
+from tunelab.data.images import decode_image, encode_png, image_array
 from tunelab.data.splits import stratified_split, subsample
 from tunelab.errors import DataError
 from tunelab.models.scratch import init_vit
@@ -45,8 +44,6 @@ from tunelab.tasks.classification import (
 )
 from tunelab.tasks.schemas import RequestBody, ServeSchema
 from tunelab.tasks.spec import Batch, Features, TaskSpec
-
-MAX_IMAGE_PIXELS = 4096 * 4096  # a request image decoding to more is refused before it is decoded
 
 
 class ScratchParams(BaseModel):
@@ -153,13 +150,6 @@ def read_labelled(path: Path, names: Sequence[str] | None) -> tuple[np.ndarray, 
     return images, [names[i] for i in ids], names
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """A uint8 (H, W) or (H, W, C) array as PNG file bytes (lossless, and small for 28x28 images)."""
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG", compress_level=1)
-    return out.getvalue()
-
-
 def image_dataset(images: np.ndarray, labels: list[str] | None, rows: Sequence[int]) -> Any:
     """Examples whose ``image`` is an encoded image file (PNG here), as requests send them.
 
@@ -220,21 +210,6 @@ def read_eval(path: Path, columns: Columns, params: Params, labels: Sequence[str
     return image_dataset(images, names, range(len(images)))
 
 
-def image_array(raw: bytes) -> np.ndarray:
-    """The pixels of an encoded image file (PNG, JPEG...) as a uint8 array; ValueError when it is none.
-
-    Its size is read from the header first: an image over ``MAX_IMAGE_PIXELS`` is refused before
-    decoding (a few kilobytes of PNG can decode to gigabytes).
-    """
-    try:
-        with Image.open(io.BytesIO(raw)) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"{image.width}x{image.height} pixels; at most {MAX_IMAGE_PIXELS}")
-            return np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a readable image file ({type(exc).__name__})") from None
-
-
 def image_file_records(paths: Sequence[Path]) -> list[dict[str, Any]]:
     """Prediction records of image files: ``image`` (the file's bytes) and ``source`` (its path)."""
     records = []
@@ -255,15 +230,6 @@ def idx_records(path: Path) -> list[dict[str, Any]]:
     return [
         {"image": encode_png(image), "source": f"{path}[{i}]"} for i, image in enumerate(read_images(path))
     ]
-
-
-def decode_image(data: str) -> np.ndarray:
-    """A base64-encoded image file -> its uint8 pixels; ValueError (a 422 at the server) if it is none."""
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("not valid base64") from None
-    return image_array(raw)
 
 
 def _check_image(data: str) -> str:
