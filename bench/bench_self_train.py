@@ -2,17 +2,23 @@
 
 Per seed, from the shipped split's train.csv (``tunelab data prepare rotten-tomatoes``): 200 labelled
 rows (100 per label, seeded), an unlabelled pool of ``--pool`` other train rows (their labels are
-dropped from the file the method reads) and 100 further rows as the required dev file (no run selects
-on it: every row scores its final model). Rows, each a MiniLM ``classification`` run in its own
-process (``harness.run_worker``), all scored on the same seeded ``--test`` rows of test.csv:
+dropped from the file the method reads) and 100 further rows as the dev file. Every row scores its
+FINAL model; the dev file only picks each run's ``best/`` (scored each epoch), which a later row takes as
+its fixed teacher. Rows, each a MiniLM ``classification`` run in its own process
+(``harness.run_worker``), kept in ``OUT/runs/<row>-s<seed>``, all scored on the same seeded ``--test``
+rows of test.csv:
 
 - ``supervised-200``: the 200 labelled rows, ``full`` method.
-- ``self-train``: the 200 labelled rows + ``self_train`` on the pool (the ``VARIANTS`` params).
+- ``self-train``: the 200 labelled rows + ``self_train`` on the pool, teacher = supervised-200's best/
+  (``VARIANTS``: the params of examples/sentiment_self_train.yaml); the student starts from MiniLM.
+- ``self-train-r2``: the same, teacher = self-train's best/ (a second round).
 - ``full-data``: the 200 rows + the pool *with* its gold labels: the ceiling self-training approaches.
 
+A row whose teacher is another row runs after it (``--rows supervised-200,self-train,self-train-r2``
+keeps that order with ``--parallel`` 1 per seed; run the stages as separate invocations otherwise).
 The 200-row runs take ``EPOCHS_200`` epochs (the same optimizer steps with or without the pool); the
 full-data run takes ``EPOCHS_FULL`` epochs of its rows. train s is the loop's wall time, kept the mean
-share of unlabelled rows whose pseudo-label passed the threshold (after the warm start).
+share of unlabelled rows whose pseudo-label passed the threshold.
 
     flock -x /tmp/tunelab-cpu.lock python bench/bench_self_train.py --seeds 1,2
 
@@ -29,7 +35,6 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -45,13 +50,10 @@ MAX_LENGTH = 64
 BATCH = 16
 EPOCHS_200 = 10
 EPOCHS_FULL = 1
-EDA: dict[str, Any] = {"consistency": {"ops": ["swap", "delete", "insert"], "alpha": 0.1}}
-QUOTA: dict[str, Any] = {"threshold": 0.0, "ratio": 1}  # the class quota alone selects
-VARIANTS: dict[str, dict[str, Any]] = {  # params beside unlabeled_file; {}: the method's defaults
-    "self-train": {},
-    "self-train+eda": EDA,
-    "self-train-q0.5": QUOTA | {"class_fraction": 0.5},
-    "self-train-q0.1": QUOTA | {"class_fraction": 0.1},
+SOFT: dict[str, Any] = {"temperature": 2.0, "threshold": 0.0}  # examples/sentiment_self_train.yaml's
+VARIANTS: dict[str, dict[str, Any]] = {  # params beside unlabeled_file; teacher_run names a row of this seed
+    "self-train": {"teacher_run": "supervised-200"} | SOFT,
+    "self-train-r2": {"teacher_run": "self-train"} | SOFT,
 }
 
 
@@ -60,9 +62,7 @@ def self_train_defaults() -> dict[str, Any]:
     from tunelab.methods.self_train import Params
 
     defaults = Params(unlabeled_file=Path("-")).model_dump(mode="json")
-    return {
-        k: defaults[k] for k in ("threshold", "class_fraction", "weight", "ratio", "warm_start", "rounds")
-    }
+    return {k: defaults[k] for k in ("threshold", "temperature", "class_fraction", "weight", "ratio")}
 
 
 def write_rows(path: Path, rows: list[tuple[str, str]], labelled: bool = True) -> Path:
@@ -103,7 +103,10 @@ def run_config(row: str, seed: int, files: dict[str, str], test: Path, n_test: i
 
     methods: list[dict[str, Any]] = [{"name": "full"}]
     if row in VARIANTS:
-        methods = [{"name": "self_train", "params": {"unlabeled_file": files["unlabelled"], **VARIANTS[row]}}]
+        params = {"unlabeled_file": files["unlabelled"], **VARIANTS[row]}
+        if "teacher_run" in params:
+            params["teacher_run"] = str(run_dir(params["teacher_run"], seed))
+        methods = [{"name": "self_train", "params": params}]
     return validate_config(
         {
             "model": {"name_or_path": "minilm-l6"},
@@ -130,40 +133,57 @@ def run_config(row: str, seed: int, files: dict[str, str], test: Path, n_test: i
     )
 
 
+def run_dir(row: str, seed: int) -> Path:
+    """Where a row's run lives (its best/ is a later row's teacher); kept between invocations."""
+    return OUT / "runs" / f"{row}-s{seed}"
+
+
 def worker(row: str, seed: int, files: dict[str, str], a: argparse.Namespace) -> dict[str, Any]:
-    """Train one row and score its final model on the test rows."""
+    """Train one row, keep its dev-best model in best/, and score its final model on the test rows."""
+    import shutil
+    from functools import partial
+
     import torch
 
     from tunelab.evaluation import evaluate
+    from tunelab.models.artifact import save_model
     from tunelab.training import build_accelerator, prepare_inputs, resolve, train
+    from tunelab.workflows import run_info
 
     torch.set_num_threads(a.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        plan = resolve(run_config(row, seed, files, a.data_dir / "test.csv", a.test, out))
-        accelerator = build_accelerator(plan.cfg.train)
-        inputs = prepare_inputs(plan)
-        t0 = time.perf_counter()
-        result = train(plan, inputs, accelerator)
-        train_s = time.perf_counter() - t0
-        assert inputs.test is not None
-        metrics = evaluate(
-            inputs.adapted.model,
-            plan.task,
-            inputs.test,
-            inputs.collator,
-            inputs.labels,
-            plan.cfg.train.eval_batch_size,
-            params=inputs.task_params,
-        )
-        logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        kept = [r["train/self_train_kept"] for r in logged if "train/self_train_kept" in r]
+    out = run_dir(row, seed)
+    shutil.rmtree(out, ignore_errors=True)
+    plan = resolve(run_config(row, seed, files, a.data_dir / "test.csv", a.test, out))
+    accelerator = build_accelerator(plan.cfg.train)
+    inputs = prepare_inputs(plan)
+    info = run_info(plan, inputs)
+    score = partial(
+        evaluate,
+        task=plan.task,
+        collator=inputs.collator,
+        labels=inputs.labels,
+        batch_size=plan.cfg.train.eval_batch_size,
+        params=inputs.task_params,
+    )
+
+    def on_best(model: Any, metrics: dict[str, Any], step: int) -> None:
+        record = info.model_copy(update={"step": step, "dev_metrics": dict(metrics)})
+        save_model(model, inputs.tokenizer, out / "best", record)
+
+    t0 = time.perf_counter()
+    result = train(plan, inputs, accelerator, partial(score, features=inputs.dev), on_best)
+    train_s = time.perf_counter() - t0
+    assert inputs.test is not None
+    metrics = score(inputs.adapted.model, features=inputs.test)
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    kept = [r["train/self_train_kept"] for r in logged if "train/self_train_kept" in r]
     return {
         "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],
         "n_train": len(inputs.train),
         "n_test": len(inputs.test),
         "steps": result.step,
+        "best_step": result.best_step,
         "train_s": train_s,
         "kept": statistics.mean(kept) if kept else None,
     }
@@ -199,21 +219,22 @@ def render(results: list[dict[str, Any]], prov: dict[str, Any], a: argparse.Name
         + "; ".join(
             f"{row} `{json.dumps(VARIANTS[row])}`" for row in VARIANTS if row in {r["row"] for r in results}
         )
-        + " ({}: the method's defaults, "
+        + " (teacher_run: that row's run of the same seed, its dev-best best/ (dev: 100 rows, scored each "
+        "epoch); the student starts from MiniLM; other params: the method's defaults, "
         f"`{json.dumps(self_train_defaults())}`). kept = share of unlabelled rows whose pseudo-label "
-        "was kept "
-        "(threshold and class quota), mean over the logged steps after the warm start.",
+        "was kept (threshold and class quota), mean over the logged steps. best step = the step of the "
+        "run's best/ (the next row's teacher); the test accuracy is the final model's.",
         "",
-        "| row | seed | labelled rows | test accuracy | test macro-F1 | steps | kept | train s | "
+        "| row | seed | labelled rows | test accuracy | test macro-F1 | steps | best step | kept | train s | "
         "peak RSS (MB) | other cores |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         kept = f"{r['kept']:.2f}" if r["kept"] is not None else "-"
         lines.append(
             f"| {r['row']} | {r['seed']} | {r['n_train']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} "
-            f"| {r['steps']} | {kept} | {r['train_s']:.0f} | {_figure(r['peak_rss_mb'], '.0f')} "
-            f"| {_figure(r['foreign_cores'], '.2f')} |"
+            f"| {r['steps']} | {r['best_step']} | {kept} | {r['train_s']:.0f} "
+            f"| {_figure(r['peak_rss_mb'], '.0f')} | {_figure(r['foreign_cores'], '.2f')} |"
         )
     for row in dict.fromkeys(r["row"] for r in results):
         mine = [r for r in results if r["row"] == row]
@@ -221,7 +242,7 @@ def render(results: list[dict[str, Any]], prov: dict[str, Any], a: argparse.Name
         spread = f" ± {statistics.stdev(acc):.3f}" if len(acc) > 1 else ""
         lines.append(
             f"| **{row}** | mean of {len(mine)} | | **{statistics.mean(acc):.3f}**{spread} "
-            f"| {statistics.mean(r['macro_f1'] for r in mine):.3f} | | | | | |"
+            f"| {statistics.mean(r['macro_f1'] for r in mine):.3f} | | | | | | |"
         )
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
-"""Self-training: nothing confident is the default step; pseudo-labels are the teacher's confident argmax;
-the teacher follows its schedule; an interrupted run resumes with identical losses; a toy task is learnt."""
+"""Self-training: nothing confident is the default step; pseudo-labels are the teacher's confident argmax
+or its tempered distribution (a fixed teacher_run's KL); the model's own teacher follows its schedule; an
+interrupted run resumes with identical losses; a toy task is learnt."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from robust_helpers import NO_DROPOUT, assert_same_grads, clone, run_step, tiny_
 from toy_tasks import toy_rows, write_csv
 from tunelab.cli import app
 from tunelab.data import Columns, load_inputs
-from tunelab.errors import DataError
+from tunelab.errors import ConfigError, DataError
 from tunelab.evaluation import evaluate
 from tunelab.methods import self_train
+from tunelab.methods.self_train import labels
 from tunelab.methods.spec import Adapted, OptimizerStepContext, RunData, default_step
 from tunelab.models.run_info import read_run_info
 from tunelab.reproduce import rerun_config
@@ -35,7 +37,8 @@ LABELS = ["negative", "positive"]
 def _prepared(backbone: Path, model, unlabeled: Path, **params) -> Adapted:
     """``self_train`` applied to ``model`` and prepared on ``unlabeled`` as the training setup does it."""
     tok = AutoTokenizer.from_pretrained(backbone)
-    p = self_train.Params(unlabeled_file=unlabeled, **({"warm_start": 0.0} | params))
+    schedule = {} if "teacher_run" in params else {"warm_start": 0.0}
+    p = self_train.Params(unlabeled_file=unlabeled, **(schedule | params))
     adapted = self_train.apply(model, p, ())
 
     def tokenize(columns):
@@ -52,6 +55,17 @@ def _prepared(backbone: Path, model, unlabeled: Path, **params) -> Adapted:
 def unlabeled(tmp_path) -> Path:
     """Toy texts with a label column the method must ignore."""
     return write_csv(tmp_path / "unlabeled.csv", toy_rows(40, seed=11))
+
+
+@pytest.fixture
+def teacher_run(tiny_backbone_dir, tmp_path) -> Path:
+    """A finished run's layout: a saved tiny classifier (confident, random head) in best/."""
+    torch.manual_seed(13)
+    model = tiny_model(tiny_backbone_dir, LABELS, **NO_DROPOUT)
+    with torch.no_grad():
+        model.classifier.weight.mul_(40.0)
+    model.save_pretrained(tmp_path / "teacher-run" / "best")
+    return tmp_path / "teacher-run"
 
 
 def test_threshold_one_gives_exactly_the_default_step(tiny_backbone_dir, unlabeled):
@@ -71,10 +85,10 @@ def test_threshold_one_gives_exactly_the_default_step(tiny_backbone_dir, unlabel
 
 def test_pseudo_labels_are_the_argmax_kept_above_the_threshold():
     logits = torch.tensor([[2.0, 0.0], [0.1, 0.0], [0.0, 3.0]])  # softmax max: 0.88, 0.52, 0.95
-    targets, keep = self_train.pseudo_labels(logits, 0.8, multi_label=False)
+    targets, keep = labels.pseudo_labels(logits, 0.8, multi_label=False)
     assert targets.tolist() == [0, 0, 1]
     assert keep.tolist() == [True, False, True]
-    targets, keep = self_train.pseudo_labels(torch.tensor([[3.0, -0.1], [-3.0, 0.2]]), 0.9, multi_label=True)
+    targets, keep = labels.pseudo_labels(torch.tensor([[3.0, -0.1], [-3.0, 0.2]]), 0.9, multi_label=True)
     assert targets.tolist() == [[1.0, 0.0], [0.0, 1.0]]
     assert keep.tolist() == [[True, False], [True, False]]
 
@@ -83,16 +97,16 @@ def test_class_fraction_keeps_each_classs_most_confident_rows():
     """Quota ceil(0.5 x 6 rows / 2 classes) = 2 per predicted class, most confident first, above the
     threshold; class 1 has one row only, so the quota does not move a row to class 0."""
     logits = torch.tensor([[1.0, 0], [3, 0], [2, 0], [0, 2.5], [4, 0], [0.05, 0]])
-    targets, keep = self_train.pseudo_labels(logits, 0.55, multi_label=False, class_fraction=0.5)
+    targets, keep = labels.pseudo_labels(logits, 0.55, multi_label=False, class_fraction=0.5)
     assert targets.tolist() == [0, 0, 0, 1, 0, 0]
     assert keep.tolist() == [False, True, False, True, True, False]  # class 0: margins 4 and 3 of 4, 3, 2, 1
-    _, keep = self_train.pseudo_labels(logits, 0.55, multi_label=False)
+    _, keep = labels.pseudo_labels(logits, 0.55, multi_label=False)
     assert keep.tolist() == [True, True, True, True, True, False]  # no quota: the threshold alone
-    _, keep = self_train.pseudo_labels(logits, 0.94, multi_label=False, class_fraction=0.5)
+    _, keep = labels.pseudo_labels(logits, 0.94, multi_label=False, class_fraction=0.5)
     assert keep.tolist() == [False, True, False, False, True, False]  # the threshold still applies (0.92)
     # multi-label: per label, its predicted 1s and 0s each keep ceil(0.5 x 4 / 2) = 1
     multi = torch.tensor([[3.0, -1], [2, -4], [-1, 1], [-2, 0.5]])
-    targets, keep = self_train.pseudo_labels(multi, 0.5, multi_label=True, class_fraction=0.5)
+    targets, keep = labels.pseudo_labels(multi, 0.5, multi_label=True, class_fraction=0.5)
     assert targets.tolist() == [[1, 0], [1, 0], [0, 1], [0, 1]]
     assert keep.tolist() == [[True, False], [False, True], [False, True], [True, False]]
 
@@ -123,6 +137,64 @@ def test_step_trains_on_the_teachers_confident_rows_only(tiny_backbone_dir, unla
     expected = labelled + 0.5 * (ce * keep).sum() / len(rows)
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(out.metrics["self_train_kept"], keep.float().mean())
+
+
+def test_fixed_teacher_soft_loss_is_kl_to_its_tempered_probabilities(
+    tiny_backbone_dir, unlabeled, teacher_run
+):
+    """loss = labelled + weight x T^2 x KL(teacher_T || student_T), the teacher the run's best/, fixed."""
+    model = tiny_model(tiny_backbone_dir, LABELS, **NO_DROPOUT)
+    batch = toy_batch(tiny_backbone_dir, 4, 2)
+    adapted = _prepared(
+        tiny_backbone_dir,
+        model,
+        unlabeled,
+        teacher_run=str(teacher_run),
+        temperature=2.0,
+        weight=0.5,
+        threshold=0,
+    )
+    trainer = adapted.companions["self_train"]
+    assert trainer.started
+    saved = tiny_model(teacher_run / "best", LABELS)
+    clean, _ = trainer.batches(trainer.order(0)[:8], torch.device("cpu"))
+    with torch.no_grad():
+        teacher = saved(**clean).logits
+        student = model(**clean).logits
+        labelled = model(**batch).loss
+    torch.testing.assert_close(trainer.teacher(**clean).logits, teacher)
+    out, _ = run_step(self_train.step, adapted, batch)
+    kl = F.kl_div(F.log_softmax(student / 2, -1), F.softmax(teacher / 2, -1), reduction="batchmean")
+    torch.testing.assert_close(out.loss, labelled + 0.5 * 4 * kl)
+    assert float(out.metrics["self_train_kept"]) == 1.0
+    for step in (1, 5, 9):  # never refreshed from the student
+        with torch.no_grad():
+            model.classifier.weight.add_(1.0)
+        self_train.on_optimizer_step(adapted, trainer.params, OptimizerStepContext(step, 10, lambda t: t))
+        torch.testing.assert_close(trainer.teacher(**clean).logits, teacher)
+    # a threshold keeps the confident rows: their KL summed, divided by all rows
+    keep = torch.tensor([True, False, True, True, False, False, True, False])
+    rows = F.kl_div(F.log_softmax(student / 2, -1), F.softmax(teacher / 2, -1), reduction="none").sum(-1)
+    ours = labels.soft_pseudo_label_loss(student, teacher, keep, 2.0)
+    torch.testing.assert_close(ours, 4 * (rows * keep).sum() / 8)
+    # multi-label: binary, per (row, label): the same gradients as the binary KL
+    s = student.clone().requires_grad_(True)
+    multi_keep = torch.ones_like(s, dtype=torch.bool)
+    labels.soft_pseudo_label_loss(s, teacher, multi_keep, 2.0).backward()
+    p, q = (teacher / 2).sigmoid(), (s.detach().clone().requires_grad_(True))
+    binary_kl = p * (p.log() - (q / 2).sigmoid().log()) + (1 - p) * (
+        (1 - p).log() - (1 - (q / 2).sigmoid()).log()
+    )
+    (4 * binary_kl.mean()).backward()
+    torch.testing.assert_close(s.grad, q.grad)
+
+
+def test_fixed_teacher_takes_no_schedule_and_must_match_the_labels(tiny_backbone_dir, unlabeled, teacher_run):
+    with pytest.raises(ValueError, match="teacher_run is a fixed teacher.*rounds"):
+        self_train.Params(unlabeled_file=unlabeled, teacher_run=str(teacher_run), rounds=2)
+    other = tiny_model(tiny_backbone_dir, ["x", "y"])
+    with pytest.raises(ConfigError, match=r"methods\.self_train\.params\.teacher_run: .* has labels"):
+        _prepared(tiny_backbone_dir, other, unlabeled, teacher_run=str(teacher_run))
 
 
 def test_teacher_is_refreshed_on_its_schedule(tiny_backbone_dir, unlabeled):
@@ -188,16 +260,20 @@ def _run(cfg, resume_from=None, evaluate_fn=None):
     return result, inputs
 
 
-def test_interrupted_run_resumes_with_identical_losses(make_config, toy_data, tmp_path):
-    """Stopped after the first teacher and before the second: unlabelled position, teacher weights and
-    the started flag come back, so every later loss (pseudo-label term included) repeats."""
-    params = {
-        "unlabeled_file": str(toy_data["test"]),
-        "threshold": 0.5,
-        "warm_start": 0.25,
-        "rounds": 2,
-        "consistency": {"prob": 1.0},
-    }
+@pytest.mark.parametrize(
+    "teacher",
+    [
+        {"threshold": 0.5, "warm_start": 0.25, "rounds": 2},
+        {"teacher_run": "TEACHER", "temperature": 2.0, "threshold": 0.0},
+    ],
+    ids=["own", "fixed"],
+)
+def test_interrupted_run_resumes_with_identical_losses(make_config, toy_data, tmp_path, teacher, teacher_run):
+    """Stopped after the first teacher and before the second (own), or mid-run (a fixed teacher_run):
+    unlabelled position, teacher and the started flag come back, so every later loss repeats."""
+    if "teacher_run" in teacher:
+        teacher = teacher | {"teacher_run": str(teacher_run)}
+    params = {"unlabeled_file": str(toy_data["test"]), "consistency": {"prob": 1.0}, **teacher}
     sections = {
         "data": {"max_train_samples": 32},
         "methods": [{"name": "self_train", "params": params}],

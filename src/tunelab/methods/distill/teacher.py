@@ -22,8 +22,8 @@ from tunelab.models.load import load_by_architecture
 _BUF = 1 << 20
 
 
-def teacher_dir(path: Path) -> Path:
-    """A model directory, or a run directory whose ``best/`` holds the model."""
+def teacher_dir(path: Path, key: str = "methods.distill.params.teacher") -> Path:
+    """A model directory, or a run directory whose ``best/`` holds the model (``key`` names the param)."""
     for candidate in (path, path / "best"):
         if (candidate / "config.json").is_file():
             return candidate
@@ -33,13 +33,13 @@ def teacher_dir(path: Path) -> Path:
                 "(tunelab export DIR --to OUT --merge) and use OUT as the teacher"
             )
     if not path.is_dir():
-        raise CheckpointError(f"{path}: teacher directory not found (methods.distill.params.teacher)")
+        raise CheckpointError(f"{path}: teacher directory not found ({key})")
     raise CheckpointError(f"{path}: no config.json (nor best/config.json); give a run dir or a model dir")
 
 
-def load_teacher(path: Path) -> nn.Module:
+def load_teacher(path: Path, key: str = "methods.distill.params.teacher") -> nn.Module:
     """The frozen, eval-mode model saved in ``path`` (safetensors only, never remote code)."""
-    model = load_by_architecture(teacher_dir(path))
+    model = load_by_architecture(teacher_dir(path, key))
     model.requires_grad_(False)
     return model
 
@@ -49,7 +49,12 @@ def id2label(config: Any) -> list[str]:
     return [config.id2label[i] for i in range(config.num_labels)]
 
 
-def check_compatible(teachers: Sequence[nn.Module], paths: Sequence[Path], student: nn.Module) -> None:
+def check_compatible(
+    teachers: Sequence[nn.Module],
+    paths: Sequence[Path],
+    student: nn.Module,
+    key: str = "methods.distill.params.teacher",
+) -> None:
     """Refuse teachers whose labels or vocabulary differ from the student's, naming what differs.
 
     The KL compares label i of the teacher with label i of the student, and the teacher reads the
@@ -61,12 +66,12 @@ def check_compatible(teachers: Sequence[nn.Module], paths: Sequence[Path], stude
         theirs, ours = id2label(teacher_config), id2label(student_config)
         if theirs != ours:
             raise ConfigError(
-                f"methods.distill.params.teacher: {path} has labels {theirs} but the student has {ours}; "
+                f"{key}: {path} has labels {theirs} but the student has {ours}; "
                 "a teacher must be trained on the same labels in the same order (set task.params.labels)"
             )
         if teacher_config.vocab_size != student_config.vocab_size:
             raise ConfigError(
-                f"methods.distill.params.teacher: {path} has a vocabulary of {teacher_config.vocab_size} "
+                f"{key}: {path} has a vocabulary of {teacher_config.vocab_size} "
                 f"tokens, the student {student_config.vocab_size}; teacher and student must share a tokenizer"
             )
 

@@ -1,34 +1,36 @@
-"""Self-training with pseudo-labels: a frozen copy of the model labels unlabelled text for the model.
+"""Self-training with pseudo-labels: a frozen teacher labels unlabelled text for the model (the student).
 
-Each micro-step is the task's loss on the labelled batch plus ``weight`` x the cross-entropy of the
-student on an unlabelled batch against the teacher's confident predictions (FixMatch, Sohn et al.
-2020; Noisy Student, Xie et al. 2020). The teacher is a frozen, dropout-free copy of the model itself,
-taken when the warm start ends and refreshed at each round boundary (``rounds``) or every
-``refresh_every`` optimizer steps, so later rounds learn from a better labeller ("teacher = the current
-model"); the student sees the unlabelled text with dropout and, with ``consistency``, an EDA-edited view
-of it (``data.augment``'s edits), the noise Noisy Student and FixMatch credit for the gain.
+Each micro-step is the task's loss on the labelled batch plus ``weight`` x the student's loss on an
+unlabelled batch against the teacher's predictions (FixMatch, Sohn et al. 2020; Noisy Student, Xie et
+al. 2020): hard ones (cross-entropy to the argmax) or, with ``temperature``, soft ones (T² x KL to the
+teacher's tempered distribution, distill's ``topk_kl``; self-distillation, Furlanello et al. 2018). The
+student sees the text with dropout and, with ``consistency``, an EDA-edited view of it (``data.augment``'s
+edits); the teacher runs without dropout on the clean text.
+
+Two teachers. ``teacher_run``: a finished run's dev-selected ``best/``, loaded and checked as ``distill``
+loads its teacher, fixed for the whole run; the student starts afresh (e.g. from the pretrained model)
+and a second round is another run whose teacher_run is this one. Without it the teacher is the model
+itself, copied when the warm start ends and refreshed each of ``rounds`` (or every ``refresh_every``
+steps). The recipe that pays is the first (measured below); the second stays because it is the one that
+needs no earlier run (issue 22 asks for "teacher = the current model, rounds"), and because its
+measured shortfall is the reason for the first: a model that just fitted 200 rows is an over-confident
+labeller (bench/probe_self_train.py: 84% of the pool above 0.9 at 73% accuracy). Its docs say so.
 
 Why this shape: the loop hands a method one labelled micro-batch and owns accumulation, so the
 unlabelled rows ride along inside the step (``ratio`` of them per labelled row) instead of in a second
-data loader; their order is a pure function of (seed, unlabelled epoch) and their position, the
+data loader; their order is a pure function of (seed, unlabelled epoch) and their position, a model
 teacher's weights and whether pseudo-labelling has started are :class:`~tunelab.methods.spec.RunState`,
-so a resumed run draws the same rows from the same teacher. The pseudo-label loss is summed over the
-kept rows and divided by all rows of the unlabelled batch (FixMatch's normalisation): a batch with few
-confident rows pulls little. It is unweighted cross-entropy (class weights and label smoothing stay on
-the labelled loss). Multi-label heads keep each (row, label) whose sigmoid is far enough from 0.5.
-Written by hand: no library in the stack trains with pseudo-labels inside a custom step.
-
-Selection: a row's pseudo-label counts when the teacher's probability exceeds ``threshold`` and, with
-``class_fraction``, when it is among the ``ceil(class_fraction x rows / classes)`` most confident rows
-of its predicted class in the batch (class-balanced, as FlexMatch balances classes).
+so a resumed run draws the same rows from the same teacher (a ``teacher_run`` is read again from disk).
+Pseudo-label losses are summed over the kept rows and divided by all rows of the unlabelled batch
+(FixMatch's normalisation) and carry no class weights or label smoothing (those stay on the labelled
+loss). A row counts when the teacher's probability exceeds ``threshold`` and, with ``class_fraction``,
+when it is among the ``ceil(class_fraction x rows / classes)`` most confident rows of its predicted class
+in the batch (FlexMatch-style balance); multi-label heads decide per (row, label). Written by hand: no
+library in the stack trains with pseudo-labels inside a custom step.
 
 Measured (bench/RESULTS.md, "Self-training": RT, MiniLM, 200 labelled + 3,000 unlabelled rows, 1,000
-test rows): nothing tried beat the 200 labelled rows alone (test accuracy 0.718 / 0.713 on seeds 1 / 2).
-threshold 0.9, ratio 2, rounds 3: 0.701 (seed 1); the class quota alone (threshold 0, ratio 1, one
-teacher) at class_fraction 0.5: 0.676 / 0.702, at 0.1: 0.694 / 0.709. A fixed threshold follows the
-teacher's calibration (bench/probe_self_train.py: the warm-start teacher put no pool row above 0.9, a
-later one 84% at 73% accuracy); the quota's rows were 78-92% right, still too noisy to help. The
-defaults are FixMatch-style starting points, not a tuned setting.
+test rows, seeds 1 / 2): supervised 0.718 / 0.713; RESULT_LINE. The model as its own teacher stayed below
+it (threshold 0.9, rounds 3: 0.701; class quotas 0.5 / 0.1: 0.689 / 0.702 mean).
 
 With several processes every rank draws the same unlabelled rows (each rank's labelled rows differ):
 correct, but the unlabelled rows per step do not grow with the process count.
@@ -45,14 +47,15 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from tunelab.config import AugmentConfig
 from tunelab.data.augment import AugmentingCollator, load_synonyms
 from tunelab.errors import DataError
+from tunelab.methods.distill import teacher as teachers
 from tunelab.methods.losses import model_logits
+from tunelab.methods.self_train.labels import pseudo_label_loss, pseudo_labels, soft_pseudo_label_loss
 from tunelab.methods.spec import (
     Adapted,
     Backward,
@@ -69,14 +72,16 @@ logger = logging.getLogger(__name__)
 
 SEQUENCE_CLASSIFICATION = "AutoModelForSequenceClassification"  # one class distribution per text
 TEACHER = "teacher."  # run-state key prefix of the teacher's tensors
+TEACHER_RUN = "methods.self_train.params.teacher_run"
 
 
 class Params(BaseModel):
     """Options of self-training (validated from ``methods[i].params``).
 
-    The teacher is first taken when ``warm_start`` of the optimizer steps are done, then refreshed at
-    the start of each of ``rounds`` equal rounds of the remaining steps, or every ``refresh_every``
-    steps; neither set means one round (the teacher stays the warm-started model).
+    With ``teacher_run`` the teacher is that finished run's dev-selected model, fixed for the whole run.
+    Without it the teacher is the model itself: first taken when ``warm_start`` of the optimizer steps
+    are done, then refreshed at the start of each of ``rounds`` equal rounds of the remaining steps, or
+    every ``refresh_every`` steps; neither set means one round (the teacher stays the warm-started model).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -99,14 +104,26 @@ class Params(BaseModel):
         "ceil(class_fraction x rows / classes) rows above the threshold, the most confident first; "
         "null: every row above the threshold.",
     )
+    teacher_run: str | None = Field(
+        None,
+        description="A finished run dir (its dev-selected best/) or a model dir: the fixed teacher, loaded "
+        "as distill loads one; pseudo-labelling starts at step 0. null: the model is its own teacher "
+        "(warm_start, rounds).",
+    )
+    temperature: float | None = Field(
+        None,
+        gt=0,
+        description="Soft pseudo-labels: T^2 x KL(teacher_T || student_T) on the kept rows (multi-label: "
+        "binary, per label); null: hard ones (cross-entropy to the teacher's argmax).",
+    )
     weight: float = Field(1.0, ge=0, description="Weight of the pseudo-label loss beside the labelled loss.")
     ratio: int = Field(2, ge=1, description="Unlabelled rows per labelled row in each micro-batch.")
     warm_start: float = Field(
         0.3,
         ge=0,
         lt=1,
-        description="Fraction of the optimizer steps trained on labelled rows only; the first teacher is "
-        "the model at its end (0: the starting model, e.g. an already fine-tuned one).",
+        description="Without teacher_run: fraction of the optimizer steps trained on labelled rows only; "
+        "the first teacher is the model at its end (0: the starting model, e.g. an already fine-tuned one).",
     )
     rounds: int | None = Field(
         None, ge=1, description="Teacher refreshes: the steps after the warm start split into this many."
@@ -124,72 +141,33 @@ class Params(BaseModel):
     def _one_schedule(self) -> Params:
         if self.rounds is not None and self.refresh_every is not None:
             raise ValueError("set rounds or refresh_every (two teacher schedules), not both")
+        if self.teacher_run is not None:
+            schedule = [k for k in ("warm_start", "rounds", "refresh_every") if k in self.model_fields_set]
+            if schedule:
+                raise ValueError(
+                    f"teacher_run is a fixed teacher, used from the first step: drop {', '.join(schedule)} "
+                    "(for another round, train again with teacher_run = this run)"
+                )
         return self
 
 
 def first_step(params: Params, total_steps: int) -> int:
-    """Optimizer steps done when pseudo-labelling starts (the warm start's end)."""
-    return math.ceil(params.warm_start * total_steps)
+    """Optimizer steps done when pseudo-labelling starts (the warm start's end; 0 with teacher_run)."""
+    return 0 if params.teacher_run is not None else math.ceil(params.warm_start * total_steps)
 
 
 def refresh_due(params: Params, step: int, total_steps: int) -> bool:
     """Whether the teacher becomes a copy of the model after optimizer step ``step``.
 
-    Step 0 (before training) is the copy :func:`prepare` takes.
+    Step 0 (before training) is the copy :func:`prepare` takes; a ``teacher_run`` is never replaced.
     """
     start = first_step(params, total_steps)
-    if step < start:
+    if params.teacher_run is not None or step < start:
         return False
     if params.refresh_every is not None:
         return (step - start) % params.refresh_every == 0
     rounds = params.rounds or 1
     return any(step == start + (total_steps - start) * k // rounds for k in range(rounds))
-
-
-def pseudo_labels(
-    logits: torch.Tensor, threshold: float, multi_label: bool, class_fraction: float | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's targets and which of them are kept: confidence strictly above ``threshold``.
-
-    Single-label (B, C): the argmax (B,) and whether its softmax probability exceeds the threshold.
-    Multi-label (B, C): per label 1 when the sigmoid exceeds 0.5, kept when max(p, 1 - p) exceeds it.
-    With ``class_fraction`` each class (multi-label: each label's 0 and 1) also keeps at most its quota,
-    ``ceil(class_fraction x B / classes)`` of the rows predicted as it, the most confident first.
-    """
-    if multi_label:
-        probs = logits.float().sigmoid()
-        targets, confidence = (probs > 0.5).float(), torch.maximum(probs, 1 - probs)
-        keep = confidence > threshold
-        if class_fraction is not None:
-            quota = math.ceil(class_fraction * len(logits) / 2)
-            for label in range(logits.shape[-1]):  # each label is a 2-class problem of its own
-                ranks = class_ranks(confidence[:, label], targets[:, label].long(), 2)
-                keep[:, label] &= ranks < quota
-        return targets, keep
-    confidence, targets = logits.float().softmax(-1).max(-1)
-    keep = confidence > threshold
-    if class_fraction is not None:
-        quota = math.ceil(class_fraction * len(logits) / logits.shape[-1])
-        keep &= class_ranks(confidence, targets, logits.shape[-1]) < quota
-    return targets, keep
-
-
-def class_ranks(confidence: torch.Tensor, targets: torch.Tensor, classes: int) -> torch.Tensor:
-    """Each row's rank (0 = most confident) among the rows of its predicted class; ties by position."""
-    order = confidence.argsort(descending=True, stable=True)
-    onehot = F.one_hot(targets[order], classes)
-    ranks = torch.empty_like(targets)
-    ranks[order] = (onehot.cumsum(0) * onehot).sum(-1) - 1
-    return ranks
-
-
-def pseudo_label_loss(logits: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy (multi-label: BCE) summed over the kept targets, divided by all of them."""
-    if targets.dim() == logits.dim():
-        per = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-    else:
-        per = F.cross_entropy(logits.float(), targets, reduction="none")
-    return (per * keep).sum() / keep.numel()
 
 
 class SelfTrainer(ParamsCompanion):
@@ -201,11 +179,11 @@ class SelfTrainer(ParamsCompanion):
 
     position: torch.Tensor
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: Params, teacher: nn.Module | None = None) -> None:
         super().__init__(params)
-        self.started = params.warm_start == 0
+        self.started = first_step(params, 1) == 0
         self.register_buffer("position", torch.zeros(2, dtype=torch.long), persistent=False)
-        self.teacher: nn.Module | None = None
+        self.teacher = teacher
         self.inputs: dict[str, list[Any]] = {}
         self.features: list[dict[str, Any]] = []
         self.collator: Any = None
@@ -247,8 +225,14 @@ class SelfTrainer(ParamsCompanion):
         return {k: v.to(device) for k, v in clean.items()}, {k: v.to(device) for k, v in view.items()}
 
     def run_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Position, started flag, the teacher's trained parameters and buffers (frozen ones: the model's)."""
+        """Position, started flag, the teacher's trained parameters and buffers (frozen ones: the model's).
+
+        A ``teacher_run`` never changes (it is loaded again on resume), so it is not saved.
+        """
         assert self.teacher is not None, "prepare() builds the teacher"
+        state = {"position": self.position.cpu().clone(), "started": torch.tensor([self.started])}
+        if cast(Params, self.params).teacher_run is not None:
+            return state
         trained = {name for name, p in model.named_parameters() if p.requires_grad}
         trained |= {name for name, _ in self.teacher.named_buffers()}
         teacher = {
@@ -256,7 +240,7 @@ class SelfTrainer(ParamsCompanion):
             for name, t in self.teacher.state_dict().items()
             if name in trained
         }
-        return {"position": self.position.cpu().clone(), "started": torch.tensor([self.started]), **teacher}
+        return state | teacher
 
     def restore(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
         """Put back what :meth:`run_state` saved (the teacher's other weights equal the starting model's)."""
@@ -273,12 +257,17 @@ def _trainer(adapted: Adapted) -> SelfTrainer:
 
 
 def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Adapted:
-    """Only the step changes: trainability stays as earlier methods set it (e.g. LoRA)."""
-    return Adapted(model=model, companions={"self_train": SelfTrainer(params)})
+    """Load and check a ``teacher_run``; trainability stays as earlier methods set it (e.g. LoRA)."""
+    fixed = None
+    if params.teacher_run is not None:
+        path = Path(params.teacher_run).expanduser()
+        fixed = teachers.load_teacher(path, TEACHER_RUN)
+        teachers.check_compatible([fixed], [path], model, TEACHER_RUN)
+    return Adapted(model=model, companions={"self_train": SelfTrainer(params, fixed)})
 
 
 def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
-    """Read and tokenise the unlabelled rows; the teacher starts as a frozen copy of the adapted model."""
+    """Read and tokenise the unlabelled rows; without teacher_run the teacher is a frozen model copy."""
     assert data.read_inputs is not None, "the training setup gives it"
     assert data.tokenize is not None, "the training setup gives it"
     trainer = _trainer(adapted)
@@ -297,12 +286,13 @@ def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
         trainer.student_view = AugmentingCollator(
             data.collator, data.tokenize, params.consistency, data.seed, synonyms
         )
-    trainer.teacher = copy.deepcopy(unwrap_ddp(adapted.model)).eval().requires_grad_(False)
+    if params.teacher_run is None:
+        trainer.teacher = copy.deepcopy(unwrap_ddp(adapted.model)).eval().requires_grad_(False)
     logger.info("self_train: %d unlabelled rows from %s", len(trainer.features), params.unlabeled_file)
 
 
 def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
-    """Labelled loss, then (once started) + weight x the student's loss on confident pseudo-labels.
+    """Labelled loss, then (once started) + weight x the student's loss on the kept pseudo-labels.
 
     The labelled forward runs first and the teacher runs without dropout, so with nothing kept the
     step's loss and gradients are exactly the default step's.
@@ -322,12 +312,15 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
     multi_label = batch["labels"].shape == logits.shape
     clean, view = trainer.batches(trainer.next_rows(params.ratio * len(batch["input_ids"])), device)
     with torch.no_grad():
-        targets, keep = pseudo_labels(
-            model_logits(trainer.teacher(**clean)), params.threshold, multi_label, params.class_fraction
-        )
+        teacher_logits = model_logits(trainer.teacher(**clean))
+    targets, keep = pseudo_labels(teacher_logits, params.threshold, multi_label, params.class_fraction)
     unlabelled_loss = torch.zeros((), device=device)
     if keep.any():
-        unlabelled_loss = pseudo_label_loss(model_logits(adapted.model(**view)), targets, keep)
+        student = model_logits(adapted.model(**view))
+        if params.temperature is None:
+            unlabelled_loss = pseudo_label_loss(student, targets, keep)
+        else:
+            unlabelled_loss = soft_pseudo_label_loss(student, teacher_logits, keep, params.temperature)
         loss = loss + params.weight * unlabelled_loss
     backward(loss)
     metrics = {
