@@ -62,7 +62,7 @@ TRIED = [
     "| + layer-wise lr decay 0.7 (freeze method), lr 1e-3 | 0.61 | 0.583 | 0.541 (42), 0.624 (1) |",
     "| + batch size 8 | 0.57 | 0.623 | 0.572 (42), 0.675 (1) |",
     "",
-    "Tried after it (same split, 2026-12-07 16:15-16:45 UTC under load; shipped recipe unless named):",
+    "Tried after it (same split, 2026-12-07 16:15-17:00 UTC under load; shipped recipe unless named):",
     "",
     "| setting | dev (mean) | test (mean) | test per seed |",
     "|---|---|---|---|",
@@ -78,6 +78,8 @@ TRIED = [
     "| + dropout 0.1 (attention, MLP, embeddings, head; the backbone has none) | 0.58 | 0.524 "
     "| 0.534 (42), 0.513 (1) |",
     "| + FGM adversarial training (`adversarial`, ε 0.05) | 0.64 | 0.593 | 0.558 (42), 0.628 (1) |",
+    "| + 60 epochs | 0.60 | 0.597 | 0.580 (42), 0.614 (1) |",
+    "| + 60 epochs, lr 2e-4 | 0.57 | 0.575 | 0.540 (42), 0.609 (1) |",
 ]
 
 
