@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertForTokenClassification
+from transformers import AutoTokenizer, BertForTokenClassification, GPT2Config, GPT2ForSequenceClassification
 from typer.testing import CliRunner
 
 import tunelab.workflows
@@ -141,6 +141,22 @@ def test_rollout_restores_the_attention_kernel_and_spreads_unit_mass(tiny_ner: B
     assert tiny_ner.model.config._attn_implementation == before
     assert min(scores) >= 0
     assert 0.2 < sum(scores) < 1.0  # rows of the rollout sum to 1; [CLS] and [SEP] keep the rest
+
+
+def test_rollout_of_a_decoder_classifier_starts_at_the_last_token_its_head_pools(tokenizer: Any):
+    """Under causal attention the first token sees only itself: rolled out from there, no word scores."""
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64, num_labels=2
+    )
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    bound = Bound(
+        GPT2ForSequenceClassification(config).eval(), tokenizer, CLS, CLS.params(max_length=32), LABELS
+    )
+    [explanation] = explain_one(bound, {"text": "a dull plot and a lovely scene"}, {}, "rollout")
+    scores = [w["score"] for w in explanation["words"]]
+    assert min(scores) >= 0
+    assert 0.2 < sum(scores) < 1.0  # the last token ([SEP]) attends to every word
 
 
 def test_deleting_top_attributed_words_drops_probability_more_than_random(cue_model: Bound):

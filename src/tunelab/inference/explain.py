@@ -8,8 +8,9 @@
   run as batched forwards (``internal_batch_size`` rows each); Captum reports the convergence delta.
 - **rollout**: attention rollout (Abnar & Zuidema 2020): per layer the head-mean attention plus the
   identity (the residual stream), rows renormalised, multiplied through the layers; a word's score is
-  the rolled-out attention from the target position (the first token for a label per input) to its
-  pieces. One forward; unsigned and the same for every label.
+  the rolled-out attention from the target position (for a label per input, the token its head pools:
+  the first, or the last non-pad one of a decoder) to its pieces. One forward; unsigned and the same
+  for every label.
 
 Scores of a word's sub-word pieces are summed (``merge_pieces``), so the words shown to the user carry
 the whole attribution and ig's scores still sum to the probability change. The task says what the words
@@ -30,6 +31,7 @@ from captum.attr import LayerIntegratedGradients
 from tunelab.errors import ConfigError
 from tunelab.inference.predict import Predictable
 from tunelab.methods.adversarial import input_embeddings
+from tunelab.models.architectures import is_causal
 from tunelab.models.int8 import is_int8
 from tunelab.models.load import eager_attention
 from tunelab.tasks.spec import Explainable, TaskSpec
@@ -102,6 +104,22 @@ def _position(ex: Explainable, word: int | None) -> int:
             f"{max(ex.word_ids) + 1} of them; choose a word index below that"
         )
     return pieces[0]
+
+
+def _pooled_position(model: torch.nn.Module, input_ids: torch.Tensor) -> int:
+    """The token a label-per-input head reads in the (1, T) row: the first, or a decoder's last non-pad one.
+
+    transformers' decoder classifiers (GPT-2, Llama... ``ForSequenceClassification``) pool the last
+    token that is not ``config.pad_token_id``: under causal attention only it has seen the whole input.
+    """
+    config = getattr(model, "config", None)
+    if config is None or not is_causal(config):
+        return 0
+    ids = input_ids[0]
+    if config.pad_token_id is None:
+        return len(ids) - 1
+    kept = (ids != config.pad_token_id).nonzero()
+    return int(kept.max()) if len(kept) else len(ids) - 1
 
 
 def _gather(probs: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -183,8 +201,9 @@ def _rollout(
     rolled = eye
     for layer in mixed:  # layers in order: rollout(l) = A(l) @ rollout(l - 1)
         rolled = layer @ rolled
-    rows = torch.tensor([_position(ex, t.word) for t in targets], device=rolled.device)
-    return rolled[rows].cpu().numpy()  # (K, T)
+    pooled = _pooled_position(model, batch["input_ids"])
+    rows = [pooled if t.word is None else _position(ex, t.word) for t in targets]
+    return rolled[torch.tensor(rows, device=rolled.device)].cpu().numpy()  # (K, T)
 
 
 def explain_one(
