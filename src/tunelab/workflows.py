@@ -389,11 +389,12 @@ def explain_text(
     files are written atomically, so a reader never sees half a page.
     """
     from tunelab.evaluation.explanation_view import explanation_html, explanation_png
-    from tunelab.inference.explain import explain_one
+    from tunelab.inference.explain import check_method, explain_one
     from tunelab.inference.predict import predict_records
 
     if not text.strip():
         raise DataError("--text: blank text; give at least one non-space character")
+    check_method(options.get("method", "ig"))  # before the model loads
     art = load_artifact(model_dir)
     record = {"text": text}
     [prediction] = predict_records(art, [record], batch_size=1)

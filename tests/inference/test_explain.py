@@ -244,6 +244,16 @@ def test_cli_explain_names_an_unknown_target(classifier_dir: Path):
     assert "'meh' is not a label" in result.output
 
 
+def test_cli_explain_refuses_an_unknown_method_before_loading_the_model(tmp_path: Path, monkeypatch):
+    def load(*_: Any) -> None:
+        raise AssertionError("the model was loaded before --method was checked")
+
+    monkeypatch.setattr(tunelab.workflows, "load_artifact", load)
+    result = CliRunner().invoke(app, ["explain", str(tmp_path), "--text", "a plot", "--method", "shap"])
+    assert result.exit_code == 2
+    assert "'shap' is not an explanation method; choose ig or rollout" in result.output
+
+
 def test_int8_model_refuses_ig_and_explains_with_rollout(tiny_ner: Bound):
     int8 = dataclasses.replace(tiny_ner, model=quantize_int8(copy.deepcopy(tiny_ner.model)))
     assert explain_refusal(tiny_ner.model, "ig") is None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from tunelab.methods.adversarial import input_embeddings
 from tunelab.models.architectures import is_causal
 from tunelab.models.int8 import is_int8
 from tunelab.models.load import eager_attention
+from tunelab.tasks.schemas import ExplainMethod
 from tunelab.tasks.spec import Explainable, TaskSpec
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of a sigmoid head
@@ -59,6 +60,16 @@ def explainable_task(task: TaskSpec) -> Callable[[Mapping[str, Any], Any, Any], 
             "explain_input (classification, token_classification)"
         )
     return task.explain_input
+
+
+def check_method(method: str) -> None:
+    """Refuse a ``method`` that is not an explanation method (ConfigError naming the choices).
+
+    Callers that load a model check it first, so a typo fails before any weight is read.
+    """
+    if method not in get_args(ExplainMethod):
+        choices = " or ".join(get_args(ExplainMethod))
+        raise ConfigError(f"method: {method!r} is not an explanation method; choose {choices}")
 
 
 def explain_refusal(model: torch.nn.Module, method: str) -> str | None:
@@ -227,6 +238,7 @@ def explain_one(
         ConfigError: the task cannot explain, ``target`` is not a label, ``word`` is out of range,
             or ig is asked of an int8 model.
     """
+    check_method(method)
     task, model = art.task, art.model
     ex = explainable_task(task)(record, art.tokenizer, art.task_params)
     if target is not None and target not in art.labels:
@@ -250,10 +262,8 @@ def explain_one(
         pad_id = art.tokenizer.pad_token_id if art.tokenizer.pad_token_id is not None else 0
         scores, found = _integrated_gradients(model, batch, ex, targets, steps, pad_id)
         deltas = [float(d) for d in found]
-    elif method == "rollout":
+    else:  # rollout
         scores, deltas = _rollout(model, batch, ex, targets), [None] * len(targets)
-    else:
-        raise ConfigError(f"method: {method!r} is not an explanation method; choose ig or rollout")
     seen = max(ex.word_ids, default=-1) + 1  # words past the model's max_length get no attribution
     merged = merge_pieces(scores, ex.word_ids, seen)
     return [
