@@ -16,7 +16,7 @@ import torch
 from transformers import AutoTokenizer, BertForTokenClassification, GPT2Config, GPT2ForSequenceClassification
 from typer.testing import CliRunner
 
-import tunelab.workflows
+import tunelab.workflows.predict
 from toy_tasks import FILLER, toy_rows
 from tunelab.cli import app
 from tunelab.errors import ConfigError
@@ -195,13 +195,13 @@ def test_png_shows_dollar_signs_as_text():
 
 def test_cli_explain_writes_html_and_png_atomically(classifier_dir: Path, tmp_path: Path, monkeypatch):
     written = []
-    atomic = tunelab.workflows.atomic_write
+    atomic = tunelab.workflows.predict.atomic_write
 
     def spy(path: Path, data: Any) -> None:
         written.append(path)
         atomic(path, data)
 
-    monkeypatch.setattr(tunelab.workflows, "atomic_write", spy)
+    monkeypatch.setattr(tunelab.workflows.predict, "atomic_write", spy)
     html, png = tmp_path / "out" / "e.html", tmp_path / "out" / "e.png"
     html.parent.mkdir()
     args = [
@@ -248,7 +248,7 @@ def test_cli_explain_refuses_an_unknown_method_before_loading_the_model(tmp_path
     def load(*_: Any) -> None:
         raise AssertionError("the model was loaded before --method was checked")
 
-    monkeypatch.setattr(tunelab.workflows, "load_artifact", load)
+    monkeypatch.setattr(tunelab.workflows.predict, "load_artifact", load)
     result = CliRunner().invoke(app, ["explain", str(tmp_path), "--text", "a plot", "--method", "shap"])
     assert result.exit_code == 2
     assert "'shap' is not an explanation method; choose ig or rollout" in result.output
