@@ -36,12 +36,8 @@ from tunelab.data.images import decode_image, encode_png, image_array
 from tunelab.data.splits import stratified_split, subsample
 from tunelab.errors import DataError
 from tunelab.models.scratch import init_vit
-from tunelab.tasks.classification import (
-    ClassificationResponse,
-    classification_response,
-    metrics,
-    predict_single_label,
-)
+from tunelab.tasks.classification import metrics, predict_single_label
+from tunelab.tasks.classification.schema import ClassificationResponse, classification_response
 from tunelab.tasks.schemas import RequestBody, ServeSchema
 from tunelab.tasks.spec import Batch, Features, TaskSpec
 
