@@ -29,7 +29,7 @@ from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE, PreTrain
 from transformers.utils import IMAGE_PROCESSOR_NAME as IMAGE_PROCESSOR_FILE
 
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, shipped_source
-from tunelab.errors import AssetError, CheckpointError
+from tunelab.errors import AssetError, CheckpointError, ConfigError
 from tunelab.io import atomic_dir, read_json
 
 if TYPE_CHECKING:
@@ -123,9 +123,10 @@ def load_pretrained(
     """``model_class`` from ``path`` with a head sized for ``labels`` (if any), in fp32.
 
     ``config`` overrides config.json values (e.g. a task's ``problem_type``) and is saved with the
-    model. A freshly initialised head is what fine-tuning starts from, so transformers' "newly
-    initialized" warning is silenced here. Label-free tasks (QA, language modelling) pass no labels
-    and keep the class's own head size.
+    model; a key the architecture has no setting for is a ConfigError naming it. A freshly
+    initialised head is what fine-tuning starts from, so transformers' "newly initialized" warning
+    is silenced here. Label-free tasks (QA, language modelling) pass no labels and keep the class's
+    own head size.
     """
     _check_config_json(path)
     if labels:
@@ -141,6 +142,14 @@ def load_pretrained(
             output_loading_info=output_loading_info,
             **config,
         )
+    except TypeError as exc:  # transformers hands config keys its config class lacks to the model's __init__
+        refused = [key for key in config if f"'{key}'" in str(exc)]
+        if not refused:
+            raise
+        raise ConfigError(
+            f"task.params: the task sets {refused} on the model, and {path}'s architecture has no "
+            "such setting"
+        ) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
 
