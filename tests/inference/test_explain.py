@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, BertForTokenClassification, GPT2Config, 
 from typer.testing import CliRunner
 
 import tunelab.workflows.predict
-from toy_tasks import FILLER, toy_rows
+from toy_tasks import FILLER, tiny_modernbert_dir, toy_rows
 from tunelab.cli import app
 from tunelab.errors import ConfigError
 from tunelab.evaluation.explanation_view import explanation_html, explanation_png
@@ -25,6 +25,7 @@ from tunelab.evaluation.faithfulness import deletion_drops
 from tunelab.inference.explain import explain_one, explain_refusal, merge_pieces
 from tunelab.models.int8 import quantize_int8
 from tunelab.tasks import TASKS
+from tunelab.tasks.spec import load_with_labels
 
 CLS = TASKS.get("classification")
 NER = TASKS.get("token_classification")
@@ -157,6 +158,19 @@ def test_rollout_of_a_decoder_classifier_starts_at_the_last_token_its_head_pools
     scores = [w["score"] for w in explanation["words"]]
     assert min(scores) >= 0
     assert 0.2 < sum(scores) < 1.0  # the last token ([SEP]) attends to every word
+
+
+def test_rollout_of_a_mean_pooling_classifier_is_the_mean_of_every_tokens_rollout(tokenizer: Any):
+    model = load_with_labels(CLS, tiny_modernbert_dir(), LABELS, CLS.params(classifier_pooling="mean")).eval()
+    bound = Bound(model, AutoTokenizer.from_pretrained(tiny_modernbert_dir()), CLS, CLS.params(), LABELS)
+    record = {"text": "a dull plot and a lovely scene"}
+    [mean] = explain_one(bound, record, {}, "rollout")
+    model.config.classifier_pooling = "cls"
+    [first] = explain_one(bound, record, {}, "rollout")
+    scores = [w["score"] for w in mean["words"]]
+    assert min(scores) >= 0
+    assert 0.2 < sum(scores) < 1.0
+    assert scores != [w["score"] for w in first["words"]]  # not [CLS]'s row: every token's row counts
 
 
 def test_deleting_top_attributed_words_drops_probability_more_than_random(cue_model: Bound):

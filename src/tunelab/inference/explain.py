@@ -8,9 +8,9 @@
   run as batched forwards (``internal_batch_size`` rows each); Captum reports the convergence delta.
 - **rollout**: attention rollout (Abnar & Zuidema 2020): per layer the head-mean attention plus the
   identity (the residual stream), rows renormalised, multiplied through the layers; a word's score is
-  the rolled-out attention from the target position (for a label per input, the token its head pools:
-  the first, or the last non-pad one of a decoder) to its pieces. One forward; unsigned and the same
-  for every label.
+  the rolled-out attention from the target position (for a label per input, what its head pools:
+  the first token, the mean of all, or a decoder's last non-pad one) to its pieces. One forward;
+  unsigned and the same for every label.
 
 Scores of a word's sub-word pieces are summed (``merge_pieces``), so the words shown to the user carry
 the whole attribution and ig's scores still sum to the probability change. The task says what the words
@@ -117,20 +117,24 @@ def _position(ex: Explainable, word: int | None) -> int:
     return pieces[0]
 
 
-def _pooled_position(model: torch.nn.Module, input_ids: torch.Tensor) -> int:
-    """The token a label-per-input head reads in the (1, T) row: the first, or a decoder's last non-pad one.
+def _pooled_row(model: torch.nn.Module, rolled: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """(T, T) rollout -> (T,) rollout of what a label-per-input head reads in the (1, T) row.
 
-    transformers' decoder classifiers (GPT-2, Llama... ``ForSequenceClassification``) pool the last
-    token that is not ``config.pad_token_id``: under causal attention only it has seen the whole input.
+    The first token's row by default; the mean of all rows where the config pools the mean
+    (ModernBERT's ``classifier_pooling: mean``); a decoder's last non-pad row: transformers' decoder
+    classifiers (GPT-2, Llama... ``ForSequenceClassification``) pool the last token that is not
+    ``config.pad_token_id``, as under causal attention only it has seen the whole input.
     """
     config = getattr(model, "config", None)
-    if config is None or not is_causal(config):
-        return 0
+    if config is None:
+        return rolled[0]
+    if getattr(config, "classifier_pooling", None) == "mean":
+        return rolled.mean(0)
+    if not is_causal(config):
+        return rolled[0]
     ids = input_ids[0]
-    if config.pad_token_id is None:
-        return len(ids) - 1
-    kept = (ids != config.pad_token_id).nonzero()
-    return int(kept.max()) if len(kept) else len(ids) - 1
+    kept = (ids != config.pad_token_id).nonzero() if config.pad_token_id is not None else ids.new_empty(0)
+    return rolled[int(kept.max()) if len(kept) else len(ids) - 1]
 
 
 def _gather(probs: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -212,9 +216,9 @@ def _rollout(
     rolled = eye
     for layer in mixed:  # layers in order: rollout(l) = A(l) @ rollout(l - 1)
         rolled = layer @ rolled
-    pooled = _pooled_position(model, batch["input_ids"])
-    rows = [pooled if t.word is None else _position(ex, t.word) for t in targets]
-    return rolled[torch.tensor(rows, device=rolled.device)].cpu().numpy()  # (K, T)
+    pooled = _pooled_row(model, rolled, batch["input_ids"])
+    rows = [pooled if t.word is None else rolled[_position(ex, t.word)] for t in targets]
+    return torch.stack(rows).cpu().numpy()  # (K, T)
 
 
 def explain_one(
