@@ -19,6 +19,8 @@ from tunelab.models.continual import previous_record
 from tunelab.models.manifest import check_data_files
 from tunelab.tasks.spec import TaskSpec, tokenize_dataset
 
+SPLIT_FILES = ("data.train_file", "data.dev_file", "data.test_file")  # the files its splits are read from
+
 
 def load_previous(
     task: TaskSpec, run: Path, tokenizer: Any, labels: list[str], collator: Any
@@ -27,10 +29,11 @@ def load_previous(
     record = previous_record(run)
     assert record.config is not None, "previous_record refuses records without a config"
     params = task.params.model_validate(record.task_params)
-    files = {key: file for key, file in record.data_files.items() if key.startswith("data.")}
+    files = {key: file for key, file in record.data_files.items() if key in SPLIT_FILES}
     check_data_files(files, f"continue {run}: its rows are what forgetting is measured on")
-    split_files = {key.removeprefix("data."): Path(f.path) for key, f in files.items() if key.count(".") == 1}
-    data_cfg = record.config.data.model_copy(update=split_files)
+    data_cfg = record.config.data.model_copy(
+        update={key.removeprefix("data."): Path(file.path) for key, file in files.items()}
+    )
     data = task.load_data(data_cfg, params, record.config.train.seed)
 
     def features(split: Any) -> Any:
