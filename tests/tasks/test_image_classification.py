@@ -161,6 +161,8 @@ def test_train_collator_augments_training_batches_reproducibly_and_eval_batches_
     changed = (first["pixel_values"] != plain).flatten(1).any(1)
     assert changed.sum() >= 14  # 1 in 50 draws leaves an image as it was
     assert torch.equal(TASK.collator(processor, augmented)(rows)["pixel_values"], plain)  # dev / test
+    with pytest.raises(ValueError, match="crop_padding"):  # np.pad would allocate it for every image
+        AugmentParams(crop_padding=10_000)
 
 
 def test_images_at_the_model_size_skip_the_resize_with_identical_inputs():

@@ -77,7 +77,10 @@ class AugmentParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     crop_padding: int = Field(
-        default=2, ge=0, description="Random crop of the image zero-padded by this many pixels a side."
+        default=2,
+        ge=0,
+        le=64,  # bounded: np.pad allocates the padded image for every training image
+        description="Random crop of the image zero-padded by this many pixels a side.",
     )
     flip: bool = Field(default=True, description="Mirror left-right with probability 0.5.")
 
