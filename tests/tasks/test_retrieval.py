@@ -24,7 +24,7 @@ from toy_tasks import (
     write_jsonl,
 )
 from tunelab.config import DataConfig
-from tunelab.errors import DataError
+from tunelab.errors import ConfigError, DataError
 from tunelab.evaluation import evaluate
 from tunelab.inference.artifact import load_artifact
 from tunelab.inference.predict import predict_records
@@ -265,3 +265,9 @@ def test_a_saved_bi_encoder_is_a_backbone_with_its_trained_tower(trained, model_
     assert not again[1]["missing_keys"]
     for key, value in loaded.state_dict().items():
         assert torch.equal(again[0].state_dict()[key], value), key
+
+
+def test_a_bi_encoder_start_refuses_a_setting_its_architecture_lacks(trained):
+    _, _, _, best = trained  # a BERT tower: no classifier_pooling
+    with pytest.raises(ConfigError, match="classifier_pooling"):
+        load_pretrained(AutoModelForSequenceClassification, best, ["a", "b"], classifier_pooling="mean")

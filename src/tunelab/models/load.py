@@ -30,7 +30,7 @@ from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE, PreTrain
 from transformers.utils import IMAGE_PROCESSOR_NAME as IMAGE_PROCESSOR_FILE
 
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, shipped_source
-from tunelab.errors import AssetError, CheckpointError
+from tunelab.errors import AssetError, CheckpointError, ConfigError
 from tunelab.io import atomic_dir, read_json
 from tunelab.models.architectures import DualEncoder
 
@@ -125,10 +125,11 @@ def load_pretrained(
     """``model_class`` from ``path`` with a head sized for ``labels`` (if any), in fp32.
 
     ``config`` overrides config.json values (e.g. a task's ``problem_type``) and is saved with the
-    model. A freshly initialised head is what fine-tuning starts from, so transformers' "newly
-    initialized" warning is silenced here. Label-free tasks (QA, language modelling) pass no labels
-    and keep the class's own head size. A saved ``DualEncoder`` (a retrieval run) starts another
-    class from its trained encoder (``_from_bi_encoder``).
+    model; a key the architecture has no setting for is a ConfigError naming it. A freshly
+    initialised head is what fine-tuning starts from, so transformers' "newly initialized" warning
+    is silenced here. Label-free tasks (QA, language modelling) pass no labels and keep the class's
+    own head size. A saved ``DualEncoder`` (a retrieval run) starts another class from its trained
+    encoder (``_from_bi_encoder``).
     """
     _check_config_json(path)
     if labels:
@@ -147,6 +148,11 @@ def load_pretrained(
             output_loading_info=output_loading_info,
             **config,
         )
+    except TypeError as exc:  # transformers hands config keys its config class lacks to the model's __init__
+        refused = [key for key in config if f"'{key}'" in str(exc)]
+        if not refused:
+            raise
+        raise _no_such_setting(refused, path) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -166,6 +172,9 @@ def _from_bi_encoder(
     saved = {k: v for file in sorted(path.glob("*.safetensors")) for k, v in load_file(file).items()}
     tower = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
     hf_config = load_config(path, trust_remote_code)
+    refused = [key for key in config if not hasattr(hf_config, key)]
+    if refused:
+        raise _no_such_setting(refused, path)
     hf_config.update(config)
     model = model_class.from_config(hf_config)  # fp32: tunelab never changes the default dtype
     backbone = model.base_model
@@ -179,6 +188,12 @@ def _from_bi_encoder(
     loaded = {backbone_prefix + key for key in tower}
     missing = sorted(key for key in model.state_dict() if key not in loaded)
     return model.eval(), {"missing_keys": missing, "unexpected_keys": [], "mismatched_keys": []}
+
+
+def _no_such_setting(refused: list[str], path: Path) -> ConfigError:
+    return ConfigError(
+        f"task.params: the task sets {refused} on the model, and {path}'s architecture has no such setting"
+    )
 
 
 @contextlib.contextmanager
