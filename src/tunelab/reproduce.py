@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunelab.config import dump_config, validate_config
-from tunelab.errors import CheckpointError, DataError
-from tunelab.io import read_json, sha256_file
+from tunelab.errors import CheckpointError
+from tunelab.io import read_json
 from tunelab.models.artifact import resolve_model_dir
+from tunelab.models.manifest import check_data_files
 from tunelab.models.run_info import RunInfo, read_run_info, weights_digests
 from tunelab.overrides import apply_override
 from tunelab.training.launch import LaunchError, launch_workers
@@ -64,20 +65,6 @@ def recorded_run(run_dir: Path) -> tuple[Path, RunInfo]:
     if not (model_dir / METRICS_FILE).is_file():
         raise CheckpointError(f"{model_dir}: no {METRICS_FILE}: the run did not finish; finish it first")
     return model_dir, info
-
-
-def check_data_files(info: RunInfo) -> None:
-    """Refuse when a recorded data file is missing or its content changed, naming the file."""
-    for key, recorded in info.data_files.items():
-        path = Path(recorded.path)
-        if not path.is_file():
-            raise DataError(f"{path}: {key} of the run is missing; restore it to verify the run")
-        digest = sha256_file(path)
-        if digest != recorded.sha256:
-            raise DataError(
-                f"{path}: {key} changed since the run (sha256 {recorded.sha256[:12]}... recorded, now "
-                f"{digest[:12]}...); restore the original file to verify the run"
-            )
 
 
 def rerun_config(info: RunInfo, dest: Path) -> Path:
@@ -169,7 +156,7 @@ def verify_run(
     process; launched workers set up their own.
     """
     model_dir, info = recorded_run(run_dir)
-    check_data_files(info)
+    check_data_files(info.data_files, "verify the run")
     with tempfile.TemporaryDirectory(prefix="tunelab-verify-") as tmp:
         config = rerun_config(info, Path(tmp))
         logger.info("re-running %s (seed %s, %d process(es)) in %s", run_dir, info.seed, info.processes, tmp)

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertForTokenClassification
+from transformers import AutoTokenizer, BertForTokenClassification, GPT2Config, GPT2ForSequenceClassification
 from typer.testing import CliRunner
 
-import tunelab.workflows
-from toy_tasks import FILLER, toy_rows
+import tunelab.workflows.predict
+from toy_tasks import FILLER, tiny_modernbert_dir, toy_rows
 from tunelab.cli import app
 from tunelab.errors import ConfigError
 from tunelab.evaluation.explanation_view import explanation_html, explanation_png
@@ -25,6 +25,7 @@ from tunelab.evaluation.faithfulness import deletion_drops
 from tunelab.inference.explain import explain_one, explain_refusal, merge_pieces
 from tunelab.models.int8 import quantize_int8
 from tunelab.tasks import TASKS
+from tunelab.tasks.spec import load_with_labels
 
 CLS = TASKS.get("classification")
 NER = TASKS.get("token_classification")
@@ -143,6 +144,35 @@ def test_rollout_restores_the_attention_kernel_and_spreads_unit_mass(tiny_ner: B
     assert 0.2 < sum(scores) < 1.0  # rows of the rollout sum to 1; [CLS] and [SEP] keep the rest
 
 
+def test_rollout_of_a_decoder_classifier_starts_at_the_last_token_its_head_pools(tokenizer: Any):
+    """Under causal attention the first token sees only itself: rolled out from there, no word scores."""
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64, num_labels=2
+    )
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    bound = Bound(
+        GPT2ForSequenceClassification(config).eval(), tokenizer, CLS, CLS.params(max_length=32), LABELS
+    )
+    [explanation] = explain_one(bound, {"text": "a dull plot and a lovely scene"}, {}, "rollout")
+    scores = [w["score"] for w in explanation["words"]]
+    assert min(scores) >= 0
+    assert 0.2 < sum(scores) < 1.0  # the last token ([SEP]) attends to every word
+
+
+def test_rollout_of_a_mean_pooling_classifier_is_the_mean_of_every_tokens_rollout(tokenizer: Any):
+    model = load_with_labels(CLS, tiny_modernbert_dir(), LABELS, CLS.params(classifier_pooling="mean")).eval()
+    bound = Bound(model, AutoTokenizer.from_pretrained(tiny_modernbert_dir()), CLS, CLS.params(), LABELS)
+    record = {"text": "a dull plot and a lovely scene"}
+    [mean] = explain_one(bound, record, {}, "rollout")
+    model.config.classifier_pooling = "cls"
+    [first] = explain_one(bound, record, {}, "rollout")
+    scores = [w["score"] for w in mean["words"]]
+    assert min(scores) >= 0
+    assert 0.2 < sum(scores) < 1.0
+    assert scores != [w["score"] for w in first["words"]]  # not [CLS]'s row: every token's row counts
+
+
 def test_deleting_top_attributed_words_drops_probability_more_than_random(cue_model: Bound):
     rng = np.random.default_rng(0)
     texts = [text for text, label in toy_rows(40, seed=5) if label == "positive"]
@@ -179,13 +209,13 @@ def test_png_shows_dollar_signs_as_text():
 
 def test_cli_explain_writes_html_and_png_atomically(classifier_dir: Path, tmp_path: Path, monkeypatch):
     written = []
-    atomic = tunelab.workflows.atomic_write
+    atomic = tunelab.workflows.predict.atomic_write
 
     def spy(path: Path, data: Any) -> None:
         written.append(path)
         atomic(path, data)
 
-    monkeypatch.setattr(tunelab.workflows, "atomic_write", spy)
+    monkeypatch.setattr(tunelab.workflows.predict, "atomic_write", spy)
     html, png = tmp_path / "out" / "e.html", tmp_path / "out" / "e.png"
     html.parent.mkdir()
     args = [
@@ -226,6 +256,16 @@ def test_cli_explain_names_an_unknown_target(classifier_dir: Path):
     result = CliRunner().invoke(app, ["explain", str(classifier_dir), "--text", "a plot", "--target", "meh"])
     assert result.exit_code == 2
     assert "'meh' is not a label" in result.output
+
+
+def test_cli_explain_refuses_an_unknown_method_before_loading_the_model(tmp_path: Path, monkeypatch):
+    def load(*_: Any) -> None:
+        raise AssertionError("the model was loaded before --method was checked")
+
+    monkeypatch.setattr(tunelab.workflows.predict, "load_artifact", load)
+    result = CliRunner().invoke(app, ["explain", str(tmp_path), "--text", "a plot", "--method", "shap"])
+    assert result.exit_code == 2
+    assert "'shap' is not an explanation method; choose ig or rollout" in result.output
 
 
 def test_int8_model_refuses_ig_and_explains_with_rollout(tiny_ner: Bound):

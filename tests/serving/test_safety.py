@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -131,6 +132,32 @@ def test_passing_gate_returns_the_generated_reply_unchanged(
     events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
     assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == unchecked["chat"]
     assert counts == {"checked": 2.0}
+
+
+def test_decoding_and_the_gate_share_one_request_timeout(
+    lm: Predictor, run: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Each stage alone fits in request_timeout_s, both together do not: the request gets its 504."""
+    quick_gate = gate(run, 1.0)
+    judge = quick_gate.judge
+    assert lm.lm is not None
+    hook = lm.lm.register_forward_pre_hook(lambda module, args: time.sleep(0.05))  # >= 13 calls: 0.65 s
+    settings = ServeSettings(
+        model_dir="tiny", allow_unauthenticated=True, max_new_tokens=24, request_timeout_s=1.0
+    )
+    try:
+        with TestClient(create_app(settings, replace(lm, gate=quick_gate))) as client:
+            answered = client.post("/v1/chat/completions", json=CHAT)  # decoding alone fits
+            slow = lambda *args, **kw: (time.sleep(0.6), judge(*args, **kw))[1]  # noqa: E731
+            monkeypatch.setattr(quick_gate, "judge", slow)  # and so does the gate alone
+            started = time.monotonic()
+            timed_out = client.post("/v1/chat/completions", json=CHAT)
+            elapsed = time.monotonic() - started
+    finally:
+        hook.remove()
+    assert answered.status_code == 200
+    assert timed_out.status_code == 504
+    assert elapsed < 1.5  # answered at the shared deadline, not after each stage's own timeout
 
 
 def test_unknown_block_label_fails_at_startup_naming_the_key(tiny_llama_dir: Path, run: Path):

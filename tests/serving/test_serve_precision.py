@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from tunelab.errors import ConfigError
+from tunelab.inference.precision import inference_autocast, store_linears_as
 from tunelab.models.int8 import quantize_int8
 from tunelab.models.run_info import CPU_BF16_ENV
-from tunelab.serving.predictor import Predictor, inference_autocast, load_predictor, store_linears_as
+from tunelab.serving.predictor import Predictor, load_predictor
 
 TEXTS = [
     "a long review that goes on and on about the plot, the actors and the score " * 3,

@@ -9,10 +9,17 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from toy_tasks import tiny_bert_dir, tiny_modernbert_dir
+from toy_tasks import (
+    continual_classification,
+    save_previous_run,
+    tiny_bert_dir,
+    tiny_modernbert_dir,
+    toy_run_config,
+)
 from tunelab.errors import ConfigError
 from tunelab.tasks.classification import TASK, Params
 from tunelab.tasks.spec import load_with_labels
+from tunelab.training import prepare_inputs, resolve
 
 LABELS = ["negative", "positive"]
 
@@ -41,3 +48,15 @@ def test_mean_pooling_reaches_the_forward_and_the_saved_config(tmp_path: Path):
 def test_an_architecture_without_classifier_pooling_refuses_it_naming_the_key():
     with pytest.raises(ConfigError, match="classifier_pooling"):
         load_with_labels(TASK, tiny_bert_dir(), LABELS, Params(classifier_pooling="mean"))
+
+
+def test_a_continual_run_refuses_classifier_pooling_on_an_architecture_without_it(
+    tiny_backbone_dir, tmp_path
+):
+    """The grown head loads through the same refusal as a fresh one (models.load.load_pretrained)."""
+    previous = save_previous_run(tiny_backbone_dir, tmp_path)
+    sections = continual_classification(tmp_path)
+    sections["task"]["params"]["classifier_pooling"] = "mean"
+    plan = resolve(toy_run_config(tiny_backbone_dir, sections, [{"name": "full"}], tmp_path / "b", previous))
+    with pytest.raises(ConfigError, match="classifier_pooling"):
+        prepare_inputs(plan)

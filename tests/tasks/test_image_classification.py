@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from PIL import Image
 
 from served_models import close, serve
 from toy_tasks import image_classification as toy_images_task
@@ -29,6 +30,7 @@ from tunelab.tasks.image_classification import (
     AugmentParams,
     Params,
     idx_records,
+    image_statistics,
     pixel_values,
 )
 from tunelab.training import prepare_inputs, resolve, train
@@ -159,6 +161,8 @@ def test_train_collator_augments_training_batches_reproducibly_and_eval_batches_
     changed = (first["pixel_values"] != plain).flatten(1).any(1)
     assert changed.sum() >= 14  # 1 in 50 draws leaves an image as it was
     assert torch.equal(TASK.collator(processor, augmented)(rows)["pixel_values"], plain)  # dev / test
+    with pytest.raises(ValueError, match="crop_padding"):  # np.pad would allocate it for every image
+        AugmentParams(crop_padding=10_000)
 
 
 def test_images_at_the_model_size_skip_the_resize_with_identical_inputs():
@@ -169,3 +173,14 @@ def test_images_at_the_model_size_skip_the_resize_with_identical_inputs():
     np.testing.assert_array_equal(pixel_values(images, processor), resized["pixel_values"])
     larger = encode_png(np.full((12, 12), 200, dtype=np.uint8))
     assert pixel_values([larger], processor).shape == (1, 1, 8, 8)  # other sizes are still resized
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_statistics_read_each_image_in_the_models_channels(channels: int):
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 5, 6, 3), dtype=np.uint8)
+    images = [encode_png(image) for image in rgb]
+    pixels = rgb if channels == 3 else np.stack([np.asarray(Image.fromarray(i).convert("L")) for i in rgb])
+    mean, std = image_statistics(images, channels)
+    flat = pixels.reshape(-1, channels) / 255
+    np.testing.assert_allclose(mean, flat.mean(0))
+    np.testing.assert_allclose(std, flat.std(0), rtol=1e-6)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from sklearn.metrics import ndcg_score
+from transformers import AutoModel, AutoModelForSequenceClassification
 
 from served_models import close, serve
 from toy_tasks import (
@@ -23,11 +24,12 @@ from toy_tasks import (
     write_jsonl,
 )
 from tunelab.config import DataConfig
-from tunelab.errors import DataError
+from tunelab.errors import ConfigError, DataError
 from tunelab.evaluation import evaluate
 from tunelab.inference.artifact import load_artifact
 from tunelab.inference.predict import predict_records
 from tunelab.models.artifact import save_model
+from tunelab.models.load import load_pretrained
 from tunelab.tasks import retrieval
 from tunelab.tasks.retrieval import data as rdata
 from tunelab.tasks.retrieval.ranking import NO_GOLD, gold_ranks, ranking_metrics
@@ -240,3 +242,32 @@ def test_a_modernbert_mlm_checkpoint_is_a_tower_too(tmp_path):
     records = [{"text": "the plot was good"}, {"text": "a dull scene"}]
     close(predict_records(loaded, records, 4), predict_records(live, records, 4))
     assert type(loaded.model.encoder).__name__ == "ModernBertModel"
+
+
+@pytest.mark.parametrize("model_class", [AutoModelForSequenceClassification, AutoModel])
+def test_a_saved_bi_encoder_is_a_backbone_with_its_trained_tower(trained, model_class, tmp_path):
+    """A retrieval run's best/ starts another task: every tower tensor from the file, only a fresh head."""
+    _, _, model, best = trained
+    loaded, info = load_pretrained(model_class, best, ["a", "b", "c"], output_loading_info=True)
+    fresh = {key.removeprefix("bert.") for key in info["missing_keys"]}
+    assert fresh == (
+        {"classifier.weight", "classifier.bias"}
+        if model_class is AutoModelForSequenceClassification
+        else set()
+    ) | {"pooler.dense.weight", "pooler.dense.bias"}
+    tower = model.encoder.state_dict()
+    backbone = getattr(loaded, "bert", loaded).state_dict()
+    assert set(backbone) - set(tower) <= {"pooler.dense.weight", "pooler.dense.bias"}
+    for key, value in tower.items():  # ... and every tensor of the trained tower is loaded
+        assert torch.equal(backbone[key], value), key
+    loaded.save_pretrained(tmp_path)  # and it saves as its own class, reloading every tensor as saved
+    again = load_pretrained(model_class, tmp_path, ["a", "b", "c"], output_loading_info=True)
+    assert not again[1]["missing_keys"]
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(again[0].state_dict()[key], value), key
+
+
+def test_a_bi_encoder_start_refuses_a_setting_its_architecture_lacks(trained):
+    _, _, _, best = trained  # a BERT tower: no classifier_pooling
+    with pytest.raises(ConfigError, match="classifier_pooling"):
+        load_pretrained(AutoModelForSequenceClassification, best, ["a", "b"], classifier_pooling="mean")

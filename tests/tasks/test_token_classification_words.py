@@ -45,7 +45,7 @@ from tunelab.tasks.token_classification import (
     token_records,
     unspaced_text,
 )
-from tunelab.workflows import prediction_records
+from tunelab.workflows.predict import prediction_records
 
 KEY = "words-test-key-0123456789"
 PLACES = ["南アフリカ共和国", "東京", "大阪"]

@@ -22,6 +22,7 @@ from toy_tasks import (
     write_csv,
 )
 from tunelab.config import ConfigError, validate_config
+from tunelab.errors import DataError
 from tunelab.inference.artifact import load_artifact
 from tunelab.inference.predict import predict_outputs
 from tunelab.models.artifact import save_model
@@ -159,6 +160,16 @@ def test_class_weights_auto_reads_only_this_runs_labels(tiny_backbone_dir, tmp_p
 
     assert params.class_weights == "none"
     assert params.labels == B_LABELS
+
+
+def test_continual_run_refuses_a_previous_data_file_changed_since_that_run(tiny_backbone_dir, tmp_path):
+    previous = save_previous_run(tiny_backbone_dir, tmp_path)
+    a_dev = tmp_path / "cls_dev.csv"
+    write_csv(a_dev, toy_rows(16, seed=9))
+    b = continual_classification(tmp_path)
+    plan = resolve(toy_run_config(tiny_backbone_dir, b, [{"name": "full"}], tmp_path / "b", previous))
+    with pytest.raises(DataError, match=f"{a_dev.resolve()}: data.dev_file changed since the run"):
+        prepare_inputs(plan)
 
 
 def test_model_takes_one_start():

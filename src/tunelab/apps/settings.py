@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from tunelab.errors import ConfigError, format_validation_error
 from tunelab.inference.artifact import Artifact
 from tunelab.io import read_yaml
-from tunelab.tasks.classification import ClassificationResponse
+from tunelab.tasks.classification.schema import ClassificationResponse
 
 Settings = TypeVar("Settings", bound=BaseModel)
 

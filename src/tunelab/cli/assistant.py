@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tunelab.cli.common import apps_app, fail, setup_logging
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import TunelabError
 
 
 @apps_app.command("assistant-eval")
@@ -36,32 +36,9 @@ def assistant_eval(
     """
     setup_logging()
     try:
-        from tunelab.apps.replies import generate_replies, reply_quality
-        from tunelab.serving.predictor import load_predictor
-        from tunelab.workflows import evaluate_file
+        from tunelab.workflows.assistant import assistant_eval as evaluate_assistant
 
-        if not settings_file.name.endswith("_app.yaml"):
-            raise ConfigError(
-                f"{settings_file}: name the assistant's settings file *_app.yaml, as serve reads it"
-            )
-        predictor = load_predictor(str(settings_file))  # the runs and generator as tunelab serve loads them
-        assistant = predictor.assistant
-        assert assistant is not None, "a *_app.yaml loads as an assistant"
-        intent = evaluate_file(assistant.intent, intent_data, batch_size)
-        art = assistant.answers
-        answers = evaluate_file(art, answers_data, batch_size)
-        held_out = art.task.read_eval(answers_data, art.columns, art.task_params, art.labels)
-        decisions = assistant.decide(held_out["text"], batch_size)
-        generated = None
-        if predictor.lm is not None:
-            generated = generate_replies(
-                predictor.lm, predictor.tokenizer, held_out["text"], max_new_tokens, batch_size
-            )
-        replies = reply_quality(
-            decisions, held_out["positives"], assistant.settings.handoff_message, generated
-        )
+        out = evaluate_assistant(settings_file, intent_data, answers_data, batch_size, max_new_tokens)
     except TunelabError as exc:
         fail(exc)
-    routes = {path: replies[path]["questions"] for path in ("answer", "generator", "handoff")}
-    out = {"intent": intent, "answers": answers, "routes": routes, "replies": replies}
     typer.echo(json.dumps(out, indent=2, ensure_ascii=False))

@@ -88,7 +88,8 @@ def predict(
     try:
         from tunelab.inference.generate import GenerationOptions
         from tunelab.inference.predict import predict_records
-        from tunelab.workflows import load_models, prediction_records, shown_record
+        from tunelab.workflows import load_models
+        from tunelab.workflows.predict import prediction_records, shown_record
 
         art = load_models(model_dir, combine)
         stdin: Iterable[str] = _stdin() if not text else []
@@ -142,7 +143,7 @@ def explain(
     """
     setup_logging()
     try:
-        from tunelab.workflows import explain_text
+        from tunelab.workflows.predict import explain_text
 
         options = {"method": method, "target": target, "word": token, **({"steps": steps} if steps else {})}
         result = explain_text(model_dir, text, options, html, png)

@@ -8,8 +8,9 @@
   run as batched forwards (``internal_batch_size`` rows each); Captum reports the convergence delta.
 - **rollout**: attention rollout (Abnar & Zuidema 2020): per layer the head-mean attention plus the
   identity (the residual stream), rows renormalised, multiplied through the layers; a word's score is
-  the rolled-out attention from the target position (the first token for a label per input) to its
-  pieces. One forward; unsigned and the same for every label.
+  the rolled-out attention from the target position (for a label per input, what its head pools:
+  the first token, the mean of all, or a decoder's last non-pad one) to its pieces. One forward;
+  unsigned and the same for every label.
 
 Scores of a word's sub-word pieces are summed (``merge_pieces``), so the words shown to the user carry
 the whole attribution and ig's scores still sum to the probability change. The task says what the words
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -30,8 +31,10 @@ from captum.attr import LayerIntegratedGradients
 from tunelab.errors import ConfigError
 from tunelab.inference.predict import Predictable
 from tunelab.methods.adversarial import input_embeddings
+from tunelab.models.architectures import is_causal
 from tunelab.models.int8 import is_int8
 from tunelab.models.load import eager_attention
+from tunelab.tasks.schemas import ExplainMethod
 from tunelab.tasks.spec import Explainable, TaskSpec
 
 MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of a sigmoid head
@@ -57,6 +60,16 @@ def explainable_task(task: TaskSpec) -> Callable[[Mapping[str, Any], Any, Any], 
             "explain_input (classification, token_classification)"
         )
     return task.explain_input
+
+
+def check_method(method: str) -> None:
+    """Refuse a ``method`` that is not an explanation method (ConfigError naming the choices).
+
+    Callers that load a model check it first, so a typo fails before any weight is read.
+    """
+    if method not in get_args(ExplainMethod):
+        choices = " or ".join(get_args(ExplainMethod))
+        raise ConfigError(f"method: {method!r} is not an explanation method; choose {choices}")
 
 
 def explain_refusal(model: torch.nn.Module, method: str) -> str | None:
@@ -102,6 +115,26 @@ def _position(ex: Explainable, word: int | None) -> int:
             f"{max(ex.word_ids) + 1} of them; choose a word index below that"
         )
     return pieces[0]
+
+
+def _pooled_row(model: torch.nn.Module, rolled: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """(T, T) rollout -> (T,) rollout of what a label-per-input head reads in the (1, T) row.
+
+    The first token's row by default; the mean of all rows where the config pools the mean
+    (ModernBERT's ``classifier_pooling: mean``); a decoder's last non-pad row: transformers' decoder
+    classifiers (GPT-2, Llama... ``ForSequenceClassification``) pool the last token that is not
+    ``config.pad_token_id``, as under causal attention only it has seen the whole input.
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        return rolled[0]
+    if getattr(config, "classifier_pooling", None) == "mean":
+        return rolled.mean(0)
+    if not is_causal(config):
+        return rolled[0]
+    ids = input_ids[0]
+    kept = (ids != config.pad_token_id).nonzero() if config.pad_token_id is not None else ids.new_empty(0)
+    return rolled[int(kept.max()) if len(kept) else len(ids) - 1]
 
 
 def _gather(probs: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -183,8 +216,9 @@ def _rollout(
     rolled = eye
     for layer in mixed:  # layers in order: rollout(l) = A(l) @ rollout(l - 1)
         rolled = layer @ rolled
-    rows = torch.tensor([_position(ex, t.word) for t in targets], device=rolled.device)
-    return rolled[rows].cpu().numpy()  # (K, T)
+    pooled = _pooled_row(model, rolled, batch["input_ids"])
+    rows = [pooled if t.word is None else rolled[_position(ex, t.word)] for t in targets]
+    return torch.stack(rows).cpu().numpy()  # (K, T)
 
 
 def explain_one(
@@ -208,6 +242,7 @@ def explain_one(
         ConfigError: the task cannot explain, ``target`` is not a label, ``word`` is out of range,
             or ig is asked of an int8 model.
     """
+    check_method(method)
     task, model = art.task, art.model
     ex = explainable_task(task)(record, art.tokenizer, art.task_params)
     if target is not None and target not in art.labels:
@@ -231,10 +266,8 @@ def explain_one(
         pad_id = art.tokenizer.pad_token_id if art.tokenizer.pad_token_id is not None else 0
         scores, found = _integrated_gradients(model, batch, ex, targets, steps, pad_id)
         deltas = [float(d) for d in found]
-    elif method == "rollout":
+    else:  # rollout
         scores, deltas = _rollout(model, batch, ex, targets), [None] * len(targets)
-    else:
-        raise ConfigError(f"method: {method!r} is not an explanation method; choose ig or rollout")
     seen = max(ex.word_ids, default=-1) + 1  # words past the model's max_length get no attribution
     merged = merge_pieces(scores, ex.word_ids, seen)
     return [

@@ -8,6 +8,9 @@ task's, in the grown head's columns). The replayed rows run as a second forward 
 differs) and the loss is the mean over all ``b + k`` rows, ``(b·L_new + k·L_old) / (b + k)``, with
 one backward: the gradient of one mixed batch in which ``ratio`` of the rows are replayed.
 Hand-written: the replay sits inside tunelab's one training step and its checkpoints.
+
+With several processes every rank replays the same buffer rows (the draw generator is one run
+state, saved once): correct, but the replayed rows per step do not grow with the process count.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
+from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -29,8 +30,9 @@ from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE, PreTrain
 from transformers.utils import IMAGE_PROCESSOR_NAME as IMAGE_PROCESSOR_FILE
 
 from tunelab.assets.models import MODELS, ModelAsset, cache_dir, shipped_source
-from tunelab.errors import AssetError, CheckpointError
+from tunelab.errors import AssetError, CheckpointError, ConfigError
 from tunelab.io import atomic_dir, read_json
+from tunelab.models.architectures import DualEncoder
 
 if TYPE_CHECKING:
     from tunelab.models.protocols import SwitchesAttention
@@ -123,14 +125,19 @@ def load_pretrained(
     """``model_class`` from ``path`` with a head sized for ``labels`` (if any), in fp32.
 
     ``config`` overrides config.json values (e.g. a task's ``problem_type``) and is saved with the
-    model. A freshly initialised head is what fine-tuning starts from, so transformers' "newly
-    initialized" warning is silenced here. Label-free tasks (QA, language modelling) pass no labels
-    and keep the class's own head size.
+    model; a key the architecture has no setting for is a ConfigError naming it. A freshly
+    initialised head is what fine-tuning starts from, so transformers' "newly initialized" warning
+    is silenced here. Label-free tasks (QA, language modelling) pass no labels and keep the class's
+    own head size. A saved ``DualEncoder`` (a retrieval run) starts another class from its trained
+    encoder (``_from_bi_encoder``).
     """
     _check_config_json(path)
     if labels:
         id2label, label2id = label_maps(labels)
         config = {**config, "num_labels": len(labels), "id2label": id2label, "label2id": label2id}
+    if model_class is not DualEncoder and DualEncoder.__name__ in (load_config(path).architectures or []):
+        model, info = _from_bi_encoder(model_class, path, trust_remote_code, **config)
+        return (model, info) if output_loading_info else model
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)
     try:
@@ -141,8 +148,52 @@ def load_pretrained(
             output_loading_info=output_loading_info,
             **config,
         )
+    except TypeError as exc:  # transformers hands config keys its config class lacks to the model's __init__
+        refused = [key for key in config if f"'{key}'" in str(exc)]
+        if not refused:
+            raise
+        raise _no_such_setting(refused, path) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def _from_bi_encoder(
+    model_class: Any, path: Path, trust_remote_code: bool = False, **config: Any
+) -> tuple[torch.nn.Module, dict[str, list[str]]]:
+    """``model_class`` whose backbone is the shared encoder of the ``DualEncoder`` saved in ``path``.
+
+    transformers would look for the backbone's tensors under the class's own prefix, find them under
+    ``encoder.`` and silently leave every one at random; so the model is built from the config and its
+    backbone takes every tower tensor (one it has no place for is an error; one the tower lacks, such
+    as BERT's pooler, which the bi-encoder drops, stays fresh like the head). Returns the model in
+    eval mode and transformers-style loading info.
+    """
+    prefix = f"{DualEncoder.base_model_prefix}."
+    saved = {k: v for file in sorted(path.glob("*.safetensors")) for k, v in load_file(file).items()}
+    tower = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
+    hf_config = load_config(path, trust_remote_code)
+    refused = [key for key in config if not hasattr(hf_config, key)]
+    if refused:
+        raise _no_such_setting(refused, path)
+    hf_config.update(config)
+    model = model_class.from_config(hf_config)  # fp32: tunelab never changes the default dtype
+    backbone = model.base_model
+    unexpected = sorted(tower.keys() - backbone.state_dict().keys())
+    if unexpected:
+        raise CheckpointError(
+            f"{path}: the bi-encoder's tower does not fit {type(backbone).__name__}: {unexpected[:5]}"
+        )
+    backbone.load_state_dict(tower, strict=False)
+    backbone_prefix = f"{model.base_model_prefix}." if backbone is not model else ""
+    loaded = {backbone_prefix + key for key in tower}
+    missing = sorted(key for key in model.state_dict() if key not in loaded)
+    return model.eval(), {"missing_keys": missing, "unexpected_keys": [], "mismatched_keys": []}
+
+
+def _no_such_setting(refused: list[str], path: Path) -> ConfigError:
+    return ConfigError(
+        f"task.params: the task sets {refused} on the model, and {path}'s architecture has no such setting"
+    )
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from transformers.tokenization_utils_base import (
 from transformers.utils.hub import CHAT_TEMPLATE_FILE
 
 from tunelab.config import DataConfig
+from tunelab.errors import DataError
 from tunelab.io import sha256_file
 from tunelab.models.load import takes_text
 from tunelab.models.run_info import DataFile, file_digest
@@ -49,6 +50,23 @@ def data_files(cfg: DataConfig, method_params: Sequence[BaseModel] = ()) -> dict
             digest = file_digest(path)
             out[key] = DataFile(path=str(path.resolve()), sha256=digest.sha256, size=digest.size)
     return out
+
+
+def check_data_files(files: Mapping[str, DataFile], remedy: str) -> None:
+    """Refuse when a recorded data file is missing or its content changed, naming the file and its key.
+
+    ``remedy`` ends each message: what restoring the original file makes possible.
+    """
+    for key, recorded in files.items():
+        path = Path(recorded.path)
+        if not path.is_file():
+            raise DataError(f"{path}: {key} of the run is missing; restore it to {remedy}")
+        digest = sha256_file(path)
+        if digest != recorded.sha256:
+            raise DataError(
+                f"{path}: {key} changed since the run (sha256 {recorded.sha256[:12]}... recorded, now "
+                f"{digest[:12]}...); restore the original file to {remedy}"
+            )
 
 
 def _paths(params: BaseModel, prefix: str) -> Iterator[tuple[str, Path]]:

@@ -66,7 +66,8 @@ def add_assistant_route(app: FastAPI, ctx: Context) -> None:
         message = body.messages[last].content
         [n_tokens] = await ctx.count_tokens([(f"messages[{last}].content", message)])
         ctx.log(request, [message])
-        [decision] = await ctx.run("assist", [message])
+        deadline = ctx.deadline()  # one for the whole request: routing, decoding, the safety gate
+        [decision] = await ctx.run("assist", [message], deadline)
         head = response_head("chatcmpl", predictor.model_id)
         if decision.reply is not None:
             ctx.metrics.tokens.labels("input").inc(n_tokens)  # a generated reply counts its whole prompt
@@ -77,8 +78,8 @@ def add_assistant_route(app: FastAPI, ctx: Context) -> None:
             usage = Usage(prompt_tokens=n_tokens, completion_tokens=n_reply, total_tokens=n_tokens + n_reply)
             reply = chat_choice(decision.reply, "stop")
         else:
-            generated = await run_generation(ctx, await chat_job(ctx, body, request))
-            result, flagged = await screen(ctx, generated, request)
+            generated = await run_generation(ctx, await chat_job(ctx, body, request), deadline)
+            result, flagged = await screen(ctx, generated, request, deadline)
             usage = generation_usage(result)
             reply = chat_choice(result.text, result.finish_reason, flagged)
         return AssistantChatResponse(**head, choices=[reply], usage=usage, assistant=_routing(decision))

@@ -114,7 +114,7 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
             predictor.tokenizer, skip_prompt=True, skip_special_tokens=True
         )
         [future] = ctx.enqueue("generate", [job])
-        deadline = time.monotonic() + ctx.settings.request_timeout_s
+        deadline = ctx.deadline()
 
         async def events() -> AsyncIterator[str]:
             scanner = StopScanner(job.stop)
@@ -159,7 +159,8 @@ def add_generation_routes(app: FastAPI, ctx: Context) -> None:
         include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
         if body.stream and predictor.gate is None:
             return stream(job, chunk, include_usage, request)
-        result, flagged = await screen(ctx, await run_generation(ctx, job), request)
+        deadline = ctx.deadline()
+        result, flagged = await screen(ctx, await run_generation(ctx, job, deadline), request, deadline)
         return replay(result, flagged, chunk, include_usage) if body.stream else final(result, flagged)
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses=MODEL_ROUTE_ERRORS)
@@ -261,10 +262,10 @@ async def chat_job(ctx: Context, body: ChatCompletionRequest, request: Request) 
     return await generation_job(ctx, prompt, max_tokens, body, request, chat=True)
 
 
-async def run_generation(ctx: Context, job: GenerationJob) -> Any:
+async def run_generation(ctx: Context, job: GenerationJob, deadline: float) -> Any:
     """Decode ``job`` in the model thread (continuously batched for a causal LM); counts its tokens."""
     try:
-        [result] = await ctx.run("generate", [job])
+        [result] = await ctx.run("generate", [job], deadline)
     finally:
         job.cancelled.set()  # a 504 must not leave the worker generating for nobody
     count_tokens(ctx, result)
@@ -272,7 +273,7 @@ async def run_generation(ctx: Context, job: GenerationJob) -> Any:
 
 
 async def screen(
-    ctx: Context, result: Generation, request: Request
+    ctx: Context, result: Generation, request: Request, deadline: float
 ) -> tuple[Generation, ContentFilter | None]:
     """``result`` as it may be sent: unchanged, or its text replaced by the refusal when the gate blocks it.
 
@@ -281,7 +282,7 @@ async def screen(
     """
     if ctx.predictor.gate is None:
         return result, None
-    [verdict] = await ctx.run("safety", [result.text])
+    [verdict] = await ctx.run("safety", [result.text], deadline)
     ctx.metrics.safety_checked.inc()
     if not verdict.blocked:
         return result, None

@@ -38,13 +38,13 @@ from tunelab.inference.artifact import Artifact, load_artifact, plain_hf_task
 from tunelab.inference.continuous import ContinuousDecoder, supports
 from tunelab.inference.explain import explain_one, explain_refusal
 from tunelab.inference.generate import Generation, GenerationJob, cut_at_stop, generate
+from tunelab.inference.precision import inference_autocast, store_linears_as
 from tunelab.inference.predict import predict_records
 from tunelab.models.adapter import is_peft_model
 from tunelab.models.architectures import is_causal, mean_pool
 from tunelab.models.artifact import resolve_model_dir
-from tunelab.models.int8 import is_int8
 from tunelab.models.load import load_causal_lm, load_config, load_encoder, resolve_model, takes_text
-from tunelab.models.run_info import RUN_FILE, cpu_has_native_bf16
+from tunelab.models.run_info import RUN_FILE
 from tunelab.serving.safety import SafetyGate, Verdict, load_gate
 from tunelab.serving.settings import SafetySettings
 from tunelab.tasks.causal_lm import chat_prompt
@@ -342,30 +342,6 @@ def _from_assistant(settings_file: Path, device: str) -> Predictor:
     return Predictor(settings.name, generator.tokenizer, lm=generator.lm, assistant=assistant)
 
 
-def inference_autocast(precision: str, device: torch.device, model: torch.nn.Module) -> torch.dtype | None:
-    """The dtype model calls autocast to for ``precision`` (auto | fp32 | bf16); None = plain fp32.
-
-    Why bf16 by default where native: MiniLM served Rotten Tomatoes reviews at up to 1.5x fp32's
-    requests/s with the same labels on 256 test rows (bench/RESULTS.md, "Serving benchmark").
-    Without bf16 instructions a CPU runs it ~100x slower, and an int8 model has its own kernels, so
-    auto keeps fp32 there.
-
-    Raises:
-        ConfigError: bf16 asked for on a device without native bf16.
-    """
-    if precision == "fp32":
-        return None
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
-    if precision == "bf16" and not native:
-        raise ConfigError(
-            "precision: bf16 needs a CPU with avx512_bf16/amx_bf16 or a bf16 GPU, which this is not; "
-            "use auto or fp32"
-        )
-    if precision == "auto" and (not native or is_int8(model)):
-        return None
-    return torch.bfloat16
-
-
 def load_predictor(
     name_or_path: str,
     device: str = "cpu",
@@ -390,17 +366,3 @@ def load_predictor(
         store_linears_as(predictor.model, predictor.autocast)
     predictor.sub_batch_size = sub_batch_size
     return predictor
-
-
-def store_linears_as(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Keep every ``nn.Linear`` weight in ``dtype``, except one tied to an embedding (kept as it is).
-
-    Why: autocast casts each fp32 weight again in every call (its cast cache lives for one autocast
-    context), which for a few short inputs costs about as much as the matmuls themselves. LayerNorm
-    and embeddings stay fp32, and autocast still runs them in fp32, so only the matmuls lose
-    precision (the same labels as fp32 on the serving bench's 256 check rows).
-    """
-    tied = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and id(module.weight) not in tied:
-            module.to(dtype)

@@ -182,11 +182,20 @@ class Context:
         except Closed:
             raise HTTPException(503, "server is shutting down; retry on another instance") from None
 
-    async def run(self, name: str, items: Sequence[Any]) -> list[Any]:
-        """Queue items and await their results within the per-request timeout (504 beyond it)."""
+    def deadline(self) -> float:
+        """The monotonic time by which a request that starts now must be answered."""
+        return time.monotonic() + self.settings.request_timeout_s
+
+    async def run(self, name: str, items: Sequence[Any], deadline: float | None = None) -> list[Any]:
+        """Queue items and await their results by ``deadline`` (default: the timeout from now; 504 beyond).
+
+        A request that queues several times (decode, then the safety gate) passes one deadline to
+        each, so it is answered within ``request_timeout_s`` in all, not per stage.
+        """
         futures = self.enqueue(name, items)
+        timeout = max((deadline or self.deadline()) - time.monotonic(), 0.0)
         try:
-            return await self.runtime.batchers[name].wait(futures, self.settings.request_timeout_s)
+            return await self.runtime.batchers[name].wait(futures, timeout)
         except asyncio.TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
             raise HTTPException(

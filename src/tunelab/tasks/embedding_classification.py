@@ -34,6 +34,7 @@ from tunelab.config import DataConfig
 from tunelab.data import TaskData, load_labeled_data
 from tunelab.models.architectures import MeanPoolingClassifier
 from tunelab.tasks import classification
+from tunelab.tasks.classification.schema import LABEL_SCHEMA
 from tunelab.tasks.spec import Batch, Features, TaskSpec
 
 PAIR = "pair_"  # prefix of the second text's columns in a training pair row
@@ -180,6 +181,6 @@ TASK = TaskSpec(
     model_config=model_config,
     few_shot=True,
     zero_shot=True,
-    serve_schema=classification.LABEL_SCHEMA,  # labels + probabilities, as classification
+    serve_schema=LABEL_SCHEMA,  # labels + probabilities, as classification
     own_architecture=True,
 )

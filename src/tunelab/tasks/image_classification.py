@@ -36,12 +36,8 @@ from tunelab.data.images import decode_image, encode_png, image_array
 from tunelab.data.splits import stratified_split, subsample
 from tunelab.errors import DataError
 from tunelab.models.scratch import init_vit
-from tunelab.tasks.classification import (
-    ClassificationResponse,
-    classification_response,
-    metrics,
-    predict_single_label,
-)
+from tunelab.tasks.classification import metrics, predict_single_label
+from tunelab.tasks.classification.schema import ClassificationResponse, classification_response
 from tunelab.tasks.schemas import RequestBody, ServeSchema
 from tunelab.tasks.spec import Batch, Features, TaskSpec
 
@@ -81,7 +77,10 @@ class AugmentParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     crop_padding: int = Field(
-        default=2, ge=0, description="Random crop of the image zero-padded by this many pixels a side."
+        default=2,
+        ge=0,
+        le=64,  # bounded: np.pad allocates the padded image for every training image
+        description="Random crop of the image zero-padded by this many pixels a side.",
     )
     flip: bool = Field(default=True, description="Mirror left-right with probability 0.5.")
 
@@ -256,20 +255,20 @@ def image_records(body: ImagesRequest) -> list[dict[str, Any]]:
     return [{"image": base64.b64decode(image)} for image in images]
 
 
-def decode_pixels(images: Sequence[bytes], processor: Any) -> list[np.ndarray]:
-    """Encoded image files -> uint8 (H, W, C) arrays in the model's channels.
+def in_channels(raw: bytes, channels: int) -> np.ndarray:
+    """An encoded image file -> uint8 (H, W, channels) pixels, grayscale (1) or RGB (3).
 
-    The channels are one per ``image_mean`` entry (grayscale or RGB); an image already in them is not
-    converted (a copy per image saved).
+    An image already in those channels is not converted (a copy per image saved).
     """
-    gray = len(processor.image_mean) == 1
-    out = []
-    for raw in images:
-        pixels = image_array(raw)  # (H, W) grayscale or (H, W, 3) RGB
-        if (pixels.ndim == 2) != gray:
-            pixels = np.asarray(Image.fromarray(pixels).convert("L" if gray else "RGB"))
-        out.append(pixels[..., None] if pixels.ndim == 2 else pixels)
-    return out
+    pixels = image_array(raw)  # (H, W) grayscale or (H, W, 3) RGB
+    if (pixels.ndim == 2) != (channels == 1):
+        pixels = np.asarray(Image.fromarray(pixels).convert("L" if channels == 1 else "RGB"))
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def decode_pixels(images: Sequence[bytes], processor: Any) -> list[np.ndarray]:
+    """Encoded image files -> uint8 (H, W, C) arrays in the model's channels (one per ``image_mean``)."""
+    return [in_channels(raw, len(processor.image_mean)) for raw in images]
 
 
 def model_inputs(pixels: Sequence[np.ndarray], processor: Any) -> np.ndarray:
@@ -334,13 +333,9 @@ def count_images(batch: Mapping[str, torch.Tensor], params: Any) -> torch.Tensor
 
 def image_statistics(images: Sequence[bytes], channels: int) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] of encoded training images, converted to ``channels``."""
-    mode = "L" if channels == 1 else "RGB"
     sums, squares, count = np.zeros(channels), np.zeros(channels), 0
     for raw in images:
-        pixels = (
-            np.asarray(Image.fromarray(image_array(raw)).convert(mode), np.float64).reshape(-1, channels)
-            / 255
-        )
+        pixels = in_channels(raw, channels).reshape(-1, channels).astype(np.float64) / 255
         sums, squares, count = sums + pixels.sum(0), squares + (pixels**2).sum(0), count + len(pixels)
     mean = sums / max(count, 1)
     std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 1e-12))

@@ -47,6 +47,7 @@ from tunelab.data import TaskData, load_labeled_data
 from tunelab.errors import ConfigError
 from tunelab.models.architectures import is_causal
 from tunelab.tasks import classification
+from tunelab.tasks.classification.schema import LABEL_SCHEMA
 from tunelab.tasks.spec import Batch, Features, TaskSpec
 
 UNCALIBRATED = (
@@ -387,7 +388,7 @@ TASK = TaskSpec(
     check_model=check_model,
     few_shot=True,
     zero_shot=True,
-    serve_schema=classification.LABEL_SCHEMA,  # labels + probabilities, as classification
+    serve_schema=LABEL_SCHEMA,  # labels + probabilities, as classification
     why_no_logits=(
         "its label scores are verbalizer log-likelihoods read from a causal LM's vocabulary logits"
     ),

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from tunelab.errors import ConfigError
 from tunelab.models.load import label_maps, load_pretrained
 from tunelab.tasks.schemas import ServeSchema
 
@@ -294,16 +293,7 @@ def load_with_labels(
     (e.g. ``trust_remote_code``).
     """
     overrides = model_config_overrides(task, params)
-    try:
-        return load_pretrained(task.model_class, model_dir, labels, **overrides, **kwargs)
-    except TypeError as exc:  # transformers hands config keys its config class lacks to the model's __init__
-        refused = [key for key in overrides if f"'{key}'" in str(exc)]
-        if not refused:
-            raise
-        raise ConfigError(
-            f"task.params: {task.name} sets {refused} on the model, and {model_dir}'s architecture "
-            "has no such setting"
-        ) from exc
+    return load_pretrained(task.model_class, model_dir, labels, **overrides, **kwargs)
 
 
 def tokenize_dataset(task: TaskSpec, params: Any, tokenizer: Any, data: Any, labels: Sequence[str]) -> Any:
