@@ -4,7 +4,6 @@ interrupted run resumes with identical losses; a toy task is learnt."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -14,21 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from transformers import AutoTokenizer, DataCollatorWithPadding
-from typer.testing import CliRunner
 
 from robust_helpers import NO_DROPOUT, assert_same_grads, clone, run_step, tiny_model, toy_batch
 from toy_tasks import toy_rows, write_csv
-from tunelab.cli import app
 from tunelab.data import Columns, load_inputs
 from tunelab.errors import ConfigError, DataError
 from tunelab.evaluation import evaluate
 from tunelab.methods import self_train
 from tunelab.methods.self_train import labels
 from tunelab.methods.spec import Adapted, OptimizerStepContext, RunData, default_step
-from tunelab.models.run_info import read_run_info
-from tunelab.reproduce import rerun_config
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 
 LABELS = ["negative", "positive"]
@@ -57,15 +51,20 @@ def unlabeled(tmp_path) -> Path:
     return write_csv(tmp_path / "unlabeled.csv", toy_rows(40, seed=11))
 
 
-@pytest.fixture
-def teacher_run(tiny_backbone_dir, tmp_path) -> Path:
-    """A finished run's layout: a saved tiny classifier (confident, random head) in best/."""
-    torch.manual_seed(13)
-    model = tiny_model(tiny_backbone_dir, LABELS, **NO_DROPOUT)
+def save_teacher(backbone: Path, run: Path, seed: int = 13) -> Path:
+    """A finished run's layout: a saved tiny classifier (40 x a random head) in best/."""
+    torch.manual_seed(seed)
+    model = tiny_model(backbone, LABELS, **NO_DROPOUT)
     with torch.no_grad():
         model.classifier.weight.mul_(40.0)
-    model.save_pretrained(tmp_path / "teacher-run" / "best")
-    return tmp_path / "teacher-run"
+    model.save_pretrained(run / "best")
+    return run
+
+
+@pytest.fixture
+def teacher_run(tiny_backbone_dir, tmp_path) -> Path:
+    """A teacher saved as a run's best/."""
+    return save_teacher(tiny_backbone_dir, tmp_path / "teacher-run")
 
 
 def test_threshold_one_gives_exactly_the_default_step(tiny_backbone_dir, unlabeled):
@@ -156,13 +155,14 @@ def test_fixed_teacher_soft_loss_is_kl_to_its_tempered_probabilities(
     )
     trainer = adapted.companions["self_train"]
     assert trainer.started
+    assert trainer.teacher is None  # it scored the pool into the cache, then was released
     saved = tiny_model(teacher_run / "best", LABELS)
     clean, _ = trainer.batches(trainer.order(0)[:8], torch.device("cpu"))
     with torch.no_grad():
         teacher = saved(**clean).logits
         student = model(**clean).logits
         labelled = model(**batch).loss
-    torch.testing.assert_close(trainer.teacher(**clean).logits, teacher)
+    torch.testing.assert_close(trainer.cache.dense_logits(clean, 2), teacher)
     out, _ = run_step(self_train.step, adapted, batch)
     kl = F.kl_div(F.log_softmax(student / 2, -1), F.softmax(teacher / 2, -1), reduction="batchmean")
     torch.testing.assert_close(out.loss, labelled + 0.5 * 4 * kl)
@@ -171,7 +171,7 @@ def test_fixed_teacher_soft_loss_is_kl_to_its_tempered_probabilities(
         with torch.no_grad():
             model.classifier.weight.add_(1.0)
         self_train.on_optimizer_step(adapted, trainer.params, OptimizerStepContext(step, 10, lambda t: t))
-        torch.testing.assert_close(trainer.teacher(**clean).logits, teacher)
+        torch.testing.assert_close(trainer.cache.dense_logits(clean, 2), teacher)
     # a threshold keeps the confident rows: their KL summed, divided by all rows
     keep = torch.tensor([True, False, True, True, False, False, True, False])
     rows = F.kl_div(F.log_softmax(student / 2, -1), F.softmax(teacher / 2, -1), reduction="none").sum(-1)
@@ -322,34 +322,3 @@ def test_learns_the_toy_task_with_an_unlabeled_pool(make_config, tmp_path):
     )
     assert metrics["accuracy"] >= 0.8
     assert result.losses[max(result.losses)] < result.losses[min(result.losses)]
-
-
-def test_run_record_hashes_the_unlabeled_file_and_verify_notices_a_change(tiny_backbone_dir, tmp_path):
-    """The unlabelled file is a data file of the run: recorded with its sha256, re-read by verify's
-    re-run from its recorded path, and an edit to it refuses verify, naming its key."""
-    pool = write_csv(tmp_path / "pool.csv", toy_rows(24, seed=5))
-    raw = {
-        "model": {"name_or_path": str(tiny_backbone_dir)},
-        "data": {
-            "train_file": str(write_csv(tmp_path / "train.csv", toy_rows(16, seed=2))),
-            "dev_file": str(write_csv(tmp_path / "dev.csv", toy_rows(8, seed=3))),
-        },
-        "task": {"params": {"max_length": 16}},
-        "methods": [{"name": "self_train", "params": {"unlabeled_file": str(pool), "threshold": 0.5}}],
-        "train": {"output_dir": str(tmp_path / "run"), "max_steps": 3, "batch_size": 8},
-    }
-    config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    assert (trained := CliRunner().invoke(app, ["train", str(config)])).exit_code == 0, trained.output
-    info = read_run_info(tmp_path / "run" / "best")
-    assert info is not None
-    key = "methods[0].params.unlabeled_file"
-    assert info.data_files[key].path == str(pool.resolve())
-    assert info.data_files[key].sha256 == hashlib.sha256(pool.read_bytes()).hexdigest()
-    (tmp_path / "again").mkdir()
-    rerun = yaml.safe_load(rerun_config(info, tmp_path / "again").read_text())
-    assert rerun["methods"][0]["params"]["unlabeled_file"] == str(pool.resolve())
-    pool.write_text(pool.read_text() + "one more unlabelled row,positive\n")
-    changed = CliRunner().invoke(app, ["verify", str(tmp_path / "run")])
-    assert changed.exit_code == 1
-    assert f"{pool.resolve()}: {key} changed since the run" in " ".join(changed.output.split())

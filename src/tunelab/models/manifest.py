@@ -1,4 +1,4 @@
-"""Content hashes of what a run read: its data files, its preprocessed features, its tokenizer.
+"""Content hashes of what a run read: its data files, its teachers, its preprocessed features, its tokenizer.
 
 They go into the run record (``models.run_info``) so that ``tunelab verify`` can refuse a run whose
 inputs changed, and say which input explains a run that no longer reproduces. The weights checksums
@@ -24,8 +24,9 @@ from transformers.utils.hub import CHAT_TEMPLATE_FILE
 from tunelab.config import DataConfig
 from tunelab.errors import DataError
 from tunelab.io import sha256_file
+from tunelab.models.artifact import resolve_model_dir
 from tunelab.models.load import takes_text
-from tunelab.models.run_info import DataFile, file_digest
+from tunelab.models.run_info import DataFile, FileDigest, file_digest, weight_files
 
 _ROWS_PER_BATCH = 1000
 
@@ -34,7 +35,9 @@ def data_files(cfg: DataConfig, method_params: Sequence[BaseModel] = ()) -> dict
     """sha256 and size of every file the run reads, keyed by its config key path.
 
     The files the ``data:`` section names, and every path among the validated params of
-    ``methods[i]`` (e.g. ``self_train``'s unlabelled file), nested options included.
+    ``methods[i]`` (e.g. ``self_train``'s unlabelled file), nested options and lists included. A path
+    naming a directory is a model the run reads (a teacher; a run dir stands for its ``best/``),
+    recorded as that model directory with :func:`content_digest`'s one hash of its config and weights.
     """
     paths = {
         "data.train_file": cfg.train_file,
@@ -47,34 +50,59 @@ def data_files(cfg: DataConfig, method_params: Sequence[BaseModel] = ()) -> dict
     out = {}
     for key, path in paths.items():
         if path is not None:
-            digest = file_digest(path)
+            path = path.expanduser()
+            path = resolve_model_dir(path) if path.is_dir() else path
+            digest = content_digest(path)
             out[key] = DataFile(path=str(path.resolve()), sha256=digest.sha256, size=digest.size)
     return out
 
 
+def content_digest(path: Path) -> FileDigest:
+    """A file's sha256 and size; a model directory's: one hash over its config and weights files.
+
+    The directory's hash covers each of ``config.json`` and its weights files (``run_info.weight_files``)
+    by name and sha256, as the tokenizer's files are hashed, and its size is theirs summed: what makes
+    a model read whole (a teacher) give other logits. Its tokenizer files are left out (a teacher reads
+    the run's own token ids).
+    """
+    if not path.is_dir():
+        return file_digest(path)
+    files = [file for file in (path / "config.json",) if file.is_file()] + weight_files(path)
+    return FileDigest(
+        sha256=_files_sha256((file.name, sha256_file(file)) for file in files),
+        size=sum(file.stat().st_size for file in files),
+    )
+
+
 def check_data_files(files: Mapping[str, DataFile], remedy: str) -> None:
-    """Refuse when a recorded data file is missing or its content changed, naming the file and its key.
+    """Refuse when a recorded data file or teacher is missing or changed, naming it and its key.
 
     ``remedy`` ends each message: what restoring the original file makes possible.
     """
     for key, recorded in files.items():
         path = Path(recorded.path)
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"{path}: {key} of the run is missing; restore it to {remedy}")
-        digest = sha256_file(path)
+        digest = content_digest(path).sha256
         if digest != recorded.sha256:
+            original = "model (config and weights files)" if path.is_dir() else "file"
             raise DataError(
                 f"{path}: {key} changed since the run (sha256 {recorded.sha256[:12]}... recorded, now "
-                f"{digest[:12]}...); restore the original file to {remedy}"
+                f"{digest[:12]}...); restore the original {original} to {remedy}"
             )
 
 
 def _paths(params: BaseModel, prefix: str) -> Iterator[tuple[str, Path]]:
-    """(config key path, value) of every Path field of ``params`` and of the option models inside it."""
+    """(config key path, value) of every Path field of ``params`` and of the option models inside it.
+
+    A list of paths yields each item, keyed with its index (``teacher[0]``).
+    """
     for name in type(params).model_fields:
         value = getattr(params, name)
         if isinstance(value, Path):
             yield f"{prefix}.{name}", value
+        elif isinstance(value, list):
+            yield from ((f"{prefix}.{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, Path))
         elif isinstance(value, BaseModel):
             yield from _paths(value, f"{prefix}.{name}")
 

@@ -3,7 +3,8 @@
 Every saved model directory carries it (a run's ``best/``, an export): the task and its params, the
 label order, the input columns, the resolved config, the dev metrics of these weights, the adapter's
 base model, what an export did, the provenance (library versions, git sha, CPU model and flags) and
-the manifest ``tunelab verify`` checks a run against: the sha256 and size of every data file, the
+the manifest ``tunelab verify`` checks a run against: the sha256 and size of every data file (and of
+every teacher model a method read), the
 preprocessing fingerprint, the tokenizer's and chat template's hashes (``models.manifest``) and the
 checksums of the weights files written next to the record.
 Training writes it, export rewrites it, prediction and serving read it; typed fields make a missing
@@ -58,9 +59,11 @@ class FileDigest(_Record):
 
 
 class DataFile(FileDigest):
-    """A data file the run read, by absolute path."""
+    """A data file the run read, or a teacher model (one hash of its config and weights), by absolute path."""
 
-    path: str = Field(description="Absolute path of the file when the run read it.")
+    path: str = Field(
+        description="Absolute path of the file (a teacher: its model dir) when the run read it."
+    )
 
 
 class AdapterInfo(_Record):
@@ -104,7 +107,8 @@ class RunInfo(_Record):
     )
     git_sha: str | None = Field(default=None, description="tunelab's commit at writing, if known.")
     data_files: dict[str, DataFile] = Field(
-        default_factory=dict, description="Every data file the run read, by config key (data.train_file...)."
+        default_factory=dict,
+        description="Every data file and teacher model the run read, by config key (data.train_file...).",
     )
     features_sha256: dict[str, str] = Field(
         default_factory=dict, description="Preprocessing fingerprint per split (models.manifest)."

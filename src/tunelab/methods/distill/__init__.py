@@ -19,10 +19,8 @@ from typing import Any, Protocol, cast
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
-from torch.utils.data import DataLoader
 
 from tunelab.config import RunConfig
-from tunelab.data.batching import eval_order
 from tunelab.errors import ConfigError
 from tunelab.methods.distill import cache, teacher
 from tunelab.methods.losses import masked_mean, model_logits, topk_kl, valid_mask
@@ -49,7 +47,7 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    teacher: list[str] = Field(
+    teacher: list[Path] = Field(
         min_length=1,
         description="Teacher model dir(s) or run dir(s) (their best/); several = ensemble of mean logits.",
     )
@@ -70,7 +68,7 @@ class Params(BaseModel):
     @field_validator("teacher", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        return [value] if isinstance(value, str | Path) else value
 
     @model_validator(mode="after")
     def _combinations(self) -> Params:
@@ -125,7 +123,7 @@ def _attach_projection(model: nn.Module, params: Params, teacher_model: nn.Modul
 
 def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Adapted:
     """Load and check the teachers; add the hidden projection when hidden_layers is set."""
-    paths = [Path(p).expanduser() for p in params.teacher]
+    paths = [p.expanduser() for p in params.teacher]
     teachers = [teacher.load_teacher(p) for p in paths]
     teacher.check_compatible(teachers, paths, model)
     if params.hidden_layers:
@@ -137,23 +135,16 @@ def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
     """With ``cache_dir``: load or build the teacher-logit cache of the training rows; drop the teachers."""
     if params.cache_dir is None:
         return
-    features, collator = data.features, data.collator
     distiller = _distiller(adapted)
     student_config: Any = adapted.model.config  # a transformers config, untyped here
     top_k: int = params.cache_top_k or student_config.num_labels
     path = cache.cache_path(
         Path(params.cache_dir).expanduser(),
         teacher.fingerprint(distiller.paths),
-        features["input_ids"],
+        data.features["input_ids"],
         top_k,
     )
-    order = eval_order([len(ids) for ids in features["input_ids"]])  # longest first: little padding
-
-    def batches() -> Any:
-        sampler = [order[i : i + 32].tolist() for i in range(0, len(order), 32)]
-        # Own generator: iterating a DataLoader draws a seed from it, and the global RNG drives dropout.
-        return DataLoader(features, batch_sampler=sampler, collate_fn=collator, generator=torch.Generator())
-
+    batches = cache.fixed_batches(data.features, data.collator)
     distiller.cache = cache.load_or_build(path, distiller.teacher_logits, batches, top_k)
     distiller.teachers = nn.ModuleList()
 

@@ -1,10 +1,14 @@
-"""Offline teacher logits: top-k values and indices per example, in one safetensors file.
+"""Offline teacher logits: top-k values and indices per example, computed once before training.
 
 Rows are addressed by a 64-bit hash of their unpadded input ids, so batches in any order (and on any
-rank) find their teacher logits without an example id travelling through the loop. The file name is
-a hash of (teacher weights, every training row, k): a changed teacher or dataset writes a new file
-instead of reading stale logits. Sequence-level tasks store one row of k per example; token-level
-tasks store one per attended token, in order.
+rank) find their teacher logits without an example id travelling through the loop. The teacher runs
+over :func:`fixed_batches` (longest rows first, 32 a batch), which depend on the rows alone, never on
+the training order or on a resume, so a resumed run reads the same logits. Distillation keeps them in
+one safetensors file whose name is a hash of (teacher weights, every training row, k): a changed
+teacher or dataset writes a new file instead of reading stale logits. Self-training's fixed teacher
+keeps them in memory, every class of every unlabelled row (:meth:`TeacherCache.dense_logits`).
+Sequence-level tasks store one row of k per example; token-level tasks store one per attended token,
+in order.
 """
 
 from __future__ import annotations
@@ -13,17 +17,21 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
 from torch import nn
+from torch.utils.data import DataLoader
 
+from tunelab.data.batching import eval_order, row_lengths
 from tunelab.errors import DataError
 from tunelab.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
 TeacherFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+BATCH_ROWS = 32  # rows per teacher forward while the cache is built
 
 
 def row_keys(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[int]:
@@ -44,6 +52,18 @@ def cache_path(cache_dir: Path, teacher_fp: str, features: Iterable[list[int]], 
         digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
         digest.update(b"|")
     return cache_dir / f"teacher-{digest.hexdigest()[:24]}.safetensors"
+
+
+def fixed_batches(features: Any, collator: Callable[[list[Any]], Any]) -> DataLoader[Any]:
+    """Every row of ``features`` (a ``Dataset`` or a list of feature dicts), ``BATCH_ROWS`` a batch.
+
+    Longest first (little padding): the order depends on the rows' lengths alone, so a row's teacher
+    logits do not depend on how training later orders or resumes its batches.
+    """
+    order = eval_order(row_lengths(features))
+    sampler = [order[i : i + BATCH_ROWS].tolist() for i in range(0, len(order), BATCH_ROWS)]
+    # Own generator: iterating a DataLoader draws a seed from it, and the global RNG drives dropout.
+    return DataLoader(features, batch_sampler=sampler, collate_fn=collator, generator=torch.Generator())
 
 
 class TeacherCache(nn.Module):
@@ -75,9 +95,8 @@ class TeacherCache(nn.Module):
         missing = [i for i, k in enumerate(keys) if k not in self.row_of]
         if missing:
             raise DataError(
-                f"distill cache: {len(missing)} row(s) of this batch are not in the teacher cache (the "
-                "training rows changed after it was built, e.g. by augmentation); delete the cache file "
-                "or turn the cache off"
+                f"{len(missing)} row(s) of this batch are not in the teacher cache (the rows changed "
+                "after it was built, e.g. by augmentation); delete the cache file or turn the cache off"
             )
         rows = torch.tensor([self.row_of[k] for k in keys], device=self.counts.device)
         counts, starts = self.counts[rows], self.offsets[rows]
@@ -96,6 +115,12 @@ class TeacherCache(nn.Module):
         out_i = indices.new_zeros((*mask.shape, indices.shape[-1]))
         out_v[attended], out_i[attended] = values, indices
         return out_v, out_i
+
+    def dense_logits(self, batch: Mapping[str, torch.Tensor], classes: int) -> torch.Tensor:
+        """The teacher's (B, classes) logits in class order, from a cache of every class (k = classes)."""
+        values, indices = self.lookup(batch, token_level=False)
+        assert values.shape[-1] == classes, "a cache built with top_k = the number of classes"
+        return values.new_empty(values.shape).scatter_(-1, indices, values)
 
 
 @torch.no_grad()
@@ -126,13 +151,16 @@ def build_cache(
 
 
 def load_or_build(
-    path: Path, teacher: TeacherFn, batches: Callable[[], Iterable[dict[str, torch.Tensor]]], top_k: int
+    path: Path, teacher: TeacherFn, batches: Iterable[dict[str, torch.Tensor]], top_k: int
 ) -> TeacherCache:
-    """The cache at ``path``, built (teacher forward over every batch) and written atomically if absent."""
+    """The cache at ``path``, built (teacher forward over every batch) and written atomically if absent.
+
+    ``batches`` is iterated only when the cache is built (a ``DataLoader`` collates lazily).
+    """
     if path.is_file():
         logger.info("distill: teacher logits from %s", path)
         return TeacherCache(load_file(path))
-    tensors = build_cache(teacher, batches(), top_k)
+    tensors = build_cache(teacher, batches, top_k)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, save(tensors, metadata={"top_k": str(top_k)}))
     logger.info("distill: teacher logits of %d rows cached in %s", len(tensors["keys"]), path)

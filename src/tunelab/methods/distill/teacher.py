@@ -18,8 +18,7 @@ from torch import nn
 
 from tunelab.errors import CheckpointError, ConfigError
 from tunelab.models.load import load_by_architecture
-
-_BUF = 1 << 20
+from tunelab.models.manifest import content_digest
 
 
 def teacher_dir(path: Path, key: str = "methods.distill.params.teacher") -> Path:
@@ -77,16 +76,9 @@ def check_compatible(
 
 
 def fingerprint(paths: Sequence[Path]) -> str:
-    """SHA-256 over each teacher's config and weight files: a changed teacher gets a new cache key."""
-    digest = hashlib.sha256()
-    for path in paths:
-        path = teacher_dir(path)
-        for file in [path / "config.json", *sorted(path.glob("*.safetensors"))]:
-            digest.update(file.name.encode())
-            with open(file, "rb") as fh:
-                while chunk := fh.read(_BUF):
-                    digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 over each teacher's config and weights, hashed as the run record hashes a teacher."""
+    digests = [content_digest(teacher_dir(path)).sha256 for path in paths]
+    return hashlib.sha256(":".join(digests).encode()).hexdigest()
 
 
 def ensemble_logits(teachers: Sequence[nn.Module], batch: dict[str, torch.Tensor]) -> torch.Tensor:

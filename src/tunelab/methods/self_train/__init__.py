@@ -8,7 +8,9 @@ student sees the text with dropout and, with ``consistency``, an EDA-edited view
 edits); the teacher runs without dropout on the clean text.
 
 Two teachers. ``teacher_run``: a finished run's dev-selected ``best/``, loaded and checked as ``distill``
-loads its teacher, fixed for the whole run; the student starts afresh (e.g. from the pretrained model)
+loads its teacher, fixed for the whole run: it scores every unlabelled row once before training into
+distill's teacher-logit cache (in memory, every class) and is then released, so a row drawn again
+costs no teacher forward; the student starts afresh (e.g. from the pretrained model)
 and a second round is another run whose teacher_run is this one. Without it the teacher is the model
 itself, copied when the warm start ends and refreshed each of ``rounds`` (or every ``refresh_every``
 steps). The recipe that pays is the first (measured below); the second stays because it is the one that
@@ -20,7 +22,8 @@ Why this shape: the loop hands a method one labelled micro-batch and owns accumu
 unlabelled rows ride along inside the step (``ratio`` of them per labelled row) instead of in a second
 data loader; their order is a pure function of (seed, unlabelled epoch) and their position, a model
 teacher's weights and whether pseudo-labelling has started are :class:`~tunelab.methods.spec.RunState`,
-so a resumed run draws the same rows from the same teacher (a ``teacher_run`` is read again from disk).
+so a resumed run draws the same rows from the same teacher (a ``teacher_run`` is read again from disk
+and scores the pool in the cache's fixed batches, whatever the training order).
 Pseudo-label losses are summed over the kept rows and divided by all rows of the unlabelled batch
 (FixMatch's normalisation) and carry no class weights or label smoothing (those stay on the labelled
 loss). A row counts when the teacher's probability exceeds ``threshold`` and, with ``class_fraction``,
@@ -45,6 +48,7 @@ import copy
 import logging
 import math
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -56,6 +60,7 @@ from torch import nn
 from tunelab.config import AugmentConfig
 from tunelab.data.augment import AugmentingCollator, load_synonyms
 from tunelab.errors import DataError
+from tunelab.methods.distill import cache
 from tunelab.methods.distill import teacher as teachers
 from tunelab.methods.losses import model_logits
 from tunelab.methods.self_train.labels import pseudo_label_loss, pseudo_labels, soft_pseudo_label_loss
@@ -107,11 +112,11 @@ class Params(BaseModel):
         "ceil(class_fraction x rows / classes) rows above the threshold, the most confident first; "
         "null: every row above the threshold.",
     )
-    teacher_run: str | None = Field(
+    teacher_run: Path | None = Field(
         None,
         description="A finished run dir (its dev-selected best/) or a model dir: the fixed teacher, loaded "
-        "as distill loads one; pseudo-labelling starts at step 0. null: the model is its own teacher "
-        "(warm_start, rounds).",
+        "as distill loads one, scores the unlabelled rows once before training; pseudo-labelling starts "
+        "at step 0. null: the model is its own teacher (warm_start, rounds).",
     )
     temperature: float | None = Field(
         None,
@@ -177,7 +182,8 @@ class SelfTrainer(ParamsCompanion):
     """The teacher, the unlabelled rows and the run state that makes a resume exact.
 
     ``position`` holds (unlabelled epoch, next row of its order); it is a buffer, so the trial steps of
-    the automatic batch size put it back. The rows arrive in :func:`prepare`.
+    the automatic batch size put it back. The rows arrive in :func:`prepare`, and with them a fixed
+    teacher's ``cache`` of their logits (the teacher itself is then dropped).
     """
 
     position: torch.Tensor
@@ -187,6 +193,7 @@ class SelfTrainer(ParamsCompanion):
         self.started = first_step(params, 1) == 0
         self.register_buffer("position", torch.zeros(2, dtype=torch.long), persistent=False)
         self.teacher = teacher
+        self.cache: cache.TeacherCache | None = None
         self.inputs: dict[str, list[Any]] = {}
         self.features: list[dict[str, Any]] = []
         self.collator: Any = None
@@ -232,10 +239,10 @@ class SelfTrainer(ParamsCompanion):
 
         A ``teacher_run`` never changes (it is loaded again on resume), so it is not saved.
         """
-        assert self.teacher is not None, "prepare() builds the teacher"
         state = {"position": self.position.cpu().clone(), "started": torch.tensor([self.started])}
         if cast(Params, self.params).teacher_run is not None:
             return state
+        assert self.teacher is not None, "prepare() builds the teacher"
         trained = {name for name, p in model.named_parameters() if p.requires_grad}
         trained |= {name for name, _ in self.teacher.named_buffers()}
         teacher = {
@@ -247,10 +254,12 @@ class SelfTrainer(ParamsCompanion):
 
     def restore(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
         """Put back what :meth:`run_state` saved (the teacher's other weights equal the starting model's)."""
-        assert self.teacher is not None, "prepare() builds the teacher"
         self.position.copy_(tensors["position"])
         self.started = bool(tensors["started"].item())
         teacher = {k[len(TEACHER) :]: v for k, v in tensors.items() if k.startswith(TEACHER)}
+        if not teacher:  # a teacher_run: its cache was built again from disk
+            return
+        assert self.teacher is not None, "prepare() builds the teacher"
         unexpected = self.teacher.load_state_dict(teacher, strict=False).unexpected_keys
         assert not unexpected, f"teacher state holds unknown tensors: {unexpected[:5]}"
 
@@ -263,14 +272,18 @@ def apply(model: nn.Module, params: Params, head_modules: tuple[str, ...]) -> Ad
     """Load and check a ``teacher_run``; trainability stays as earlier methods set it (e.g. LoRA)."""
     fixed = None
     if params.teacher_run is not None:
-        path = Path(params.teacher_run).expanduser()
+        path = params.teacher_run.expanduser()
         fixed = teachers.load_teacher(path, TEACHER_RUN)
         teachers.check_compatible([fixed], [path], model, TEACHER_RUN)
     return Adapted(model=model, companions={"self_train": SelfTrainer(params, fixed)})
 
 
 def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
-    """Read and tokenise the unlabelled rows; without teacher_run the teacher is a frozen model copy."""
+    """Read and tokenise the unlabelled rows; cache a teacher_run's logits of them, else copy the model.
+
+    The teacher_run scores the rows once, in the cache's fixed batches, and is then released; without
+    one the teacher is a frozen copy of the model, run live (it changes with each refresh).
+    """
     assert data.read_inputs is not None, "the training setup gives it"
     assert data.tokenize is not None, "the training setup gives it"
     trainer = _trainer(adapted)
@@ -291,14 +304,21 @@ def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
         )
     if params.teacher_run is None:
         trainer.teacher = copy.deepcopy(unwrap_ddp(adapted.model)).eval().requires_grad_(False)
+    else:
+        assert trainer.teacher is not None, "apply() loads the teacher_run"
+        config: Any = trainer.teacher.config  # a transformers config, untyped here
+        batches = cache.fixed_batches(trainer.features, data.collator)
+        logits = partial(teachers.ensemble_logits, [trainer.teacher])
+        trainer.cache = cache.TeacherCache(cache.build_cache(logits, batches, config.num_labels))
+        trainer.teacher = None
     logger.info("self_train: %d unlabelled rows from %s", len(trainer.features), params.unlabeled_file)
 
 
 def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward) -> StepOutput:
     """Labelled loss, then (once started) + weight x the student's loss on the kept pseudo-labels.
 
-    The labelled forward runs first and the teacher runs without dropout, so with nothing kept the
-    step's loss and gradients are exactly the default step's.
+    The labelled forward runs first and the teacher runs without dropout (a teacher_run's logits come
+    from its cache), so with nothing kept the step's loss and gradients are exactly the default step's.
     """
     trainer = _trainer(adapted)
     params = cast(Params, trainer.params)
@@ -307,15 +327,18 @@ def step(adapted: Adapted, batch: Mapping[str, torch.Tensor], backward: Backward
     if not trainer.started:
         backward(loss)
         return StepOutput(loss=loss.detach())
-    assert trainer.teacher is not None, "prepare() builds the teacher"
     device = batch["input_ids"].device
     trainer.to(device)  # the loop moves only the student; a no-op once there
     labelled_loss = loss
     logits = model_logits(out)
     multi_label = batch["labels"].shape == logits.shape
     clean, view = trainer.batches(trainer.next_rows(params.ratio * len(batch["input_ids"])), device)
-    with torch.no_grad():
-        teacher_logits = model_logits(trainer.teacher(**clean))
+    if trainer.cache is not None:
+        teacher_logits = trainer.cache.dense_logits(clean, logits.shape[-1])
+    else:
+        assert trainer.teacher is not None, "prepare() builds the teacher"
+        with torch.no_grad():
+            teacher_logits = model_logits(trainer.teacher(**clean))
     targets, keep = pseudo_labels(teacher_logits, params.threshold, multi_label, params.class_fraction)
     unlabelled_loss = torch.zeros((), device=device)
     if keep.any():
