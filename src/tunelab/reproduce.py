@@ -1,10 +1,11 @@
 """Train a finished run again from its record and say how exactly it reproduces (``tunelab verify``).
 
 A run's ``best/tunelab_run.json`` holds the resolved config, the seed and the manifest of what the
-run read (data files, features, tokenizer) and wrote (weights checksums). Verifying refuses a run
-whose recorded data files are missing or changed, since a re-run would then test other data; it
-trains the recorded config into a temporary directory, in as many processes as the run had (through
-``training.launch``, as ``tunelab train --nproc`` does), and compares the two runs:
+run read (data files and teacher models, features, tokenizer) and wrote (weights checksums). Verifying
+refuses a run whose recorded data files or teachers are missing or changed, since a re-run would then
+test other inputs; it trains the recorded config into a temporary directory, in as many processes as
+the run had (through ``training.launch``, as ``tunelab train --nproc`` does), and compares the two
+runs:
 
 - ``bitwise``: the re-run's weights files are identical to the run's;
 - ``numerical``: the weights differ, every dev and test metric within ``tolerance`` (absolute);
