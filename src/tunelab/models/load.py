@@ -129,24 +129,39 @@ def load_pretrained(
     initialised head is what fine-tuning starts from, so transformers' "newly initialized" warning
     is silenced here. Label-free tasks (QA, language modelling) pass no labels and keep the class's
     own head size. A saved ``DualEncoder`` (a retrieval run) starts another class from its trained
-    encoder (``_from_bi_encoder``).
+    encoder (``_from_bi_encoder``). Either way, a class with ``init_missing`` then builds what the
+    weights lacked from the loaded encoder (the embedding classifier's label-description head).
     """
-    _check_config_json(path)
+    hf_config = load_config(path, trust_remote_code)
     if labels:
         id2label, label2id = label_maps(labels)
         config = {**config, "num_labels": len(labels), "id2label": id2label, "label2id": label2id}
-    if model_class is not DualEncoder and DualEncoder.__name__ in (load_config(path).architectures or []):
-        model, info = _from_bi_encoder(model_class, path, trust_remote_code, **config)
-        return (model, info) if output_loading_info else model
+    if model_class is not DualEncoder and DualEncoder.__name__ in (hf_config.architectures or []):
+        model, info = _from_bi_encoder(model_class, path, hf_config, **config)
+    else:
+        model, info = _from_pretrained(model_class, path, trust_remote_code, **config)
+    init_missing = getattr(model_class, "init_missing", None)  # a head its class builds from the encoder
+    if init_missing is not None:
+        init_missing(model, info["missing_keys"], path)
+    return (model, info) if output_loading_info else model
+
+
+def _from_pretrained(
+    model_class: Any, path: Path, trust_remote_code: bool, **config: Any
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The transformers load of ``model_class`` from ``path`` (config overrides applied), with its info."""
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)
     try:
-        return model_class.from_pretrained(
-            path,
-            dtype=torch.float32,
-            trust_remote_code=trust_remote_code,
-            output_loading_info=output_loading_info,
-            **config,
+        return cast(
+            "tuple[torch.nn.Module, dict[str, Any]]",
+            model_class.from_pretrained(
+                path,
+                dtype=torch.float32,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+                **config,
+            ),
         )
     except TypeError as exc:  # transformers hands config keys its config class lacks to the model's __init__
         refused = [key for key in config if f"'{key}'" in str(exc)]
@@ -158,21 +173,22 @@ def load_pretrained(
 
 
 def _from_bi_encoder(
-    model_class: Any, path: Path, trust_remote_code: bool = False, **config: Any
+    model_class: Any, path: Path, hf_config: PretrainedConfig, **config: Any
 ) -> tuple[torch.nn.Module, dict[str, list[str]]]:
     """``model_class`` whose backbone is the shared encoder of the ``DualEncoder`` saved in ``path``.
 
     transformers would look for the backbone's tensors under the class's own prefix, find them under
-    ``encoder.`` and silently leave every one at random; so the model is built from the config and its
-    backbone takes every tower tensor (one it has no place for is an error; one the tower lacks, such
-    as BERT's pooler, which the bi-encoder drops, stays fresh like the head). Returns the model in
-    eval mode and transformers-style loading info.
+    ``encoder.`` and silently leave every one at random; so the model is built from ``hf_config`` (the
+    directory's config, which ``load_pretrained`` read) and its backbone takes every tower tensor (one
+    it has no place for is an error; one the tower lacks, such as BERT's pooler, which the bi-encoder
+    drops, stays fresh like the head). Returns the model in eval mode and transformers-style loading
+    info.
     """
     prefix = f"{DualEncoder.base_model_prefix}."
     saved = {k: v for file in sorted(path.glob("*.safetensors")) for k, v in load_file(file).items()}
     tower = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
-    hf_config = load_config(path, trust_remote_code)
-    refused = [key for key in config if not hasattr(hf_config, key)]
+    own = getattr(model_class, "own_settings", ())  # keys the class sets itself, not its config class
+    refused = [key for key in config if not hasattr(hf_config, key) and key not in own]
     if refused:
         raise _no_such_setting(refused, path)
     hf_config.update(config)
