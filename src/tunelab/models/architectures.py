@@ -180,6 +180,7 @@ class DualEncoder(PreTrainedModel):
 
     config_class = PretrainedConfig
     base_model_prefix = "encoder"
+    own_settings = ("similarity_scale", "candidate_max_length")  # set on any encoder's config here
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -264,9 +265,7 @@ class DualEncoder(PreTrainedModel):
         id2label = kwargs.pop("id2label", None)
         for key in ("num_labels", "label2id"):  # the candidates live in the buffers, not in config.json
             kwargs.pop(key, None)
-        extra = {
-            key: kwargs.pop(key) for key in ("similarity_scale", "candidate_max_length") if key in kwargs
-        }
+        extra = {key: kwargs.pop(key) for key in cls.own_settings if key in kwargs}
         config = AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
         if is_causal(config) or config.is_encoder_decoder:
             raise ConfigError(
