@@ -12,7 +12,7 @@ import pytest
 
 import tunelab.methods
 import tunelab.tasks
-from toy_tasks import TOY_TASKS, save_previous_run
+from toy_tasks import TOY_TASKS, save_previous_run, tiny_modernbert_dir
 from tunelab.config import NOT_RUN_CONFIGS, load_config
 from tunelab.methods import METHODS
 from tunelab.tasks import TASKS
@@ -54,7 +54,9 @@ def test_import_layers_hold():
     ids=lambda p: p.name,
 )
 def test_example_configs_validate(example: Path, tiny_backbone_dir: Path, tmp_path: Path):
-    """Examples fine-tuning another example's output (model ``runs/...``) validate with MiniLM there.
+    """Examples fine-tuning another example's output (model ``runs/...``) validate with MiniLM there,
+    or with a tiny ModernBERT for the output of examples/pretrain_zh.yaml (a ModernBERT, whose settings
+    such as ``classifier_pooling`` MiniLM's BertConfig lacks).
 
     Continual examples (``model.previous_run``) validate continuing a toy run of the same task.
     Search spaces (``*_space.yaml``), app settings (``*_app.yaml``) and safety gates (``*_gate.yaml``)
@@ -65,6 +67,8 @@ def test_example_configs_validate(example: Path, tiny_backbone_dir: Path, tmp_pa
     overrides = []
     if model.previous_run is not None:
         overrides = ["--model.previous_run", str(save_previous_run(tiny_backbone_dir, tmp_path))]
+    elif model.start.startswith("runs/zh-pretrain"):
+        overrides = ["--model.name_or_path", str(tiny_modernbert_dir())]
     elif model.start.startswith("runs/"):
         overrides = ["--model.name_or_path", "minilm-l6"]
     plan = resolve(load_config(example, overrides))

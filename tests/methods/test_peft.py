@@ -39,6 +39,25 @@ def test_adalora_rank_budget_shrinks_over_training(make_config):
     assert int(sum(kept)) == final  # pruned singular values are zeroed in the weights, not only counted
 
 
+def test_adalora_writes_its_schedule_into_peft_config_once(make_config):
+    """The loop's step count reaches the method with the first step; later steps leave the config alone."""
+    methods = [{"name": "adalora", "params": {"init_r": 4, "target_r": 2}}]
+    plan = resolve(make_config(methods=methods, train={"max_steps": 10}))
+    inputs = prepare_inputs(plan)
+    config = inputs.adapted.model.peft_config["default"]
+    writes = []
+
+    class Recording(type(config)):  # the same config object, its schedule writes recorded
+        def __setattr__(self, name: str, value: object) -> None:
+            if name in ("total_step", "tinit", "tfinal"):
+                writes.append((name, value))
+            super().__setattr__(name, value)
+
+    config.__class__ = Recording
+    train(plan, inputs, build_accelerator(plan.cfg.train))
+    assert writes == [("total_step", 10), ("tinit", 1), ("tfinal", 2)]
+
+
 def test_trained_lora_run_saves_an_adapter_that_merges_to_equal_logits(make_config, tmp_path: Path):
     cfg = make_config(methods=[{"name": "lora", "params": {"r": 4, "use_dora": True}}])
     config = tmp_path / "cfg.yaml"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -204,6 +205,76 @@ def test_windows_starting_inside_a_word_still_fit_the_run(run: Path):
     windows = judge.windows(text)
     counts = [len(tokenizer(w)["input_ids"]) for w in windows]
     assert max(counts) <= 32  # nothing past the run's max_length, so the run reads every window whole
+    assert "".join(windows).replace(" ", "") == text.replace(" ", "")
+
+
+class CountingTokenizer:
+    """The run's tokenizer, counting its calls (attributes pass through)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer, self.calls = tokenizer, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+def re_tokenised_windows(tokenizer: Any, text: str, size: int) -> list[str]:
+    """The gate's windows before they were cut from one tokenisation: each candidate tokenised again."""
+    spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    out, start = [], 0
+    while start < len(spans):
+        end = min(start + size, len(spans))
+        while end - start > 1:
+            window = text[spans[start][0] : spans[end - 1][1]]
+            if len(tokenizer(window, add_special_tokens=False)["input_ids"]) <= size:
+                break
+            end -= 1
+        out.append(text[spans[start][0] : spans[end - 1][1]])
+        start = end
+    return out
+
+
+def test_windows_come_from_one_tokenisation_and_equal_the_re_tokenised_ones(run: Path):
+    judge = gate(run, 0.5)
+    tokenizer = judge.run.tokenizer
+    counting = CountingTokenizer(tokenizer)
+    judge = replace(judge, run=replace(judge.run, tokenizer=counting))
+    text = " ".join(["the movie was very good and the plot was fine"] * 40)
+    windows = judge.windows(text)
+    assert counting.calls == 1  # one tokenisation of the reply decides every cut
+    old = re_tokenised_windows(tokenizer, text, 32 - tokenizer.num_special_tokens_to_add())
+    assert len(windows) > 5
+    assert [tokenizer(w)["input_ids"] for w in windows] == [tokenizer(w)["input_ids"] for w in old]
+
+
+def test_each_window_tokenises_to_its_slice_of_the_reply(run: Path):
+    """Cut where words start, a window reads on its own as in the reply (no ``##bly`` -> ``b ##ly``)."""
+    judge = gate(run, 0.5)
+    tokenizer = judge.run.tokenizer
+    text = " ".join(["the undeniably unbelievable hyperparameterization movie"] * 12)
+    windows = judge.windows(text)
+    pieces = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in windows]
+    assert len(windows) > 3
+    assert max(map(len, pieces)) <= 32 - tokenizer.num_special_tokens_to_add()
+    assert [token for piece in pieces for token in piece] == tokenizer(text, add_special_tokens=False)[
+        "input_ids"
+    ]
+
+
+def test_a_word_longer_than_a_window_is_cut_inside_and_every_piece_still_fits(run: Path):
+    judge = gate(run, 0.5)
+    tokenizer = judge.run.tokenizer
+    giant = "undeniablyunbelievable" * 3  # one word of more pieces than a window
+    assert len(tokenizer(giant, add_special_tokens=False)["input_ids"]) > 32
+    text = f"the movie {giant} was bad"
+    windows = judge.windows(text)
+    counts = [len(tokenizer(w)["input_ids"]) for w in windows]
+    assert len(windows) > 2
+    assert max(counts) <= 32
     assert "".join(windows).replace(" ", "") == text.replace(" ", "")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from transformers import AutoTokenizer
 
 from toy_tasks import (
+    TOY_TASKS,
     continual_classification,
     save_previous_run,
     tiny_bert_dir,
@@ -19,7 +21,7 @@ from toy_tasks import (
 from tunelab.errors import ConfigError
 from tunelab.tasks.classification import TASK, Params
 from tunelab.tasks.spec import load_with_labels
-from tunelab.training import prepare_inputs, resolve
+from tunelab.training import resolve
 
 LABELS = ["negative", "positive"]
 
@@ -50,13 +52,34 @@ def test_an_architecture_without_classifier_pooling_refuses_it_naming_the_key():
         load_with_labels(TASK, tiny_bert_dir(), LABELS, Params(classifier_pooling="mean"))
 
 
+def test_the_refusal_reads_the_config_not_the_weights(tmp_path):
+    """The architecture's config class decides, before transformers builds or loads any weight."""
+    shutil.copy(tiny_bert_dir() / "config.json", tmp_path)  # a config and no weights at all
+    with pytest.raises(ConfigError, match=r"\['classifier_pooling'\].*BertConfig"):
+        load_with_labels(TASK, tmp_path, LABELS, Params(classifier_pooling="mean"))
+
+
+def test_validate_refuses_classifier_pooling_for_a_local_model_without_it(tmp_path):
+    sections = TOY_TASKS["classification"](tmp_path)
+    sections["task"]["params"]["classifier_pooling"] = "mean"
+    cfg = toy_run_config(tiny_bert_dir(), sections, [{"name": "full"}], tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"task\.params: .*\['classifier_pooling'\]"):
+        resolve(cfg, count_labels=False)  # what `tunelab validate` runs: no model is loaded
+    sections["task"]["params"]["classifier_pooling"] = None
+    resolve(
+        toy_run_config(tiny_bert_dir(), sections, [{"name": "full"}], tmp_path / "run"), count_labels=False
+    )
+    sections["task"]["params"]["classifier_pooling"] = "mean"
+    resolve(toy_run_config(tiny_modernbert_dir(), sections, [{"name": "full"}], tmp_path / "run"), False)
+
+
 def test_a_continual_run_refuses_classifier_pooling_on_an_architecture_without_it(
     tiny_backbone_dir, tmp_path
 ):
-    """The grown head loads through the same refusal as a fresh one (models.load.load_pretrained)."""
+    """The previous run's model is checked like any start, at validation."""
     previous = save_previous_run(tiny_backbone_dir, tmp_path)
     sections = continual_classification(tmp_path)
     sections["task"]["params"]["classifier_pooling"] = "mean"
-    plan = resolve(toy_run_config(tiny_backbone_dir, sections, [{"name": "full"}], tmp_path / "b", previous))
+    cfg = toy_run_config(tiny_backbone_dir, sections, [{"name": "full"}], tmp_path / "b", previous)
     with pytest.raises(ConfigError, match="classifier_pooling"):
-        prepare_inputs(plan)
+        resolve(cfg)

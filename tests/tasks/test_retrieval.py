@@ -29,10 +29,11 @@ from tunelab.evaluation import evaluate
 from tunelab.inference.artifact import load_artifact
 from tunelab.inference.predict import predict_records
 from tunelab.models.artifact import save_model
-from tunelab.models.load import load_pretrained
-from tunelab.tasks import retrieval
+from tunelab.models.load import load_pretrained, load_tokenizer
+from tunelab.tasks import TASKS, retrieval
 from tunelab.tasks.retrieval import data as rdata
 from tunelab.tasks.retrieval.ranking import NO_GOLD, gold_ranks, ranking_metrics
+from tunelab.tasks.spec import load_with_labels
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
 from tunelab.workflows import run_info
 
@@ -265,6 +266,25 @@ def test_a_saved_bi_encoder_is_a_backbone_with_its_trained_tower(trained, model_
     assert not again[1]["missing_keys"]
     for key, value in loaded.state_dict().items():
         assert torch.equal(again[0].state_dict()[key], value), key
+
+
+def test_a_bi_encoder_starts_an_embedding_classifier_from_its_trained_encoder(trained):
+    """embedding_classification from a retrieval run: its trained tower, and the zero-shot head on it."""
+    _, _, model, best = trained
+    task = TASKS.get("embedding_classification")
+    labels = ["good", "dull"]
+    descriptions = {"good": "a good story", "dull": "a dull scene"}
+    params = task.fit(task.params(descriptions=descriptions), None, labels)
+    loaded, info = load_with_labels(task, best, labels, params, output_loading_info=True)
+    assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}
+    backbone = loaded.bert.state_dict()
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(backbone[key], value), key
+    tokens = load_tokenizer(best)(list(descriptions.values()), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        embedded = model.eval().embed(tokens["input_ids"], tokens["attention_mask"])
+    head = loaded.classifier.weight * loaded.config.head_lr_multiplier
+    torch.testing.assert_close(head, embedded * params.scale)
 
 
 def test_a_bi_encoder_start_refuses_a_setting_its_architecture_lacks(trained):

@@ -96,13 +96,18 @@ def rank_budget(model: nn.Module) -> int:
 
 
 def adalora_step(adapted: Adapted, params: AdaLoraParams, ctx: OptimizerStepContext) -> dict[str, float]:
-    """Score importances from this step's gradients and mask ranks to the current budget (peft's call)."""
+    """Score importances from this step's gradients and mask ranks to the current budget (peft's call).
+
+    The budget schedule needs the run's step count, which the loop first tells a method here: the
+    first call replaces ``apply_adalora``'s placeholder with it, and later calls find it set.
+    """
     model = unwrap_ddp(adapted.model)
     peft_model = _adalora(model)
     config = peft_model.peft_config["default"]
-    config.total_step = ctx.total_steps
-    config.tinit = int(params.tinit_ratio * ctx.total_steps)
-    config.tfinal = int(params.tfinal_ratio * ctx.total_steps)
+    if config.total_step != ctx.total_steps:
+        config.total_step = ctx.total_steps
+        config.tinit = int(params.tinit_ratio * ctx.total_steps)
+        config.tfinal = int(params.tfinal_ratio * ctx.total_steps)
     peft_model.base_model.update_and_allocate(ctx.step - 1)  # peft counts steps from 0
     return {"adalora_rank_budget": float(rank_budget(model))}
 
@@ -145,7 +150,8 @@ class AdaLoraState(nn.Module):
 def apply_adalora(model: nn.Module, params: BaseModel, head_modules: tuple[str, ...]) -> Adapted:
     """The AdaLoRA ``apply``: peft's AdaLoRA with its allocator state as a checkpointed companion.
 
-    ``total_step`` is a placeholder peft requires; ``adalora_step`` sets the plan's count before any use.
+    ``total_step`` is a placeholder peft requires; ``adalora_step`` sets the run's count (once) before
+    any use.
     """
     adapted = applier(AdaLoraConfig, "adalora", total_step=1)(model, params, head_modules)
     return Adapted(model=adapted.model, companions={"adalora": AdaLoraState()})

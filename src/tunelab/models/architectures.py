@@ -23,7 +23,6 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoTokenizer,
-    BertConfig,
     BertModel,
     BertPreTrainedModel,
     PretrainedConfig,
@@ -64,11 +63,20 @@ class EmbeddingOutput(ModelOutput):
 class MeanPoolingClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # HF __init_subclass__
     """A BERT encoder, mean pooling + L2 norm, and a linear head on the detached embedding.
 
-    ``config.label_descriptions`` (from the task params) initialise a head the checkpoint lacks, so a
-    fresh model is the zero-shot classifier and a saved one keeps its trained head.
+    ``config.label_descriptions`` (from the task params) initialise a head the checkpoint lacks
+    (``init_missing``, which ``models.load.load_pretrained`` calls after every load, a bi-encoder's
+    tower included), so a fresh model is the zero-shot classifier on its encoder and a saved one keeps
+    its trained head.
     """
 
+    own_settings = HEAD_CONFIG  # config keys this class sets itself: BertConfig has no such fields
+
     def __init__(self, config: Any) -> None:
+        if config.model_type != "bert":
+            raise ConfigError(
+                "model.name_or_path: embedding_classification pools a BERT encoder, not a "
+                f"{config.model_type} model; use e.g. minilm-l6"
+            )
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -99,36 +107,28 @@ class MeanPoolingClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-cal
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
-        """Load the encoder (and the head if saved); a missing head starts at the label descriptions.
+        """Load the encoder (and the head if saved); the head's settings go on the config first.
 
-        Returns the model, or ``(model, loading info)`` with ``output_loading_info=True`` as
-        transformers does (hence ``Any``: the base class annotates only the first form).
+        transformers would hand them to ``__init__`` (BertConfig has no such fields). Returns what
+        transformers' ``from_pretrained`` returns (hence ``Any``: the base class annotates one form).
         """
         path = pretrained_model_name_or_path
-        model_type = AutoConfig.from_pretrained(path).model_type
-        if model_type != "bert":
-            raise ConfigError(
-                f"model.name_or_path: embedding_classification pools a BERT encoder, not a {model_type} "
-                "model; use e.g. minilm-l6"
-            )
-        want_info = kwargs.pop("output_loading_info", False)
-        head = {key: kwargs.pop(key) for key in HEAD_CONFIG if key in kwargs}
+        head = {key: kwargs.pop(key) for key in cls.own_settings if key in kwargs}
         labels = {key: kwargs.pop(key) for key in ("num_labels", "id2label", "label2id") if key in kwargs}
-        config = BertConfig.from_pretrained(path, **labels)
-        for key, value in head.items():  # not BertConfig fields: from_pretrained would pass them to __init__
-            setattr(config, key, value)
-        model, info = cast(  # output_loading_info=True: a (model, info) pair, not the annotated Self
-            "tuple[MeanPoolingClassifier, dict[str, list[Any]]]",
-            super().from_pretrained(path, *args, config=config, output_loading_info=True, **kwargs),
-        )
-        if any(key.startswith("classifier.") for key in info["missing_keys"]):
-            init_head(model, AutoTokenizer.from_pretrained(path))
-        return (model, info) if want_info else model
+        config = AutoConfig.from_pretrained(path, **labels)  # the directory's own type: __init__ checks it
+        config.update(head)
+        return super().from_pretrained(path, *args, config=config, **kwargs)
 
     @classmethod
     def from_config(cls, config: Any) -> MeanPoolingClassifier:
         """Random-init model of ``config`` (artifact skeletons)."""
         return cls(config)
+
+    @staticmethod
+    def init_missing(model: MeanPoolingClassifier, missing_keys: Any, path: Any) -> None:
+        """A head the loaded weights lacked starts at the label descriptions, embedded by the encoder."""
+        if any(key.startswith("classifier.") for key in missing_keys):
+            init_head(model, AutoTokenizer.from_pretrained(path))
 
 
 @torch.no_grad()
@@ -180,6 +180,7 @@ class DualEncoder(PreTrainedModel):
 
     config_class = PretrainedConfig
     base_model_prefix = "encoder"
+    own_settings = ("similarity_scale", "candidate_max_length")  # set on any encoder's config here
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -264,9 +265,7 @@ class DualEncoder(PreTrainedModel):
         id2label = kwargs.pop("id2label", None)
         for key in ("num_labels", "label2id"):  # the candidates live in the buffers, not in config.json
             kwargs.pop(key, None)
-        extra = {
-            key: kwargs.pop(key) for key in ("similarity_scale", "candidate_max_length") if key in kwargs
-        }
+        extra = {key: kwargs.pop(key) for key in cls.own_settings if key in kwargs}
         config = AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
         if is_causal(config) or config.is_encoder_decoder:
             raise ConfigError(

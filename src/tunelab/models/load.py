@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -50,6 +50,7 @@ __all__ = [
     "load_saved",
     "load_seq2seq",
     "load_tokenizer",
+    "refuse_unknown_settings",
     "resolve_model",
     "takes_text",
 ]
@@ -120,61 +121,77 @@ def load_pretrained(
     *,
     trust_remote_code: bool = False,
     output_loading_info: bool = False,
+    ignore_mismatched_sizes: bool = False,
     **config: Any,
 ) -> Any:
     """``model_class`` from ``path`` with a head sized for ``labels`` (if any), in fp32.
 
     ``config`` overrides config.json values (e.g. a task's ``problem_type``) and is saved with the
-    model; a key the architecture has no setting for is a ConfigError naming it. A freshly
-    initialised head is what fine-tuning starts from, so transformers' "newly initialized" warning
-    is silenced here. Label-free tasks (QA, language modelling) pass no labels and keep the class's
-    own head size. A saved ``DualEncoder`` (a retrieval run) starts another class from its trained
-    encoder (``_from_bi_encoder``).
+    model; a key the architecture has no setting for is a ConfigError naming it, before any weight
+    is read (``refuse_unknown_settings``). A freshly initialised head is what fine-tuning starts from,
+    so transformers' "newly initialized" warning is silenced here. Label-free tasks (QA, language
+    modelling) pass no labels and keep the class's own head size. A saved ``DualEncoder`` (a
+    retrieval run) starts another class from its trained encoder (``_from_bi_encoder``). Either way,
+    a class with ``init_missing`` then builds what the weights lacked from the loaded encoder (the
+    embedding classifier's label-description head).
     """
-    _check_config_json(path)
+    hf_config = load_config(path, trust_remote_code)
     if labels:
         id2label, label2id = label_maps(labels)
         config = {**config, "num_labels": len(labels), "id2label": id2label, "label2id": label2id}
-    if model_class is not DualEncoder and DualEncoder.__name__ in (load_config(path).architectures or []):
-        model, info = _from_bi_encoder(model_class, path, trust_remote_code, **config)
-        return (model, info) if output_loading_info else model
+    refuse_unknown_settings(model_class, hf_config, config, path)
+    if model_class is not DualEncoder and DualEncoder.__name__ in (hf_config.architectures or []):
+        model, info = _from_bi_encoder(model_class, path, hf_config, **config)
+    else:
+        model, info = _from_pretrained(
+            model_class, path, trust_remote_code, ignore_mismatched_sizes, **config
+        )
+    init_missing = getattr(model_class, "init_missing", None)  # a head its class builds from the encoder
+    if init_missing is not None:
+        init_missing(model, info["missing_keys"], path)
+    return (model, info) if output_loading_info else model
+
+
+def _from_pretrained(
+    model_class: Any, path: Path, trust_remote_code: bool, ignore_mismatched_sizes: bool, **config: Any
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The transformers load of ``model_class`` from ``path`` (config overrides applied), with its info.
+
+    ``ignore_mismatched_sizes`` re-initialises a tensor whose saved shape differs (a grown head).
+    """
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)
     try:
-        return model_class.from_pretrained(
-            path,
-            dtype=torch.float32,
-            trust_remote_code=trust_remote_code,
-            output_loading_info=output_loading_info,
-            **config,
+        return cast(
+            "tuple[torch.nn.Module, dict[str, Any]]",
+            model_class.from_pretrained(
+                path,
+                dtype=torch.float32,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+                ignore_mismatched_sizes=ignore_mismatched_sizes,
+                **config,
+            ),
         )
-    except TypeError as exc:  # transformers hands config keys its config class lacks to the model's __init__
-        refused = [key for key in config if f"'{key}'" in str(exc)]
-        if not refused:
-            raise
-        raise _no_such_setting(refused, path) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
 
 
 def _from_bi_encoder(
-    model_class: Any, path: Path, trust_remote_code: bool = False, **config: Any
+    model_class: Any, path: Path, hf_config: PretrainedConfig, **config: Any
 ) -> tuple[torch.nn.Module, dict[str, list[str]]]:
     """``model_class`` whose backbone is the shared encoder of the ``DualEncoder`` saved in ``path``.
 
     transformers would look for the backbone's tensors under the class's own prefix, find them under
-    ``encoder.`` and silently leave every one at random; so the model is built from the config and its
-    backbone takes every tower tensor (one it has no place for is an error; one the tower lacks, such
-    as BERT's pooler, which the bi-encoder drops, stays fresh like the head). Returns the model in
-    eval mode and transformers-style loading info.
+    ``encoder.`` and silently leave every one at random; so the model is built from ``hf_config`` (the
+    directory's config, which ``load_pretrained`` read) and its backbone takes every tower tensor (one
+    it has no place for is an error; one the tower lacks, such as BERT's pooler, which the bi-encoder
+    drops, stays fresh like the head). Returns the model in eval mode and transformers-style loading
+    info.
     """
     prefix = f"{DualEncoder.base_model_prefix}."
     saved = {k: v for file in sorted(path.glob("*.safetensors")) for k, v in load_file(file).items()}
     tower = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
-    hf_config = load_config(path, trust_remote_code)
-    refused = [key for key in config if not hasattr(hf_config, key)]
-    if refused:
-        raise _no_such_setting(refused, path)
     hf_config.update(config)
     model = model_class.from_config(hf_config)  # fp32: tunelab never changes the default dtype
     backbone = model.base_model
@@ -190,10 +207,24 @@ def _from_bi_encoder(
     return model.eval(), {"missing_keys": missing, "unexpected_keys": [], "mismatched_keys": []}
 
 
-def _no_such_setting(refused: list[str], path: Path) -> ConfigError:
-    return ConfigError(
-        f"task.params: the task sets {refused} on the model, and {path}'s architecture has no such setting"
-    )
+def refuse_unknown_settings(
+    model_class: Any, hf_config: PretrainedConfig, settings: Iterable[str], path: Path
+) -> None:
+    """A ConfigError naming every key of ``settings`` that ``path``'s architecture has no setting for.
+
+    transformers sets a ``from_pretrained`` keyword on the config when the config has that attribute
+    (``PretrainedConfig.from_dict``) and hands every other one to the model's ``__init__``, which fails
+    with a TypeError deep in the load; the same attribute test on the directory's config (read without
+    any weight, so ``tunelab validate`` runs it too) names the task's key instead. Keys in
+    ``model_class.own_settings`` are ones a tunelab class puts on its config itself.
+    """
+    own = getattr(model_class, "own_settings", ())
+    refused = [key for key in settings if key not in own and not hasattr(hf_config, key)]
+    if refused:
+        raise ConfigError(
+            f"task.params: the task sets {refused} on the model, and {path}'s architecture "
+            f"({type(hf_config).__name__}) has no such setting"
+        )
 
 
 @contextlib.contextmanager

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from tunelab.apps.settings import classification_run
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.inference.artifact import Artifact, load_artifact
@@ -52,19 +54,33 @@ class SafetyGate:
     def windows(self, text: str) -> list[str]:
         """``text`` in consecutive pieces of at most the run's ``max_length`` tokens, specials included.
 
-        A piece is cut at token offsets, and one that starts inside a word tokenises again into more
-        pieces than it had (``##bly`` alone reads ``b ##ly``): it is shortened until it fits, else the
-        run's truncation would drop its last tokens unjudged.
+        One tokenisation of the reply decides every cut: a window of ``size`` tokens ends where its
+        last word starts (``word_ids``: the tokenizer's own words), so it holds whole words, with the
+        whitespace before them, and tokenises on its own into exactly its slice of the reply's tokens.
+        Only a word longer than a window is cut inside; the piece after such a cut tokenises on its
+        own into more pieces than it had (``##bly`` alone reads ``b ##ly``) and is shortened until it
+        fits, else the run's truncation would drop its last tokens unjudged.
         """
         tokenizer = self.run.tokenizer
         size = self.run.task_params.max_length - tokenizer.num_special_tokens_to_add()
-        spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans, n = encoding["offset_mapping"], len(encoding["input_ids"])
+        words = np.asarray(encoding.word_ids(), dtype=np.int64)  # no special tokens: each has a word
+        word_starts = np.flatnonzero(np.diff(words, prepend=-1))  # (W,) token index of each word's start
         out, start = [], 0
-        while start < len(spans):
-            end = min(start + size, len(spans))
-            while end - start > 1 and self._tokens(text[spans[start][0] : spans[end - 1][1]]) > size:
+        while start < n:
+            end = min(start + size, n)
+            last_start = int(word_starts[np.searchsorted(word_starts, end, side="right") - 1])
+            if end < n and last_start > start:
+                end = last_start
+            begin = spans[start - 1][1] if start else spans[0][0]  # with the whitespace before the word
+            while (
+                start not in word_starts
+                and end - start > 1
+                and self._tokens(text[begin : spans[end - 1][1]]) > size
+            ):
                 end -= 1
-            out.append(text[spans[start][0] : spans[end - 1][1]])
+            out.append(text[begin : spans[end - 1][1]])
             start = end
         return out
 

@@ -22,9 +22,9 @@ from tunelab.errors import AssetError, CheckpointError, ConfigError, format_vali
 from tunelab.methods import METHODS
 from tunelab.methods.spec import MethodSpec, StepFn, Target, default_step
 from tunelab.models.continual import continued_labels, previous_model_dir, previous_record
-from tunelab.models.load import resolve_model
+from tunelab.models.load import load_config, refuse_unknown_settings, resolve_model
 from tunelab.tasks import TASKS
-from tunelab.tasks.spec import TaskSpec
+from tunelab.tasks.spec import TaskSpec, model_config_overrides
 
 LOWER_IS_BETTER = ("loss", "perplexity")
 BALANCED_METRIC = "macro_f1"  # selects best/ on skewed labels: every label's F1 counts alike
@@ -175,6 +175,8 @@ def resolve(cfg: RunConfig, count_labels: bool = True) -> Plan:
             model_dir = resolve_model(cfg.model.name_or_path)
         except AssetError as exc:
             problems.append(f"model.name_or_path: {exc}")
+    if task is not None and task_params is not None:
+        problems += _model_setting_problems(cfg, task, task_params, model_dir)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(problems))
     assert task is not None
@@ -192,6 +194,25 @@ def resolve(cfg: RunConfig, count_labels: bool = True) -> Plan:
         label_balance=balance,
         selection_reason=reason,
     )
+
+
+def _model_setting_problems(cfg: RunConfig, task: TaskSpec, task_params: Any, model_dir: Path) -> list[str]:
+    """The task's config overrides that the local model's architecture has no setting for.
+
+    Read from the model directory's config.json alone (no weights), so ``tunelab validate`` names the
+    key that training would refuse (``models.load.load_pretrained``); a model built by the run itself
+    (``from_scratch``) has no config.json yet and is not checked.
+    """
+    if model_dir == Path() or not (model_dir / "config.json").is_file():  # Path(): no start resolved
+        return []
+    try:
+        hf_config = load_config(model_dir, cfg.model.trust_remote_code)
+        refuse_unknown_settings(
+            task.model_class, hf_config, model_config_overrides(task, task_params), model_dir
+        )
+    except (ConfigError, CheckpointError) as exc:
+        return [str(exc)]
+    return []
 
 
 def can_continue(task: TaskSpec) -> bool:
