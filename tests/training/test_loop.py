@@ -132,6 +132,21 @@ def test_resume_refuses_changed_training_config(make_config, tmp_path: Path):
         run(changed, resume_from=result.checkpoint)
 
 
+def test_resume_refuses_a_train_file_whose_rows_changed(make_config, toy_data: dict[str, Path]):
+    """Same config, other rows: refused, naming the key; the test file (scored after training) may change."""
+    cfg = make_config(data={"test_file": str(toy_data["test"])}, train={"max_steps": 2, "save_steps": 1})
+    result, _, _ = run(cfg, evaluate_fn=lambda m: {"accuracy": 0.5})
+    train_file = Path(cfg.data.train_file)
+    original = train_file.read_bytes()
+    train_file.write_bytes(original[: original.rstrip().rfind(b"\n") + 1])  # same path and config, 1 row less
+    with pytest.raises(CheckpointError, match=r"content of data\.train_file changed"):
+        run(cfg, resume_from=result.checkpoint)
+    train_file.write_bytes(original)  # the original rows: the resume goes on, with another test file
+    toy_data["test"].write_bytes(toy_data["dev"].read_bytes())
+    resumed, _, _ = run(cfg, resume_from=result.checkpoint, evaluate_fn=lambda m: {"accuracy": 0.5})
+    assert resumed.step == 2
+
+
 def test_checkpoint_crash_mid_write_keeps_previous_loadable(make_config, monkeypatch):
     cfg = resolve(make_config(train={"max_steps": 1})).cfg  # the resolved config is what a run saves
     result, _, accelerator = run(cfg, evaluate_fn=lambda m: {"accuracy": 0.5})

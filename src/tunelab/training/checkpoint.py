@@ -31,8 +31,8 @@ _NAME = re.compile(r"^step-(\d+)$")
 # Keys that may differ between the original run and its resume without changing the training math:
 # where the run lives (``train.output_dir``: a run moved to another directory or disk still resumes),
 # how often it logs and saves, the evaluation batch size, and the test file scored after training.
-# Input paths (``model.name_or_path``, the data files) stay compared: their content is not checked, so
-# another path may be other weights or rows.
+# Input paths (``model.name_or_path``, the data files) stay compared; the content of the data files and
+# teachers is compared too (``TrainerState.inputs``), so the same path holding other rows is refused.
 RESUMABLE_CHANGES = frozenset(
     {
         "train.output_dir",
@@ -59,6 +59,9 @@ class TrainerState:
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     log_window: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the next log averages
     world_size: int | None = None  # processes that wrote it (None: a checkpoint older than this field)
+    # sha256 of each data file and teacher the run read, by config key (``models.manifest.data_files``);
+    # empty in a checkpoint older than this field, which is then resumed unchecked
+    inputs: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -151,13 +154,25 @@ def config_differences(
     return sorted(diffs)
 
 
-def check_resumable(path: Path, config: dict[str, Any], world_size: int = 1) -> TrainerState:
+def check_resumable(
+    path: Path, config: dict[str, Any], world_size: int = 1, inputs: Mapping[str, str] | None = None
+) -> TrainerState:
     """The loop state of ``path`` if ``config`` may continue it, else a ``CheckpointError`` naming the keys.
 
     Cheap (one JSON file), so a caller checks before it loads data or weights or writes anything.
-    ``world_size`` is the resuming run's process count.
+    ``world_size`` is the resuming run's process count. ``inputs`` (sha256 by config key of the files
+    and teachers this run read) must equal the checkpoint's: a resume on other rows or another teacher
+    would continue a run that never existed.
     """
     state = read_state(path)
+    if inputs is not None and state.inputs:
+        keys = (state.inputs.keys() | inputs.keys()) - RESUMABLE_CHANGES  # the test file is scored after
+        changed = sorted(key for key in keys if state.inputs.get(key) != inputs.get(key))
+        if changed:
+            raise CheckpointError(
+                f"{path}: cannot resume, the content of {', '.join(changed)} changed since the checkpoint "
+                "(sha256 differs); restore the original files or start a new run (another train.output_dir)"
+            )
     diffs = config_differences(state.config, config, (state.world_size, world_size))
     if diffs:
         hint = ""
@@ -176,15 +191,17 @@ def load_checkpoint(
     config: dict[str, Any],
     run_states: Mapping[str, RunState] | None = None,
     model: torch.nn.Module | None = None,
+    inputs: Mapping[str, str] | None = None,
 ) -> TrainerState:
     """Restore accelerate's state and the methods' run states from ``path``; return the loop state.
 
-    A config that differs from the checkpoint's outside ``RESUMABLE_CHANGES`` is refused with a
-    ``CheckpointError`` before anything is restored: the resumed run would not continue the original.
+    A config that differs from the checkpoint's outside ``RESUMABLE_CHANGES``, or ``inputs`` whose
+    content differs (``check_resumable``), is refused with a ``CheckpointError`` before anything is
+    restored: the resumed run would not continue the original.
     ``run_states`` are restored into the unwrapped ``model``, which they require. Another process
     count may resume at the same global batch (``config_differences``).
     """
-    state = check_resumable(path, config, accelerator.num_processes)
+    state = check_resumable(path, config, accelerator.num_processes, inputs)
     if state.world_size not in (None, accelerator.num_processes):
         # accelerate restores rank i's RNG from random_states_i.pkl and silently skips ranks without one.
         logger.warning(

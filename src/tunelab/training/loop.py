@@ -205,11 +205,12 @@ class TrainingRun:
         companions = inputs.adapted.companions.items()
         self.run_states = {k: c for k, c in companions if isinstance(c, RunState)}
         self.unwrapped = accelerator.unwrap_model(self.model)
-        self.state = TrainerState(config=config_dict)
+        digests = {key: file.sha256 for key, file in inputs.data_files.items()}
+        self.state = TrainerState(config=config_dict, inputs=digests)
         self.window = LogWindow(accelerator.device)
         if resume_from is not None:
             self.state = load_checkpoint(
-                accelerator, resume_from, config_dict, self.run_states, self.unwrapped
+                accelerator, resume_from, config_dict, self.run_states, self.unwrapped, digests
             )
             if self.state.log_window:
                 self.window.restore(self.state.log_window, accelerator)

@@ -16,8 +16,10 @@ from tunelab.data import TaskData, columns_of, load_inputs
 from tunelab.data.augment import AugmentingCollator, Tokenize, load_synonyms
 from tunelab.methods.losses import model_logits, smoothed_cross_entropy
 from tunelab.methods.spec import Adapted, ColumnDict, LossFn, PreviousTask, RunData, model_loss
+from tunelab.models import manifest
 from tunelab.models.continual import continued_labels, load_grown, previous_record
 from tunelab.models.load import load_input_processor
+from tunelab.models.run_info import DataFile
 from tunelab.tasks.spec import TaskSpec, load_with_labels, model_config_overrides, tokenize_dataset
 from tunelab.training.continual import load_previous
 from tunelab.training.plan import Plan
@@ -48,6 +50,9 @@ class TrainInputs:
     train_collator: Any = (
         None  # training batches when they differ from ``collator`` (TaskSpec.train_collator)
     )
+    # sha256 of every file and teacher the run read, by config key: its run record's, and what a
+    # resume compares (models.manifest.data_files)
+    data_files: dict[str, DataFile] = field(default_factory=dict)
 
 
 def load_model(plan: Plan, labels: list[str], params: Any) -> torch.nn.Module:
@@ -177,6 +182,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         examples={"dev": data.dev, **({"test": data.test} if data.test is not None else {})},
         task_params=params,
         train_collator=train_collator,
+        data_files=manifest.data_files(cfg.data, [method_params for _, method_params in plan.methods]),
     )
 
 
