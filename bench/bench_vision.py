@@ -1,8 +1,8 @@
 """Vision transfer on Fashion-MNIST: a small ViT pretrained by masked image modelling vs random init,
 beside a pixel logistic regression on the same labelled images.
 
-    OMP_NUM_THREADS=1 python bench/bench_vision.py [--mim-steps 1400] [--ft-steps 1600 3200]
-        [--parallel 2] [--starts mim scratch] [--runs DIR]
+    OMP_NUM_THREADS=1 python bench/bench_vision.py [--mim-steps 5000] [--ft-steps 1600 3200]
+        [--seeds 42 7 8] [--parallel 2] [--starts mim scratch] [--runs DIR]
 
 Steps, each a ``tunelab`` subprocess on one thread, on the shipped ``fashion-mnist`` asset (Debian's
 ``dataset-fashion-mnist``, prepared into data/fashion-mnist as the examples read it):
@@ -15,10 +15,12 @@ Steps, each a ``tunelab`` subprocess on one thread, on the shipped ``fashion-mni
    1% of the labels (``data.k_shot`` 60 per class = 600 images) and 10% (600 per class = 6,000), for
    ``--ft-steps`` steps (1%, 10%) of 64 augmented images (random crop, flip), ``--parallel`` runs at a
    time; best/ is chosen on the 2,040 dev images split off the train images and scored once on the
-   whole 10,000-image t10k test set;
+   whole 10,000-image t10k test set; at 1% each of ``--seeds`` (``train.seed``: the 600 images drawn,
+   the dev split, a random init and the data order) is a run of its own, and the table adds their mean
+   (600 images vary far more with the draw than 6,000 do; the 10% runs use the first seed);
 3. the baseline: scikit-learn's logistic regression (C=1) on raw pixels in [0, 1], fitted on exactly
    the labelled images each fine-tune trains on (the task's own ``load_data`` with the same config and
-   seed) and scored on the same test set;
+   seed), for each seed, and scored on the same test set;
 4. ``tunelab export --quantize int8`` of the pretrained 10% model, whose parity report scores fp32 and
    int8 on that run's dev images.
 
@@ -53,6 +55,7 @@ SHOTS = {"1%": 60, "10%": 600}  # labelled train images per class (10 classes)
 FT_BATCH, MIM_BATCH = 64, 128  # the examples' train.batch_size
 STARTS = {"mim": "finetune_fashion.yaml", "scratch": "finetune_fashion_scratch.yaml"}
 START_NAMES = {"mim": "MIM-pretrained", "scratch": "random init"}
+DEFAULT_SEED = 42  # train.seed's default: its runs keep the run dir names of the one-seed bench
 
 
 def tunelab(*args: str | Path) -> list[str]:
@@ -125,22 +128,23 @@ def share(shots: int) -> str:
     return next(name for name, n in SHOTS.items() if n == shots)
 
 
-def finetune(runs: Path, start: str, shots: int, ft_steps: int) -> dict[str, Any]:
-    """One fine-tune of ``start`` (mim or scratch) on ``shots`` labelled images per class."""
-    run_dir = runs / f"ft-{start}-{shots}"
-    overrides = ["--data.k_shot", str(shots), "--train.max_steps", str(ft_steps)]
+def finetune(runs: Path, start: str, shots: int, seed: int, ft_steps: int) -> dict[str, Any]:
+    """One fine-tune of ``start`` (mim or scratch) on ``shots`` images per class drawn with ``seed``."""
+    run_dir = runs / (f"ft-{start}-{shots}" + ("" if seed == DEFAULT_SEED else f"-s{seed}"))
+    overrides = ["--data.k_shot", str(shots), "--train.seed", str(seed), "--train.max_steps", str(ft_steps)]
     overrides += ["--train.eval_steps", str(ft_steps // 5), "--train.save_steps", str(ft_steps)]
     if start == "mim":
         overrides += ["--model.name_or_path", str(runs / "mim" / "best")]
     row = train(EXAMPLES / STARTS[start], run_dir, *overrides)
-    return {"start": START_NAMES[start], "labels": share(shots), "shots": shots, **row}
+    return {"start": START_NAMES[start], "labels": share(shots), "shots": shots, "seed": seed, **row}
 
 
-def pixel_baseline(shots: int) -> dict[str, Any]:
+def pixel_baseline(shots: int, seed: int) -> dict[str, Any]:
     """Logistic regression on raw pixels, fitted on the fine-tunes' labelled images, scored on their test set.
 
     The rows come from the task's own ``load_data`` under the random-init example's config with
-    ``data.k_shot`` = ``shots`` (the same seed, dev split and few-shot draw as every fine-tune).
+    ``data.k_shot`` = ``shots`` and ``train.seed`` = ``seed`` (the same dev split and few-shot draw as
+    the fine-tunes of that seed).
     """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -150,7 +154,8 @@ def pixel_baseline(shots: int) -> dict[str, Any]:
     from tunelab.data.images import image_array
     from tunelab.training import resolve
 
-    plan = resolve(load_config(EXAMPLES / STARTS["scratch"], ["--data.k_shot", str(shots)]))
+    overrides = ["--data.k_shot", str(shots), "--train.seed", str(seed)]
+    plan = resolve(load_config(EXAMPLES / STARTS["scratch"], overrides))
     data = plan.task.load_data(plan.cfg.data, plan.task_params, plan.cfg.train.seed)
 
     def xy(split: Any) -> tuple[Any, list[str]]:
@@ -166,11 +171,12 @@ def pixel_baseline(shots: int) -> dict[str, Any]:
         "macro_f1": float(f1_score(y_test, predicted, average="macro")),
     }
     start = "pixel logistic regression"
-    return {"start": start, "labels": share(shots), "shots": shots, "test": test, "wall_s": wall}
+    row = {"start": start, "labels": share(shots), "shots": shots, "seed": seed, "test": test}
+    return row | {"wall_s": wall}
 
 
 def bench(
-    runs: Path, starts: list[str], mim_steps: int, ft_steps: dict[int, int], parallel: int
+    runs: Path, starts: list[str], mim_steps: int, ft_steps: dict[int, int], seeds: list[int], parallel: int
 ) -> dict[str, Any]:
     """Pretrain (when a start needs it), fine-tune each (start, labels) pair, fit the pixel baseline,
     export one fine-tune to int8."""
@@ -185,14 +191,51 @@ def bench(
             "--train.max_steps", str(mim_steps), "--train.eval_steps", str(mim_steps // 4),
             "--train.save_steps", str(mim_steps), stopped_ok=True,
         )  # fmt: skip
-    pairs = [(start, shots) for shots in sorted(SHOTS.values(), reverse=True) for start in starts]
+    runs_of = {shots: seeds if shots == SHOTS["1%"] else seeds[:1] for shots in SHOTS.values()}
+    jobs = [
+        (start, shots, seed)
+        for shots in sorted(SHOTS.values(), reverse=True)
+        for seed in runs_of[shots]
+        for start in starts
+    ]
     with ThreadPoolExecutor(parallel) as pool:  # longest (10%) first
-        rows = list(pool.map(lambda pair: finetune(runs, *pair, ft_steps[pair[1]]), pairs))
-    rows.sort(key=lambda row: row["shots"])  # the table: 1% first
-    rows += [pixel_baseline(shots) for shots in SHOTS.values()]
+        rows = list(pool.map(lambda job: finetune(runs, *job, ft_steps[job[1]]), jobs))
+    rows += [pixel_baseline(shots, seed) for shots, seeds_at in runs_of.items() for seed in seeds_at]
+    rows.sort(key=lambda row: (row["shots"], row["start"] == "pixel logistic regression"))  # 1% first
     int8 = export_int8(runs / f"ft-mim-{SHOTS['10%']}")["parity"] if "mim" in starts else None
     result = {"mim": mim, "mim_steps": mim_steps, "finetune": rows, "int8": int8, "ft_steps": ft_steps}
+    result["means"] = means(rows)
     return result | {"parallel": parallel}
+
+
+def means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation of test accuracy and macro-F1 per (labels, start) with more
+    than one seed."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["labels"], row["start"]), []).append(row)
+    return [
+        {
+            "labels": labels,
+            "start": start,
+            "seeds": len(group),
+            "accuracy": statistics.mean(acc := [row["test"]["accuracy"] for row in group]),
+            "accuracy_sd": statistics.stdev(acc),
+            "macro_f1": statistics.mean(row["test"]["macro_f1"] for row in group),
+        }  # fmt: skip
+        for (labels, start), group in groups.items()
+        if len(group) > 1
+    ]
+
+
+def _mean_row(mean: dict[str, Any]) -> str:
+    """One table line: a (labels, start) mean over seeds."""
+    return (
+        f"| **{mean['labels']}** | **{mean['start']}** | mean of {mean['seeds']} | | "
+        f"**{mean['accuracy']:.4f}** ± {mean['accuracy_sd']:.4f} | {mean['macro_f1']:.4f} | | |"
+    )
 
 
 def _row(row: dict[str, Any]) -> str:
@@ -205,7 +248,7 @@ def _row(row: dict[str, Any]) -> str:
     else:
         steps, dev, wall = "-", "-", f"{row['wall_s']:.1f} s fit"
     return (
-        f"| {row['labels']} ({images:,} images) | {row['start']} | {steps} "
+        f"| {row['labels']} ({images:,} images) | {row['start']} | {row['seed']} | {steps} "
         f"| {row['test']['accuracy']:.4f} | {row['test']['macro_f1']:.4f} | {dev} | {wall} |"
     )
 
@@ -237,14 +280,18 @@ def markdown(result: dict[str, Any], prov: dict[str, Any]) -> str:
         f"- fine-tuning (`examples/vision/finetune_fashion*.yaml`): batches of {FT_BATCH} images, random "
         "crop (pad 2) and flip, AdamW lr 1e-3, weight decay 0.05, 10% warmup then linear decay; the "
         "pretrained start adds layer-wise lr decay 0.75 (`freeze` method); labelled rows are "
-        "`data.k_shot` per class (seed 42); best/ on 2,040 dev images split off train; test = the whole "
+        "`data.k_shot` per class drawn with the run's seed (`train.seed`, which also draws the 2,040 dev "
+        "images split off train that pick best/, the random init and the data order); test = the whole "
         f"10,000-image t10k set; {result['parallel']} fine-tunes ran at a time",
         "- pixel logistic regression: scikit-learn `LogisticRegression(C=1)` on the raw pixels in [0, 1] "
-        "of exactly the fine-tunes' labelled images, same test set",
+        "of exactly the fine-tunes' labelled images (the same seed's draw), same test set; mean rows: "
+        "mean ± sample standard deviation over the seeds",
         "",
-        "| labels | start | steps (epochs) | test accuracy | test macro-F1 | dev accuracy (best/) | wall |",
-        "|---|---|---|---|---|---|---|",
+        "| labels | start | seed | steps (epochs) | test accuracy | test macro-F1 | dev accuracy (best/) "
+        "| wall |",
+        "|---|---|---|---|---|---|---|---|",
         *map(_row, result["finetune"]),
+        *map(_mean_row, result["means"]),
     ]
     before, after = int8["before"], int8["after"]
     lines += [
@@ -261,10 +308,14 @@ def markdown(result: dict[str, Any], prov: dict[str, Any]) -> str:
 def main() -> None:
     """Run the bench and write its RESULTS.md section (when both starts ran)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mim-steps", type=int, default=1400)
+    parser.add_argument("--mim-steps", type=int, default=5000)
     parser.add_argument(
         "--ft-steps", type=int, nargs=2, default=[1600, 3200], metavar=("AT_1PCT", "AT_10PCT"),
         help="fine-tune steps of 64 images at 1%% and at 10%% of the labels",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[DEFAULT_SEED],
+        help="train.seed of the 1%% fine-tunes and pixel baselines, one run each (10%%: the first)",
     )  # fmt: skip
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--starts", nargs="+", choices=sorted(STARTS), default=sorted(STARTS))
@@ -273,7 +324,7 @@ def main() -> None:
     os.chdir(ROOT)  # the examples' data paths are relative to the repository
     prov = harness.provenance(threads=1)
     ft_steps = dict(zip(SHOTS.values(), args.ft_steps, strict=True))
-    result = bench(args.runs.resolve(), args.starts, args.mim_steps, ft_steps, args.parallel)
+    result = bench(args.runs.resolve(), args.starts, args.mim_steps, ft_steps, args.seeds, args.parallel)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"result-{'-'.join(args.starts)}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     if set(args.starts) == set(STARTS):
