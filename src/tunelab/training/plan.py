@@ -210,7 +210,7 @@ def _model_setting_problems(cfg: RunConfig, task: TaskSpec, task_params: Any, mo
         refuse_unknown_settings(
             task.model_class, hf_config, model_config_overrides(task, task_params), model_dir
         )
-    except (ConfigError, CheckpointError) as exc:
+    except ConfigError as exc:  # a damaged model dir (CheckpointError) stays its own one-line error
         return [str(exc)]
     return []
 
