@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from toy_tasks import toy_rows, write_csv
 from tunelab.cli import app
 from tunelab.config import DataConfig
-from tunelab.models.manifest import data_files
+from tunelab.models.manifest import content_digest, data_files
 from tunelab.models.run_info import read_run_info
 
 
@@ -56,11 +56,15 @@ def test_record_carries_the_hashes_of_data_features_tokenizer_and_weights(finish
     info = read_run_info(finished_run / "best")
     assert info is not None
     assert info.config is not None
-    assert set(info.data_files) == {"data.train_file", "data.dev_file", "data.test_file"}
-    for key, recorded in info.data_files.items():
+    files = dict(info.data_files)
+    start = files.pop("model.name_or_path")
+    assert set(files) == {"data.train_file", "data.dev_file", "data.test_file"}
+    for key, recorded in files.items():
         path = Path(recorded.path)
         assert str(path) == str(getattr(info.config.data, key.split(".")[1]))
         assert (recorded.sha256, recorded.size) == (sha256(path), path.stat().st_size)
+    assert start.path == str(Path(info.config.model.name_or_path or "").resolve())
+    assert start.sha256 == content_digest(Path(start.path)).sha256
     assert set(info.features_sha256) == {"train", "dev", "test"}
     assert len(set(info.features_sha256.values())) == 3  # different rows, different fingerprints
     assert info.tokenizer_sha256 is not None
@@ -98,6 +102,24 @@ def test_verify_refuses_an_edited_data_file_naming_it(finished_run: Path, tmp_pa
         dev.write_bytes(original)
     assert result.exit_code == 1
     assert f"{dev}: data.dev_file changed since the run" in result.output
+
+
+def test_verify_refuses_a_changed_start_model_naming_it(finished_run: Path, tmp_path: Path):
+    """Other start weights train another model: verify names model.name_or_path before re-training."""
+    info = read_run_info(finished_run / "best")
+    assert info is not None
+    start = Path(info.data_files["model.name_or_path"].path)
+    weights = start / "model.safetensors"
+    original = weights.read_bytes()
+    try:
+        state = load_file(weights)
+        name = sorted(state)[0]
+        save_file({**state, name: state[name] + 1e-3}, str(weights), metadata={"format": "pt"})
+        result = verify(copy_run(finished_run, tmp_path))
+    finally:
+        weights.write_bytes(original)
+    assert result.exit_code == 1
+    assert f"{start}: model.name_or_path changed since the run" in result.output
 
 
 def tamper_metric(run: Path) -> str:

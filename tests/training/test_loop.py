@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -10,12 +12,19 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from tunelab.config import RunConfig
 from tunelab.errors import CheckpointError
 from tunelab.evaluation import evaluate
 from tunelab.training import TrainResult, build_accelerator, prepare_inputs, resolve, train
-from tunelab.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from tunelab.training.checkpoint import (
+    STATE_FILE,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def run(cfg: RunConfig, resume_from: Path | None = None, evaluate_fn: Callable | None = None, on_best=None):
@@ -143,6 +152,29 @@ def test_resume_refuses_a_train_file_whose_rows_changed(make_config, toy_data: d
         run(cfg, resume_from=result.checkpoint)
     train_file.write_bytes(original)  # the original rows: the resume goes on, with another test file
     toy_data["test"].write_bytes(toy_data["dev"].read_bytes())
+    resumed, _, _ = run(cfg, resume_from=result.checkpoint, evaluate_fn=lambda m: {"accuracy": 0.5})
+    assert resumed.step == 2
+
+
+def test_resume_refuses_a_changed_start_model_and_takes_an_older_checkpoint(
+    make_config, tiny_backbone_dir: Path, tmp_path: Path
+):
+    """Other start weights are refused (a LoRA checkpoint holds only its adapter); a checkpoint saved
+    before the start was recorded has no such key and still resumes."""
+    start = Path(shutil.copytree(tiny_backbone_dir, tmp_path / "start"))
+    cfg = make_config(model={"name_or_path": str(start)}, train={"max_steps": 2, "save_steps": 1})
+    result, _, _ = run(cfg, evaluate_fn=lambda m: {"accuracy": 0.5})
+    assert result.checkpoint is not None
+    weights = start / "model.safetensors"
+    state = load_file(weights)
+    name = sorted(state)[0]
+    save_file({**state, name: state[name] + 1e-3}, str(weights), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"content of model\.name_or_path changed"):
+        run(cfg, resume_from=result.checkpoint)
+    state_file = result.checkpoint / STATE_FILE
+    saved = json.loads(state_file.read_text())
+    del saved["inputs"]["model.name_or_path"]  # as an older tunelab wrote it
+    state_file.write_text(json.dumps(saved))
     resumed, _, _ = run(cfg, resume_from=result.checkpoint, evaluate_fn=lambda m: {"accuracy": 0.5})
     assert resumed.step == 2
 

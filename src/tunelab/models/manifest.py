@@ -31,15 +31,20 @@ from tunelab.models.run_info import DataFile, FileDigest, file_digest, weight_fi
 _ROWS_PER_BATCH = 1000
 
 
-def data_files(cfg: DataConfig, method_params: Sequence[BaseModel] = ()) -> dict[str, DataFile]:
+def data_files(
+    cfg: DataConfig, method_params: Sequence[BaseModel] = (), start: Path | None = None
+) -> dict[str, DataFile]:
     """sha256 and size of every file the run reads, keyed by its config key path.
 
-    The files the ``data:`` section names, and every path among the validated params of
-    ``methods[i]`` (e.g. ``self_train``'s unlabelled file), nested options and lists included. A path
-    naming a directory is a model the run reads (a teacher; a run dir stands for its ``best/``),
-    recorded as that model directory with :func:`content_digest`'s one hash of its config and weights.
+    The files the ``data:`` section names, every path among the validated params of ``methods[i]``
+    (e.g. ``self_train``'s unlabelled file), nested options and lists included, and the pretrained
+    ``start`` model (``model.name_or_path``: other start weights train another model, and a LoRA
+    checkpoint holds only its adapter). A path naming a directory is a model the run reads (a
+    teacher; a run dir stands for its ``best/``), recorded as that model directory with
+    :func:`content_digest`'s one hash of its config and weights.
     """
     paths = {
+        "model.name_or_path": start,
         "data.train_file": cfg.train_file,
         "data.dev_file": cfg.dev_file,
         "data.test_file": cfg.test_file,

@@ -161,12 +161,14 @@ def check_resumable(
 
     Cheap (one JSON file), so a caller checks before it loads data or weights or writes anything.
     ``world_size`` is the resuming run's process count. ``inputs`` (sha256 by config key of the files
-    and teachers this run read) must equal the checkpoint's: a resume on other rows or another teacher
-    would continue a run that never existed.
+    and models this run read) must equal the checkpoint's for every key it recorded: a resume on other
+    rows or another teacher would continue a run that never existed. A key it did not record is not
+    compared: an older checkpoint's (the start model was recorded later), or one the config adds
+    (then the config differs, refused below).
     """
     state = read_state(path)
     if inputs is not None and state.inputs:
-        keys = (state.inputs.keys() | inputs.keys()) - RESUMABLE_CHANGES  # the test file is scored after
+        keys = state.inputs.keys() - RESUMABLE_CHANGES  # the test file is scored after
         changed = sorted(key for key in keys if state.inputs.get(key) != inputs.get(key))
         if changed:
             raise CheckpointError(

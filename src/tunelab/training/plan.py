@@ -59,6 +59,16 @@ class Plan:
         return custom[0] if custom else default_step
 
     @property
+    def pretrained_start(self) -> Path | None:
+        """``model_dir`` when it is a pretrained model the config names (``model.name_or_path``).
+
+        None for a model the run builds itself (``from_scratch``: its ``init/``) or a continued run
+        (``model.previous_run``, recorded by that run's own record).
+        """
+        named = self.cfg.model.previous_run is None and self.cfg.model.name_or_path != SCRATCH
+        return self.model_dir if named else None
+
+    @property
     def higher_is_better(self) -> bool:
         """Loss-like metrics and perplexity improve downwards, every other metric upwards."""
         return not self.selection_metric.endswith(LOWER_IS_BETTER)
@@ -157,7 +167,7 @@ def resolve(cfg: RunConfig, count_labels: bool = True) -> Plan:
                 f"train.metric_for_best_model: {cfg.train.metric_for_best_model!r} is not a metric of task "
                 f"{task.name!r}; choose one of: {', '.join(allowed)}"
             )
-    model_dir = Path()
+    model_dir: Path | None = None  # stays None when the start could not be resolved (a problem says why)
     scratch = _from_scratch(task, task_params)
     if cfg.model.previous_run is not None:
         model_dir, continual_problems = _previous_run(cfg, task, task_params)
@@ -175,11 +185,12 @@ def resolve(cfg: RunConfig, count_labels: bool = True) -> Plan:
             model_dir = resolve_model(cfg.model.name_or_path)
         except AssetError as exc:
             problems.append(f"model.name_or_path: {exc}")
-    if task is not None and task_params is not None:
+    if task is not None and task_params is not None and model_dir is not None:
         problems += _model_setting_problems(cfg, task, task_params, model_dir)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(problems))
     assert task is not None
+    assert model_dir is not None
     balance = train_label_balance(cfg, task, task_params) if count_labels else None
     reason = None
     if cfg.train.metric_for_best_model is None:
@@ -203,7 +214,7 @@ def _model_setting_problems(cfg: RunConfig, task: TaskSpec, task_params: Any, mo
     key that training would refuse (``models.load.load_pretrained``); a model built by the run itself
     (``from_scratch``) has no config.json yet and is not checked.
     """
-    if model_dir == Path() or not (model_dir / "config.json").is_file():  # Path(): no start resolved
+    if not (model_dir / "config.json").is_file():
         return []
     try:
         hf_config = load_config(model_dir, cfg.model.trust_remote_code)
@@ -236,13 +247,16 @@ def why_no_continual(task: TaskSpec) -> str | None:
     )
 
 
-def _previous_run(cfg: RunConfig, task: TaskSpec | None, task_params: Any) -> tuple[Path, list[str]]:
-    """``model.previous_run``'s best/ (the start) and what keeps this run from continuing it."""
+def _previous_run(cfg: RunConfig, task: TaskSpec | None, task_params: Any) -> tuple[Path | None, list[str]]:
+    """``model.previous_run``'s best/ (the start) and what keeps this run from continuing it.
+
+    The start is None when the previous run's record is unreadable (the problem says why).
+    """
     assert cfg.model.previous_run is not None
     try:
         record = previous_record(cfg.model.previous_run)
     except CheckpointError as exc:
-        return Path(), [f"model.previous_run: {exc}"]
+        return None, [f"model.previous_run: {exc}"]
     run = cfg.model.previous_run
     problems = []
     if run.resolve() == cfg.train.output_dir.resolve():

@@ -182,7 +182,9 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         examples={"dev": data.dev, **({"test": data.test} if data.test is not None else {})},
         task_params=params,
         train_collator=train_collator,
-        data_files=manifest.data_files(cfg.data, [method_params for _, method_params in plan.methods]),
+        data_files=manifest.data_files(
+            cfg.data, [method_params for _, method_params in plan.methods], plan.pretrained_start
+        ),
     )
 
 
