@@ -17,6 +17,7 @@ from tunelab.methods import distill
 from tunelab.methods.distill import cache as distill_cache
 from tunelab.methods.losses import topk_kl
 from tunelab.methods.spec import Adapted, RunData, default_step
+from tunelab.models import manifest
 
 LABELS = ["a", "b", "c", "d"]
 
@@ -110,6 +111,19 @@ def test_cache_is_keyed_by_teacher_and_rows(tiny_backbone_dir, tmp_path):
     assert distill_cache.cache_path(tmp_path, distill.teacher.fingerprint([other]), rows, 4) != base
     assert distill_cache.cache_path(tmp_path, fp, [[2, 5, 6, 3], [2, 8, 3]], 4) != base
     assert distill_cache.cache_path(tmp_path, fp, rows, 2) != base
+
+
+def test_fingerprint_takes_the_digest_the_run_already_took(tiny_backbone_dir, tmp_path, monkeypatch):
+    """The run record hashed the teacher (RunData.digests): the cache key reads no weights again."""
+    teacher = _teacher_dir(tiny_backbone_dir, tmp_path, False)
+    fresh = distill.teacher.fingerprint([teacher])
+    known = {str(teacher.resolve()): manifest.content_digest(teacher).sha256}
+
+    def no_rehash(path):
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(distill.teacher, "content_digest", no_rehash)
+    assert distill.teacher.fingerprint([teacher], known) == fresh
 
 
 def test_cache_refuses_rows_it_has_not_seen(tiny_backbone_dir, tmp_path):

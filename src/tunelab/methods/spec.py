@@ -162,7 +162,9 @@ class RunData:
     ``text_pair`` when the run has one; a label column is ignored), every bad row reported as file:line;
     ``tokenize(columns)`` turns such columns into unpadded features exactly as training rows are
     tokenised, without labels. The training setup always gives all five; tests of a method that reads
-    only the training features may leave the last two out.
+    only the training features may leave the last two out. ``digests`` maps the absolute path of
+    every file and model the run hashed for its record (``models.manifest.data_files``) to its sha256,
+    so a method that keys a cache on a teacher's content need not hash it again.
     """
 
     features: Any
@@ -170,6 +172,7 @@ class RunData:
     seed: int = 0
     read_inputs: Callable[[Path], ColumnDict] | None = None
     tokenize: Callable[[ColumnDict], ColumnDict] | None = None
+    digests: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

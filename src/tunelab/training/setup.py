@@ -164,7 +164,11 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
 
     train = features(data.train)
     read_inputs = partial(load_inputs, columns=columns_of(cfg.data))
-    run_data = RunData(train, collator, cfg.train.seed, read_inputs, tokenize)
+    data_files = manifest.data_files(
+        cfg.data, [method_params for _, method_params in plan.methods], plan.pretrained_start
+    )
+    digests = {file.path: file.sha256 for file in data_files.values()}
+    run_data = RunData(train, collator, cfg.train.seed, read_inputs, tokenize, digests)
     for spec, method_params in plan.methods:
         if spec.prepare is not None:
             spec.prepare(adapted, method_params, run_data)
@@ -182,9 +186,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         examples={"dev": data.dev, **({"test": data.test} if data.test is not None else {})},
         task_params=params,
         train_collator=train_collator,
-        data_files=manifest.data_files(
-            cfg.data, [method_params for _, method_params in plan.methods], plan.pretrained_start
-        ),
+        data_files=data_files,
     )
 
 

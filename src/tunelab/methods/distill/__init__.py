@@ -140,7 +140,7 @@ def prepare(adapted: Adapted, params: Params, data: RunData) -> None:
     top_k: int = params.cache_top_k or student_config.num_labels
     path = cache.cache_path(
         Path(params.cache_dir).expanduser(),
-        teacher.fingerprint(distiller.paths),
+        teacher.fingerprint(distiller.paths, data.digests),
         data.features["input_ids"],
         top_k,
     )

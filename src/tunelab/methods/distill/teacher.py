@@ -9,7 +9,7 @@ its architecture (``models.load.load_by_architecture``). Adapter artifacts must 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,15 @@ def check_compatible(
             )
 
 
-def fingerprint(paths: Sequence[Path]) -> str:
-    """SHA-256 over each teacher's config and weights, hashed as the run record hashes a teacher."""
-    digests = [content_digest(teacher_dir(path)).sha256 for path in paths]
+def fingerprint(paths: Sequence[Path], known: Mapping[str, str] | None = None) -> str:
+    """SHA-256 over each teacher's config and weights, hashed as the run record hashes a teacher.
+
+    ``known`` maps a model directory's absolute path to the digest the run already took of it
+    (``RunData.digests``): a teacher's weights are read for hashing once per run, not twice.
+    """
+    known = known or {}
+    dirs = [teacher_dir(path).resolve() for path in paths]
+    digests = [known.get(str(d)) or content_digest(d).sha256 for d in dirs]
     return hashlib.sha256(":".join(digests).encode()).hexdigest()
 
 
