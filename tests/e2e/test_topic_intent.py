@@ -1,4 +1,7 @@
-"""The topic and intent examples on the real MiniLM and shipped data (BBC News, chatterbot), cut for CI."""
+"""The topic and intent examples on shipped models and data, cut for CI.
+
+BBC News and English chatterbot on MiniLM; Chinese chatterbot on SmolLM2-135M with LoRA.
+"""
 
 from __future__ import annotations
 
@@ -69,3 +72,18 @@ def test_intent_chatterbot_example_saves_its_fitted_class_weights(tmp_path: Path
     assert set(weights) == set(params["labels"])
     assert len(weights) == 19
     assert weights["gossip"] > 10 * weights["trivia"]  # the rarest category outweighs the most common
+
+
+@pytest.mark.slow
+def test_intent_zh_recipe_learns_the_chinese_categories_in_three_epochs(tmp_path: Path):
+    data = _prepare("chatterbot-zh", tmp_path / "chatterbot-zh")
+    run = tmp_path / "run"
+    recipe = "apps/customer_service/intent_zh.yaml"
+    test = _train(recipe, data, run, "--train.num_train_epochs=3", "--train.save_steps=51")["test"]
+    assert test["n_examples"] == 73
+    assert test["accuracy"] > test["majority_baseline_accuracy"] + 0.25, test  # 0.589 vs 0.205 measured
+    assert test["macro_f1"] > test["majority_baseline_macro_f1"] + 0.3, test  # 0.548 vs 0.021
+    assert (run / "best" / "adapter_config.json").is_file()  # LoRA saves its adapter over SmolLM2
+    predicted = CliRunner().invoke(app, ["predict", str(run), "--text", "你喜欢看电影吗"])
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.output.strip().splitlines()[-1])["label"] in test["per_class"]
