@@ -25,6 +25,8 @@ from tunelab.evaluation import evaluate
 from tunelab.inference.artifact import load_artifact
 from tunelab.inference.generate import generate_ids
 from tunelab.inference.predict import predict_outputs, predict_records
+from tunelab.models.manifest import content_digest
+from tunelab.models.run_info import read_run_info
 from tunelab.tasks.seq2seq import TASK, Params, generated_texts
 from tunelab.tasks.spec import IGNORE_INDEX, Predicted, tokenize_dataset
 from tunelab.training import build_accelerator, prepare_inputs, resolve, train
@@ -122,6 +124,17 @@ def cli_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     result = CliRunner().invoke(app, ["train", str(tmp / "cfg.yaml")])
     assert result.exit_code == 0, result.output
     return tmp / "run"
+
+
+def test_run_record_hashes_the_configured_start_not_the_warm_started_init(cli_run: Path):
+    """BERT2BERT trains from ``<run>/init``, built from the BERT the config names: the record (and a
+    resume, a verify re-run) must name that BERT, or a re-run would warm-start from a built init/."""
+    info = read_run_info(cli_run / "best")
+    assert info is not None
+    assert info.config is not None
+    start = info.data_files["model.name_or_path"]
+    assert start.path == str(Path(info.config.model.start).resolve())
+    assert start.sha256 == content_digest(Path(start.path)).sha256
 
 
 def scores_of(model: Any, tokenizer: Any, params: Params, rows: Any) -> tuple[dict[str, Any], list[str]]:

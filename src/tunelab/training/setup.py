@@ -140,6 +140,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
         len(data.labels),
         data.labels[:20] + ["..."] * (len(data.labels) > 20),  # a retrieval run's labels are its corpus
     )
+    pretrained = plan.pretrained_start  # what the config names, before a task builds init/ from it
     if plan.task.init_model is not None:  # e.g. a from-scratch or warm-started model, built once in init/
         start = plan.task.init_model(
             plan.task_params, data, plan.model_dir, cfg.train.output_dir / "init", cfg.train.seed
@@ -164,9 +165,7 @@ def prepare_inputs(plan: Plan, data: TaskData | None = None) -> TrainInputs:
 
     train = features(data.train)
     read_inputs = partial(load_inputs, columns=columns_of(cfg.data))
-    data_files = manifest.data_files(
-        cfg.data, [method_params for _, method_params in plan.methods], plan.pretrained_start
-    )
+    data_files = manifest.data_files(cfg.data, [p for _, p in plan.methods], pretrained)
     digests = {file.path: file.sha256 for file in data_files.values()}
     run_data = RunData(train, collator, cfg.train.seed, read_inputs, tokenize, digests)
     for spec, method_params in plan.methods:
